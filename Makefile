@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine (Python >= 3.10 with pip and venv):
+#   make demo   build the embedded demo feature cache and train LOFF-TA on it
+#   make test   run the whole test suite
+# Both create the virtual environment .venv the first time.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python recipes/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check loffdata tools recipes tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loader.py
+
+clean:
+	rm -rf $(VENV) out demo_out .pytest_cache

@@ -1,0 +1,228 @@
+"""msgpack tensor codec: numpy arrays and torch tensors to bytes and back.
+
+A payload is one msgpack map (format described in ``docs/format.md``)::
+
+    {"dtype": "float16", "shape": [768, 16, 16], "data": <bin, little-endian, C order>}
+
+int8 caches may carry a per-channel float32 ``scale`` (and the channel ``axis``), so that
+``value = int8 * scale``. Decoding is a zero-copy ``np.frombuffer`` view on the payload,
+after checking the dtype, rank, size and that ``prod(shape) * itemsize == len(data)``.
+There is no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import msgpack
+import numpy as np
+
+from loffdata.errors import CodecError
+
+__all__ = [
+    "DTYPES",
+    "MAX_RANK",
+    "MAX_BYTES",
+    "Quantized",
+    "quantize_int8",
+    "encode",
+    "decode",
+    "decode_header",
+    "as_numpy",
+    "to_torch",
+    "torch_dtype",
+]
+
+#: Logical dtype name -> numpy dtype of the stored bytes (always little-endian).
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float64": np.dtype("<f8"),
+    "uint8": np.dtype("u1"),
+    "int8": np.dtype("i1"),
+    "int16": np.dtype("<i2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "bool": np.dtype("?"),
+}
+_NAMES = {dt: name for name, dt in DTYPES.items()}
+MAX_RANK = 8
+MAX_BYTES = 1 << 31  # 2 GiB per tensor
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """An int8 tensor with a symmetric per-channel scale: ``value = values * scale``.
+
+    Attributes:
+        values: int8 array.
+        scale: float32 array with one entry per index of ``values`` along ``axis``.
+        axis: the channel axis (0 for CHW feature maps).
+    """
+
+    values: np.ndarray
+    scale: np.ndarray
+    axis: int = 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    def dequantize(self, dtype: Any = np.float32) -> np.ndarray:
+        """Returns ``values * scale`` broadcast along ``axis``, as ``dtype``."""
+        shape = [1] * self.values.ndim
+        shape[self.axis] = -1
+        out = self.values.astype(np.float32) * self.scale.reshape(shape)
+        return out.astype(dtype, copy=False)
+
+
+def quantize_int8(x: np.ndarray, *, axis: int = 0) -> Quantized:
+    """Symmetric per-channel int8 quantisation (scale = max|x| / 127 per channel)."""
+    x = np.asarray(x, dtype=np.float32)
+    moved = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    amax = np.abs(moved).max(axis=1) if moved.size else np.zeros(x.shape[axis], np.float32)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    bshape = [1] * x.ndim
+    bshape[axis] = -1
+    values = np.clip(np.rint(x / scale.reshape(bshape)), -127, 127).astype(np.int8)
+    return Quantized(values=values, scale=scale, axis=axis)
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """Converts a torch tensor or array-like to a numpy array without copying when possible."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.startswith("torch"):
+        return _torch_to_numpy(x)
+    return np.asarray(x)
+
+
+def _torch_to_numpy(t: Any) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).numpy().view(DTYPES["bfloat16"])
+    return t.numpy()
+
+
+def encode(x: Any, *, dtype: str | None = None) -> bytes:
+    """Encodes an array, tensor or :class:`Quantized` as one msgpack payload.
+
+    Args:
+        x: numpy array, torch tensor (any device) or :class:`Quantized`.
+        dtype: optional storage dtype to convert to first; ``"int8"`` on a float input
+            quantises per channel along axis 0.
+    """
+    if dtype is not None and not isinstance(x, Quantized):
+        x = _convert(as_numpy(x), dtype)
+    if isinstance(x, Quantized):
+        return _pack(x.values, "int8", scale=x.scale, axis=x.axis)
+    arr = as_numpy(x)
+    name = _NAMES.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+    if name is None:
+        raise CodecError(f"unsupported dtype {arr.dtype}; supported: {sorted(DTYPES)}")
+    return _pack(arr, name)
+
+
+def _convert(arr: np.ndarray, dtype: str) -> np.ndarray | Quantized:
+    if dtype not in DTYPES:
+        raise CodecError(f"unknown storage dtype {dtype!r}; supported: {sorted(DTYPES)}")
+    if dtype == "int8" and arr.dtype != DTYPES["int8"]:
+        return quantize_int8(arr.astype(np.float32), axis=0)
+    return arr.astype(DTYPES[dtype], copy=False)
+
+
+def _pack(arr: np.ndarray, name: str, *, scale: np.ndarray | None = None, axis: int = 0) -> bytes:
+    if arr.ndim > MAX_RANK:
+        raise CodecError(f"rank {arr.ndim} exceeds the limit of {MAX_RANK}")
+    data = np.ascontiguousarray(arr, dtype=DTYPES[name])
+    payload: dict[str, Any] = {"dtype": name, "shape": list(arr.shape), "data": memoryview(data.reshape(-1).view(np.uint8))}
+    if scale is not None:
+        payload["scale"] = np.ascontiguousarray(scale, dtype="<f4").tobytes()
+        payload["axis"] = int(axis)
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def decode_header(payload: dict[str, Any]) -> tuple[np.dtype, tuple[int, ...]]:
+    """Validates a payload map's dtype and shape; returns (numpy dtype, shape)."""
+    if not isinstance(payload, dict):
+        raise CodecError(f"payload is a {type(payload).__name__}, expected a msgpack map")
+    name = payload.get("dtype")
+    if name not in DTYPES:
+        raise CodecError(f"unknown dtype {name!r}; supported: {sorted(DTYPES)}")
+    shape = payload.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK:
+        raise CodecError(f"shape must be a list of at most {MAX_RANK} ints, got {shape!r}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise CodecError(f"shape must hold non-negative ints, got {shape!r}")
+    nbytes = math.prod(shape) * DTYPES[name].itemsize
+    if nbytes > MAX_BYTES:
+        raise CodecError(f"declared size {nbytes} bytes exceeds the limit of {MAX_BYTES}")
+    return DTYPES[name], tuple(shape)
+
+
+def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
+    """Decodes a payload into a read-only numpy view (or :class:`Quantized`).
+
+    Raises:
+        CodecError: on anything malformed: not msgpack, unknown dtype, bad shape,
+            a data length that does not match the shape, a bad scale.
+    """
+    try:
+        payload = msgpack.unpackb(buf, raw=False, strict_map_key=True)
+    except Exception as err:  # msgpack raises several unrelated exception types
+        raise CodecError(f"malformed msgpack payload ({type(err).__name__}: {err})") from None
+    dtype, shape = decode_header(payload)
+    data = payload.get("data")
+    if not isinstance(data, bytes):
+        raise CodecError("payload has no binary 'data' field")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise CodecError(f"data is {len(data)} bytes, shape {list(shape)} of {payload['dtype']} needs {expected}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if "scale" not in payload:
+        return arr
+    return _decode_quantized(arr, payload)
+
+
+def _decode_quantized(arr: np.ndarray, payload: dict[str, Any]) -> Quantized:
+    axis = payload.get("axis", 0)
+    if payload["dtype"] != "int8" or not isinstance(axis, int) or not 0 <= axis < max(arr.ndim, 1):
+        raise CodecError(f"a scale needs int8 data and a valid axis, got {payload['dtype']}, axis={axis!r}")
+    scale = payload["scale"]
+    channels = arr.shape[axis] if arr.ndim else 0
+    if not isinstance(scale, bytes) or len(scale) != 4 * channels:
+        raise CodecError(f"scale must be {channels} float32 values")
+    return Quantized(values=arr, scale=np.frombuffer(scale, dtype="<f4"), axis=axis)
+
+
+def torch_dtype(name: str):
+    """The torch dtype for a logical dtype name."""
+    import torch
+
+    if name not in DTYPES:
+        raise CodecError(f"unknown dtype {name!r}")
+    return getattr(torch, name)
+
+
+def to_torch(x: np.ndarray | Quantized, *, dequantize: bool = True):
+    """Converts a decoded array to a torch tensor, sharing memory where possible.
+
+    bfloat16 arrays become ``torch.bfloat16`` tensors; :class:`Quantized` values are
+    dequantised to float32 unless ``dequantize=False`` (then the int8 values are returned).
+    Read-only views are copied, since torch tensors must be writable.
+    """
+    import torch
+
+    if isinstance(x, Quantized):
+        x = x.dequantize() if dequantize else x.values
+    if not x.flags.writeable:
+        x = x.copy()
+    if x.dtype == DTYPES["bfloat16"]:
+        return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(x)

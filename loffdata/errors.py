@@ -1,0 +1,60 @@
+"""Exceptions raised by loffdata.
+
+Every error that concerns data names where the data came from: the shard URL and,
+when known, the sample key. Catch :class:`LoffError` to handle all of them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LoffError",
+    "CodecError",
+    "FormatError",
+    "ManifestError",
+    "ShardReadError",
+    "SampleError",
+]
+
+
+class LoffError(Exception):
+    """Base class of every error raised by loffdata."""
+
+
+class CodecError(LoffError, ValueError):
+    """A tensor payload could not be encoded or decoded."""
+
+
+class FormatError(LoffError, ValueError):
+    """A tar shard or sample does not follow the loffdata shard format."""
+
+
+class ManifestError(LoffError, ValueError):
+    """A manifest is missing, malformed or inconsistent."""
+
+
+class ShardReadError(LoffError, OSError):
+    """A shard could not be read (missing, unreachable, truncated)."""
+
+
+class SampleError(LoffError, ValueError):
+    """A sample inside a shard is malformed.
+
+    Attributes:
+        shard: URL or path of the shard.
+        key: the sample key inside the shard, or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, shard: str | None = None, key: str | None = None):
+        self.shard = shard
+        self.key = key
+        super().__init__(f"{message} (shard={shard!r}, key={key!r})")
+
+    def __reduce__(self):  # keep shard/key when re-raised across processes
+        return (_rebuild_sample_error, (self.args[0], self.shard, self.key))
+
+
+def _rebuild_sample_error(text: str, shard: str | None, key: str | None) -> SampleError:
+    err = SampleError.__new__(SampleError)
+    Exception.__init__(err, text)
+    err.shard, err.key = shard, key
+    return err

@@ -1,0 +1,103 @@
+"""Streaming tar parsing: file object -> (member name, bytes) -> grouped sample members.
+
+A small POSIX/ustar reader rather than :mod:`tarfile`: it reads each member with one
+``read()``, validates header checksums, and tells a cleanly ended archive (two zero
+blocks) from a truncated one, which ``tarfile`` in stream mode does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from loffdata.errors import ShardReadError
+from loffdata.format import split_member_name
+
+__all__ = ["iter_members", "iter_sample_members"]
+
+_BLOCK = 512
+_REGULAR = (b"0", b"\0", b"7")
+_SKIPPED = (b"1", b"2", b"3", b"4", b"5", b"6", b"g")
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _octal(field: bytes) -> int:
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    return int(text, 8) if text else 0
+
+
+def _parse_header(block: bytes, shard: str, offset: int) -> tuple[str, int, bytes]:
+    stored = _octal(block[148:156])
+    actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    if stored != actual:
+        raise ShardReadError(f"corrupt tar header at byte {offset} of shard {shard!r} (bad checksum)")
+    name = block[0:100].split(b"\0", 1)[0]
+    prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
+    if prefix:
+        name = prefix + b"/" + name
+    return name.decode("utf-8", "replace"), _octal(block[124:136]), block[156:157]
+
+
+def _pax_path(data: bytes) -> str | None:
+    for record in data.split(b"\n"):
+        _, _, kv = record.partition(b" ")
+        if kv.startswith(b"path="):
+            return kv[5:].decode("utf-8", "replace")
+    return None
+
+
+def iter_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, bytes]]:
+    """Yields ``(name, data)`` of each regular file member of a tar stream.
+
+    Raises:
+        ShardReadError: naming ``shard`` if the stream is truncated or a header is corrupt.
+    """
+    offset, long_name = 0, None
+    while True:
+        block = _read_exact(f, _BLOCK)
+        if len(block) < _BLOCK:
+            raise ShardReadError(f"truncated shard {shard!r}: archive ends at byte {offset} without an end marker")
+        if block == bytes(_BLOCK):
+            return
+        name, size, kind = _parse_header(block, shard, offset)
+        padded = (size + _BLOCK - 1) // _BLOCK * _BLOCK
+        data = _read_exact(f, padded)
+        if len(data) < padded:
+            raise ShardReadError(f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short")
+        offset += _BLOCK + padded
+        data = data[:size] if padded != size else data
+        if kind in (b"L", b"x"):
+            long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+        elif kind in _REGULAR:
+            yield (long_name or name), data
+            long_name = None
+        elif kind not in _SKIPPED:
+            raise ShardReadError(f"unsupported tar member type {kind!r} for {name!r} in shard {shard!r}")
+
+
+def iter_sample_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Groups consecutive members by key; yields ``(key, {suffix: bytes})`` per sample."""
+    key, members = None, {}
+    for name, data in iter_members(f, shard=shard):
+        k, suffix = split_member_name(name)
+        if k != key and members:
+            yield key, members
+            members = {}
+        key = k
+        members[suffix] = data
+    if members:
+        yield key, members

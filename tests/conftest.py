@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny synthetic shard sets written into tmp directories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loffdata.manifest import Manifest
+from loffdata.writer import WriterConfig, write_dataset
+
+
+def synthetic_samples(n: int, shape=(8, 4, 4), *, classes: int = 3, seed: int = 0, extras: bool = False):
+    """Deterministic (key, features, label[, extras]) tuples; features encode their index."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        feats = rng.standard_normal(shape).astype(np.float32)
+        feats[0, 0, 0] = i  # recoverable index, exact in float16 for i < 2048
+        item = (f"s{i:07d}", feats, i % classes)
+        yield (*item, {"pooled": feats.mean(axis=(1, 2))}) if extras else item
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., tuple[Path, Manifest]]:
+    """Factory: ``make_dataset(n, shard_size, shape=..., dtype=..., extras=...)`` -> (dir, manifest)."""
+
+    def make(n: int = 20, shard_size: int = 8, *, shape=(8, 4, 4), dtype: str | None = "float16",
+             extras: bool = False, name: str = "ds", classes: int = 3) -> tuple[Path, Manifest]:
+        root = tmp_path / name
+        manifest = write_dataset(
+            str(root),
+            synthetic_samples(n, shape, classes=classes, extras=extras),
+            config=WriterConfig(max_samples=shard_size, dtype=dtype),
+            classes=[f"c{i}" for i in range(classes)],
+            source={"model": "synthetic"},
+        )
+        return root, manifest
+
+    return make
