@@ -167,19 +167,25 @@ def decode_header(payload: dict[str, Any]) -> tuple[np.dtype, tuple[int, ...]]:
 
 
 def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
-    """Decodes a payload into a read-only numpy view (or :class:`Quantized`).
+    """Decodes a payload into a numpy view of ``buf`` (or :class:`Quantized`).
+
+    The returned array shares memory with ``buf`` (read-only for ``bytes``): the tensor
+    bytes are never copied. Payloads in the layout loffdata writes are parsed by a small
+    scanner; anything else goes through ``msgpack.unpackb`` and the same checks.
 
     Raises:
         CodecError: on anything malformed: not msgpack, unknown dtype, bad shape,
             a data length that does not match the shape, a bad scale.
     """
-    try:
-        payload = msgpack.unpackb(buf, raw=False, strict_map_key=True)
-    except Exception as err:  # msgpack raises several unrelated exception types
-        raise CodecError(f"malformed msgpack payload ({type(err).__name__}: {err})") from None
+    payload = _scan(memoryview(buf))
+    if payload is None:
+        try:
+            payload = msgpack.unpackb(buf, raw=False, strict_map_key=True)
+        except Exception as err:  # msgpack raises several unrelated exception types
+            raise CodecError(f"malformed msgpack payload ({type(err).__name__}: {err})") from None
     dtype, shape = decode_header(payload)
     data = payload.get("data")
-    if not isinstance(data, bytes):
+    if not isinstance(data, (bytes, memoryview)):
         raise CodecError("payload has no binary 'data' field")
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
@@ -190,13 +196,78 @@ def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
     return _decode_quantized(arr, payload)
 
 
+_STR = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_BIN = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_ARRAY = {0xDC: 2, 0xDD: 4}
+
+
+class _Scanner:
+    """Reads the msgpack subset loffdata writes (map of str -> str/uint/array of uint/bin)."""
+
+    def __init__(self, mv: memoryview):
+        self.mv, self.pos = mv, 0
+
+    def _take(self, n: int) -> memoryview:
+        if self.pos + n > len(self.mv):
+            raise _Unsupported
+        out = self.mv[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def _length(self, width: int) -> int:
+        return int.from_bytes(self._take(width), "big")
+
+    def value(self) -> Any:
+        b = self._take(1)[0]
+        if b <= 0x7F:
+            return b
+        if 0xA0 <= b <= 0xBF or b in _STR:
+            n = b & 0x1F if b >= 0xA0 else self._length(_STR[b])
+            return bytes(self._take(n)).decode("utf-8")
+        if b in _BIN:
+            return self._take(self._length(_BIN[b]))
+        if b in _UINT:
+            return self._length(_UINT[b])
+        if 0x90 <= b <= 0x9F or b in _ARRAY:
+            n = b & 0x0F if b <= 0x9F else self._length(_ARRAY[b])
+            return [self.value() for _ in range(n)]
+        raise _Unsupported
+
+    def map(self) -> dict[str, Any]:
+        b = self._take(1)[0]
+        if not 0x80 <= b <= 0x8F:
+            raise _Unsupported
+        out = {}
+        for _ in range(b & 0x0F):
+            key = self.value()
+            if not isinstance(key, str):
+                raise _Unsupported
+            out[key] = self.value()
+        if self.pos != len(self.mv):
+            raise _Unsupported
+        return out
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _scan(mv: memoryview) -> dict[str, Any] | None:
+    """The payload map with ``data`` as a view of ``mv``; ``None`` if not in the simple layout."""
+    try:
+        return _Scanner(mv.cast("B") if mv.format != "B" else mv).map()
+    except (_Unsupported, UnicodeDecodeError, TypeError, ValueError):
+        return None
+
+
 def _decode_quantized(arr: np.ndarray, payload: dict[str, Any]) -> Quantized:
     axis = payload.get("axis", 0)
     if payload["dtype"] != "int8" or not isinstance(axis, int) or not 0 <= axis < max(arr.ndim, 1):
         raise CodecError(f"a scale needs int8 data and a valid axis, got {payload['dtype']}, axis={axis!r}")
     scale = payload["scale"]
     channels = arr.shape[axis] if arr.ndim else 0
-    if not isinstance(scale, bytes) or len(scale) != 4 * channels:
+    if not isinstance(scale, (bytes, memoryview)) or len(scale) != 4 * channels:
         raise CodecError(f"scale must be {channels} float32 values")
     return Quantized(values=arr, scale=np.frombuffer(scale, dtype="<f4"), axis=axis)
 

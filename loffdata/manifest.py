@@ -93,11 +93,11 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as err:
             raise ManifestError(f"invalid manifest {where}: {type(err).__name__}: {err}") from None
 
-    def save(self, url: str) -> str:
+    def save(self, url: str, **storage_options: Any) -> str:
         """Writes the manifest (atomically on local disk) to ``url`` or ``url/manifest.json``."""
         url = manifest_url(url)
         text = json.dumps(self.to_dict(), indent=1)
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
         if _is_local(fs):
             tmp = f"{path}.tmp"
             with fs.open(tmp, "w") as f:

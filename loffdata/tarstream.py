@@ -7,7 +7,7 @@ blocks) from a truncated one, which ``tarfile`` in stream mode does not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from loffdata.errors import ShardReadError
@@ -35,6 +35,28 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_into(f: BinaryIO, buf: memoryview) -> int:
+    got = 0
+    while got < len(buf):
+        n = f.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+#: ``alloc(nbytes) -> writable memoryview of nbytes, or None`` to let the reader allocate.
+Alloc = Callable[[int], "memoryview | None"]
+
+
+def _read_data(f: BinaryIO, padded: int, alloc: Alloc | None) -> tuple[memoryview | bytes, int]:
+    buf = alloc(padded) if alloc is not None and padded >= _BLOCK else None
+    if buf is None:
+        data = _read_exact(f, padded)
+        return data, len(data)
+    return buf, _read_into(f, buf)
+
+
 def _octal(field: bytes) -> int:
     text = field.rstrip(b"\0 ").lstrip(b" ")
     return int(text, 8) if text else 0
@@ -60,8 +82,15 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def iter_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, bytes]]:
+def iter_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iterator[tuple[str, bytes | memoryview]]:
     """Yields ``(name, data)`` of each regular file member of a tar stream.
+
+    Args:
+        f: a readable binary stream positioned at the start of the archive.
+        shard: the shard's URL, for error messages.
+        alloc: optional allocator of member buffers: ``alloc(nbytes)`` returns a writable
+            memoryview to read a member into (``data`` is then a view of it), or ``None``.
+            Reusing buffers avoids a fresh allocation, and its page faults, per member.
 
     Raises:
         ShardReadError: naming ``shard`` if the stream is truncated or a header is corrupt.
@@ -75,12 +104,13 @@ def iter_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, bytes]]:
             return
         name, size, kind = _parse_header(block, shard, offset)
         padded = (size + _BLOCK - 1) // _BLOCK * _BLOCK
-        data = _read_exact(f, padded)
-        if len(data) < padded:
+        data, got = _read_data(f, padded, alloc)
+        if got < padded:
             raise ShardReadError(f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short")
         offset += _BLOCK + padded
         data = data[:size] if padded != size else data
         if kind in (b"L", b"x"):
+            data = bytes(data)
             long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
         elif kind in _REGULAR:
             yield (long_name or name), data
@@ -89,10 +119,13 @@ def iter_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, bytes]]:
             raise ShardReadError(f"unsupported tar member type {kind!r} for {name!r} in shard {shard!r}")
 
 
-def iter_sample_members(f: BinaryIO, *, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Groups consecutive members by key; yields ``(key, {suffix: bytes})`` per sample."""
+def iter_sample_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Groups consecutive members by key; yields ``(key, {suffix: bytes})`` per sample.
+
+    ``alloc`` is passed to :func:`iter_members`.
+    """
     key, members = None, {}
-    for name, data in iter_members(f, shard=shard):
+    for name, data in iter_members(f, shard=shard, alloc=alloc):
         k, suffix = split_member_name(name)
         if k != key and members:
             yield key, members

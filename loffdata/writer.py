@@ -222,5 +222,5 @@ def write_dataset(
             key, features, label, *rest = item
             writer.write(key, features, label=label, extras=rest[0] if rest else None)
     manifest = writer.manifest(classes=classes, source=dict(source or {}))
-    manifest.save(url if "://" in str(url) else os.fspath(url))
+    manifest.save(url if "://" in str(url) else os.fspath(url), **storage_options)
     return manifest

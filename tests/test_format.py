@@ -6,7 +6,7 @@ import pytest
 import webdataset as wds
 
 from loffdata import codec
-from loffdata.errors import SampleError, ShardReadError
+from loffdata.errors import CodecError, SampleError, ShardReadError
 from loffdata.format import check_key, decode_sample, encode_sample, split_member_name
 from loffdata.tarstream import iter_members, iter_sample_members
 
@@ -108,3 +108,35 @@ def test_stock_webdataset_reads_written_shards(make_dataset):
     first = codec.decode(samples[0]["feat.msgpack"])
     assert first.shape == (8, 4, 4) and first[0, 0, 0] == 0
     assert int(samples[3]["cls"]) == 0 and "pooled.msgpack" in samples[3]
+
+
+def test_tarstream_reads_members_into_given_buffers():
+    arena = bytearray(1 << 16)
+    offset = [0]
+
+    def alloc(n):
+        view = memoryview(arena)[offset[0] : offset[0] + n]
+        offset[0] += n
+        return view
+
+    x = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
+    data = _tar(encode_sample("k0", x, label=2))
+    members = dict(iter_members(io.BytesIO(data), shard="t", alloc=alloc))
+    feat = members["k0.feat.msgpack"]
+    assert isinstance(feat, memoryview) and feat.obj is arena
+    decoded = codec.decode(feat)
+    assert np.array_equal(decoded, x) and np.shares_memory(decoded, np.frombuffer(arena, np.uint8))
+    assert bytes(members["k0.cls"]) == b"2"
+    with pytest.raises(ShardReadError, match="truncated"):
+        list(iter_members(io.BytesIO(data[:1000]), shard="t", alloc=alloc))
+
+
+def test_fast_decoder_and_msgpack_agree_on_foreign_layouts():
+    import msgpack
+
+    x = np.arange(6, dtype=np.float32)
+    foreign = msgpack.packb({"shape": [6], "data": x.tobytes(), "dtype": "float32", "note": None})
+    assert np.array_equal(codec.decode(foreign), x)  # unknown value type: msgpack fallback
+    big = msgpack.packb({"dtype": "float32", "shape": [6], "data": x.tobytes()}, use_bin_type=False)
+    with pytest.raises(CodecError):
+        codec.decode(big)  # data as str type (old msgpack): rejected either way
