@@ -1,0 +1,339 @@
+"""LoffLoader: shards -> worker-built batches -> device -> tensor augmentation -> your loop.
+
+::
+
+    loader = LoffLoader("s3://bucket/feats/train", batch_size=256, augment="loffta",
+                        device="cuda", num_workers=8, seed=0)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for features, labels in loader:   # on the device, augmented
+            ...
+
+Data flow per batch: a DataLoader worker reads and decodes samples and writes them into one
+preallocated shared-memory batch (:class:`~loffdata.dataset.StreamingDataset` with
+``batch_size``), so nothing is pickled per sample; on CUDA the batch is pinned and copied to
+the device on a side stream while the previous step computes; int8 caches are dequantised on
+the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or torch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader
+
+from loffdata.dataset import StreamingDataset
+from loffdata.manifest import Manifest
+
+__all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
+
+_log = logging.getLogger("loffdata.loader")
+STATE_VERSION = 1
+
+
+class Batch(NamedTuple):
+    """A batch as the training loop sees it: ``features, labels = batch``."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+class BatchWithExtras(NamedTuple):
+    """A batch with the extra tensors of the dataset (``return_extras=True``)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    extras: dict[str, torch.Tensor]
+
+
+@dataclass
+class LoaderStats:
+    """Throughput of the current iteration, and how long the consumer waited for data.
+
+    ``wait_fraction`` near 0 means the loader keeps up; near 1 means it is the bottleneck.
+    """
+
+    batches: int = 0
+    samples: int = 0
+    bytes: int = 0
+    wait_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.elapsed_s
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.elapsed_s
+
+    @property
+    def wait_fraction(self) -> float:
+        return min(self.wait_s / self.elapsed_s, 1.0)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.batches} batches, {self.samples_per_s:,.0f} samples/s, "
+            f"{self.bytes_per_s / 1e9:.2f} GB/s, waited {self.wait_s:.2f}s ({self.wait_fraction:.0%})"
+        )
+
+
+def _resolve_augment(augment: Any, views: int, num_classes: int | None):
+    """``augment`` (preset name, dict, AugmentSpec or None) -> AugmentSpec or None."""
+    if augment is None or augment is False:
+        if views != 1:
+            raise ValueError("views > 1 needs an augmentation (use augment='none' for identical views)")
+        return None
+    from loffdata.augment import AugmentSpec
+
+    if isinstance(augment, str):
+        spec = AugmentSpec.preset(augment)
+    elif isinstance(augment, Mapping):
+        spec = AugmentSpec.from_dict(augment)
+    elif isinstance(augment, AugmentSpec):
+        spec = augment
+    else:
+        raise TypeError(f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}")
+    overrides = {"views": views} if views != 1 else {}
+    if spec.mixing and spec.num_classes is None and num_classes is not None:
+        overrides["num_classes"] = num_classes
+    return spec.replace(**overrides) if overrides else spec
+
+
+class LoffLoader:
+    """Streams augmented batches of cached features onto a device, for any PyTorch loop.
+
+    Args:
+        source: dataset directory or manifest (local path, ``http(s)://``, ``s3://``), a
+            brace pattern or a list of shard URLs.
+        batch_size: samples per batch read (the output has ``batch_size * views`` rows).
+        augment: preset name (``"loffta"``, ``"frofa"``, ``"none"``), a dict or
+            :class:`~loffdata.augment.AugmentSpec`, or ``None`` for no augmentation step.
+        device: where batches are delivered (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
+        num_workers: DataLoader worker processes reading shards (0 reads in this process).
+        seed: seed of the shard/sample order and of every augmentation parameter.
+        views: independently augmented views per sample.
+        drop_last: drop each rank's final partial batch.
+        dtype: dtype of the delivered features (float32, float16 or bfloat16).
+        shuffle: shuffle shards and samples.
+        shuffle_buffer: samples per shuffle window (per worker).
+        backend: augmentation backend, ``"auto"`` (DALI on CUDA when installed), ``"torch"``
+            or ``"dali"``.
+        return_extras: also deliver the dataset's extra tensors (``BatchWithExtras``).
+        rank: rank of this process (default: from ``torch.distributed``).
+        world_size: number of ranks (default: from ``torch.distributed``).
+        partial: how ranks are equalised: ``"pad"`` (repeat) or ``"drop"``.
+        on_error: ``"raise"`` or ``"skip"`` for corrupt samples.
+        storage_options: fsspec options (``endpoint_url``, credentials ...).
+        cache_dir: local cache directory for remote shards.
+        cache_limit_bytes: byte budget of that cache.
+        prefetch_factor: batches each worker prepares ahead.
+        log_every: log :attr:`stats` every this many batches (``None``: never).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | list[str],
+        *,
+        batch_size: int = 256,
+        augment: Any = "loffta",
+        device: str | torch.device = "cpu",
+        num_workers: int = 4,
+        seed: int = 0,
+        views: int = 1,
+        drop_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1024,
+        backend: str = "auto",
+        return_extras: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        partial: str = "pad",
+        on_error: str = "raise",
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit_bytes: int | None = None,
+        prefetch_factor: int = 2,
+        log_every: int | None = None,
+    ):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+        self.dataset = StreamingDataset(
+            source, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
+            rank=rank, world_size=world_size, partial=partial, drop_last=drop_last, on_error=on_error,
+            storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
+        )
+        self.device, self.dtype, self.seed = torch.device(device), dtype, seed
+        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
+        self.return_extras, self.log_every, self.views = return_extras, log_every, views
+        self.manifest = _manifest_of(source, storage_options)
+        num_classes = None if self.manifest is None else self.manifest.num_classes
+        self.spec = _resolve_augment(augment, views, num_classes)
+        self._augmenter = self._build_augmenter(backend) if self.spec is not None else None
+        self.epoch, self.stats = 0, LoaderStats()
+        self._delivered, self._offset, self._epoch_set = 0, 0, False
+
+    # -- public ---------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch (order and augmentation both depend on it)."""
+        if int(epoch) != self.epoch:
+            self._offset = 0
+        self.epoch, self._epoch_set = int(epoch), True
+        self.dataset.set_epoch(self.epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (equal on every rank; independent of workers)."""
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[Batch | BatchWithExtras]:
+        self._advance_epoch_if_needed()
+        self.stats, self._delivered = LoaderStats(), 0
+        it = iter(self._dataloader())
+        try:
+            for on_device in self._device_batches(self._timed(it)):
+                batch = self._finish(on_device)
+                self._delivered += 1
+                self._log()
+                yield batch
+        finally:
+            _shutdown(it)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position mid-epoch; restoring it makes the next iteration continue exactly there.
+
+        Schema: ``{"version": 1, "epoch": int, "position": batches of this epoch already
+        given to the consumer, "dataset": StreamingDataset.state_dict(...)}``.
+        """
+        workers = max(1, self.num_workers)
+        ds = self.dataset.state_dict(delivered=self._delivered, num_workers=workers)
+        position = self._offset + self._delivered
+        return {"version": STATE_VERSION, "epoch": self.epoch, "position": position, "dataset": ds}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict` (also one saved by another process)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported loader state version {state.get('version')!r}")
+        self.dataset.load_state_dict(dict(state["dataset"]))
+        self.epoch, self._epoch_set = int(state["epoch"]), True
+        self._offset, self._delivered = int(state["position"]), 0
+
+    # -- pipeline steps -------------------------------------------------------------------
+
+    def _advance_epoch_if_needed(self) -> None:
+        """Without set_epoch between two full passes, the second pass takes the next epoch."""
+        finished = self._offset + self._delivered >= len(self) > 0
+        if finished and not self._epoch_set:
+            self.epoch += 1
+            self.dataset.set_epoch(self.epoch)
+        if finished or not self._epoch_set:
+            self._offset = 0
+        self._epoch_set = False
+
+    def _build_augmenter(self, backend: str):
+        from loffdata.augment import Augmenter
+
+        stats = None if self.manifest is None else self.manifest.stats
+        mean = None if stats is None else stats.mean.tolist()
+        std = None if stats is None else stats.std.tolist()
+        return Augmenter(self.spec, backend=backend, device=self.device, seed=self.seed, mean=mean, std=std)
+
+    def _dataloader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.dataset, batch_size=None, num_workers=workers,
+            pin_memory=self.device.type == "cuda", pin_memory_device=str(self.device) if self.device.type == "cuda" else "",
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+        )
+
+    def _timed(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yields host batches, counting the time the consumer is blocked on them."""
+        while True:
+            t0 = time.perf_counter()
+            try:
+                host = next(it)
+            except StopIteration:
+                return
+            self.stats.wait_s += time.perf_counter() - t0
+            yield host
+
+    def _device_batches(self, hosts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Copies batch k+1 to the device on a side stream while batch k is being used."""
+        if self.device.type != "cuda":
+            yield from hosts
+            return
+        stream, pending = torch.cuda.Stream(self.device), None
+        for host in hosts:
+            copied = self._copy_async(host, stream)
+            if pending is not None:
+                yield self._ready(*pending)
+            pending = copied
+        if pending is not None:
+            yield self._ready(*pending)
+
+    def _copy_async(self, host: dict[str, Any], stream: Any) -> tuple[dict[str, Any], Any]:
+        with torch.cuda.stream(stream):
+            out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in host.items()}
+            done = torch.cuda.Event()
+            done.record(stream)
+        return out, done
+
+    def _ready(self, batch: dict[str, Any], done: Any) -> dict[str, Any]:
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for v in batch.values():
+            if isinstance(v, torch.Tensor):
+                v.record_stream(current)
+        return batch
+
+    def _finish(self, b: dict[str, Any]) -> Batch | BatchWithExtras:
+        x = b["features"]
+        if x.dtype == torch.int8:
+            x = x.to(torch.float32) * b["scale"].to(torch.float32)[:, :, None, None]
+        x = x.to(self.dtype)
+        y = b["label"]
+        self.stats.batches += 1
+        self.stats.samples += int(x.shape[0])
+        self.stats.bytes += int(b["features"].nelement() * b["features"].element_size())
+        if self._augmenter is not None:
+            x, y = self._augmenter(x, y, indices=b["index"].cpu().numpy(), epoch=self.epoch)
+            x = x.to(self.dtype)
+        if not self.return_extras:
+            return Batch(x, y)
+        extras = {k: self._repeat(b[k]) for k in self.dataset.shards.extras}
+        return BatchWithExtras(x, y, extras)
+
+    def _repeat(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.views, dim=0) if self.views > 1 else t
+
+    def _log(self) -> None:
+        if self.log_every and self.stats.batches % self.log_every == 0:
+            _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
+
+
+def _manifest_of(source: Any, storage_options: dict[str, Any] | None) -> Manifest | None:
+    """The manifest of a directory/manifest source; ``None`` for shard lists and patterns."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    text = os.fspath(source)
+    if text.endswith(".tar") or "{" in text:
+        return None
+    return Manifest.load(text, **(storage_options or {}))
+
+
+def _shutdown(it: Any) -> None:
+    """Stops DataLoader workers now (on break, exception or normal end)."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

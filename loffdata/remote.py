@@ -1,0 +1,317 @@
+"""Reading shards wherever they live: local paths and fsspec URLs, with retries.
+
+Local files are opened directly. Remote files (``http(s)://``, ``s3://`` or any fsspec
+protocol) are read by :class:`ResumableReader`: a file object that fetches byte ranges of
+``block_size`` and retries each one with exponential backoff on transient errors
+(connection errors, timeouts, HTTP 5xx/408/429, S3 throttling). A connection dropped in the
+middle of a range keeps what arrived and asks for the rest from the byte offset reached, so
+nothing is lost or duplicated. A missing file (404, NoSuchKey, FileNotFoundError) fails at
+once with :class:`~loffdata.errors.ShardReadError` naming it; a file that stays unreachable
+after ``attempts`` tries fails the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+import fsspec
+
+from loffdata.errors import ShardReadError
+
+__all__ = [
+    "RetryConfig",
+    "ResumableReader",
+    "is_local",
+    "is_transient",
+    "filesystem",
+    "open_shard",
+    "remote_size",
+    "with_retries",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_TRANSIENT_S3_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+}
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Timeouts and retries of remote reads.
+
+    Attributes:
+        attempts: tries per request (the first included).
+        backoff: first delay in seconds; doubles after each failure.
+        max_backoff: longest delay in seconds.
+        timeout: socket connect/read timeout in seconds for HTTP and S3.
+        block_size: bytes fetched per range request.
+    """
+
+    attempts: int = 6
+    backoff: float = 0.2
+    max_backoff: float = 10.0
+    timeout: float = 60.0
+    block_size: int = 8 << 20
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.block_size < 1:
+            raise ValueError("attempts and block_size must be >= 1")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` consecutive failures."""
+        return min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a plain path or a ``file://`` URL."""
+    return "://" not in url or url.startswith("file://")
+
+
+def _status(err: BaseException) -> int | None:
+    status = getattr(err, "status", None) or getattr(err, "status_code", None)
+    response = getattr(err, "response", None)
+    if status is None and isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else None
+
+
+def _s3_code(err: BaseException) -> str | None:
+    response = getattr(err, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying could help: network trouble, timeouts, 5xx/429, throttling."""
+    for e in (err, err.__cause__, err.__context__):
+        if e is None or isinstance(e, _PERMANENT):
+            continue
+        if _s3_code(e) in _TRANSIENT_S3_CODES:
+            return True
+        status = _status(e)
+        if status is not None:
+            return status in _TRANSIENT_STATUS or status >= 500
+    if isinstance(err, _PERMANENT):
+        return False
+    if isinstance(err, (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError)):
+        return True
+    return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "urllib3", "requests")
+
+
+def with_retries(fn: Callable[[], T], *, url: str, retry: RetryConfig, what: str = "read") -> T:
+    """Calls ``fn`` until it succeeds, retrying transient errors with backoff.
+
+    Raises:
+        ShardReadError: naming ``url`` when the file is missing or stays unreachable.
+    """
+    for failures in range(1, retry.attempts + 1):
+        try:
+            return fn()
+        except _PERMANENT as err:
+            raise ShardReadError(
+                f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"
+            ) from err
+        except Exception as err:
+            if not is_transient(err):
+                raise ShardReadError(
+                    f"cannot {what} shard {url!r}: {type(err).__name__}: {err}"
+                ) from err
+            if failures == retry.attempts:
+                raise ShardReadError(
+                    f"cannot {what} shard {url!r} after {failures} attempts: {type(err).__name__}: {err}"
+                ) from err
+            log.warning("retrying %s of %s after %s: %s", what, url, type(err).__name__, err)
+            time.sleep(retry.delay(failures))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def filesystem(
+    url: str, storage_options: dict[str, Any] | None, retry: RetryConfig
+) -> tuple[Any, str]:
+    """The fsspec filesystem and path of ``url``, with timeouts set unless given."""
+    options = dict(storage_options or {})
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol in ("http", "https"):
+        options.setdefault("client_kwargs", {})
+        if "timeout" not in options["client_kwargs"]:
+            import aiohttp
+
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=retry.timeout, sock_read=retry.timeout
+            )
+            options["client_kwargs"] = {**options["client_kwargs"], "timeout": timeout}
+    elif protocol in ("s3", "s3a"):
+        config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout}
+        options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def remote_size(fs: Any, path: str) -> int:
+    """The size of a remote file; 404 raises FileNotFoundError, other failures keep their type.
+
+    fsspec's HTTP ``info`` turns every failure (503 included) into FileNotFoundError, which
+    would make transient errors look permanent, so HTTP sizes come from our own HEAD request.
+    """
+    from fsspec.implementations.http import HTTPFileSystem
+
+    if isinstance(fs, HTTPFileSystem):
+        from fsspec.asyn import sync
+
+        return sync(fs.loop, _http_size, fs, path)
+    return int(fs.size(path))
+
+
+async def _http_size(fs: Any, url: str) -> int:
+    session = await fs.set_session()
+    kwargs = dict(fs.kwargs)
+    kwargs["headers"] = {**kwargs.get("headers", {}), "Accept-Encoding": "identity"}
+    async with session.head(fs.encode_url(url), allow_redirects=True, **kwargs) as r:
+        if r.status == 404:
+            raise FileNotFoundError(url)
+        r.raise_for_status()
+        if "Content-Length" not in r.headers:
+            raise OSError(f"server gives no Content-Length for {url!r}")
+        return int(r.headers["Content-Length"])
+
+
+class ResumableReader(io.RawIOBase):
+    """A read-only file over ranged requests that survive dropped connections.
+
+    Args:
+        url: the URL, used in error messages.
+        fs: the fsspec filesystem.
+        path: the path within ``fs``.
+        retry: retry and block size settings.
+        size: the file size if known (else asked once, with retries).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        fs: Any,
+        path: str,
+        *,
+        retry: RetryConfig | None = None,
+        size: int | None = None,
+    ):
+        super().__init__()
+        self.url, self.fs, self.path = url, fs, path
+        self.retry = retry or RetryConfig()
+        self.size = (
+            size
+            if size is not None
+            else with_retries(lambda: remote_size(fs, path), url=url, retry=self.retry, what="stat")
+        )
+        self.offset = 0  # bytes handed out
+        self._buf = b""
+        self._buf_pos = 0
+        self.requests = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
+        self.offset = max(0, base + offset)
+        self._buf, self._buf_pos = b"", 0
+        return self.offset
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; a short answer is completed from the offset reached."""
+        parts, pos = [], start
+        while pos < end:
+            data = with_retries(lambda p=pos: self._range(p, end), url=self.url, retry=self.retry)
+            if not data:
+                raise ShardReadError(
+                    f"shard {self.url!r} ended at byte {pos}, expected {self.size} bytes"
+                )
+            parts.append(data)
+            pos += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _range(self, start: int, end: int) -> bytes:
+        self.requests += 1
+        data = self.fs.cat_file(self.path, start=start, end=end)
+        if len(data) > end - start and len(data) == self.size:  # server ignored the Range header
+            data = data[start:end]
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self.offset
+        n = min(n, self.size - self.offset)
+        if n <= 0:
+            return b""
+        avail = len(self._buf) - self._buf_pos
+        if avail >= n:
+            out = self._buf[self._buf_pos : self._buf_pos + n]
+            self._buf_pos += n
+        else:
+            out = self._read_more(n, avail)
+        self.offset += n
+        return out
+
+    def _read_more(self, n: int, avail: int) -> bytes:
+        head = self._buf[self._buf_pos :]
+        start = self.offset + avail
+        end = min(self.size, max(start + n - avail, start + self.retry.block_size))
+        block = self._fetch(start, end)
+        need = n - avail
+        self._buf, self._buf_pos = block, need
+        return head + block[:need] if head else block[:need]
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def open_shard(
+    url: str,
+    *,
+    fs: Any = None,
+    path: str | None = None,
+    retry: RetryConfig | None = None,
+    size: int | None = None,
+) -> BinaryIO:
+    """Opens a shard for sequential reading: a local file, or a :class:`ResumableReader`.
+
+    Raises:
+        ShardReadError: naming ``url`` if it is missing or unreachable.
+    """
+    retry = retry or RetryConfig()
+    if is_local(url) and fs is None:
+        local = url[len("file://") :] if url.startswith("file://") else url
+        try:
+            return open(local, "rb", buffering=1 << 20)  # noqa: SIM115
+        except OSError as err:
+            raise ShardReadError(
+                f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"
+            ) from err
+    if fs is None or path is None:
+        fs, path = filesystem(url, None, retry)
+    return ResumableReader(url, fs, path, retry=retry, size=size)

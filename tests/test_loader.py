@@ -1,0 +1,198 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loffdata.loader import Batch, BatchWithExtras, LoffLoader
+from tests.resume_helpers import assert_resumes_exactly
+
+
+def _digest(batch) -> str:
+    h = hashlib.sha1(batch.features.float().numpy().tobytes())
+    h.update(batch.labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def data(make_dataset):
+    root, _ = make_dataset(n=52, shard_size=12, extras=True, classes=4)
+    return str(root)
+
+
+def test_batches_are_on_device_augmented_and_counted(data):
+    loader = LoffLoader(data, batch_size=8, num_workers=0, augment="loffta", seed=1)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 7  # ceil(52 / 8)
+    x, y = batches[0]
+    assert isinstance(batches[0], Batch) and x.dtype == torch.float32 and x.shape == (8, 8, 4, 4)
+    assert y.dtype == torch.int64 and sum(len(b.labels) for b in batches) == 52
+    plain = list(LoffLoader(data, batch_size=8, num_workers=0, augment=None, seed=1))
+    assert not torch.equal(plain[0].features, x)  # the augmentation changed something
+    assert [b.labels.tolist() for b in plain] == [b.labels.tolist() for b in batches]
+    assert loader.stats.samples == 52 and loader.stats.bytes == 52 * 8 * 16 * 2
+
+
+def test_every_sample_once_per_epoch_and_epochs_differ(data):
+    loader = LoffLoader(data, batch_size=8, num_workers=2, augment=None)
+    first = [int(v) for x, _ in loader for v in x[:, 0, 0, 0]]
+    assert sorted(first) == list(range(52))
+    loader.set_epoch(1)
+    second = [int(v) for x, _ in loader for v in x[:, 0, 0, 0]]
+    assert sorted(second) == list(range(52)) and second != first
+
+
+def test_epoch_advances_without_set_epoch(data):
+    loader = LoffLoader(data, batch_size=8, num_workers=0, augment=None)
+    a = [b.labels.tolist() for b in loader]
+    b = [b.labels.tolist() for b in loader]
+    assert loader.epoch == 1 and a != b
+
+
+def test_same_batches_whatever_the_number_of_workers(data):
+    runs = [[_digest(b) for b in LoffLoader(data, batch_size=8, num_workers=w, seed=3)] for w in (0, 1)]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_uninterrupted_bitwise(data, workers):
+    def make():
+        loader = LoffLoader(data, batch_size=8, num_workers=workers, augment="loffta", seed=5)
+        loader.set_epoch(2)
+        return loader
+
+    assert_resumes_exactly(make, stops=[0, 1, 3, 6], key=_digest)
+
+
+def test_resume_from_checkpoint_written_in_another_process(data, tmp_path):
+    script = tmp_path / "first.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from loffdata.loader import LoffLoader\n"
+        f"loader = LoffLoader({data!r}, batch_size=8, num_workers=2, seed=7)\n"
+        "it = iter(loader)\n"
+        "for _ in range(3): next(it)\n"
+        "torch.save(loader.state_dict(), sys.argv[1])\n"
+    )
+    ckpt = tmp_path / "state.pt"
+    subprocess.run([sys.executable, str(script), str(ckpt)], check=True, cwd=Path(__file__).parents[1])
+    full = [_digest(b) for b in LoffLoader(data, batch_size=8, num_workers=2, seed=7)]
+    resumed = LoffLoader(data, batch_size=8, num_workers=1, seed=7)
+    resumed.load_state_dict(torch.load(ckpt))
+    assert [_digest(b) for b in resumed] == full[3:]
+
+
+def test_views_drop_last_extras_and_dtype(data):
+    loader = LoffLoader(data, batch_size=8, num_workers=0, views=3, drop_last=True,
+                        return_extras=True, dtype=torch.bfloat16)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 6
+    x, y, extras = batches[0]
+    assert isinstance(batches[0], BatchWithExtras) and x.dtype == torch.bfloat16
+    assert x.shape == (24, 8, 4, 4) and y.shape == (24,) and extras["pooled"].shape == (24, 8)
+    assert torch.equal(y[0::3], y[1::3]) and not torch.equal(x[0::3], x[1::3])
+
+
+def test_int8_cache_dequantised_after_transfer(make_dataset):
+    root, _ = make_dataset(n=16, shard_size=8, dtype="int8")
+    ref, _ = make_dataset(n=16, shard_size=8, dtype="float32", name="ref")
+    q = list(LoffLoader(str(root), batch_size=16, num_workers=0, augment=None, shuffle=False))[0]
+    f = list(LoffLoader(str(ref), batch_size=16, num_workers=0, augment=None, shuffle=False))[0]
+    scale = f.features.abs().amax(dim=(2, 3)) / 127  # per sample and channel
+    assert (q.features - f.features).abs().le(scale[:, :, None, None] / 2 + 1e-6).all()
+
+
+def test_len_is_per_rank_and_equal(data):
+    lens = [len(LoffLoader(data, batch_size=5, num_workers=3, rank=r, world_size=3)) for r in range(3)]
+    assert lens == [4, 4, 4]  # ceil(52 / 3) = 18 samples -> 4 batches of 5
+
+
+def test_short_training_loop_learns(make_dataset):
+    root, manifest = make_dataset(n=96, shard_size=32, classes=2, dtype="float32")
+    # make the label learnable: shift channel 1 by the class
+    loader = LoffLoader(str(root), batch_size=16, num_workers=0, augment="none")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    losses = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            x = x.clone()
+            x[:, 0, 0, 0] = 0  # synthetic_samples stores the sample index there
+            x[:, 1] += 3.0 * y[:, None, None].float()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert np.mean(losses[-6:]) < 0.5 * np.mean(losses[:6])
+
+
+def _children() -> set[int]:
+    me, kids = os.getpid(), set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                kids.add(int(pid))
+    return kids
+
+
+def _shm() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def _wait_no_children(before: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.time() + timeout
+    while (extra := _children() - before) and time.time() < deadline:
+        time.sleep(0.1)
+    return extra
+
+
+def test_break_leaves_no_workers_or_shared_memory(data):
+    before, shm = _children(), _shm()
+    loader = LoffLoader(data, batch_size=4, num_workers=2)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            assert len(_children() - before) == 2
+            break
+    assert _wait_no_children(before) == set() and _shm() - shm == set()
+
+
+def test_exception_in_step_leaves_no_workers(data):
+    before = _children()
+    with pytest.raises(RuntimeError, match="step failed"):
+        for _ in LoffLoader(data, batch_size=4, num_workers=2):
+            raise RuntimeError("step failed")
+    assert _wait_no_children(before) == set()
+
+
+def test_killed_worker_is_reported_and_cleaned_up(data):
+    before = _children()
+    loader = LoffLoader(data, batch_size=4, num_workers=2, prefetch_factor=1)
+    with pytest.raises(RuntimeError, match="worker"):
+        for i, _ in enumerate(loader):
+            if i == 0:
+                for pid in _children() - before:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+    assert _wait_no_children(before) == set()
+
+
+def test_worker_error_names_worker_shard_and_key(make_dataset):
+    root, manifest = make_dataset(n=24, shard_size=12)
+    path = root / manifest.shards[1].name
+    data = bytearray(path.read_bytes())
+    data[512] = 0xC1  # "never used" msgpack byte: the first member of the shard is undecodable
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception, match=r"(?s)worker process.*shard-000001\.tar.*s0000012"):
+        list(LoffLoader(str(root), batch_size=4, num_workers=2, shuffle=False))
