@@ -177,7 +177,11 @@ def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
         CodecError: on anything malformed: not msgpack, unknown dtype, bad shape,
             a data length that does not match the shape, a bad scale.
     """
-    payload = _scan(memoryview(buf))
+    if hasattr(buf, "head") and hasattr(buf, "tail"):  # a tarstream.SplitPayload
+        payload = _scan(memoryview(buf.head), tail=buf.tail)
+        buf = bytes(buf) if payload is None else buf
+    else:
+        payload = _scan(memoryview(buf))
     if payload is None:
         try:
             payload = msgpack.unpackb(buf, raw=False, strict_map_key=True)
@@ -205,8 +209,8 @@ _ARRAY = {0xDC: 2, 0xDD: 4}
 class _Scanner:
     """Reads the msgpack subset loffdata writes (map of str -> str/uint/array of uint/bin)."""
 
-    def __init__(self, mv: memoryview):
-        self.mv, self.pos = mv, 0
+    def __init__(self, mv: memoryview, tail: memoryview | None = None):
+        self.mv, self.pos, self.tail = mv, 0, tail
 
     def _take(self, n: int) -> memoryview:
         if self.pos + n > len(self.mv):
@@ -226,7 +230,11 @@ class _Scanner:
             n = b & 0x1F if b >= 0xA0 else self._length(_STR[b])
             return bytes(self._take(n)).decode("utf-8")
         if b in _BIN:
-            return self._take(self._length(_BIN[b]))
+            n = self._length(_BIN[b])
+            if self.tail is not None and self.pos == len(self.mv) and n == len(self.tail):
+                tail, self.tail = self.tail, None  # the data was read into the caller's buffer
+                return tail
+            return self._take(n)
         if b in _UINT:
             return self._length(_UINT[b])
         if 0x90 <= b <= 0x9F or b in _ARRAY:
@@ -244,7 +252,7 @@ class _Scanner:
             if not isinstance(key, str):
                 raise _Unsupported
             out[key] = self.value()
-        if self.pos != len(self.mv):
+        if self.pos != len(self.mv) or self.tail is not None:
             raise _Unsupported
         return out
 
@@ -253,10 +261,11 @@ class _Unsupported(Exception):
     pass
 
 
-def _scan(mv: memoryview) -> dict[str, Any] | None:
-    """The payload map with ``data`` as a view of ``mv``; ``None`` if not in the simple layout."""
+def _scan(mv: memoryview, tail: memoryview | None = None) -> dict[str, Any] | None:
+    """The payload map with ``data`` as a view of ``mv`` (or ``tail``, the payload's last
+    bytes read elsewhere); ``None`` if not in the simple layout."""
     try:
-        return _Scanner(mv.cast("B") if mv.format != "B" else mv).map()
+        return _Scanner(mv.cast("B") if mv.format != "B" else mv, tail).map()
     except (_Unsupported, UnicodeDecodeError, TypeError, ValueError):
         return None
 

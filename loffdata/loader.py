@@ -19,6 +19,7 @@ the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or to
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -28,8 +29,11 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader
 
+from loffdata import codec
+from loffdata.batching import pool_slots
 from loffdata.dataset import StreamingDataset
 from loffdata.manifest import Manifest
+from loffdata.plan import window_size
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
@@ -175,6 +179,8 @@ class LoffLoader:
             storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
         )
         self.device, self.dtype, self.seed = torch.device(device), dtype, seed
+        if self.device.type == "cpu":  # convert in the workers, in parallel, while assembling
+            self.dataset.batch_dtype = str(dtype).removeprefix("torch.")
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
         self.return_extras, self.log_every, self.views = return_extras, log_every, views
         self.manifest = _manifest_of(source, storage_options)
@@ -183,6 +189,10 @@ class LoffLoader:
         self._augmenter = self._build_augmenter(backend) if self.spec is not None else None
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
+        self._flags, self._held, self._leases = None, {}, {}
+        spec = self.dataset.shards.features
+        self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
+        self._baseline = _use_count(torch.empty(1))
 
     # -- public ---------------------------------------------------------------------------
 
@@ -200,13 +210,19 @@ class LoffLoader:
     def __iter__(self) -> Iterator[Batch | BatchWithExtras]:
         self._advance_epoch_if_needed()
         self.stats, self._delivered = LoaderStats(), 0
+        self.dataset.release_flags = self._flags = self._release_flags()
+        self._held, self._leases = {}, {}
         it = iter(self._dataloader())
         try:
             for on_device in self._device_batches(self._timed(it)):
                 batch = self._finish(on_device)
+                self._lease(on_device)
+                del on_device
                 self._delivered += 1
                 self._log()
                 yield batch
+                del batch
+                self._return_leases()
         finally:
             _shutdown(it)
 
@@ -249,6 +265,29 @@ class LoffLoader:
         std = None if stats is None else stats.std.tolist()
         return Augmenter(self.spec, backend=backend, device=self.device, seed=self.seed, mean=mean, std=std)
 
+    def _release_flags(self) -> torch.Tensor:
+        """Shared flags through which batch buffers are handed back to the workers."""
+        window = window_size(self.dataset.config.shuffle_buffer, self.dataset.batch_size)
+        slots = pool_slots(window, self.dataset.batch_size, self.prefetch_factor)
+        return torch.zeros(max(1, self.num_workers), slots, dtype=torch.int32).share_memory_()
+
+    def _lease(self, batch: dict[str, Any]) -> None:
+        """Remembers a pooled host batch until nothing but the loader refers to it."""
+        slot = batch.get("slot")
+        if slot is None:
+            return
+        host = batch.get("host", batch)
+        tensors = [v for v in host.values() if isinstance(v, torch.Tensor)]
+        self._held[tuple(slot)] = host  # keeps the mapping, so the buffer is not mapped again
+        self._leases[tuple(slot)] = (tensors, self._baseline)
+
+    def _return_leases(self) -> None:
+        """Hands buffers back to their workers once no tensor outside the loader uses them."""
+        for slot, (tensors, base) in list(self._leases.items()):
+            if all(_use_count(t) <= base for t in tensors):
+                self._flags[slot[0], slot[1]] = 0
+                del self._leases[slot]
+
     def _dataloader(self) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
@@ -287,11 +326,14 @@ class LoffLoader:
             out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in host.items()}
             done = torch.cuda.Event()
             done.record(stream)
+        out["host"] = host
         return out, done
 
     def _ready(self, batch: dict[str, Any], done: Any) -> dict[str, Any]:
         current = torch.cuda.current_stream(self.device)
         current.wait_event(done)
+        if "slot" in batch:
+            done.synchronize()  # issued a step ago; the host buffer may then be reused
         for v in batch.values():
             if isinstance(v, torch.Tensor):
                 v.record_stream(current)
@@ -305,13 +347,14 @@ class LoffLoader:
         y = b["label"]
         self.stats.batches += 1
         self.stats.samples += int(x.shape[0])
-        self.stats.bytes += int(b["features"].nelement() * b["features"].element_size())
+        self.stats.bytes += int(x.shape[0]) * self._sample_bytes
         if self._augmenter is not None:
             x, y = self._augmenter(x, y, indices=b["index"].cpu().numpy(), epoch=self.epoch)
             x = x.to(self.dtype)
+        x, y = _alias(x, b["features"]), _alias(y, b["label"])
         if not self.return_extras:
             return Batch(x, y)
-        extras = {k: self._repeat(b[k]) for k in self.dataset.shards.extras}
+        extras = {k: _alias(self._repeat(b[k]), b[k]) for k in self.dataset.shards.extras}
         return BatchWithExtras(x, y, extras)
 
     def _repeat(self, t: torch.Tensor) -> torch.Tensor:
@@ -320,6 +363,21 @@ class LoffLoader:
     def _log(self) -> None:
         if self.log_every and self.stats.batches % self.log_every == 0:
             _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
+
+
+def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """``t``, as a tensor object of its own if it is the batch ``buffer`` itself.
+
+    Handing out the loader's own tensor object would hide the consumer's use of a pooled
+    buffer; a separate view counts in the storage's use count, which :meth:`_return_leases`
+    watches.
+    """
+    return t.view(t.shape) if t is buffer else t
+
+
+def _use_count(t: torch.Tensor) -> int:
+    """Number of tensors (views included) using ``t``'s storage."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
 def _manifest_of(source: Any, storage_options: dict[str, Any] | None) -> Manifest | None:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from loffdata.errors import ShardReadError
 from loffdata.format import split_member_name
 
-__all__ = ["iter_members", "iter_sample_members"]
+__all__ = ["SplitPayload", "iter_members", "iter_sample_members"]
 
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -47,6 +47,31 @@ def _read_into(f: BinaryIO, buf: memoryview) -> int:
 
 #: ``alloc(nbytes) -> writable memoryview of nbytes, or None`` to let the reader allocate.
 Alloc = Callable[[int], "memoryview | None"]
+#: ``direct(name, size) -> writable memoryview or None``: the last ``len(view)`` bytes of the
+#: member go straight into the view; the member is then yielded as a :class:`SplitPayload`.
+Direct = Callable[[str, int], "memoryview | None"]
+
+
+class SplitPayload:
+    """A member read in two parts: ``head`` (bytes) and ``tail`` (a caller-owned view)."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: bytes, tail: memoryview):
+        self.head, self.tail = head, tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def __bytes__(self) -> bytes:
+        return self.head + bytes(self.tail)
+
+
+def _read_split(f: BinaryIO, size: int, padded: int, dst: memoryview) -> tuple[SplitPayload, int]:
+    head = _read_exact(f, size - len(dst))
+    got = len(head) + (_read_into(f, dst) if len(head) == size - len(dst) else 0)
+    pad = _read_exact(f, padded - size) if got == size else b""
+    return SplitPayload(head, dst), got + len(pad)
 
 
 def _read_data(f: BinaryIO, padded: int, alloc: Alloc | None) -> tuple[memoryview | bytes, int]:
@@ -82,7 +107,9 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def iter_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iterator[tuple[str, bytes | memoryview]]:
+def iter_members(
+    f: BinaryIO, *, shard: str, alloc: Alloc | None = None, direct: Direct | None = None
+) -> Iterator[tuple[str, bytes | memoryview | SplitPayload]]:
     """Yields ``(name, data)`` of each regular file member of a tar stream.
 
     Args:
@@ -91,6 +118,8 @@ def iter_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iter
         alloc: optional allocator of member buffers: ``alloc(nbytes)`` returns a writable
             memoryview to read a member into (``data`` is then a view of it), or ``None``.
             Reusing buffers avoids a fresh allocation, and its page faults, per member.
+        direct: optional hook that lets the caller receive a member's last bytes (a tensor
+            payload's data) in its own buffer, e.g. a row of a batch: no copy at all.
 
     Raises:
         ShardReadError: naming ``shard`` if the stream is truncated or a header is corrupt.
@@ -104,11 +133,15 @@ def iter_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iter
             return
         name, size, kind = _parse_header(block, shard, offset)
         padded = (size + _BLOCK - 1) // _BLOCK * _BLOCK
-        data, got = _read_data(f, padded, alloc)
+        dst = direct(name, size) if direct is not None and kind in _REGULAR else None
+        if dst is not None and 0 < len(dst) <= size:
+            data, got = _read_split(f, size, padded, dst)
+        else:
+            data, got = _read_data(f, padded, alloc)
         if got < padded:
             raise ShardReadError(f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short")
         offset += _BLOCK + padded
-        data = data[:size] if padded != size else data
+        data = data[:size] if padded != size and not isinstance(data, SplitPayload) else data
         if kind in (b"L", b"x"):
             data = bytes(data)
             long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
@@ -119,13 +152,15 @@ def iter_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iter
             raise ShardReadError(f"unsupported tar member type {kind!r} for {name!r} in shard {shard!r}")
 
 
-def iter_sample_members(f: BinaryIO, *, shard: str, alloc: Alloc | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_sample_members(
+    f: BinaryIO, *, shard: str, alloc: Alloc | None = None, direct: Direct | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Groups consecutive members by key; yields ``(key, {suffix: bytes})`` per sample.
 
-    ``alloc`` is passed to :func:`iter_members`.
+    ``alloc`` and ``direct`` are passed to :func:`iter_members`.
     """
     key, members = None, {}
-    for name, data in iter_members(f, shard=shard, alloc=alloc):
+    for name, data in iter_members(f, shard=shard, alloc=alloc, direct=direct):
         k, suffix = split_member_name(name)
         if k != key and members:
             yield key, members

@@ -1,0 +1,236 @@
+"""Batch assembly inside the reading process: samples go straight into preallocated rows.
+
+A worker reads one shuffle window at a time; every sample is copied once, from its decoded
+payload view into its row of a batch tensor that lives in shared memory, so only whole
+batches cross the process boundary (as shared-memory handles), never single samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from loffdata import codec
+from loffdata.errors import LoffError
+from loffdata.format import Sample
+from loffdata.plan import WorkerPlan
+from loffdata.reader import SampleReader
+from loffdata.sources import ShardSet
+
+__all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots"]
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(codec.DTYPES["bfloat16"])
+    return t.numpy()
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.nbytes == b.nbytes
+
+
+class BatchBuffer:
+    """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
+
+    def __init__(self, shards: ShardSet, size: int, shared: bool, dtype: str | None = None):
+        self.size, self.slot = size, None
+        self.tensors: dict[str, torch.Tensor] = {}
+        spec = shards.features
+        self.converts = dtype is not None and dtype != spec.dtype
+        self._add("features", (size, *spec.shape), dtype or spec.dtype, shared)
+        if spec.dtype == "int8" and not self.converts:
+            self._add("scale", (size, spec.shape[0] if spec.shape else 1), "float32", shared)
+        self._add("label", (size,), "int64", shared)
+        self._add("index", (size,), "int64", shared)
+        for name, extra in shards.extras.items():
+            self._add(name, (size, *extra.shape), extra.dtype, shared)
+        self.extras = list(shards.extras)
+        self.views = {k: _numpy_view(t) for k, t in self.tensors.items()}
+        self.keys: list[str] = [""] * size
+
+    def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
+        t = torch.empty(shape, dtype=codec.torch_dtype(dtype))
+        self.tensors[name] = t.share_memory_() if shared else t
+
+    def put(self, i: int, gid: int, sample: Sample) -> None:
+        """Copies a decoded sample into row ``i`` (one copy per tensor, from the payload view)."""
+        v = self.views
+        feats = sample.features
+        if isinstance(feats, codec.Quantized):
+            if self.converts:
+                np.copyto(v["features"][i], feats.dequantize(), casting="unsafe")
+            else:
+                np.copyto(v["features"][i], feats.values)
+                np.copyto(v["scale"][i], feats.scale)
+        elif self.converts and feats.flags.writeable:  # torch converts with SIMD, numpy does not
+            self.tensors["features"][i].copy_(codec.to_torch(feats))
+        elif not _same_memory(feats, v["features"][i]):  # else it was read straight into the row
+            np.copyto(v["features"][i], feats, casting="unsafe")
+        v["label"][i] = -1 if sample.label is None else sample.label
+        v["index"][i] = gid
+        self.keys[i] = sample.key
+        for name in self.extras:
+            value = sample.extras[name]  # presence and shape checked when decoded
+            np.copyto(
+                v[name][i],
+                value.dequantize() if isinstance(value, codec.Quantized) else value,
+                casting="unsafe",
+            )
+
+    def feature_bytes(self, i: int) -> memoryview:
+        """Row ``i`` of the features as a writable byte view (for reading data into it)."""
+        return memoryview(self.tensors["features"][i].view(torch.uint8).numpy()).cast("B")
+
+    def copy_row(self, i: int, src: BatchBuffer, j: int) -> None:
+        """Row ``i`` becomes a copy of row ``j`` of ``src``."""
+        for name, view in self.views.items():
+            view[i] = src.views[name][j]
+        self.keys[i] = src.keys[j]
+
+    def result(self) -> dict[str, Any]:
+        out = {**self.tensors, "key": list(self.keys)}
+        if self.slot is not None:
+            out["slot"] = self.slot
+        return out
+
+
+class _RowFiller:
+    """Skip mode for batches: a row whose sample failed gets a copy of the previous good row,
+    or, before the first good row of the worker, of the next good one (batches wait for it)."""
+
+    def __init__(self, shards: ShardSet, dtype: str | None = None):
+        self.last = BatchBuffer(shards, 1, shared=False, dtype=dtype)
+        self.have_last = False
+        self.pending_rows: list[tuple[BatchBuffer, int]] = []
+        self.pending: list[BatchBuffer] = []
+
+    def complete(
+        self, rows: list[tuple[BatchBuffer, int]], got: np.ndarray, bufs: list[BatchBuffer]
+    ) -> list[BatchBuffer]:
+        """Fills the failed rows of a window; returns the batches that are ready, in order."""
+        good = None
+        for (buf, i), ok in zip(rows, got.tolist()):
+            if ok:
+                good = (buf, i)
+                for b, j in self.pending_rows:
+                    b.copy_row(j, buf, i)
+                self.pending_rows.clear()
+            elif good is not None:
+                buf.copy_row(i, *good)
+            elif self.have_last:
+                buf.copy_row(i, self.last, 0)
+            else:
+                self.pending_rows.append((buf, i))
+        if good is not None:  # private copy: the consumer may change the batch in place
+            self.last.copy_row(0, *good)
+            self.have_last = True
+        self.pending += bufs
+        if self.pending_rows:
+            return []
+        ready, self.pending = self.pending, []
+        return ready
+
+    def finish(self) -> None:
+        if self.pending_rows:
+            raise LoffError(
+                f"on_error='skip' found no readable sample to stand in for {len(self.pending_rows)} unreadable ones"
+            )
+
+
+def _batch_groups(sizes: np.ndarray, window: int) -> Iterator[np.ndarray]:
+    """Consecutive runs of whole batches holding at most ``window`` samples (at least one batch)."""
+    lo, total = 0, 0
+    for hi, size in enumerate(sizes.tolist()):
+        if total and total + size > window:
+            yield sizes[lo:hi]
+            lo, total = hi, 0
+        total += size
+    if lo < len(sizes):
+        yield sizes[lo:]
+
+
+def _fill_window(
+    reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool
+) -> np.ndarray:
+    """Reads the samples of ``ids`` in file order, copying each into its row(s) at once."""
+    where: dict[int, list[int]] = {}
+    for p, gid in enumerate(ids.tolist()):
+        where.setdefault(gid, []).append(p)
+    got = np.zeros(len(ids), dtype=bool)
+    dest = {gid: rows[ps[0]][0].feature_bytes(rows[ps[0]][1]) for gid, ps in where.items()} if direct else None
+    for gid, sample in reader.each(np.unique(ids), dest):
+        for p in where[gid]:
+            buf, i = rows[p]
+            buf.put(i, gid, sample)
+            got[p] = True
+    return got
+
+
+class BufferPool:
+    """Full-size batch buffers, reused once the consumer has released them.
+
+    Allocating a fresh shared-memory batch costs a zero-filled page per 4 KiB, in the worker
+    that fills it and again in the process that maps it; a reused buffer costs neither (the
+    consumer keeps its mapping, and torch's storage cache hands the same one back). The
+    consumer releases a buffer by zeroing its flag in ``flags`` (int32 ``[workers, slots]``,
+    in shared memory); :class:`~loffdata.loader.LoffLoader` does so once nothing refers to
+    the batch any more. When no buffer is free a fresh one is made, so a consumer that keeps
+    batches never blocks the worker. Without ``flags`` every batch is fresh.
+    """
+
+    def __init__(
+        self, shards: ShardSet, *, batch_size: int, shared: bool, flags: torch.Tensor | None, worker: int,
+        dtype: str | None = None,
+    ):
+        self.shards, self.batch_size, self.shared, self.dtype = shards, batch_size, shared, dtype
+        self.flags = flags[worker] if flags is not None else None
+        self.worker, self.held, self.buffers = worker, set(), {}
+
+    def get(self, size: int) -> BatchBuffer:
+        slot = self._free_slot() if self.flags is not None and size == self.batch_size else None
+        if slot is None:
+            return BatchBuffer(self.shards, size, self.shared, self.dtype)
+        buf = self.buffers.get(slot)
+        if buf is None:
+            buf = self.buffers[slot] = BatchBuffer(self.shards, size, self.shared, self.dtype)
+            buf.slot = (self.worker, slot)
+        self.held.add(slot)
+        return buf
+
+    def _free_slot(self) -> int | None:
+        for s in range(len(self.flags)):
+            if s not in self.held and not self.flags[s]:
+                return s
+        return None
+
+    def handed_out(self, buf: BatchBuffer) -> None:
+        """Marks a pooled buffer as owned by the consumer until it releases it."""
+        if buf.slot is not None:
+            self.flags[buf.slot[1]] = 1
+            self.held.discard(buf.slot[1])
+
+
+def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:
+    """Batches of a worker plan, one window at a time: samples go straight into their rows,
+    so a window holds batch tensors, not payload bytes."""
+    filler, pos = _RowFiller(reader.shards, pool.dtype), 0
+    # data is read straight into rows unless converted, or int8 (the scale follows the data)
+    direct = pool.dtype in (None, reader.shards.features.dtype) and reader.shards.features.dtype != "int8"
+    for sizes in _batch_groups(wplan.batch_sizes, window):
+        bufs = [pool.get(int(k)) for k in sizes.tolist()]
+        rows = [(b, i) for b in bufs for i in range(b.size)]
+        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct)
+        pos += len(rows)
+        for buf in filler.complete(rows, got, bufs):
+            pool.handed_out(buf)
+            yield buf.result()
+    filler.finish()
+
+
+def pool_slots(window: int, batch_size: int, prefetch: int) -> int:
+    """Pooled buffers per worker: one window of batches, those queued, a few in use."""
+    return -(-window // batch_size) + prefetch + 4
