@@ -24,6 +24,13 @@ _EXPORTS = {
     "ShardWriter": "loffdata.writer",
     "WriterConfig": "loffdata.writer",
     "write_dataset": "loffdata.writer",
+    "StreamingDataset": "loffdata.dataset",
+    "LoffLoader": "loffdata.loader",
+    "AugmentSpec": "loffdata.augment",
+    "Augmenter": "loffdata.augment",
+    "ExtractConfig": "loffdata.extract",
+    "extract": "loffdata.extract",
+    "create_classifier": "loffdata.models",
 }
 
 __all__ = ["__version__", *_EXPORTS]
