@@ -8,6 +8,7 @@ shared memory. See ``docs/streaming.md``.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.batching import BufferPool, window_batches
 from loffdata.cache import CacheConfig
+from loffdata.errors import LoffError
 from loffdata.plan import (
     Layout,
     PlanConfig,
@@ -124,6 +126,11 @@ class StreamingDataset(IterableDataset):
         #: Set by a consumer that releases batches (see :class:`~loffdata.batching.BufferPool`):
         #: int32 ``[workers, slots]`` flags in shared memory; ``None`` makes every batch fresh.
         self.release_flags: torch.Tensor | None = None
+        #: Set by a consumer with persistent DataLoader workers: a uint8 shared-memory block
+        #: where it publishes the epoch and resume state before each iteration (JSON), since
+        #: persistent workers keep their copy of the dataset from the first epoch.
+        self.control: torch.Tensor | None = None
+        self._pool: BufferPool | None = None
 
     # -- layout -------------------------------------------------------------------------
 
@@ -200,15 +207,15 @@ class StreamingDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.control is not None:
+            self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
         reader = SampleReader(self, reuse_buffers=bool(self.batch_size))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
-                pool = BufferPool(self.shards, batch_size=self.batch_size, shared=info is not None,
-                                  flags=self.release_flags, worker=worker, dtype=self.batch_dtype)
-                items = window_batches(reader, wplan, window, pool)
+                items = window_batches(reader, wplan, window, self._buffer_pool(worker, info is not None))
             else:
                 items = self._singles(reader, wplan)
             for item in items:
@@ -216,6 +223,29 @@ class StreamingDataset(IterableDataset):
                 yield item
         finally:
             reader.close()
+
+    def _buffer_pool(self, worker: int, shared: bool) -> BufferPool:
+        """This process's pool; kept across iterations (persistent workers reuse buffers)."""
+        p = self._pool
+        if p is None or (p.flags is None) != (self.release_flags is None) or (p.dtype, p.shared) != (self.batch_dtype, shared):
+            p = self._pool = BufferPool(self.shards, batch_size=self.batch_size, shared=shared,
+                                        flags=self.release_flags, worker=worker, dtype=self.batch_dtype)
+        return p
+
+    def publish_control(self) -> None:
+        """Writes the epoch and resume state to :attr:`control` for persistent workers."""
+        state = {"epoch": self.epoch, "resume": None if self._resume is None else self._resume.to_dict()}
+        data = json.dumps(state).encode()
+        if len(data) + 8 > self.control.numel():
+            raise LoffError(f"resume state of {len(data)} bytes does not fit the control block")
+        self.control[:8] = torch.tensor(list(len(data).to_bytes(8, "little")), dtype=torch.uint8)
+        self.control[8 : 8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+    def _read_control(self) -> None:
+        n = int.from_bytes(bytes(self.control[:8].tolist()), "little")
+        state = json.loads(bytes(self.control[8 : 8 + n].tolist()))
+        self.epoch = state["epoch"]
+        self._resume = None if state["resume"] is None else PlanState.from_dict(state["resume"])
 
     def _singles(self, reader: SampleReader, wplan: WorkerPlan) -> Iterator[dict[str, Any]]:
         for gid, s in with_substitutes(reader, wplan.indices, self.config.shuffle_buffer):

@@ -142,6 +142,10 @@ class LoffLoader:
         cache_dir: local cache directory for remote shards.
         cache_limit_bytes: byte budget of that cache.
         prefetch_factor: batches each worker prepares ahead.
+        persistent_workers: keep the worker processes, and their warm batch buffers, from
+            one complete pass to the next (3-4x faster epochs after the first, here);
+            :meth:`close` or dropping the loader stops them. Breaking out of a pass or an
+            error stops them at once.
         log_every: log :attr:`stats` every this many batches (``None``: never).
     """
 
@@ -169,6 +173,7 @@ class LoffLoader:
         cache_dir: str | os.PathLike | None = None,
         cache_limit_bytes: int | None = None,
         prefetch_factor: int = 2,
+        persistent_workers: bool = True,
         log_every: int | None = None,
     ):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -182,6 +187,7 @@ class LoffLoader:
         if self.device.type == "cpu":  # convert in the workers, in parallel, while assembling
             self.dataset.batch_dtype = str(dtype).removeprefix("torch.")
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
+        self.persistent_workers = persistent_workers
         self.return_extras, self.log_every, self.views = return_extras, log_every, views
         self.manifest = _manifest_of(source, storage_options)
         num_classes = None if self.manifest is None else self.manifest.num_classes
@@ -190,6 +196,7 @@ class LoffLoader:
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
         self._flags, self._held, self._leases = None, {}, {}
+        self._dl, self._it = None, None
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
         self._baseline = _use_count(torch.empty(1))
@@ -210,9 +217,7 @@ class LoffLoader:
     def __iter__(self) -> Iterator[Batch | BatchWithExtras]:
         self._advance_epoch_if_needed()
         self.stats, self._delivered = LoaderStats(), 0
-        self.dataset.release_flags = self._flags = self._release_flags()
-        self._held, self._leases = {}, {}
-        it = iter(self._dataloader())
+        it, completed = self._start(), False
         try:
             for on_device in self._device_batches(self._timed(it)):
                 batch = self._finish(on_device)
@@ -220,11 +225,39 @@ class LoffLoader:
                 del on_device
                 self._delivered += 1
                 self._log()
+                completed = self._offset + self._delivered >= len(self)  # Lightning stops here
                 yield batch
                 del batch
                 self._return_leases()
+            completed = True
         finally:
-            _shutdown(it)
+            if not (completed and self._persistent):  # break, exception, or workers per epoch
+                self.close()
+
+    @property
+    def _persistent(self) -> bool:
+        return self.persistent_workers and self.num_workers > 0
+
+    def _start(self) -> Iterator[dict[str, Any]]:
+        """The DataLoader iterator of this pass: new workers, or the persistent ones told
+        the epoch and resume state through the shared control block."""
+        if self._dl is None:
+            self.dataset.release_flags = self._flags = self._release_flags()
+            self._held, self._leases = {}, {}
+            if self._persistent:
+                self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
+            self._dl = self._dataloader()
+        if self._persistent:
+            self.dataset.publish_control()
+        self._it = iter(self._dl)
+        return self._it
+
+    def close(self) -> None:
+        """Stops the worker processes now (they are started again by the next pass)."""
+        if self._it is not None:
+            _shutdown(self._it)
+        self._it = self._dl = None
+        self.dataset.control = None
 
     def state_dict(self) -> dict[str, Any]:
         """Position mid-epoch; restoring it makes the next iteration continue exactly there.
@@ -294,6 +327,7 @@ class LoffLoader:
             self.dataset, batch_size=None, num_workers=workers,
             pin_memory=self.device.type == "cuda", pin_memory_device=str(self.device) if self.device.type == "cuda" else "",
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            persistent_workers=self._persistent,
         )
 
     def _timed(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

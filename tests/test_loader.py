@@ -196,3 +196,27 @@ def test_worker_error_names_worker_shard_and_key(make_dataset):
     path.write_bytes(bytes(data))
     with pytest.raises(Exception, match=r"(?s)worker process.*shard-000001\.tar.*s0000012"):
         list(LoffLoader(str(root), batch_size=4, num_workers=2, shuffle=False))
+
+
+def test_persistent_workers_give_the_same_epochs_and_resume(data):
+    def epochs(loader, n=3):
+        out = []
+        for epoch in range(n):
+            loader.set_epoch(epoch)
+            out.append([_digest(b) for b in loader])
+        return out
+
+    before = _children()
+    plain = epochs(LoffLoader(data, batch_size=8, num_workers=2, seed=4, persistent_workers=False))
+    persistent = LoffLoader(data, batch_size=8, num_workers=2, seed=4, persistent_workers=True)
+    assert epochs(persistent) == plain
+    assert len(_children() - before) == 2  # the same two workers stay between passes
+    persistent.set_epoch(1)
+    it = iter(persistent)
+    head = [_digest(next(it)) for _ in range(3)]
+    state = persistent.state_dict()
+    del it
+    persistent.load_state_dict(state)
+    assert head + [_digest(b) for b in persistent] == plain[1]
+    persistent.close()
+    assert _wait_no_children(before) == set()
