@@ -8,20 +8,37 @@ Rows (same shards, page cache warm, medians of ``repeats`` interleaved runs):
 - augment alone: the augmentation on batches already in memory,
 - loffdata + augment: the loader with that augmentation.
 
+With ``--source http`` or ``--source s3`` the loffdata and webdataset rows read the same
+shards through a loopback HTTP server with Range support or moto's S3 server (each in a
+process of its own, on 127.0.0.1), and a "raw read <source>" row reads them sequentially
+through fsspec. ``--cold`` evicts the shard files from the page cache before every row
+(local disk). ``--memory`` instead runs the loader for ``--epochs`` epochs and prints the
+peak resident memory of the main process and of the workers per epoch, with the bound set
+by the shuffle window and the prefetch depth.
+
 Usage::
 
-    python benchmarks/bench_loader.py                       # 2048 x 768x16x16 fp16, batch 64, 2 workers
+    python benchmarks/bench_loader.py                       # 8192 x 768x16x16 fp16, batch 64, 2 workers
     python benchmarks/bench_loader.py --shape 1024,32,32    # high-resolution features
     python benchmarks/bench_loader.py --quick               # tiny smoke run (CI)
+    python benchmarks/bench_loader.py --n 4096 --source http  # loopback HTTP (or s3)
+    python benchmarks/bench_loader.py --n 4096 --cold       # shards evicted from the page cache
+    python benchmarks/bench_loader.py --n 4096 --memory     # peak RSS per epoch
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import multiprocessing as mp
 import os
+import queue as queues
 import statistics
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fire
@@ -29,8 +46,13 @@ import numpy as np
 import torch
 
 from loffdata import codec
+from loffdata.batching import pool_slots
 from loffdata.manifest import Manifest
+from loffdata.plan import window_size
 from loffdata.writer import WriterConfig, write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def build_data(root: Path, n: int, shape: tuple[int, ...], shard_samples: int) -> Manifest:
@@ -57,14 +79,88 @@ def raw_read(urls: list[str]) -> int:
     return total
 
 
-def webdataset_epoch(urls: list[str], batch: int, workers: int) -> int:
-    """Stock webdataset: decode msgpack to tensors, batch, DataLoader workers; returns samples."""
+def raw_read_remote(urls: list[str], options: dict) -> int:
+    """Reads every URL sequentially through fsspec in 8 MiB chunks; returns bytes read."""
+    total = 0
+    for url in urls:
+        with _open_url(url, options) as f:
+            while chunk := f.read(8 << 20):
+                total += len(chunk)
+    return total
+
+
+def _timed_call(fn: Callable, args: tuple, queue) -> None:
+    mp.set_start_method("fork", force=True)  # DataLoader workers as in the parent, not spawned
+    t0 = time.perf_counter()
+    units = fn(*args)
+    queue.put((units, time.perf_counter() - t0))
+
+
+def isolated(fn: Callable, *args) -> tuple[float, float]:
+    """Runs ``fn(*args)`` in a fresh spawned process; returns its result and the seconds it took there.
+
+    Remote rows run this way: fsspec's IO loop in one process, then DataLoader workers forked
+    from it that use fsspec too, was seen to stall that process's next fsspec request (for
+    aiohttp's 60 s read timeout, or longer). A fresh process per row keeps rows independent.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_timed_call, args=(fn, args, queue))
+    proc.start()
+    try:
+        while True:
+            with contextlib.suppress(queues.Empty):
+                return queue.get(timeout=1)
+            if not proc.is_alive():
+                raise RuntimeError(f"{fn.__name__} failed in its process (exit code {proc.exitcode})")
+    finally:
+        proc.join()
+
+
+def evict(paths: list[str]) -> None:
+    """Drops the files' pages from the page cache (they are clean, so nothing is written)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _decode(sample: dict) -> tuple[torch.Tensor, int]:
+    return torch.from_numpy(codec.decode(sample["feat.msgpack"]).copy()), int(sample["cls"])
+
+
+def _open_url(url: str, options: dict):
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs.open(path, "rb", block_size=8 << 20)
+
+
+def _fsspec_streams(src, options: dict):
+    """A webdataset stage opening each shard URL with fsspec (instead of a ``curl`` pipe)."""
+    for sample in src:
+        with _open_url(sample["url"], options) as f:
+            yield {**sample, "stream": f}
+
+
+def webdataset_pipeline(urls: list[str], batch: int, options: dict | None):
+    """Stock webdataset for local files; the same stages over fsspec streams for URLs."""
     import webdataset as wds
+    from webdataset import tariterators
 
-    def decode(sample: dict) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(codec.decode(sample["feat.msgpack"]).copy()), int(sample["cls"])
+    if options is None:
+        return wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(_decode).batched(batch)
+    return wds.DataPipeline(
+        wds.SimpleShardList(urls), wds.split_by_worker, functools.partial(_fsspec_streams, options=options),
+        tariterators.tar_file_expander, tariterators.group_by_keys, wds.map(_decode), wds.batched(batch),
+    )
 
-    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(decode).batched(batch)
+
+def webdataset_epoch(urls: list[str], batch: int, workers: int, options: dict | None = None) -> int:
+    """Stock webdataset: decode msgpack to tensors, batch, DataLoader workers; returns samples."""
+    ds = webdataset_pipeline(urls, batch, options)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
     return sum(consume(x) for x, _ in loader)
 
@@ -75,11 +171,34 @@ def consume(x: torch.Tensor) -> int:
     return len(x)
 
 
-def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype) -> int:
+def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
+                   options: dict | None = None) -> int:
     from loffdata.loader import LoffLoader
 
-    loader = LoffLoader(root, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype, backend="torch")
+    loader = LoffLoader(root, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype, backend="torch",
+                        storage_options=options)
     return sum(consume(x) for x, _ in loader)
+
+
+class WarmLoader:
+    """One persistent LoffLoader; its first epoch runs untimed, each call times one more.
+
+    This is how a training run sees the loader after its first epoch: workers alive and
+    their shared-memory batch buffers already mapped (see docs/loader.md).
+    """
+
+    def __init__(self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype):
+        from loffdata.loader import LoffLoader
+
+        self.loader = LoffLoader(root, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype,
+                                 backend="torch", persistent_workers=True)
+        self.epoch = 0
+        self()
+
+    def __call__(self) -> int:
+        self.loader.set_epoch(self.epoch)
+        self.epoch += 1
+        return sum(consume(x) for x, _ in self.loader)
 
 
 def augment_alone(n: int, shape: tuple[int, ...], batch: int, augment: str, dtype: torch.dtype, mean, std) -> int:
@@ -97,57 +216,292 @@ def augment_alone(n: int, shape: tuple[int, ...], batch: int, augment: str, dtyp
     return done
 
 
-def median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
+def median_rate(fn: Callable[[], float | tuple[float, float]], repeats: int) -> tuple[float, float]:
+    """Median units/s of ``fn``, timed here unless it returns ``(units, seconds)`` itself."""
+    if hasattr(fn, "prepare"):
+        fn.prepare()  # rows with state (a warm loader) build it outside the timing
     rates, units = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        units = fn()
-        rates.append(units / (time.perf_counter() - t0))
+        got = fn()
+        units, secs = got if isinstance(got, tuple) else (got, time.perf_counter() - t0)
+        rates.append(units / secs)
     return statistics.median(rates), units
+
+
+# -- loopback servers, each in a process of its own (so they don't share the GIL with the consumer)
+
+
+def _http_server(root: str, queue) -> None:
+    sys.path.insert(0, str(REPO))
+    from tests.servers import FaultyHTTPServer
+
+    server = FaultyHTTPServer(root)
+    queue.put((server.url + "/", {}))
+    server.serve_forever(poll_interval=0.05)
+
+
+def _s3_server(root: str, queue) -> None:
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    os.environ.update(AWS_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    fs.mkdir("bench")
+    for p in sorted(Path(root).iterdir()):
+        fs.put_file(str(p), f"bench/ds/{p.name}")
+    queue.put(("s3://bench/ds", options))
+    threading.Event().wait()
+
+
+@contextlib.contextmanager
+def serve(source: str, root: Path) -> Iterator[tuple[str, dict | None]]:
+    """Yields ``(url of the dataset, storage_options)``; ``None`` options for local files."""
+    if source == "local":
+        yield str(root), None
+        return
+    target = {"http": _http_server, "s3": _s3_server}[source]
+    if source == "s3":
+        os.environ.update(AWS_ENV)  # the loader's workers inherit the dummy credentials
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(str(root), queue), daemon=True)
+    proc.start()
+    try:
+        yield queue.get(timeout=600)
+    finally:
+        proc.terminate()
+        proc.join()
+
+
+# -- throughput rows
+
+
+def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callable]:
+    """Each row as a function returning samples (raw reads: bytes / sample size)."""
+    urls, b, w, aug = cfg["urls"], cfg["batch"], cfg["workers"], cfg["augment"]
+    remote_urls = [f"{url.rstrip('/')}/{Path(u).name}" for u in urls]
+    rows = {"raw read": lambda: raw_read(urls) / cfg["per_sample"]}
+    if options is None:
+        rows["webdataset"] = lambda: webdataset_epoch(urls, b, w)
+        rows["loffdata"] = lambda: loffdata_epoch(url, b, w, None, torch.float16)
+        rows["loffdata, later epochs"] = _lazy(lambda: WarmLoader(url, b, w, None, torch.float16))
+    else:
+        rows[f"raw read {cfg['source']}"] = lambda: _per_sample(isolated(raw_read_remote, remote_urls, options), cfg)
+        rows["webdataset"] = lambda: isolated(webdataset_epoch, remote_urls, b, w, options)
+        rows["loffdata"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options)
+    if aug:
+        rows[f"{aug} alone"] = lambda: augment_alone(cfg["n"], cfg["dims"], b, aug, torch.float32, *cfg["stats"])
+        rows[f"loffdata + {aug}"] = lambda: (loffdata_epoch(url, b, w, aug, torch.float32) if options is None
+                                             else isolated(loffdata_epoch, url, b, w, aug, torch.float32, options))
+        if options is None:
+            rows[f"loffdata + {aug}, later"] = _lazy(lambda: WarmLoader(url, b, w, aug, torch.float32))
+    return rows
+
+
+class _lazy:  # noqa: N801 (used like a function)
+    """A row whose state (a warm loader) is built by :meth:`prepare`, outside the timing."""
+
+    def __init__(self, make: Callable[[], Callable[[], int]]):
+        self.make, self.obj = make, None
+
+    def prepare(self) -> None:
+        if self.obj is None:
+            self.obj = self.make()
+
+    def __call__(self) -> int:
+        self.prepare()
+        return self.obj()
+
+
+def _per_sample(got: tuple[int, float], cfg: dict) -> tuple[float, float]:
+    return got[0] / cfg["per_sample"], got[1]
+
+
+def measure(rows: dict[str, Callable], repeats: int, cold_paths: list[str] | None) -> dict[str, float]:
+    """Medians of ``repeats`` interleaved runs of every row (evicting before each if cold)."""
+    rates: dict[str, list[float]] = {}
+    for _ in range(repeats):  # interleave the rows so that machine noise hits all alike
+        for name, fn in rows.items():
+            if cold_paths:
+                evict(cold_paths)
+            rates.setdefault(name, []).append(median_rate(fn, 1)[0])
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+# -- memory over epochs
+
+
+def _proc_status(pid: int | str) -> dict[str, int]:
+    """VmRSS, RssAnon, RssShmem of a process in bytes (empty if it is gone)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
+def _children() -> list[str]:
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += (task / "children").read_text().split()
+    return pids
+
+
+class RssSampler(threading.Thread):
+    """Samples the RSS of this process and of its children every ``interval`` s; keeps peaks."""
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.interval, self.stop, self.peaks = interval, threading.Event(), {}
+
+    def reset(self) -> dict[str, int]:
+        peaks, self.peaks = self.peaks, {}
+        return peaks
+
+    def _peak(self, key: str, value: int) -> None:
+        self.peaks[key] = max(self.peaks.get(key, 0), value)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            for k, v in _proc_status("self").items():
+                self._peak(f"main {k}", v)
+            kids = [_proc_status(pid) for pid in _children()]
+            for k in ("VmRSS", "RssAnon", "RssShmem"):
+                self._peak(f"worker {k}", max((s.get(k, 0) for s in kids), default=0))
+            self._peak("workers VmRSS", sum(s.get("VmRSS", 0) for s in kids))
+
+
+def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int) -> list[dict[str, int]]:
+    """Peak RSS figures of each of ``epochs`` epochs of one loader (no augmentation, float16)."""
+    from loffdata.loader import LoffLoader
+
+    loader = LoffLoader(url, batch_size=cfg["batch"], num_workers=cfg["workers"], augment=None,
+                        dtype=torch.float16, shuffle_buffer=shuffle_buffer, prefetch_factor=prefetch)
+    sampler = RssSampler()
+    sampler.start()
+    out = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        sampler.reset()
+        t0 = time.perf_counter()
+        done = sum(consume(x) for x, _ in loader)
+        peaks = sampler.reset()
+        out.append({**peaks, "samples/s": done / (time.perf_counter() - t0)})
+    sampler.stop.set()
+    return out
+
+
+def memory_bound(cfg: dict, shuffle_buffer: int, prefetch: int) -> dict[str, int]:
+    """Shared-memory batch bytes the pool may hold: per worker, and mapped by the main process."""
+    slots = pool_slots(window_size(shuffle_buffer, cfg["batch"]), cfg["batch"], prefetch)
+    per_worker = slots * cfg["batch"] * cfg["per_sample_feat"]
+    return {"slots": slots, "per worker": per_worker, "main": per_worker * max(1, cfg["workers"])}
+
+
+def _print_memory(epochs: list[dict], bound: dict, cfg: dict, shuffle_buffer: int, prefetch: int) -> None:
+    mib = 1 << 20
+    print(f"\nmemory: {cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16, batch {cfg['batch']}, "
+          f"{cfg['workers']} workers, shuffle_buffer {shuffle_buffer}, prefetch {prefetch}, {os.cpu_count()} CPUs")
+    cols = ["main VmRSS", "main RssAnon", "main RssShmem", "worker VmRSS", "worker RssAnon", "worker RssShmem"]
+    print(f"{'epoch':<7}{'samples/s':>10}" + "".join(f"{c:>16}" for c in cols) + "   (peak MiB)")
+    for i, e in enumerate(epochs):
+        print(f"{i:<7}{e['samples/s']:>10,.0f}" + "".join(f"{e.get(c, 0) / mib:>16,.0f}" for c in cols))
+    print(f"bound (pool of {bound['slots']} batch buffers per worker): shared memory <= "
+          f"{bound['per worker'] / mib:,.0f} MiB per worker, {bound['main'] / mib:,.0f} MiB mapped in the main process")
+    growth = max(e["main VmRSS"] for e in epochs[1:]) - epochs[0]["main VmRSS"] if len(epochs) > 1 else 0
+    print(f"main VmRSS growth after epoch 0: {growth / mib:+,.0f} MiB; "
+          f"children ru_maxrss {_children_maxrss() / mib:,.0f} MiB")
+
+
+def _children_maxrss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+# -- entry point
+
+
+def parse_shape(shape) -> tuple[int, ...]:
+    """``"768,16,16"``, or the tuple fire makes of ``--shape 768,16,16``."""
+    return tuple(int(s) for s in (shape.split(",") if isinstance(shape, str) else shape))
+
+
+def _config(n, shape, batch, workers, shard_samples, augment, root, source) -> dict:
+    dims = parse_shape(shape)
+    path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
+    manifest = build_data(path, n, dims, shard_samples)
+    feat = int(np.prod(dims)) * codec.DTYPES[manifest.features.dtype].itemsize
+    return {"n": n, "dims": dims, "batch": batch, "workers": workers, "augment": augment, "source": source,
+            "path": path, "urls": manifest.shard_urls(str(path)), "per_sample": manifest.num_bytes / n,
+            "per_sample_feat": feat, "stats": (manifest.stats.mean.tolist(), manifest.stats.std.tolist())}
 
 
 def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int = 2, shard_samples: int = 256,
          repeats: int = 3, augment: str = "loffta", root: str = "/tmp/loffdata-bench", quick: bool = False,
-         json_out: str | None = None) -> dict:
-    """Runs every row and prints the table; returns the figures."""
+         json_out: str | None = None, source: str = "local", cold: bool = False, memory: bool = False,
+         epochs: int = 4, shuffle_buffer: int = 1024, prefetch: int = 2) -> dict:
+    """Runs every row (or the memory run) and prints the table; returns the figures."""
+    if source not in ("local", "http", "s3"):
+        raise ValueError(f"source must be local, http or s3, not {source!r}")
     if quick:
-        n, shape, batch, shard_samples, repeats = 128, "32,8,8", 16, 32, 1
-    dims = tuple(int(s) for s in str(shape).split(","))
-    path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
-    manifest = build_data(path, n, dims, shard_samples)
-    urls = manifest.shard_urls(str(path))
-    per_sample = manifest.num_bytes / n
-    raw_read(urls)  # warm the page cache
+        n, shape, batch, shard_samples, repeats, epochs = 128, "32,8,8", 16, 32, 1, min(epochs, 2)
+    cfg = _config(n, shape, batch, workers, shard_samples, augment, root, source)
+    raw_read(cfg["urls"])  # warm the page cache
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    rows: dict[str, float] = {}
-    mean, std = manifest.stats.mean.tolist(), manifest.stats.std.tolist()
-    for _ in range(repeats):  # interleave the rows so that machine noise hits all alike
-        rows.setdefault("raw read", [])
-        rows["raw read"].append(median_rate(lambda: raw_read(urls) / per_sample, 1)[0])
-        rows.setdefault("webdataset", []).append(median_rate(lambda: webdataset_epoch(urls, batch, workers), 1)[0])
-        rows.setdefault("loffdata", []).append(median_rate(lambda: loffdata_epoch(str(path), batch, workers, None, torch.float16), 1)[0])
-        if augment:
-            rows.setdefault(f"{augment} alone", []).append(
-                median_rate(lambda: augment_alone(n, dims, batch, augment, torch.float32, mean, std), 1)[0])
-            rows.setdefault(f"loffdata + {augment}", []).append(
-                median_rate(lambda: loffdata_epoch(str(path), batch, workers, augment, torch.float32), 1)[0])
-    result = {k: statistics.median(v) for k, v in rows.items()}
-    _print(result, per_sample, dims, n, batch, workers, augment)
+    with serve(source, cfg["path"]) as (url, options):
+        if memory:
+            return _memory(cfg, url, epochs, shuffle_buffer, prefetch, json_out)
+        result = measure(row_functions(cfg, url, options), repeats, cfg["urls"] if cold else None)
+    _print(result, cfg, cold)
     if json_out:
-        Path(json_out).write_text(json.dumps({"config": {"n": n, "shape": dims, "batch": batch, "workers": workers}, "samples_per_s": result}, indent=1))
+        config = {k: cfg[k] for k in ("n", "dims", "batch", "workers", "source")} | {"cold": cold, "repeats": repeats}
+        Path(json_out).write_text(json.dumps({"config": config, "samples_per_s": result}, indent=1))
     return result
 
 
-def _print(r: dict[str, float], per_sample: float, dims, n, batch, workers, augment) -> None:
-    print(f"\n{n} samples of {'x'.join(map(str, dims))} float16 ({per_sample / 1024:.0f} KiB), batch {batch}, {workers} workers, {os.cpu_count()} CPUs")
+def _memory(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int, json_out: str | None) -> dict:
+    figures = memory_epochs(cfg, url, epochs, shuffle_buffer, prefetch)
+    bound = memory_bound(cfg, shuffle_buffer, prefetch)
+    _print_memory(figures, bound, cfg, shuffle_buffer, prefetch)
+    result = {"epochs": figures, "bound": bound}
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
+    per_sample, augment = cfg["per_sample"], cfg["augment"]
+    where = "page cache evicted before each row" if cold else "page cache warm"
+    print(f"\n{cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16 ({per_sample / 1024:.0f} KiB), "
+          f"batch {cfg['batch']}, {cfg['workers']} workers, {os.cpu_count()} CPUs, source {cfg['source']}, {where}")
     print(f"{'row':<24}{'samples/s':>12}{'GB/s':>8}")
     for name, rate in r.items():
         print(f"{name:<24}{rate:>12,.0f}{rate * per_sample / 1e9:>8.2f}")
     print("ratios:")
     print(f"  loffdata / raw read          {r['loffdata'] / r['raw read']:.2f}   (target >= 0.6)")
+    if cfg["source"] != "local":
+        print(f"  loffdata / raw read {cfg['source']:<8} {r['loffdata'] / r['raw read ' + cfg['source']]:.2f}")
     print(f"  loffdata / webdataset        {r['loffdata'] / r['webdataset']:.2f}   (target >= 2.5)")
+    if "loffdata, later epochs" in r:
+        warm = r["loffdata, later epochs"]
+        print(f"  later epochs / raw read      {warm / r['raw read']:.2f}   (target >= 0.6)")
+        print(f"  later epochs / webdataset    {warm / r['webdataset']:.2f}   (target >= 2.5)")
     if augment:
         print(f"  loffdata+{augment} / {augment} alone  {r[f'loffdata + {augment}'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
+        if f"loffdata + {augment}, later" in r:
+            print(f"  later epochs, {augment} / alone  {r[f'loffdata + {augment}, later'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
 
 
 def cli(**kwargs) -> None:

@@ -178,7 +178,11 @@ def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
             a data length that does not match the shape, a bad scale.
     """
     if hasattr(buf, "head") and hasattr(buf, "tail"):  # a tarstream.SplitPayload
+        known = _HEADS.get(buf.head)
+        if known is not None and known[0].itemsize * math.prod(known[1]) == len(buf.tail):
+            return np.frombuffer(buf.tail, dtype=known[0]).reshape(known[1])
         payload = _scan(memoryview(buf.head), tail=buf.tail)
+        _remember_head(buf.head, payload)
         buf = bytes(buf) if payload is None else buf
     else:
         payload = _scan(memoryview(buf))
@@ -198,6 +202,22 @@ def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
     if "scale" not in payload:
         return arr
     return _decode_quantized(arr, payload)
+
+
+#: Payload heads (everything before the data) already checked -> (dtype, shape). The samples
+#: of a dataset share one head, so a split payload's head is parsed once, not per sample.
+_HEADS: dict[bytes, tuple[np.dtype, tuple[int, ...]]] = {}
+
+
+def _remember_head(head: bytes, payload: dict[str, Any] | None) -> None:
+    if payload is None or set(payload) != {"dtype", "shape", "data"} or len(_HEADS) >= 64:
+        return
+    try:
+        dtype, shape = decode_header(payload)
+    except CodecError:
+        return
+    if len(payload["data"]) == math.prod(shape) * dtype.itemsize:
+        _HEADS[bytes(head)] = (dtype, shape)
 
 
 _STR = {0xD9: 1, 0xDA: 2, 0xDB: 4}

@@ -1,0 +1,104 @@
+"""Loader throughput against batch size and worker count, plotted (two panels).
+
+Reads the same shards from the page cache (written once under ``--root`` and reused), no
+augmentation, float16 out; medians of ``repeats`` interleaved epochs per point, with the
+raw sequential read of the tar files drawn as the ceiling.
+
+Usage::
+
+    python benchmarks/plot_loader.py                    # 2048 x 768x16x16 -> docs/img/loader_throughput.png
+    python benchmarks/plot_loader.py --quick --out /tmp/t.png
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import fire
+import torch
+from bench_loader import build_data, loffdata_epoch, parse_shape, raw_read
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "img" / "loader_throughput.png"
+
+
+def machine() -> str:
+    """One line naming this machine: CPUs, memory, GPU."""
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {platform.machine()}, {mem:.0f} GiB, {gpu}"
+
+
+def rate(fn) -> float:
+    t0 = time.perf_counter()
+    return fn() / (time.perf_counter() - t0)
+
+
+def sweep(root: str, points: list[tuple[int, int]], repeats: int, urls: list[str], per_sample: float) -> dict:
+    """samples/s per (batch, workers) point and for the raw read; medians of interleaved runs."""
+    rates: dict = {}
+    for _ in range(repeats):
+        rates.setdefault("raw", []).append(rate(lambda: raw_read(urls) / per_sample))
+        for b, w in points:
+            rates.setdefault((b, w), []).append(rate(lambda b=b, w=w: loffdata_epoch(root, b, w, None, torch.float16)))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def plot(r: dict, batches: list[int], workers: list[int], fixed: tuple[int, int], title: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    panels = [(axes[0], batches, lambda b: (b, fixed[1]), f"batch size ({fixed[1]} workers)"),
+              (axes[1], workers, lambda w: (fixed[0], w), f"DataLoader workers (batch {fixed[0]})")]
+    for ax, xs, key, label in panels:
+        ax.plot(xs, [r[key(x)] for x in xs], "o-", label="LoffLoader")
+        ax.axhline(r["raw"], color="grey", ls="--", label="raw sequential read")
+        ax.set_xlabel(label)
+        ax.set_xticks(xs)
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xticks(batches, [str(b) for b in batches])
+    axes[0].set_ylabel("samples/s")
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main(n: int = 2048, shape: str = "768,16,16", batches: tuple = (16, 64, 256), workers: tuple = (0, 1, 2, 4),
+         batch: int = 64, fixed_workers: int = 2, repeats: int = 3, root: str = "/tmp/loffdata-bench",
+         out: str = str(OUT), quick: bool = False) -> dict:
+    """Measures every point, prints them and writes the two-panel plot to ``out``."""
+    if quick:
+        n, shape, batches, workers, batch, repeats = 128, "32,8,8", (8, 32), (0, 2), 16, 1
+    dims = parse_shape(shape)
+    path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
+    manifest = build_data(path, n, dims, 256 if not quick else 32)
+    urls, per_sample = manifest.shard_urls(str(path)), manifest.num_bytes / n
+    raw_read(urls)  # warm the page cache
+    points = sorted({(b, fixed_workers) for b in batches} | {(batch, w) for w in workers})
+    r = sweep(str(path), points, repeats, urls, per_sample)
+    for k, v in r.items():
+        print(f"{'raw read' if k == 'raw' else f'batch {k[0]:>4}, workers {k[1]}':<24}{v:>10,.0f} samples/s")
+    title = (f"LoffLoader, {n} x {'x'.join(map(str, dims))} float16 from page cache, no augmentation "
+             f"(medians of {repeats})\n{machine()}, shared machine")
+    plot(r, list(batches), list(workers), (batch, fixed_workers), title, Path(out))
+    print(f"wrote {out}")
+    return r
+
+
+def cli(**kwargs) -> None:
+    """Command-line entry point (fire); see :func:`main` for the options."""
+    main(**kwargs)
+
+
+if __name__ == "__main__":
+    fire.Fire(cli)
