@@ -374,12 +374,16 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            for k, v in _proc_status("self").items():
-                self._peak(f"main {k}", v)
-            kids = [_proc_status(pid) for pid in _children()]
-            for k in ("VmRSS", "RssAnon", "RssShmem"):
-                self._peak(f"worker {k}", max((s.get(k, 0) for s in kids), default=0))
-            self._peak("workers VmRSS", sum(s.get("VmRSS", 0) for s in kids))
+            self.sample()
+
+    def sample(self) -> None:
+        """One reading (also taken at the end of each epoch, however short it was)."""
+        for k, v in _proc_status("self").items():
+            self._peak(f"main {k}", v)
+        kids = [_proc_status(pid) for pid in _children()]
+        for k in ("VmRSS", "RssAnon", "RssShmem"):
+            self._peak(f"worker {k}", max((s.get(k, 0) for s in kids), default=0))
+        self._peak("workers VmRSS", sum(s.get("VmRSS", 0) for s in kids))
 
 
 def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int) -> list[dict[str, int]]:
@@ -396,6 +400,7 @@ def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetc
         sampler.reset()
         t0 = time.perf_counter()
         done = sum(consume(x) for x, _ in loader)
+        sampler.sample()
         peaks = sampler.reset()
         out.append({**peaks, "samples/s": done / (time.perf_counter() - t0)})
     sampler.stop.set()
