@@ -224,6 +224,8 @@ class ResumableReader(io.RawIOBase):
         self._buf = b""
         self._buf_pos = 0
         self.requests = 0
+        self._ahead: tuple[int, Any] | None = None  # (start, future) of the next block
+        self._pool: Any = None
 
     def readable(self) -> bool:
         return True
@@ -238,6 +240,7 @@ class ResumableReader(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
         self.offset = max(0, base + offset)
         self._buf, self._buf_pos = b"", 0
+        self._ahead = None  # a block fetched ahead for the old position is dropped
         return self.offset
 
     def _fetch(self, start: int, end: int) -> bytes:
@@ -278,11 +281,40 @@ class ResumableReader(io.RawIOBase):
     def _read_more(self, n: int, avail: int) -> bytes:
         head = self._buf[self._buf_pos :]
         start = self.offset + avail
-        end = min(self.size, max(start + n - avail, start + self.retry.block_size))
-        block = self._fetch(start, end)
+        block = self._take_ahead(start) or b""
+        if len(block) < n - avail:  # a large read: the rest in one request
+            end = min(self.size, max(start + n - avail, start + self.retry.block_size))
+            block += self._fetch(start + len(block), end)
+        self._fetch_ahead(start + len(block))
         need = n - avail
         self._buf, self._buf_pos = block, need
         return head + block[:need] if head else block[:need]
+
+    def _fetch_ahead(self, start: int) -> None:
+        """Starts fetching the block at ``start`` in the background (read-ahead), so the
+        network transfer overlaps the parsing of the current block."""
+        if start >= self.size:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="loffdata-readahead")
+        end = min(self.size, start + self.retry.block_size)
+        self._ahead = (start, self._pool.submit(self._fetch, start, end))
+
+    def _take_ahead(self, start: int) -> bytes | None:
+        """The block fetched ahead, if it starts at ``start`` (its errors are raised here)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != start:
+            return None
+        return ahead[1].result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._ahead = None
+        super().close()
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))

@@ -248,3 +248,21 @@ def test_http_shard_list_without_manifest_is_scanned(served):
     ds = StreamingDataset(urls, shuffle=False, retry=FAST)
     assert ds.shards.counts == [5, 5] and ds.shards.features.shape == (4, 3, 3)
     assert [x["key"] for x in ds] == [f"s{i:05d}" for i in [*range(10, 15), *range(5)]]
+
+
+def test_read_ahead_fetches_the_next_block_in_the_background(tmp_path):
+    import fsspec
+
+    from loffdata.remote import ResumableReader, RetryConfig
+
+    data = bytes(range(256)) * 64  # 16 KiB
+    (tmp_path / "f.bin").write_bytes(data)
+    fs = fsspec.filesystem("file")
+    r = ResumableReader("file://f.bin", fs, str(tmp_path / "f.bin"), retry=RetryConfig(block_size=4096))
+    first = r.read(100)
+    assert first == data[:100] and r._ahead is not None and r._ahead[0] == 4096
+    r._ahead[1].result()  # the second block arrives while the first is being consumed
+    assert r.read(len(data)) == data[100:] and r.requests == 3  # the block read ahead is used
+    r.seek(10)
+    assert r.read(5) == data[10:15]
+    r.close()
