@@ -39,3 +39,15 @@ def make_dataset(tmp_path: Path) -> Callable[..., tuple[Path, Manifest]]:
         return root, manifest
 
     return make
+
+
+def load_script(path, name: str):
+    """Imports a standalone script (``recipes/*.py``) as a module named ``name``."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

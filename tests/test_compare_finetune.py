@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -13,16 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "compare_finetune.py"
 
 
 @pytest.fixture(scope="module")
 def cf():
-    spec = importlib.util.spec_from_file_location("compare_finetune", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "compare_finetune")
 
 
 def test_identity_and_flip_boxes_resample_exactly(cf):

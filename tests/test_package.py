@@ -4,24 +4,18 @@ import sys
 import loffdata
 
 
+def _python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_import_is_light_and_lazy():
-    code = (
-        "import sys, loffdata; "
-        "heavy = [m for m in ('torch', 'nvidia.dali', 'timm', 'webdataset') if m in sys.modules]; "
-        "print(heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    heavy = "[m for m in ('torch', 'nvidia.dali', 'timm', 'webdataset') if m in sys.modules]"
+    assert _python(f"import sys, loffdata; print({heavy})") == "[]"
 
 
 def test_public_names_resolve_without_importing_dali():
-    code = (
-        "import sys, loffdata; "
-        "[getattr(loffdata, n) for n in loffdata.__all__]; "
-        "print('nvidia.dali' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    resolve = "[getattr(loffdata, n) for n in loffdata.__all__]"
+    assert _python(f"import sys, loffdata; {resolve}; print('nvidia.dali' in sys.modules)") == "False"
     assert all(getattr(loffdata, n) is not None for n in loffdata.__all__)
 
 
