@@ -29,10 +29,6 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.nbytes == b.nbytes
-
-
 class BatchBuffer:
     """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
 
@@ -51,6 +47,13 @@ class BatchBuffer:
         self.extras = list(shards.extras)
         self.views = {k: _numpy_view(t) for k, t in self.tensors.items()}
         self.keys: list[str] = [""] * size
+        self._row_bytes = memoryview(self.tensors["features"].view(torch.uint8).numpy()).cast("B")
+        self._row_size = self.tensors["features"][0].nbytes if size else 0
+        self._data_ptr = self.tensors["features"].data_ptr()
+
+    def _in_row(self, feats: np.ndarray, i: int) -> bool:
+        """Whether ``feats`` is row ``i`` itself (read straight into it)."""
+        return feats.nbytes == self._row_size and feats.ctypes.data == self._data_ptr + i * self._row_size
 
     def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
         t = torch.empty(shape, dtype=codec.torch_dtype(dtype))
@@ -68,7 +71,7 @@ class BatchBuffer:
                 np.copyto(v["scale"][i], feats.scale)
         elif self.converts and feats.flags.writeable:  # torch converts with SIMD, numpy does not
             self.tensors["features"][i].copy_(codec.to_torch(feats))
-        elif not _same_memory(feats, v["features"][i]):  # else it was read straight into the row
+        elif not self._in_row(feats, i):  # else it was read straight into the row
             np.copyto(v["features"][i], feats, casting="unsafe")
         v["label"][i] = -1 if sample.label is None else sample.label
         v["index"][i] = gid
@@ -83,7 +86,7 @@ class BatchBuffer:
 
     def feature_bytes(self, i: int) -> memoryview:
         """Row ``i`` of the features as a writable byte view (for reading data into it)."""
-        return memoryview(self.tensors["features"][i].view(torch.uint8).numpy()).cast("B")
+        return self._row_bytes[i * self._row_size : (i + 1) * self._row_size]
 
     def copy_row(self, i: int, src: BatchBuffer, j: int) -> None:
         """Row ``i`` becomes a copy of row ``j`` of ``src``."""
@@ -102,7 +105,8 @@ class _RowFiller:
     """Skip mode for batches: a row whose sample failed gets a copy of the previous good row,
     or, before the first good row of the worker, of the next good one (batches wait for it)."""
 
-    def __init__(self, shards: ShardSet, dtype: str | None = None):
+    def __init__(self, shards: ShardSet, dtype: str | None = None, *, skipping: bool = True):
+        self.skipping = skipping  # strict mode never has rows to fill: no private copies
         self.last = BatchBuffer(shards, 1, shared=False, dtype=dtype)
         self.have_last = False
         self.pending_rows: list[tuple[BatchBuffer, int]] = []
@@ -125,7 +129,7 @@ class _RowFiller:
                 buf.copy_row(i, self.last, 0)
             else:
                 self.pending_rows.append((buf, i))
-        if good is not None:  # private copy: the consumer may change the batch in place
+        if good is not None and self.skipping:  # private copy: the consumer may change the batch in place
             self.last.copy_row(0, *good)
             self.have_last = True
         self.pending += bufs
@@ -184,11 +188,14 @@ class BufferPool:
 
     def __init__(
         self, shards: ShardSet, *, batch_size: int, shared: bool, flags: torch.Tensor | None, worker: int,
-        dtype: str | None = None,
+        dtype: str | None = None, by_reference: bool = False,
     ):
         self.shards, self.batch_size, self.shared, self.dtype = shards, batch_size, shared, dtype
-        self.flags = flags[worker] if flags is not None else None
+        self.source_flags = flags
+        self.flags = flags[worker].numpy() if flags is not None else None  # numpy: fast to index
         self.worker, self.held, self.buffers = worker, set(), {}
+        self.by_reference = by_reference and flags is not None
+        self.sent: set[int] = set()  # slots whose tensors the consumer has and keeps
 
     def get(self, size: int) -> BatchBuffer:
         slot = self._free_slot() if self.flags is not None and size == self.batch_size else None
@@ -207,27 +214,41 @@ class BufferPool:
                 return s
         return None
 
-    def handed_out(self, buf: BatchBuffer) -> None:
-        """Marks a pooled buffer as owned by the consumer until it releases it."""
-        if buf.slot is not None:
-            self.flags[buf.slot[1]] = 1
-            self.held.discard(buf.slot[1])
+    def hand_out(self, buf: BatchBuffer) -> dict[str, Any]:
+        """The batch as handed to the consumer; a pooled buffer is then the consumer's until
+        it releases it.
+
+        With ``by_reference`` the consumer keeps every pooled buffer it has received (as
+        :class:`~loffdata.loader.LoffLoader` does), so a buffer it already has is sent as a
+        reference, ``{"slot", "key", "ref": True}``: no file descriptor is passed and nothing
+        is mapped again.
+        """
+        if buf.slot is None:
+            return buf.result()
+        slot = buf.slot[1]
+        self.flags[slot] = 1
+        self.held.discard(slot)
+        if self.by_reference and slot in self.sent:
+            return {"slot": buf.slot, "key": list(buf.keys), "ref": True}
+        self.sent.add(slot)
+        return buf.result()
 
 
 def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:
     """Batches of a worker plan, one window at a time: samples go straight into their rows,
     so a window holds batch tensors, not payload bytes."""
-    filler, pos = _RowFiller(reader.shards, pool.dtype), 0
+    filler, pos = _RowFiller(reader.shards, pool.dtype, skipping=reader.ds.on_error == "skip"), 0
     # data is read straight into rows unless converted, or int8 (the scale follows the data)
     direct = pool.dtype in (None, reader.shards.features.dtype) and reader.shards.features.dtype != "int8"
+    if direct and reader.random_access:
+        window = 1  # local shards are read at predicted offsets: fill one batch at a time
     for sizes in _batch_groups(wplan.batch_sizes, window):
         bufs = [pool.get(int(k)) for k in sizes.tolist()]
         rows = [(b, i) for b in bufs for i in range(b.size)]
         got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct)
         pos += len(rows)
         for buf in filler.complete(rows, got, bufs):
-            pool.handed_out(buf)
-            yield buf.result()
+            yield pool.hand_out(buf)
     filler.finish()
 
 

@@ -126,6 +126,9 @@ class StreamingDataset(IterableDataset):
         #: Set by a consumer that releases batches (see :class:`~loffdata.batching.BufferPool`):
         #: int32 ``[workers, slots]`` flags in shared memory; ``None`` makes every batch fresh.
         self.release_flags: torch.Tensor | None = None
+        #: Set by a consumer that also keeps every pooled buffer it received: buffers it
+        #: already has are then sent as ``{"slot", "key", "ref": True}`` references.
+        self.send_by_reference = False
         #: Set by a consumer with persistent DataLoader workers: a uint8 shared-memory block
         #: where it publishes the epoch and resume state before each iteration (JSON), since
         #: persistent workers keep their copy of the dataset from the first epoch.
@@ -227,9 +230,11 @@ class StreamingDataset(IterableDataset):
     def _buffer_pool(self, worker: int, shared: bool) -> BufferPool:
         """This process's pool; kept across iterations (persistent workers reuse buffers)."""
         p = self._pool
-        if p is None or (p.flags is None) != (self.release_flags is None) or (p.dtype, p.shared) != (self.batch_dtype, shared):
+        want = (self.batch_dtype, shared, self.send_by_reference)
+        if p is None or p.source_flags is not self.release_flags or (p.dtype, p.shared, p.by_reference) != want:
             p = self._pool = BufferPool(self.shards, batch_size=self.batch_size, shared=shared,
-                                        flags=self.release_flags, worker=worker, dtype=self.batch_dtype)
+                                        flags=self.release_flags, worker=worker, dtype=self.batch_dtype,
+                                        by_reference=self.send_by_reference)
         return p
 
     def publish_control(self) -> None:

@@ -243,6 +243,8 @@ class LoffLoader:
         the epoch and resume state through the shared control block."""
         if self._dl is None:
             self.dataset.release_flags = self._flags = self._release_flags()
+            # the DataLoader's pin thread copies each batch, so references need unpinned batches
+            self.dataset.send_by_reference = self.device.type != "cuda"
             self._held, self._leases = {}, {}
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
@@ -327,7 +329,7 @@ class LoffLoader:
             self.dataset, batch_size=None, num_workers=workers,
             pin_memory=self.device.type == "cuda", pin_memory_device=str(self.device) if self.device.type == "cuda" else "",
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
-            persistent_workers=self._persistent,
+            persistent_workers=self._persistent, collate_fn=_as_is,
         )
 
     def _timed(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -339,7 +341,14 @@ class LoffLoader:
             except StopIteration:
                 return
             self.stats.wait_s += time.perf_counter() - t0
-            yield host
+            yield self._resolve(host)
+
+    def _resolve(self, host: dict[str, Any]) -> dict[str, Any]:
+        """A batch sent by reference (a pooled buffer this loader already holds) -> the batch."""
+        if not host.get("ref"):
+            return host
+        slot = tuple(host["slot"])
+        return {**self._held[slot], "key": host["key"], "slot": slot}
 
     def _device_batches(self, hosts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Copies batch k+1 to the device on a side stream while batch k is being used."""
@@ -407,6 +416,12 @@ def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
     watches.
     """
     return t.view(t.shape) if t is buffer else t
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate step: batches come whole from the dataset (the default,
+    ``default_convert``, would walk every key of every batch)."""
+    return batch
 
 
 def _use_count(t: torch.Tensor) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from loffdata import codec, tarscatter
 from loffdata.cache import ShardCache
 from loffdata.errors import LoffError, SampleError, ShardReadError
 from loffdata.format import (
@@ -24,8 +25,9 @@ from loffdata.format import (
 )
 from loffdata.manifest import TensorSpec
 from loffdata.plan import sample_locations
-from loffdata.remote import ResumableReader, filesystem, is_local, open_shard
-from loffdata.tarstream import iter_sample_members
+from loffdata.remote import _LOCAL_BUFFER, ResumableReader, filesystem, is_local, open_shard
+from loffdata.tarscatter import SampleLayout, learn_layout, read_samples
+from loffdata.tarstream import iter_sample_members, iter_sample_spans
 
 if TYPE_CHECKING:
     from loffdata.dataset import StreamingDataset
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["ReadArena", "SampleReader", "with_substitutes"]
 
 _MAX_OPEN_SHARDS = 8
+_MAX_RANDOM_ACCESS_FILES = 64
 
 
 class ReadArena:
@@ -105,6 +108,10 @@ class SampleReader:
         self.broken: dict[int, int] = {}  # shard -> first unreadable sample
         self.fs: dict[str, tuple[Any, str]] = {}
         self.cache = ShardCache(ds.cache) if ds.cache is not None else None
+        #: local shard files can be read at predicted offsets (see :mod:`loffdata.tarscatter`)
+        self.random_access = tarscatter.AVAILABLE and (ds.cache is not None or all(map(is_local, ds.shards.urls)))
+        self.layouts: dict[int, tuple[SampleLayout, int] | None] = {}  # shard -> (layout, first offset)
+        self.files: OrderedDict[int, BinaryIO] = OrderedDict()  # open for random access
 
     def each(self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
@@ -115,8 +122,13 @@ class SampleReader:
         read or decoded are left out (and counted).
         """
         shard_ids, locals_ = sample_locations(self.shards.counts, indices)
+        if destinations and self.random_access:
+            missed = yield from self._scattered(indices, shard_ids, locals_, destinations)
+            indices, shard_ids, locals_ = indices[missed], shard_ids[missed], locals_[missed]
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1
         for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(indices)]):
+            if lo == hi:
+                break
             s, gids, locs = int(shard_ids[lo]), indices[lo:hi], locals_[lo:hi]
             cursor = self._aim(s, gids, locs, destinations) if destinations else None
             try:
@@ -124,6 +136,70 @@ class SampleReader:
             finally:
                 if cursor is not None:
                     cursor.destinations.clear()
+
+    def _scattered(
+        self, indices: np.ndarray, shard_ids: np.ndarray, locals_: np.ndarray, destinations: dict[int, memoryview]
+    ) -> Iterator[tuple[int, Sample]]:
+        """Reads samples with a known layout at their predicted offsets (random access).
+
+        Yields ``(global index, sample)`` for those read; returns the mask of the others
+        (no layout, no destination, or a failed check), which the general reader reads.
+        """
+        missed = np.ones(len(indices), dtype=bool)
+        groups: dict[int, tuple[SampleLayout, list[tuple[int, int, int, memoryview]]]] = {}
+        for p, (gid, s, loc) in enumerate(zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())):
+            known, dst = self._layout(s), destinations.get(gid)
+            if known is None or dst is None or len(dst) != known[0].data[1]:
+                continue
+            layout, begin = known
+            groups.setdefault(id(layout), (layout, []))[1].append((p, s, begin + loc * layout.span, dst))
+        for layout, reads in groups.values():
+            found = read_samples(layout, [(self._fd(s), offset, dst) for _, s, offset, dst in reads])
+            for (p, s, _, _), got in zip(reads, found):
+                if got is None:
+                    continue
+                missed[p] = False
+                sample = self._checked(got[0], got[1], s)
+                if sample is not None:
+                    yield int(indices[p]), sample
+        return missed
+
+    def _layout(self, s: int) -> tuple[SampleLayout, int] | None:
+        """The layout of shard ``s`` and its first sample's offset, learnt from that sample."""
+        if s in self.layouts:
+            return self.layouts[s]
+        self.layouts[s] = None
+        spec = self.shards.features
+        if spec.dtype == "int8":
+            return None  # the scale follows the data: no straight reads
+        nbytes = int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize
+        row = memoryview(bytearray(nbytes))
+
+        def direct(name: str, size: int) -> memoryview | None:
+            return row if name.endswith("." + FEATURES_SUFFIX) and size > nbytes else None
+
+        try:
+            file = self._random_access_file(s)
+            file.seek(0)
+            _, members, span = next(iter_sample_spans(file, shard=self.shards.urls[s], direct=direct))
+        except (ShardReadError, StopIteration, OSError):
+            return None  # the general reader meets the problem again and reports it
+        layout = learn_layout(members, span.end - span.begin, span.first_header)
+        if layout is not None:
+            self.layouts[s] = (_interned(layout), span.begin)
+        return self.layouts[s]
+
+    def _random_access_file(self, s: int) -> BinaryIO:
+        file = self.files.get(s)
+        if file is None:
+            file = self.files[s] = self._open(s)
+            while len(self.files) > _MAX_RANDOM_ACCESS_FILES:
+                self.files.popitem(last=False)[1].close()
+        self.files.move_to_end(s)
+        return file
+
+    def _fd(self, s: int) -> int:
+        return self._random_access_file(s).fileno()
 
     def _aim(self, s: int, gids: np.ndarray, locs: np.ndarray, destinations: dict[int, memoryview]) -> _ShardCursor | None:
         """Tells the shard's cursor where the feature data of these samples should go."""
@@ -168,6 +244,10 @@ class SampleReader:
         key, members = cursor.take(loc)
         if cursor.pos >= self.shards.counts[s]:
             self._drop_cursor(s)
+        return self._checked(key, members, s)
+
+    def _checked(self, key: str, members: dict, s: int) -> Sample | None:
+        """The decoded, validated sample; ``None`` (counted) if bad in skip mode."""
         try:
             return self._decode(key, members, self.shards.urls[s])
         except SampleError as err:
@@ -232,7 +312,7 @@ class SampleReader:
 
         for _ in range(3):  # another process may evict the file between get and open
             try:
-                return open(self.cache.get(url, opener, size=size), "rb", buffering=1 << 20)  # noqa: SIM115
+                return open(self.cache.get(url, opener, size=size), "rb", buffering=_LOCAL_BUFFER)  # noqa: SIM115
             except FileNotFoundError:
                 continue
         raise ShardReadError(
@@ -249,6 +329,18 @@ class SampleReader:
     def close(self) -> None:
         for s in list(self.cursors):
             self._drop_cursor(s)
+        while self.files:
+            self.files.popitem()[1].close()
+
+
+_LAYOUTS: dict[SampleLayout, SampleLayout] = {}
+
+
+def _interned(layout: SampleLayout) -> SampleLayout:
+    """One object per distinct layout, so that shards sharing it are read in one call."""
+    if len(_LAYOUTS) > 256:
+        _LAYOUTS.clear()
+    return _LAYOUTS.setdefault(layout, layout)
 
 
 def with_substitutes(

@@ -38,6 +38,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Buffer of local shard files: small, so that large members are read straight into their
+#: destination (Python's buffered reader bypasses its buffer only for reads larger than it).
+_LOCAL_BUFFER = 64 << 10
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT_S3_CODES = {
     "SlowDown",
@@ -339,7 +342,7 @@ def open_shard(
     if is_local(url) and fs is None:
         local = url[len("file://") :] if url.startswith("file://") else url
         try:
-            return open(local, "rb", buffering=1 << 20)  # noqa: SIM115
+            return open(local, "rb", buffering=_LOCAL_BUFFER)  # noqa: SIM115
         except OSError as err:
             raise ShardReadError(
                 f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"

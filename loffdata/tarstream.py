@@ -8,12 +8,12 @@ blocks) from a truncated one, which ``tarfile`` in stream mode does not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from loffdata.errors import ShardReadError
 from loffdata.format import split_member_name
 
-__all__ = ["SplitPayload", "iter_members", "iter_sample_members"]
+__all__ = ["SplitPayload", "SampleSpan", "iter_members", "iter_sample_members", "iter_sample_spans"]
 
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -124,7 +124,16 @@ def iter_members(
     Raises:
         ShardReadError: naming ``shard`` if the stream is truncated or a header is corrupt.
     """
-    offset, long_name = 0, None
+    for name, data, _, _, _ in _members_at(f, shard=shard, alloc=alloc, direct=direct, start=0):
+        yield name, data
+
+
+def _members_at(
+    f: BinaryIO, *, shard: str, alloc: Alloc | None, direct: Direct | None, start: int
+) -> Iterator[tuple[str, bytes | memoryview | SplitPayload, int, int, bytes]]:
+    """:func:`iter_members` from byte ``start`` (where ``f`` is positioned), also yielding
+    each member's first header offset (long-name headers included), end offset and header."""
+    offset, long_name, begin = start, None, None
     while True:
         block = _read_exact(f, _BLOCK)
         if len(block) < _BLOCK:
@@ -140,16 +149,19 @@ def iter_members(
             data, got = _read_data(f, padded, alloc)
         if got < padded:
             raise ShardReadError(f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short")
+        begin = offset if begin is None else begin
         offset += _BLOCK + padded
         data = data[:size] if padded != size and not isinstance(data, SplitPayload) else data
         if kind in (b"L", b"x"):
             data = bytes(data)
             long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
         elif kind in _REGULAR:
-            yield (long_name or name), data
-            long_name = None
+            yield (long_name or name), data, begin, offset, block
+            long_name, begin = None, None
         elif kind not in _SKIPPED:
             raise ShardReadError(f"unsupported tar member type {kind!r} for {name!r} in shard {shard!r}")
+        else:
+            begin = None
 
 
 def iter_sample_members(
@@ -159,13 +171,33 @@ def iter_sample_members(
 
     ``alloc`` and ``direct`` are passed to :func:`iter_members`.
     """
-    key, members = None, {}
-    for name, data in iter_members(f, shard=shard, alloc=alloc, direct=direct):
+    for key, members, _ in iter_sample_spans(f, shard=shard, alloc=alloc, direct=direct):
+        yield key, members
+
+
+class SampleSpan(NamedTuple):
+    """Where a sample lay in its shard: byte offsets and its first member's header block."""
+
+    begin: int
+    end: int
+    first_header: bytes
+
+
+def iter_sample_spans(
+    f: BinaryIO, *, shard: str, alloc: Alloc | None = None, direct: Direct | None = None, start: int = 0
+) -> Iterator[tuple[str, dict[str, bytes], SampleSpan]]:
+    """:func:`iter_sample_members` from byte ``start`` (where ``f`` is positioned), with each
+    sample's :class:`SampleSpan` (what :mod:`loffdata.tarscatter` learns layouts from)."""
+    key, members, span = None, {}, None
+    for name, data, begin, end, block in _members_at(f, shard=shard, alloc=alloc, direct=direct, start=start):
         k, suffix = split_member_name(name)
         if k != key and members:
-            yield key, members
+            yield key, members, span
             members = {}
+        if k != key or span is None:
+            span = SampleSpan(begin, end, block)
         key = k
         members[suffix] = data
+        span = span._replace(end=end)
     if members:
-        yield key, members
+        yield key, members, span
