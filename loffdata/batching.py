@@ -20,7 +20,12 @@ from loffdata.plan import WorkerPlan
 from loffdata.reader import SampleReader
 from loffdata.sources import ShardSet
 
-__all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots"]
+__all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots", "use_count"]
+
+
+def use_count(t: torch.Tensor) -> int:
+    """Number of tensors (views included) using ``t``'s storage."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
 def _numpy_view(t: torch.Tensor) -> np.ndarray:
@@ -47,9 +52,11 @@ class BatchBuffer:
         self.extras = list(shards.extras)
         self.views = {k: _numpy_view(t) for k, t in self.tensors.items()}
         self.keys: list[str] = [""] * size
-        self._row_bytes = memoryview(self.tensors["features"].view(torch.uint8).numpy()).cast("B")
+        self._row_bytes = memoryview(self.views["features"].view(np.uint8)).cast("B")
         self._row_size = self.tensors["features"][0].nbytes if size else 0
         self._data_ptr = self.tensors["features"].data_ptr()
+        #: use counts of the tensors while only this buffer holds them (views included)
+        self.rest_counts = {k: use_count(t) for k, t in self.tensors.items()}
 
     def _in_row(self, feats: np.ndarray, i: int) -> bool:
         """Whether ``feats`` is row ``i`` itself (read straight into it)."""
@@ -158,20 +165,42 @@ def _batch_groups(sizes: np.ndarray, window: int) -> Iterator[np.ndarray]:
 
 
 def _fill_window(
-    reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool
+    reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool,
+    staging: Staging | None = None,
 ) -> np.ndarray:
-    """Reads the samples of ``ids`` in file order, copying each into its row(s) at once."""
+    """Reads the samples of ``ids``, copying each into its row(s) at once.
+
+    ``direct``: feature data is read straight into the rows; else, with ``staging``, into
+    staging rows it is then converted from (random access needs somewhere to read to).
+    """
     where: dict[int, list[int]] = {}
     for p, gid in enumerate(ids.tolist()):
         where.setdefault(gid, []).append(p)
     got = np.zeros(len(ids), dtype=bool)
-    dest = {gid: rows[ps[0]][0].feature_bytes(rows[ps[0]][1]) for gid, ps in where.items()} if direct else None
+    if direct:
+        dest = {gid: rows[ps[0]][0].feature_bytes(rows[ps[0]][1]) for gid, ps in where.items()}
+    else:
+        dest = staging.rows(list(where)) if staging is not None else None
     for gid, sample in reader.each(np.unique(ids), dest):
         for p in where[gid]:
             buf, i = rows[p]
             buf.put(i, gid, sample)
             got[p] = True
     return got
+
+
+class Staging:
+    """Reused rows in the storage dtype that converted batches are read into first."""
+
+    def __init__(self, row_bytes: int):
+        self.row_bytes, self.buf = row_bytes, bytearray(0)
+
+    def rows(self, gids: list[int]) -> dict[int, memoryview]:
+        need = len(gids) * self.row_bytes
+        if len(self.buf) < need:
+            self.buf = bytearray(need)
+        view, n = memoryview(self.buf), self.row_bytes
+        return {gid: view[k * n : (k + 1) * n] for k, gid in enumerate(gids)}
 
 
 class BufferPool:
@@ -239,13 +268,17 @@ def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: B
     so a window holds batch tensors, not payload bytes."""
     filler, pos = _RowFiller(reader.shards, pool.dtype, skipping=reader.ds.on_error == "skip"), 0
     # data is read straight into rows unless converted, or int8 (the scale follows the data)
-    direct = pool.dtype in (None, reader.shards.features.dtype) and reader.shards.features.dtype != "int8"
-    if direct and reader.random_access:
+    spec = reader.shards.features
+    direct = pool.dtype in (None, spec.dtype) and spec.dtype != "int8"
+    staging = None
+    if reader.random_access and spec.dtype != "int8":
         window = 1  # local shards are read at predicted offsets: fill one batch at a time
+        if not direct:
+            staging = Staging(int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize)
     for sizes in _batch_groups(wplan.batch_sizes, window):
         bufs = [pool.get(int(k)) for k in sizes.tolist()]
         rows = [(b, i) for b in bufs for i in range(b.size)]
-        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct)
+        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct, staging=staging)
         pos += len(rows)
         for buf in filler.complete(rows, got, bufs):
             yield pool.hand_out(buf)

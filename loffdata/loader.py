@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from loffdata import codec
 from loffdata.batching import pool_slots
+from loffdata.batching import use_count as _use_count
 from loffdata.dataset import StreamingDataset
 from loffdata.manifest import Manifest
 from loffdata.plan import window_size
@@ -312,14 +313,22 @@ class LoffLoader:
         if slot is None:
             return
         host = batch.get("host", batch)
-        tensors = [v for v in host.values() if isinstance(v, torch.Tensor)]
+        names = [k for k, v in host.items() if isinstance(v, torch.Tensor)]
         self._held[tuple(slot)] = host  # keeps the mapping, so the buffer is not mapped again
-        self._leases[tuple(slot)] = (tensors, self._baseline)
+        self._leases[tuple(slot)] = [(host[k], self._at_rest(tuple(slot), k)) for k in names]
+
+    def _at_rest(self, slot: tuple[int, int], name: str) -> int:
+        """Use count of a pooled tensor that nothing outside the loader uses: one tensor when
+        it came from a worker process; whatever the pool holds itself when the pool lives in
+        this process (``num_workers=0``)."""
+        pool = self.dataset._pool if self.num_workers == 0 else None
+        buf = pool.buffers.get(slot[1]) if pool is not None else None
+        return self._baseline if buf is None else buf.rest_counts.get(name, self._baseline)
 
     def _return_leases(self) -> None:
         """Hands buffers back to their workers once no tensor outside the loader uses them."""
-        for slot, (tensors, base) in list(self._leases.items()):
-            if all(_use_count(t) <= base for t in tensors):
+        for slot, tensors in list(self._leases.items()):
+            if all(_use_count(t) <= base for t, base in tensors):
                 self._flags[slot[0], slot[1]] = 0
                 del self._leases[slot]
 
@@ -422,11 +431,6 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     """The DataLoader's collate step: batches come whole from the dataset (the default,
     ``default_convert``, would walk every key of every batch)."""
     return batch
-
-
-def _use_count(t: torch.Tensor) -> int:
-    """Number of tensors (views included) using ``t``'s storage."""
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
 def _manifest_of(source: Any, storage_options: dict[str, Any] | None) -> Manifest | None:

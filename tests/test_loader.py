@@ -220,3 +220,20 @@ def test_persistent_workers_give_the_same_epochs_and_resume(data):
     assert head + [_digest(b) for b in persistent] == plain[1]
     persistent.close()
     assert _wait_no_children(before) == set()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])  # read straight into rows / converted
+def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
+    loader = LoffLoader(data, batch_size=4, num_workers=2, augment=None, seed=2, dtype=dtype)
+    refs, resolve = [], loader._resolve
+    loader._resolve = lambda host: (refs.append(bool(host.get("ref"))), resolve(host))[1]
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        seen = []
+        for x, y in loader:
+            index = x[:, 0, 0, 0].long()
+            assert torch.equal(y, index % 4)  # labels and features of the same samples
+            seen += index.tolist()
+        assert sorted(seen) == list(range(52))
+    assert any(refs) and not all(refs)  # buffers are sent once, then by reference
+    loader.close()

@@ -6,6 +6,7 @@ import io
 import tarfile
 
 import numpy as np
+import torch
 import pytest
 
 from loffdata import codec
@@ -195,3 +196,29 @@ def test_datasets_of_mixed_layouts_are_all_read(tmp_path):
         for i, x, y in zip(batch["index"].tolist(), batch["features"], batch["label"].tolist()):
             got[i] = (float(x[0, 0, 0]), y)
     assert got == {i: (float(i), i % 3 if i < 6 else -1) for i in range(12)}
+
+
+@pytest.mark.parametrize("batch_dtype", [None, "float32", "bfloat16"])
+def test_local_batches_are_read_by_random_access(make_dataset, monkeypatch, batch_dtype):
+    import loffdata.reader as reader_module
+
+    root, _ = make_dataset(40, 10)
+    calls = []
+    real = reader_module.read_samples
+    monkeypatch.setattr(reader_module, "read_samples", lambda *a: calls.append(len(a[1])) or real(*a))
+    singles = {int(s["index"]): s["features"] for s in StreamingDataset(root, seed=5)}
+    assert not calls  # single samples are read in sequence
+    for batch in StreamingDataset(root, seed=5, batch_size=8, batch_dtype=batch_dtype):
+        for i, x in zip(batch["index"].tolist(), batch["features"]):
+            expect = torch.from_numpy(np.array(singles[i])).to(x.dtype)
+            assert torch.equal(x, expect)
+    assert sum(calls) == 40  # every sample came by random access
+
+
+def test_a_loader_over_local_shards_holds_no_shuffle_window(make_dataset):
+    from loffdata.loader import LoffLoader
+
+    root, _ = make_dataset(64, 16)
+    loader = LoffLoader(str(root), batch_size=4, num_workers=0, augment=None, shuffle_buffer=64)
+    assert sum(len(x) for x, _ in loader) == 64
+    assert len(loader.dataset._pool.buffers) <= 2  # not the 16 batches of a window
