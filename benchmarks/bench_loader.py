@@ -99,9 +99,10 @@ def _timed_call(fn: Callable, args: tuple, queue) -> None:
 def isolated(fn: Callable, *args) -> tuple[float, float]:
     """Runs ``fn(*args)`` in a fresh spawned process; returns its result and the seconds it took there.
 
-    Remote rows run this way: fsspec's IO loop in one process, then DataLoader workers forked
-    from it that use fsspec too, was seen to stall that process's next fsspec request (for
-    aiohttp's 60 s read timeout, or longer). A fresh process per row keeps rows independent.
+    Remote rows run this way so that rows stay independent (no connection pools, caches or
+    fsspec IO threads carried from one row to the next). (It was first done to dodge forked
+    workers stalling the parent's fsspec requests; loffdata.remote now prevents that, see
+    docs/benchmarks.md.)
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

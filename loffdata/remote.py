@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,39 @@ def with_retries(fn: Callable[[], T], *, url: str, retry: RetryConfig, what: str
             log.warning("retrying %s of %s after %s: %s", what, url, type(err).__name__, err)
             time.sleep(retry.delay(failures))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- fork safety: filesystems inherited by forked worker processes ------------------------
+
+#: The parent's cached fsspec filesystems while it forks; a forked child keeps its copy.
+_INHERITED: list[Any] = []
+
+
+def _hold_filesystems() -> None:
+    """Before a fork: holds every cached fsspec filesystem, so that the child keeps them.
+
+    An async filesystem (HTTP, S3) holds an aiohttp session whose pooled connections are
+    registered in the parent's asyncio loop, i.e. in an epoll instance that a forked child
+    (a DataLoader worker) shares with the parent. fsspec clears its instance cache in the
+    child right after the fork; the child then garbage-collects the parent's instances,
+    closing their connections unregisters the sockets from that *shared* epoll instance,
+    and the parent's next request on a pooled connection waits forever (until its timeout)
+    for a response already sitting in its socket buffer. Held here, the parent's instances
+    are never collected in the child (nor used: fsspec makes fresh ones per process).
+    """
+    from fsspec.spec import AbstractFileSystem
+
+    todo, seen = [AbstractFileSystem], set()
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.add(cls)
+            todo += cls.__subclasses__()
+            _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
 
 
 def filesystem(

@@ -266,3 +266,17 @@ def test_read_ahead_fetches_the_next_block_in_the_background(tmp_path):
     r.seek(10)
     assert r.read(5) == data[10:15]
     r.close()
+
+
+def test_main_process_requests_still_work_after_forked_workers_read(served):
+    """Forked DataLoader workers must not break the parent's pooled HTTP connections.
+
+    fsspec drops the parent's filesystems in a forked child; garbage-collected there, their
+    connections were unregistered from the epoll instance the child shares with the parent,
+    and the parent's next request waited for its timeout (here: fails, no retries).
+    """
+    quick = RetryConfig(timeout=5, attempts=1)
+    for _ in range(3):  # the manifest is read in this process, then workers are forked
+        ds = StreamingDataset(served.url, batch_size=4, retry=quick)
+        got = [i for b in DataLoader(ds, batch_size=None, num_workers=2) for i in b["index"].tolist()]
+        assert sorted(got) == list(range(20))

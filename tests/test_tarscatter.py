@@ -6,8 +6,8 @@ import io
 import tarfile
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from loffdata import codec
 from loffdata.dataset import StreamingDataset
