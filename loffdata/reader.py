@@ -153,15 +153,18 @@ class SampleReader:
                 continue
             layout, begin = known
             groups.setdefault(id(layout), (layout, []))[1].append((p, s, begin + loc * layout.span, dst))
-        for layout, reads in groups.values():
-            found = read_samples(layout, [(self._fd(s), offset, dst) for _, s, offset, dst in reads])
-            for (p, s, _, _), got in zip(reads, found):
-                if got is None:
-                    continue
-                missed[p] = False
-                sample = self._checked(got[0], got[1], s)
-                if sample is not None:
-                    yield int(indices[p]), sample
+        try:
+            for layout, reads in groups.values():
+                found = read_samples(layout, [(self._fd(s), offset, dst) for _, s, offset, dst in reads])
+                for (p, s, _, _), got in zip(reads, found):
+                    if got is None:
+                        continue
+                    missed[p] = False
+                    sample = self._checked(got[0], got[1], s)
+                    if sample is not None:
+                        yield int(indices[p]), sample
+        finally:
+            self._trim_files()  # never during a call: a closed file's descriptor could be reused
         return missed
 
     def _layout(self, s: int) -> tuple[SampleLayout, int] | None:
@@ -193,10 +196,13 @@ class SampleReader:
         file = self.files.get(s)
         if file is None:
             file = self.files[s] = self._open(s)
-            while len(self.files) > _MAX_RANDOM_ACCESS_FILES:
-                self.files.popitem(last=False)[1].close()
         self.files.move_to_end(s)
         return file
+
+    def _trim_files(self) -> None:
+        """Closes the least recently used shard files beyond the limit."""
+        while len(self.files) > _MAX_RANDOM_ACCESS_FILES:
+            self.files.popitem(last=False)[1].close()
 
     def _fd(self, s: int) -> int:
         return self._random_access_file(s).fileno()

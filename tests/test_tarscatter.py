@@ -222,3 +222,14 @@ def test_a_loader_over_local_shards_holds_no_shuffle_window(make_dataset):
     loader = LoffLoader(str(root), batch_size=4, num_workers=0, augment=None, shuffle_buffer=64)
     assert sum(len(x) for x, _ in loader) == 64
     assert len(loader.dataset._pool.buffers) <= 2  # not the 16 batches of a window
+
+
+def test_more_shards_per_batch_than_open_files(make_dataset, monkeypatch):
+    import loffdata.reader as reader_module
+
+    monkeypatch.setattr(reader_module, "_MAX_RANDOM_ACCESS_FILES", 2)  # a batch spans 8 shards
+    root, _ = make_dataset(24, 3)
+    singles = {int(s["index"]): s["features"] for s in StreamingDataset(root, seed=1)}
+    for batch in StreamingDataset(root, seed=1, batch_size=12, shuffle_buffer=24):
+        for i, x in zip(batch["index"].tolist(), batch["features"]):
+            np.testing.assert_array_equal(x.numpy(), singles[i])
