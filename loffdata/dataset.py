@@ -58,7 +58,8 @@ class StreamingDataset(IterableDataset):
             pattern of shard URLs, or a list of shard URLs (see :func:`resolve_source`).
         seed: base seed of the order.
         shuffle: shuffle shards and samples; ``False`` keeps manifest order.
-        shuffle_buffer: samples per shuffle window (also how many samples a worker holds).
+        shuffle_buffer: samples per shuffle window (on remote shards also how many samples a
+            worker holds; local shards are read by random access, a batch at a time).
         batch_size: yield batches of this many samples, assembled in shared memory; ``None``
             yields single samples.
         batch_dtype: dtype of the batched features ("float32", "float16", "bfloat16"),
