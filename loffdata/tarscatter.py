@@ -110,8 +110,20 @@ def _octal_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values of octal header fields (rows of ASCII), and which rows parsed cleanly.
 
     A clean field is digits followed only by NUL or space bytes (what tar writers emit);
-    anything else is left to the general reader.
+    anything else is left to the general reader. The common layout, all digits but one or
+    two terminators (``%06o\\0 ``, ``%011o\\0``), is parsed with a single product.
     """
+    width = fields.shape[1]
+    for digits in (width - 1, width - 2):
+        d = fields[:, :digits]
+        rest = fields[:, digits:]
+        if ((d >= 48) & (d <= 55)).all() and ((rest == 0) | (rest == 32)).all():
+            value = (d.astype(np.int64) - 48) @ (8 ** np.arange(digits - 1, -1, -1, dtype=np.int64))
+            return value, np.ones(len(fields), dtype=bool)
+    return _octal_fields_general(fields)
+
+
+def _octal_fields_general(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f = fields.astype(np.int64)
     digit = (f >= 48) & (f <= 55)
     count = digit.sum(axis=1)
@@ -126,7 +138,7 @@ def _octal_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_headers(h: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(sizes, ok)`` of header blocks ``h`` ([n, 512] uint8) that share ``template``'s fixed fields."""
-    fixed = (h[:, ~_VARIABLE] == template[~_VARIABLE]).all(axis=1)
+    fixed = (h[:, 100:124] == template[100:124]).all(axis=1) & (h[:, 156:] == template[156:]).all(axis=1)
     stored, ok_sum = _octal_fields(h[:, _CHKSUM])
     actual = h.sum(axis=1, dtype=np.int64) - h[:, _CHKSUM].sum(axis=1, dtype=np.int64) + 8 * 32
     sizes, ok_size = _octal_fields(h[:, _SIZE])
@@ -182,7 +194,9 @@ def _check_samples(arr: np.ndarray, layout: SampleLayout) -> tuple[np.ndarray, n
     sizes, valid = sizes.reshape(M + 1, n).T, valid.reshape(M + 1, n).T
     after = arr[:, layout.scratch :]
     ends = ~after.any(axis=1)
-    ok = valid[:, :M].all(axis=1) & (ends | (valid[:, M] & np.isin(after[:, 156], _REGULAR)))
+    kind = after[:, 156]
+    regular = (kind == _REGULAR[0]) | (kind == _REGULAR[1]) | (kind == _REGULAR[2])
+    ok = valid[:, :M].all(axis=1) & (ends | (valid[:, M] & regular))
     for m, (suffix, size) in enumerate(zip(layout.suffixes, layout.sizes)):
         if suffix == FEATURES_SUFFIX:
             ok &= sizes[:, m] == size

@@ -233,3 +233,17 @@ def test_more_shards_per_batch_than_open_files(make_dataset, monkeypatch):
     for batch in StreamingDataset(root, seed=1, batch_size=12, shuffle_buffer=24):
         for i, x in zip(batch["index"].tolist(), batch["features"]):
             np.testing.assert_array_equal(x.numpy(), singles[i])
+
+
+def test_octal_fields_common_layout_and_others():
+    from loffdata.tarscatter import _octal_fields
+
+    def parse(*fields):
+        value, ok = _octal_fields(np.frombuffer(b"".join(fields), dtype=np.uint8).reshape(len(fields), -1))
+        return [int(v) if k else None for v, k in zip(value, ok)]
+
+    assert parse(b"011274\0 ", b"000017\0 ") == [0o11274, 0o17]  # tarfile's checksum layout
+    assert parse(b"00000001000\0", b"00000000001\0") == [0o1000, 1]  # tarfile's size layout
+    assert parse(b"11274\0\0\0", b"17 \0\0\0\0\0") == [0o11274, 0o17]  # shorter fields
+    assert parse(b"011274\0 ", b"0112x4\0 ") == [0o11274, None]  # not octal
+    assert parse(b" 11274\0 ", b"\0\0\0\0\0\0\0\0") == [None, None]  # leading space, empty
