@@ -3,7 +3,7 @@
     python benchmarks/bench_extract.py [--quick] [--model resnet18] [--img_size 112]
 
 "plain" runs ``compute_features`` on images that are already decoded, preprocessed and
-stacked in memory; "extract" is the full pipeline (``loffdata.extract.extract``: image
+stacked in memory; "extract" is the full pipeline (``loffdata.extract.pipeline.extract``: image
 generation/decoding in DataLoader workers, preprocessing, inference, float16 encoding,
 tar writing, sidecars, manifest), end to end including model creation. The ratio
 extract/plain is the share of pure inference speed that the pipeline keeps.
@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata.extract import (  # noqa: E402
+from loffdata.extract.images import load_image, shapes_source  # noqa: E402
+from loffdata.extract.pipeline import (  # noqa: E402
     ExtractConfig,
     RandomWeightsWarning,
     build_model,
@@ -30,7 +31,6 @@ from loffdata.extract import (  # noqa: E402
     compute_features,
     extract,
 )
-from loffdata.images import load_image, shapes_source  # noqa: E402
 
 __all__ = ["main"]
 

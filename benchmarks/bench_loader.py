@@ -45,11 +45,11 @@ import fire
 import numpy as np
 import torch
 
-from loffdata import codec
-from loffdata.batching import pool_slots
-from loffdata.manifest import Manifest
-from loffdata.plan import window_size
-from loffdata.writer import WriterConfig, write_dataset
+from loffdata.format import codec
+from loffdata.format.manifest import Manifest
+from loffdata.format.writer import WriterConfig, write_dataset
+from loffdata.stream.batching import pool_slots
+from loffdata.stream.plan import window_size
 
 REPO = Path(__file__).resolve().parents[1]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -101,7 +101,7 @@ def isolated(fn: Callable, *args) -> tuple[float, float]:
 
     Remote rows run this way so that rows stay independent (no connection pools, caches or
     fsspec IO threads carried from one row to the next). (It was first done to dodge forked
-    workers stalling the parent's fsspec requests; loffdata.remote now prevents that, see
+    workers stalling the parent's fsspec requests; loffdata.storage.remote now prevents that, see
     docs/benchmarks.md.)
     """
     ctx = mp.get_context("spawn")

@@ -11,36 +11,37 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+_EXPORTS: dict[str, str | tuple[str, str]] = {
     "LoffError": "loffdata.errors",
     "CodecError": "loffdata.errors",
     "FormatError": "loffdata.errors",
     "ManifestError": "loffdata.errors",
     "ShardReadError": "loffdata.errors",
     "SampleError": "loffdata.errors",
-    "Quantized": "loffdata.codec",
-    "Sample": "loffdata.format",
-    "Manifest": "loffdata.manifest",
-    "ShardWriter": "loffdata.writer",
-    "WriterConfig": "loffdata.writer",
-    "write_dataset": "loffdata.writer",
-    "StreamingDataset": "loffdata.dataset",
+    "Quantized": "loffdata.format.codec",
+    "Sample": "loffdata.format.sample",
+    "Manifest": "loffdata.format.manifest",
+    "ShardWriter": "loffdata.format.writer",
+    "WriterConfig": "loffdata.format.writer",
+    "write_dataset": "loffdata.format.writer",
+    "StreamingDataset": "loffdata.stream.dataset",
     "LoffLoader": "loffdata.loader",
     "AugmentSpec": "loffdata.augment",
     "Augmenter": "loffdata.augment",
-    "ExtractConfig": "loffdata.extract",
-    "extract": "loffdata.extract",
-    "create_classifier": "loffdata.models",
+    "ExtractConfig": "loffdata.extract.pipeline",
+    "extract_features": ("loffdata.extract.pipeline", "extract"),
+    "create_classifier": "loffdata.train.models",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module 'loffdata' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import fire
 
-from loffdata.manifest import Manifest
+from loffdata.format.manifest import Manifest
 from loffdata.verify import verify as _verify
 
 __all__ = ["inspect", "verify", "main"]

@@ -10,7 +10,7 @@
             ...
 
 Data flow per batch: a DataLoader worker reads and decodes samples and writes them into one
-preallocated shared-memory batch (:class:`~loffdata.dataset.StreamingDataset` with
+preallocated shared-memory batch (:class:`~loffdata.stream.dataset.StreamingDataset` with
 ``batch_size``), so nothing is pickled per sample; on CUDA the batch is pinned and copied to
 the device on a side stream while the previous step computes; int8 caches are dequantised on
 the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or torch).
@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader
 
-from loffdata import codec
-from loffdata.batching import pool_slots
-from loffdata.batching import use_count as _use_count
-from loffdata.dataset import StreamingDataset
-from loffdata.manifest import Manifest
-from loffdata.plan import window_size
+from loffdata.format import codec
+from loffdata.format.manifest import Manifest
+from loffdata.stream.batching import pool_slots
+from loffdata.stream.batching import use_count as _use_count
+from loffdata.stream.dataset import StreamingDataset
+from loffdata.stream.plan import window_size
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 

@@ -16,9 +16,9 @@ import fsspec
 from tqdm.auto import tqdm
 
 from loffdata.errors import LoffError
-from loffdata.format import decode_sample, features_match
-from loffdata.manifest import Manifest, ShardInfo
-from loffdata.tarstream import iter_sample_members
+from loffdata.format.manifest import Manifest, ShardInfo
+from loffdata.format.sample import decode_sample, features_match
+from loffdata.format.tar import iter_sample_members
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 

@@ -7,7 +7,7 @@ printed as a table with ratios (the paper's comparison, at a scale a CPU can run
   classification head, trained end-to-end on augmented images: batched random resized
   crop + horizontal flip with torch ops (``affine_grid``/``grid_sample``) from uint8
   images of ``1.14 x img_size`` pixels, then mean/std normalisation.
-* ``loffta``: the DeiT-style classifier (:func:`loffdata.models.create_classifier`) on
+* ``loffta``: the DeiT-style classifier (:func:`loffdata.train.models.create_classifier`) on
   float16 feature maps of exactly the shape the model produces (``C = embed dim``,
   ``grid = img_size / patch``), with tensor augmentation in torch: random resized crop
   back to the grid + flip (one ``grid_sample``) + additive Gaussian noise.
@@ -52,8 +52,8 @@ import fire
 import torch
 import torch.nn.functional as F
 
-from loffdata.models import create_classifier
-from loffdata.train_utils import create_optimizer, loss_fn
+from loffdata.train.models import create_classifier
+from loffdata.train.utils import create_optimizer, loss_fn
 
 __all__ = ["BenchSpec", "augment_features", "augment_images", "compare", "feature_shape", "run_setting"]
 

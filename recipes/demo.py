@@ -23,9 +23,9 @@ from typing import Any
 
 import fire
 
-from loffdata.extract import ExtractConfig, extract
-from loffdata.manifest import Manifest
-from loffdata.trainer import load_config, train
+from loffdata.extract.pipeline import ExtractConfig, extract
+from loffdata.format.manifest import Manifest
+from loffdata.train.trainer import load_config, train
 
 __all__ = ["DemoSettings", "build_cache", "format_table", "run_demo", "main"]
 

@@ -1,4 +1,4 @@
-"""Train the LOFF-TA classifier on a cached feature set: a thin fire CLI over loffdata.trainer.
+"""Train the LOFF-TA classifier on a cached feature set: a thin fire CLI over loffdata.train.trainer.
 
 Usage::
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import fire
 
-from loffdata.trainer import load_config, train
+from loffdata.train.trainer import load_config, train
 
 __all__ = ["main"]
 

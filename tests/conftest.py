@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loffdata.manifest import Manifest
-from loffdata.writer import WriterConfig, write_dataset
+from loffdata.format.manifest import Manifest
+from loffdata.format.writer import WriterConfig, write_dataset
 
 
 def synthetic_samples(n: int, shape=(8, 4, 4), *, classes: int = 3, seed: int = 0, extras: bool = False):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loffdata.writer import WriterConfig, write_dataset
+from loffdata.format.writer import WriterConfig, write_dataset
 
 __all__ = [
     "Faults",

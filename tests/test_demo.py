@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "demo.py"
-pytestmark = pytest.mark.filterwarnings("ignore::loffdata.extract.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::loffdata.extract.pipeline.RandomWeightsWarning")
 
 
 @pytest.fixture(scope="module")

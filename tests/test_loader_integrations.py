@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_torchrun_ddp_equal_batches_and_exactly_once(tmp_path):
-    from loffdata.writer import WriterConfig, write_dataset
+    from loffdata.format.writer import WriterConfig, write_dataset
     from tests.conftest import synthetic_samples
 
     data = tmp_path / "data"

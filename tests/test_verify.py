@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 
-from loffdata import codec
+from loffdata.format import codec
+from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.verify import verify
-from loffdata.writer import WriterConfig, write_dataset
 
 
 def test_clean_dataset_verifies(make_dataset):

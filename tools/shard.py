@@ -22,7 +22,7 @@ import fire
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from loffdata.errors import LoffError  # noqa: E402
-from loffdata.extract import ExtractConfig, extract  # noqa: E402
+from loffdata.extract.pipeline import ExtractConfig, extract  # noqa: E402
 
 __all__ = ["main"]
 

@@ -1,0 +1,290 @@
+"""Batch assembly inside the reading process: samples go straight into preallocated rows.
+
+A worker reads one shuffle window at a time; every sample is copied once, from its decoded
+payload view into its row of a batch tensor that lives in shared memory, so only whole
+batches cross the process boundary (as shared-memory handles), never single samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from loffdata.errors import LoffError
+from loffdata.format import codec
+from loffdata.format.sample import Sample
+from loffdata.stream.plan import WorkerPlan
+from loffdata.stream.reader import SampleReader
+from loffdata.stream.sources import ShardSet
+
+__all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots", "use_count"]
+
+
+def use_count(t: torch.Tensor) -> int:
+    """Number of tensors (views included) using ``t``'s storage."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(codec.DTYPES["bfloat16"])
+    return t.numpy()
+
+
+class BatchBuffer:
+    """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
+
+    def __init__(self, shards: ShardSet, size: int, shared: bool, dtype: str | None = None):
+        self.size, self.slot = size, None
+        self.tensors: dict[str, torch.Tensor] = {}
+        spec = shards.features
+        self.converts = dtype is not None and dtype != spec.dtype
+        self._add("features", (size, *spec.shape), dtype or spec.dtype, shared)
+        if spec.dtype == "int8" and not self.converts:
+            self._add("scale", (size, spec.shape[0] if spec.shape else 1), "float32", shared)
+        self._add("label", (size,), "int64", shared)
+        self._add("index", (size,), "int64", shared)
+        for name, extra in shards.extras.items():
+            self._add(name, (size, *extra.shape), extra.dtype, shared)
+        self.extras = list(shards.extras)
+        self.views = {k: _numpy_view(t) for k, t in self.tensors.items()}
+        self.keys: list[str] = [""] * size
+        self._row_bytes = memoryview(self.views["features"].view(np.uint8)).cast("B")
+        self._row_size = self.tensors["features"][0].nbytes if size else 0
+        self._data_ptr = self.tensors["features"].data_ptr()
+        #: use counts of the tensors while only this buffer holds them (views included)
+        self.rest_counts = {k: use_count(t) for k, t in self.tensors.items()}
+
+    def _in_row(self, feats: np.ndarray, i: int) -> bool:
+        """Whether ``feats`` is row ``i`` itself (read straight into it)."""
+        return feats.nbytes == self._row_size and feats.ctypes.data == self._data_ptr + i * self._row_size
+
+    def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
+        t = torch.empty(shape, dtype=codec.torch_dtype(dtype))
+        self.tensors[name] = t.share_memory_() if shared else t
+
+    def put(self, i: int, gid: int, sample: Sample) -> None:
+        """Copies a decoded sample into row ``i`` (one copy per tensor, from the payload view)."""
+        v = self.views
+        feats = sample.features
+        if isinstance(feats, codec.Quantized):
+            if self.converts:
+                np.copyto(v["features"][i], feats.dequantize(), casting="unsafe")
+            else:
+                np.copyto(v["features"][i], feats.values)
+                np.copyto(v["scale"][i], feats.scale)
+        elif self.converts and feats.flags.writeable:  # torch converts with SIMD, numpy does not
+            self.tensors["features"][i].copy_(codec.to_torch(feats))
+        elif not self._in_row(feats, i):  # else it was read straight into the row
+            np.copyto(v["features"][i], feats, casting="unsafe")
+        v["label"][i] = -1 if sample.label is None else sample.label
+        v["index"][i] = gid
+        self.keys[i] = sample.key
+        for name in self.extras:
+            value = sample.extras[name]  # presence and shape checked when decoded
+            np.copyto(
+                v[name][i],
+                value.dequantize() if isinstance(value, codec.Quantized) else value,
+                casting="unsafe",
+            )
+
+    def feature_bytes(self, i: int) -> memoryview:
+        """Row ``i`` of the features as a writable byte view (for reading data into it)."""
+        return self._row_bytes[i * self._row_size : (i + 1) * self._row_size]
+
+    def copy_row(self, i: int, src: BatchBuffer, j: int) -> None:
+        """Row ``i`` becomes a copy of row ``j`` of ``src``."""
+        for name, view in self.views.items():
+            view[i] = src.views[name][j]
+        self.keys[i] = src.keys[j]
+
+    def result(self) -> dict[str, Any]:
+        out = {**self.tensors, "key": list(self.keys)}
+        if self.slot is not None:
+            out["slot"] = self.slot
+        return out
+
+
+class _RowFiller:
+    """Skip mode for batches: a row whose sample failed gets a copy of the previous good row,
+    or, before the first good row of the worker, of the next good one (batches wait for it)."""
+
+    def __init__(self, shards: ShardSet, dtype: str | None = None, *, skipping: bool = True):
+        self.skipping = skipping  # strict mode never has rows to fill: no private copies
+        self.last = BatchBuffer(shards, 1, shared=False, dtype=dtype)
+        self.have_last = False
+        self.pending_rows: list[tuple[BatchBuffer, int]] = []
+        self.pending: list[BatchBuffer] = []
+
+    def complete(
+        self, rows: list[tuple[BatchBuffer, int]], got: np.ndarray, bufs: list[BatchBuffer]
+    ) -> list[BatchBuffer]:
+        """Fills the failed rows of a window; returns the batches that are ready, in order."""
+        good = None
+        for (buf, i), ok in zip(rows, got.tolist()):
+            if ok:
+                good = (buf, i)
+                for b, j in self.pending_rows:
+                    b.copy_row(j, buf, i)
+                self.pending_rows.clear()
+            elif good is not None:
+                buf.copy_row(i, *good)
+            elif self.have_last:
+                buf.copy_row(i, self.last, 0)
+            else:
+                self.pending_rows.append((buf, i))
+        if good is not None and self.skipping:  # private copy: the consumer may change the batch in place
+            self.last.copy_row(0, *good)
+            self.have_last = True
+        self.pending += bufs
+        if self.pending_rows:
+            return []
+        ready, self.pending = self.pending, []
+        return ready
+
+    def finish(self) -> None:
+        if self.pending_rows:
+            raise LoffError(
+                f"on_error='skip' found no readable sample to stand in for {len(self.pending_rows)} unreadable ones"
+            )
+
+
+def _batch_groups(sizes: np.ndarray, window: int) -> Iterator[np.ndarray]:
+    """Consecutive runs of whole batches holding at most ``window`` samples (at least one batch)."""
+    lo, total = 0, 0
+    for hi, size in enumerate(sizes.tolist()):
+        if total and total + size > window:
+            yield sizes[lo:hi]
+            lo, total = hi, 0
+        total += size
+    if lo < len(sizes):
+        yield sizes[lo:]
+
+
+def _fill_window(
+    reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool,
+    staging: Staging | None = None,
+) -> np.ndarray:
+    """Reads the samples of ``ids``, copying each into its row(s) at once.
+
+    ``direct``: feature data is read straight into the rows; else, with ``staging``, into
+    staging rows it is then converted from (random access needs somewhere to read to).
+    """
+    where: dict[int, list[int]] = {}
+    for p, gid in enumerate(ids.tolist()):
+        where.setdefault(gid, []).append(p)
+    got = np.zeros(len(ids), dtype=bool)
+    if direct:
+        dest = {gid: rows[ps[0]][0].feature_bytes(rows[ps[0]][1]) for gid, ps in where.items()}
+    else:
+        dest = staging.rows(list(where)) if staging is not None else None
+    for gid, sample in reader.each(np.unique(ids), dest):
+        for p in where[gid]:
+            buf, i = rows[p]
+            buf.put(i, gid, sample)
+            got[p] = True
+    return got
+
+
+class Staging:
+    """Reused rows in the storage dtype that converted batches are read into first."""
+
+    def __init__(self, row_bytes: int):
+        self.row_bytes, self.buf = row_bytes, bytearray(0)
+
+    def rows(self, gids: list[int]) -> dict[int, memoryview]:
+        need = len(gids) * self.row_bytes
+        if len(self.buf) < need:
+            self.buf = bytearray(need)
+        view, n = memoryview(self.buf), self.row_bytes
+        return {gid: view[k * n : (k + 1) * n] for k, gid in enumerate(gids)}
+
+
+class BufferPool:
+    """Full-size batch buffers, reused once the consumer has released them.
+
+    Allocating a fresh shared-memory batch costs a zero-filled page per 4 KiB, in the worker
+    that fills it and again in the process that maps it; a reused buffer costs neither (the
+    consumer keeps its mapping, and torch's storage cache hands the same one back). The
+    consumer releases a buffer by zeroing its flag in ``flags`` (int32 ``[workers, slots]``,
+    in shared memory); :class:`~loffdata.loader.LoffLoader` does so once nothing refers to
+    the batch any more. When no buffer is free a fresh one is made, so a consumer that keeps
+    batches never blocks the worker. Without ``flags`` every batch is fresh.
+    """
+
+    def __init__(
+        self, shards: ShardSet, *, batch_size: int, shared: bool, flags: torch.Tensor | None, worker: int,
+        dtype: str | None = None, by_reference: bool = False,
+    ):
+        self.shards, self.batch_size, self.shared, self.dtype = shards, batch_size, shared, dtype
+        self.source_flags = flags
+        self.flags = flags[worker].numpy() if flags is not None else None  # numpy: fast to index
+        self.worker, self.held, self.buffers = worker, set(), {}
+        self.by_reference = by_reference and flags is not None
+        self.sent: set[int] = set()  # slots whose tensors the consumer has and keeps
+
+    def get(self, size: int) -> BatchBuffer:
+        slot = self._free_slot() if self.flags is not None and size == self.batch_size else None
+        if slot is None:
+            return BatchBuffer(self.shards, size, self.shared, self.dtype)
+        buf = self.buffers.get(slot)
+        if buf is None:
+            buf = self.buffers[slot] = BatchBuffer(self.shards, size, self.shared, self.dtype)
+            buf.slot = (self.worker, slot)
+        self.held.add(slot)
+        return buf
+
+    def _free_slot(self) -> int | None:
+        for s in range(len(self.flags)):
+            if s not in self.held and not self.flags[s]:
+                return s
+        return None
+
+    def hand_out(self, buf: BatchBuffer) -> dict[str, Any]:
+        """The batch as handed to the consumer; a pooled buffer is then the consumer's until
+        it releases it.
+
+        With ``by_reference`` the consumer keeps every pooled buffer it has received (as
+        :class:`~loffdata.loader.LoffLoader` does), so a buffer it already has is sent as a
+        reference, ``{"slot", "key", "ref": True}``: no file descriptor is passed and nothing
+        is mapped again.
+        """
+        if buf.slot is None:
+            return buf.result()
+        slot = buf.slot[1]
+        self.flags[slot] = 1
+        self.held.discard(slot)
+        if self.by_reference and slot in self.sent:
+            return {"slot": buf.slot, "key": list(buf.keys), "ref": True}
+        self.sent.add(slot)
+        return buf.result()
+
+
+def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:
+    """Batches of a worker plan, one window at a time: samples go straight into their rows,
+    so a window holds batch tensors, not payload bytes."""
+    filler, pos = _RowFiller(reader.shards, pool.dtype, skipping=reader.ds.on_error == "skip"), 0
+    # data is read straight into rows unless converted, or int8 (the scale follows the data)
+    spec = reader.shards.features
+    direct = pool.dtype in (None, spec.dtype) and spec.dtype != "int8"
+    staging = None
+    if reader.random_access and spec.dtype != "int8":
+        window = 1  # local shards are read at predicted offsets: fill one batch at a time
+        if not direct:
+            staging = Staging(int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize)
+    for sizes in _batch_groups(wplan.batch_sizes, window):
+        bufs = [pool.get(int(k)) for k in sizes.tolist()]
+        rows = [(b, i) for b in bufs for i in range(b.size)]
+        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct, staging=staging)
+        pos += len(rows)
+        for buf in filler.complete(rows, got, bufs):
+            yield pool.hand_out(buf)
+    filler.finish()
+
+
+def pool_slots(window: int, batch_size: int, prefetch: int) -> int:
+    """Pooled buffers per worker: one window of batches, those queued, a few in use."""
+    return -(-window // batch_size) + prefetch + 4

@@ -1,0 +1,319 @@
+"""``StreamingDataset``: an IterableDataset that streams samples out of shards anywhere.
+
+The order, the split across ranks and workers, padding and resumption are computed by
+:mod:`loffdata.stream.plan` from (seed, epoch) and the shards' sample counts; this module reads
+the samples the plan names and hands them out one by one or as whole batches assembled in
+shared memory. See ``docs/streaming.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from loffdata.errors import LoffError
+from loffdata.storage.cache import CacheConfig
+from loffdata.storage.remote import RetryConfig
+from loffdata.stream.batching import BufferPool, window_batches
+from loffdata.stream.plan import (
+    Layout,
+    PlanConfig,
+    PlanState,
+    RankPlan,
+    WorkerPlan,
+    rank_length,
+    rank_plan,
+    resume_plan,
+    window_size,
+)
+from loffdata.stream.reader import SampleReader, with_substitutes
+from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+
+__all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
+
+STATE_VERSION = 1
+_ON_ERROR = ("raise", "skip")
+
+# ------------------------------------------------------------------------------ dataset
+
+
+def _distributed_rank_world() -> tuple[int, int] | None:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+class StreamingDataset(IterableDataset):
+    """Streams samples or ready-made batches out of tar shards (local, HTTP, S3, any fsspec URL).
+
+    Args:
+        source: a directory or manifest URL (``path``, ``http(s)://``, ``s3://``), a brace
+            pattern of shard URLs, or a list of shard URLs (see :func:`resolve_source`).
+        seed: base seed of the order.
+        shuffle: shuffle shards and samples; ``False`` keeps manifest order.
+        shuffle_buffer: samples per shuffle window (on remote shards also how many samples a
+            worker holds; local shards are read by random access, a batch at a time).
+        batch_size: yield batches of this many samples, assembled in shared memory; ``None``
+            yields single samples.
+        batch_dtype: dtype of the batched features ("float32", "float16", "bfloat16"),
+            converted (and int8 dequantised) while the batch is assembled; ``None`` keeps the
+            storage dtype (and int8 values with a ``scale``).
+        rank: this process's rank (default: from ``torch.distributed`` if initialised, else 0).
+        world_size: number of ranks (same default, else 1).
+        partial: ``"pad"`` or ``"drop"``: how ranks are equalised (see :mod:`loffdata.stream.plan`).
+        drop_last: drop each rank's final partial batch.
+        on_error: ``"raise"`` (strict) or ``"skip"`` (bad samples are replaced, counted in
+            :attr:`skipped` and reported with :func:`warnings.warn`).
+        storage_options: passed to fsspec (``endpoint_url``, ``anon``, ``key``/``secret`` ...).
+        cache_dir: cache remote shards in this local directory.
+        cache_limit_bytes: byte budget of the cache (``None``: unbounded).
+        retry: timeouts and retries of remote reads.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Sequence[str],
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1024,
+        batch_size: int | None = None,
+        batch_dtype: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        partial: str = "pad",
+        drop_last: bool = False,
+        on_error: str = "raise",
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit_bytes: int | None = None,
+        retry: RetryConfig | None = None,
+    ):
+        super().__init__()
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config = PlanConfig(
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            partial=partial,
+            drop_last=drop_last,
+        )
+        if batch_dtype not in (None, "float32", "float16", "bfloat16"):
+            raise ValueError(f"batch_dtype must be None, float32, float16 or bfloat16, got {batch_dtype!r}")
+        self.batch_size, self.on_error, self.batch_dtype = batch_size, on_error, batch_dtype
+        self.storage_options = dict(storage_options or {})
+        self.retry = retry or RetryConfig()
+        self.cache = (
+            None if cache_dir is None else CacheConfig(os.fspath(cache_dir), cache_limit_bytes)
+        )
+        self.shards = resolve_source(source, self.storage_options, self.retry)
+        self._rank, self._world = rank, world_size
+        self._dist = _distributed_rank_world()
+        self.epoch = 0
+        self.skipped = {"samples": 0, "errors": 0}
+        self._resume: PlanState | None = None
+        self._yielded = 0
+        self._num_workers = 1
+        #: Set by a consumer that releases batches (see :class:`~loffdata.stream.batching.BufferPool`):
+        #: int32 ``[workers, slots]`` flags in shared memory; ``None`` makes every batch fresh.
+        self.release_flags: torch.Tensor | None = None
+        #: Set by a consumer that also keeps every pooled buffer it received: buffers it
+        #: already has are then sent as ``{"slot", "key", "ref": True}`` references.
+        self.send_by_reference = False
+        #: Set by a consumer with persistent DataLoader workers: a uint8 shared-memory block
+        #: where it publishes the epoch and resume state before each iteration (JSON), since
+        #: persistent workers keep their copy of the dataset from the first epoch.
+        self.control: torch.Tensor | None = None
+        self._pool: BufferPool | None = None
+
+    # -- layout -------------------------------------------------------------------------
+
+    def rank_world(self) -> tuple[int, int]:
+        """``(rank, world_size)``: explicit arguments, else ``torch.distributed``, else (0, 1).
+
+        The distributed values are remembered when first seen (at construction, ``len()``,
+        ``state_dict()`` or iteration in the main process), since DataLoader worker
+        processes do not have the process group: create the dataset after
+        ``init_process_group`` or pass ``rank``/``world_size``.
+        """
+        live = _distributed_rank_world()
+        if live is not None:
+            self._dist = live
+        found = self._dist or (0, 1)
+        rank = self._rank if self._rank is not None else found[0]
+        world = self._world if self._world is not None else found[1]
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is outside world_size {world}")
+        return rank, world
+
+    def _layout(self, num_workers: int) -> Layout:
+        return Layout(
+            world_size=self.rank_world()[1],
+            num_workers=max(1, num_workers),
+            batch_size=self.batch_size or 1,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch; a loaded state for another epoch is forgotten."""
+        self.epoch = int(epoch)
+        if self._resume is not None and self._resume.epoch != self.epoch:
+            self._resume = None
+
+    def __len__(self) -> int:
+        """Items (samples, or batches with ``batch_size``) each rank yields per epoch."""
+        length = rank_length(self.shards.num_samples, self.rank_world()[1], self.config.partial)
+        b = self.batch_size or 1
+        return length // b if self.config.drop_last else -(-length // b)
+
+    # -- plans ----------------------------------------------------------------------------
+
+    def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState, int]:
+        rank = self.rank_world()[0]
+        layout = self._layout(num_workers)
+        if self._resume is None:
+            base = PlanState(epoch=self.epoch, layout=layout)
+            return (
+                rank_plan(self.shards.counts, self.config, layout, rank=rank, epoch=self.epoch),
+                base,
+                0,
+            )
+        return resume_plan(self.shards.counts, self.config, self._resume, layout, rank=rank)
+
+    def _base(self, num_workers: int) -> PlanState:
+        """The state that progress of the current iteration adds to (no plan computed)."""
+        layout = self._layout(num_workers)
+        r = self._resume
+        if r is None:
+            return PlanState(epoch=self.epoch, layout=layout)
+        if (r.layout.world_size, r.layout.batch_size) == (layout.world_size, layout.batch_size):
+            return r
+        return PlanState(epoch=r.epoch, layout=layout, parent=r)
+
+    def worker_plan(self, worker: int = 0, num_workers: int = 1) -> WorkerPlan:
+        """What worker ``worker`` of ``num_workers`` yields this epoch (pure; reads nothing)."""
+        plan, base, start = self._plan(num_workers)
+        if start == 0 and base.layout.num_workers == max(1, num_workers):
+            return plan.worker(worker)
+        return plan.deal(start, max(1, num_workers), worker)
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.control is not None:
+            self._read_control()
+        self._num_workers, self._yielded = num_workers, 0
+        wplan = self.worker_plan(worker, num_workers)
+        reader = SampleReader(self, reuse_buffers=bool(self.batch_size))
+        try:
+            if self.batch_size:
+                window = window_size(self.config.shuffle_buffer, self.batch_size)
+                items = window_batches(reader, wplan, window, self._buffer_pool(worker, info is not None))
+            else:
+                items = self._singles(reader, wplan)
+            for item in items:
+                self._yielded += 1  # counted when handed out: a consumer may stop right after
+                yield item
+        finally:
+            reader.close()
+
+    def _buffer_pool(self, worker: int, shared: bool) -> BufferPool:
+        """This process's pool; kept across iterations (persistent workers reuse buffers)."""
+        p = self._pool
+        want = (self.batch_dtype, shared, self.send_by_reference)
+        if p is None or p.source_flags is not self.release_flags or (p.dtype, p.shared, p.by_reference) != want:
+            p = self._pool = BufferPool(self.shards, batch_size=self.batch_size, shared=shared,
+                                        flags=self.release_flags, worker=worker, dtype=self.batch_dtype,
+                                        by_reference=self.send_by_reference)
+        return p
+
+    def publish_control(self) -> None:
+        """Writes the epoch and resume state to :attr:`control` for persistent workers."""
+        state = {"epoch": self.epoch, "resume": None if self._resume is None else self._resume.to_dict()}
+        data = json.dumps(state).encode()
+        if len(data) + 8 > self.control.numel():
+            raise LoffError(f"resume state of {len(data)} bytes does not fit the control block")
+        self.control[:8] = torch.tensor(list(len(data).to_bytes(8, "little")), dtype=torch.uint8)
+        self.control[8 : 8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+    def _read_control(self) -> None:
+        n = int.from_bytes(bytes(self.control[:8].tolist()), "little")
+        state = json.loads(bytes(self.control[8 : 8 + n].tolist()))
+        self.epoch = state["epoch"]
+        self._resume = None if state["resume"] is None else PlanState.from_dict(state["resume"])
+
+    def _singles(self, reader: SampleReader, wplan: WorkerPlan) -> Iterator[dict[str, Any]]:
+        for gid, s in with_substitutes(reader, wplan.indices, self.config.shuffle_buffer):
+            yield {"key": s.key, "index": gid, "features": s.features, "label": s.label, **s.extras}
+
+    def _skip(self, err: Exception, *, n: int) -> None:
+        """Applies the error policy to ``n`` unreadable samples: raise ``err``, or count and warn."""
+        if self.on_error == "raise":
+            raise err
+        self.skipped["samples"] += n
+        self.skipped["errors"] += 1
+        warnings.warn(f"skipping {n} sample(s): {err}", RuntimeWarning, stacklevel=2)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(
+        self, *, delivered: int | None = None, num_workers: int | None = None
+    ) -> dict[str, Any]:
+        """The resumable position in the epoch.
+
+        Args:
+            delivered: items (batches, or samples without ``batch_size``) the consumer has
+                received from the current iteration, counted in DataLoader delivery order.
+                ``None``: what this object yielded itself (iteration in this process).
+            num_workers: DataLoader workers of the current iteration (``None``: the last
+                iteration in this process, 1 if none; pass 1 for ``num_workers=0``).
+        """
+        workers = self._num_workers if num_workers is None else max(1, num_workers)
+        base = self._base(workers)
+        done = self._yielded if delivered is None else int(delivered)
+        plan = PlanState(
+            epoch=base.epoch,
+            layout=base.layout,
+            delivered=base.delivered + done,
+            parent=base.parent,
+        )
+        return {"version": STATE_VERSION, **self._fingerprint(), "plan": plan.to_dict()}
+
+    def _fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "seed": c.seed,
+            "shuffle": c.shuffle,
+            "shuffle_buffer": c.shuffle_buffer,
+            "partial": c.partial,
+            "drop_last": c.drop_last,
+            "num_samples": self.shards.num_samples,
+            "num_shards": len(self.shards.counts),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resumes from :meth:`state_dict`'s output: the next iteration yields the rest of its epoch.
+
+        Raises:
+            ValueError: if the state belongs to another dataset or order configuration.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported state version {state.get('version')!r}")
+        mine = self._fingerprint()
+        diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if diff:
+            raise ValueError(f"state does not match this dataset (state, dataset): {diff}")
+        self._resume = PlanState.from_dict(state["plan"])
+        self.epoch, self._yielded = self._resume.epoch, 0
+
