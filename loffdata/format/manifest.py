@@ -8,29 +8,61 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
+import numpy as np
 
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.stats import ChannelStats
 
-__all__ = ["MANIFEST_NAME", "ShardInfo", "TensorSpec", "Manifest", "manifest_url"]
+__all__ = ["MANIFEST_NAME", "MAX_SAMPLES", "ShardInfo", "TensorSpec", "Manifest", "manifest_url", "check_shard_name"]
 
 MANIFEST_NAME = "manifest.json"
+#: Most samples a manifest may declare (17 billion): more is taken for a damaged manifest.
+MAX_SAMPLES = 1 << 34
+#: Fewest bytes a sample can take in a tar (a header and one block of features), and the
+#: end-of-archive marker after the last one.
+MIN_SAMPLE_BYTES = 1024
+_END_MARKER = 1024
 
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard: file name (relative to the manifest), samples, bytes and sha256."""
+    """One shard: file name (relative to the manifest), samples, bytes and sha256.
+
+    ``offsets`` and ``keys`` are the shard's optional index (see ``docs/format.md``): the
+    byte offset where each sample starts, then where the last one ends (``samples + 1``
+    values), and each sample's key.
+    """
 
     name: str
     samples: int
     bytes: int
     sha256: str
+    offsets: tuple[int, ...] | None = None
+    keys: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:  # lists from JSON (or sidecars) become tuples
+        for name in ("offsets", "keys"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the shard has an index (offsets and keys of its samples)."""
+        return self.offsets is not None and self.keys is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
+        if self.indexed:
+            d["index"] = {"offsets": list(self.offsets), "keys": list(self.keys)}
+        return d
 
 
 @dataclass(frozen=True)
@@ -79,7 +111,7 @@ class Manifest:
             "stats": self.stats.to_dict() if self.stats is not None else None,
             "source": self.source,
             "skipped": self.skipped,
-            "shards": [asdict(s) for s in self.shards],
+            "shards": [s.to_dict() for s in self.shards],
         }
         return d
 
@@ -90,7 +122,7 @@ class Manifest:
             return _parse(d)
         except ManifestError as err:
             raise ManifestError(f"invalid manifest {where}: {err}") from None
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise ManifestError(f"invalid manifest {where}: {type(err).__name__}: {err}") from None
 
     def save(self, url: str, **storage_options: Any) -> str:
@@ -124,7 +156,7 @@ class Manifest:
     def shard_urls(self, base: str) -> list[str]:
         """Absolute URLs of the shards for a manifest stored at (or in) ``base``."""
         root = posixpath.dirname(manifest_url(base))
-        return [f"{root}/{s.name}" for s in self.shards]
+        return [f"{root}/{check_shard_name(s.name)}" for s in self.shards]
 
 
 def manifest_url(url: str) -> str:
@@ -154,14 +186,75 @@ def _parse_spec(d: Any, what: str) -> TensorSpec:
     return TensorSpec(shape=tuple(shape), dtype=d["dtype"], layout=d.get("layout"))
 
 
+_UNSAFE = set("\\?#") | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def check_shard_name(name: str) -> str:
+    """The normalised form of a shard name (``./a.tar`` -> ``a.tar``) if it stays inside the
+    dataset's directory once percent-decoded, for local, HTTP and S3 alike.
+
+    Raises:
+        ManifestError: for an empty or absolute name, a ``..`` segment (``%2e%2e`` too), a
+            URL, or a character that a server could read another way (``\\ ? #``, controls).
+    """
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"shard name {name!r} is not a non-empty string")
+    forms, text = [name], name
+    for _ in range(4):  # percent-decoding until nothing changes (%252e -> %2e -> .)
+        text = unquote(text)
+        if text == forms[-1]:
+            break
+        forms.append(text)
+    for form in forms:
+        bad = form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
+        if bad:
+            raise ManifestError(f"shard name {name!r} leaves the dataset's directory or is not a plain path")
+    normal = posixpath.normpath(name)
+    if normal in (".", "") or normal.startswith("../"):
+        raise ManifestError(f"shard name {name!r} does not name a file inside the dataset's directory")
+    return normal
+
+
 def _parse_shard(d: Any) -> ShardInfo:
     if not isinstance(d, dict):
         raise ManifestError(f"shard entry {d!r} is not an object")
-    info = ShardInfo(name=d["name"], samples=int(d["samples"]), bytes=int(d["bytes"]), sha256=str(d["sha256"]))
-    bad_name = not info.name or info.name.startswith("/") or ".." in info.name.split("/")
-    if bad_name or info.samples < 0 or info.bytes < 0:
+    try:
+        name = check_shard_name(d["name"])
+    except ManifestError as err:
+        raise ManifestError(f"bad shard entry: {err}") from None
+    info = ShardInfo(name=name, samples=int(d["samples"]), bytes=int(d["bytes"]), sha256=str(d["sha256"]))
+    if info.samples < 0 or info.bytes < 0:
         raise ManifestError(f"bad shard entry {d!r}")
-    return info
+    if info.samples > MAX_SAMPLES or (info.samples and info.samples * MIN_SAMPLE_BYTES + _END_MARKER > info.bytes):
+        raise ManifestError(
+            f"shard {name!r}: {info.samples} samples cannot fit in {info.bytes} bytes "
+            f"(a sample takes at least {MIN_SAMPLE_BYTES})"
+        )
+    index = d.get("index")
+    if index is None:
+        return info
+    offsets, keys = _parse_index(index, info)
+    return ShardInfo(info.name, info.samples, info.bytes, info.sha256, offsets, keys)
+
+
+def _parse_index(index: Any, info: ShardInfo) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The validated offsets and keys of a shard's index."""
+    where = f"shard {info.name!r}: index"
+    if not isinstance(index, dict) or not isinstance(index.get("offsets"), list) or not isinstance(index.get("keys"), list):
+        raise ManifestError(f"{where} must hold lists 'offsets' and 'keys'")
+    offsets, keys = index["offsets"], index["keys"]
+    if len(offsets) != info.samples + 1 or len(keys) != info.samples:
+        raise ManifestError(f"{where} has {len(offsets)} offsets and {len(keys)} keys for {info.samples} samples")
+    if not all(type(o) is int for o in offsets) or not all(isinstance(k, str) and k for k in keys):
+        raise ManifestError(f"{where}: offsets must be integers and keys non-empty strings")
+    arr = np.asarray(offsets, dtype=np.int64)
+    steps = np.diff(arr)
+    if arr[0] < 0 or (arr % 512).any() or (steps < MIN_SAMPLE_BYTES).any() or arr[-1] + _END_MARKER > info.bytes:
+        raise ManifestError(f"{where}: offsets must be block-aligned, increasing and inside the shard's {info.bytes} bytes")
+    same = [i for i in range(1, len(keys)) if keys[i] == keys[i - 1]]
+    if same:
+        raise ManifestError(f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})")
+    return tuple(offsets), tuple(keys)
 
 
 def _parse(d: Any) -> Manifest:
@@ -193,6 +286,9 @@ def _check_consistent(m: Manifest, d: dict) -> None:
     channels = m.features.shape[0] if m.features.shape else 0
     if m.stats is not None and m.stats.mean.shape != (channels,):
         raise ManifestError(f"stats have {m.stats.mean.size} channels, features have {channels}")
-    names = [s.name for s in m.shards]
+    names = [unquote(s.name) for s in m.shards]  # normalised by _parse_shard; %61 is a on HTTP
     if len(set(names)) != len(names):
-        raise ManifestError("duplicate shard names")
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ManifestError(f"duplicate shard names: {dup!r} is listed more than once (after normalisation)")
+    if m.num_samples > MAX_SAMPLES:
+        raise ManifestError(f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})")

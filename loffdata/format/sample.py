@@ -41,6 +41,8 @@ LABEL_SUFFIX = "cls"
 _EXTRA_SUFFIX = ".msgpack"
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _EXTRA_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_LABEL = re.compile(rb"\s*(-?[0-9]{1,20})\s*")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass
@@ -127,10 +129,15 @@ def _decode(data: bytes, suffix: str, shard: str | None, key: str) -> Any:
 
 
 def _decode_label(data: bytes, shard: str | None, key: str) -> int:
-    try:
-        return int(bytes(data).decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raise SampleError(f"label {bytes(data)[:20]!r} is not an ASCII integer", shard=shard, key=key) from None
+    """An ASCII decimal label within int64 (what a batch's label tensor holds)."""
+    raw = bytes(data[:64]) if len(data) <= 64 else b""
+    match = _LABEL.fullmatch(raw)
+    if match is None:
+        raise SampleError(f"label {bytes(data[:20])!r} is not an ASCII integer", shard=shard, key=key)
+    value = int(match.group(1))
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise SampleError(f"label {value} is outside int64", shard=shard, key=key)
+    return value
 
 
 def features_match(features: Any, shape: tuple[int, ...], dtype: str) -> str | None:

@@ -85,8 +85,15 @@ class _OpenShard:
         self.file = fs.open(self.tmp, "wb")
         self.hasher = _HashingWriter(self.file)
         self.tar = tarfile.open(fileobj=self.hasher, mode="w", format=tarfile.USTAR_FORMAT)
+        #: the shard's index: where each sample starts, and each sample's key
+        self.offsets: list[int] = []
+        self.keys: list[str] = []
 
-    def add(self, members: list[tuple[str, bytes]]) -> None:
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        if self.keys and self.keys[-1] == key:
+            raise ValueError(f"sample key {key!r} repeats the previous sample's: consecutive keys must differ")
+        self.offsets.append(self.tar.offset)
+        self.keys.append(key)
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
@@ -94,11 +101,13 @@ class _OpenShard:
         self.samples += 1
 
     def commit(self) -> ShardInfo:
+        end = self.tar.offset  # where the last sample ends and the end-of-archive marker starts
         self.tar.close()
         self.file.close()
         if self.tmp != self.path:
             self.fs.mv(self.tmp, self.path)
-        return ShardInfo(self.name, self.samples, self.hasher.nbytes, self.hasher.sha256.hexdigest())
+        digest = self.hasher.sha256.hexdigest()
+        return ShardInfo(self.name, self.samples, self.hasher.nbytes, digest, (*self.offsets, end), tuple(self.keys))
 
     def abort(self) -> None:
         try:
@@ -142,9 +151,9 @@ class ShardWriter:
         arr = codec.as_numpy(features)
         members = encode_sample(key, arr, label=label, extras=extras, dtype=self.config.dtype)
         self._note_specs(arr, extras)
-        self.stats.update(arr.astype(np.float32, copy=False), channel_axis=0)
         shard = self._shard()
-        shard.add(members)
+        shard.add(key, members)
+        self.stats.update(arr.astype(np.float32, copy=False), channel_axis=0)
         if shard.samples >= self.config.max_samples or shard.hasher.nbytes >= self.config.max_bytes:
             self._commit()
 

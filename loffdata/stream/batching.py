@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from loffdata.errors import LoffError
 from loffdata.format import codec
 from loffdata.format.sample import Sample
 from loffdata.stream.plan import WorkerPlan
+from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import SampleReader
 from loffdata.stream.sources import ShardSet
 
@@ -109,47 +109,37 @@ class BatchBuffer:
 
 
 class _RowFiller:
-    """Skip mode for batches: a row whose sample failed gets a copy of the previous good row,
-    or, before the first good row of the worker, of the next good one (batches wait for it)."""
+    """Skip mode for batches: the failed rows of a window get stand-ins from the policy's
+    :class:`~loffdata.stream.policy.StandIns` (a copy of the previous good row or, before
+    the first good row of the worker, of the next good one: batches wait for it)."""
 
-    def __init__(self, shards: ShardSet, dtype: str | None = None, *, skipping: bool = True):
-        self.skipping = skipping  # strict mode never has rows to fill: no private copies
-        self.last = BatchBuffer(shards, 1, shared=False, dtype=dtype)
-        self.have_last = False
-        self.pending_rows: list[tuple[BatchBuffer, int]] = []
+    def __init__(self, shards: ShardSet, dtype: str | None, policy: ErrorPolicy):
+        # strict mode never has rows to fill: no private copy
+        self.private = BatchBuffer(shards, 1, shared=False, dtype=dtype) if policy.skipping else None
+        self.stand_ins = policy.stand_ins(self._copy, self._keep)
         self.pending: list[BatchBuffer] = []
+
+    @staticmethod
+    def _copy(dst: tuple[BatchBuffer, int], src: tuple[BatchBuffer, int]) -> None:
+        dst[0].copy_row(dst[1], *src)
+
+    def _keep(self, slot: tuple[BatchBuffer, int]) -> tuple[BatchBuffer, int]:
+        """A private copy of a good row: the consumer may change a batch in place."""
+        self.private.copy_row(0, *slot)
+        return self.private, 0
 
     def complete(
         self, rows: list[tuple[BatchBuffer, int]], got: np.ndarray, bufs: list[BatchBuffer]
     ) -> list[BatchBuffer]:
         """Fills the failed rows of a window; returns the batches that are ready, in order."""
-        good = None
-        for (buf, i), ok in zip(rows, got.tolist()):
-            if ok:
-                good = (buf, i)
-                for b, j in self.pending_rows:
-                    b.copy_row(j, buf, i)
-                self.pending_rows.clear()
-            elif good is not None:
-                buf.copy_row(i, *good)
-            elif self.have_last:
-                buf.copy_row(i, self.last, 0)
-            else:
-                self.pending_rows.append((buf, i))
-        if good is not None and self.skipping:  # private copy: the consumer may change the batch in place
-            self.last.copy_row(0, *good)
-            self.have_last = True
         self.pending += bufs
-        if self.pending_rows:
+        if not self.stand_ins.fill(rows, got.tolist()):
             return []
         ready, self.pending = self.pending, []
         return ready
 
     def finish(self) -> None:
-        if self.pending_rows:
-            raise LoffError(
-                f"on_error='skip' found no readable sample to stand in for {len(self.pending_rows)} unreadable ones"
-            )
+        self.stand_ins.finish()
 
 
 def _batch_groups(sizes: np.ndarray, window: int) -> Iterator[np.ndarray]:
@@ -266,13 +256,13 @@ class BufferPool:
 def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:
     """Batches of a worker plan, one window at a time: samples go straight into their rows,
     so a window holds batch tensors, not payload bytes."""
-    filler, pos = _RowFiller(reader.shards, pool.dtype, skipping=reader.ds.on_error == "skip"), 0
+    filler, pos = _RowFiller(reader.shards, pool.dtype, reader.policy), 0
     # data is read straight into rows unless converted, or int8 (the scale follows the data)
     spec = reader.shards.features
     direct = pool.dtype in (None, spec.dtype) and spec.dtype != "int8"
     staging = None
     if reader.random_access and spec.dtype != "int8":
-        window = 1  # local shards are read at predicted offsets: fill one batch at a time
+        window = 1  # indexed local shards are read by random access: fill one batch at a time
         if not direct:
             staging = Staging(int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize)
     for sizes in _batch_groups(wplan.batch_sizes, window):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,13 +31,13 @@ from loffdata.stream.plan import (
     resume_plan,
     window_size,
 )
-from loffdata.stream.reader import SampleReader, with_substitutes
+from loffdata.stream.policy import ON_ERROR, ErrorPolicy
+from loffdata.stream.reader import ReadContext, SampleReader, substituted
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
 __all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
 
 STATE_VERSION = 1
-_ON_ERROR = ("raise", "skip")
 
 # ------------------------------------------------------------------------------ dataset
 
@@ -97,8 +96,8 @@ class StreamingDataset(IterableDataset):
         retry: RetryConfig | None = None,
     ):
         super().__init__()
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.config = PlanConfig(
@@ -120,7 +119,7 @@ class StreamingDataset(IterableDataset):
         self._rank, self._world = rank, world_size
         self._dist = _distributed_rank_world()
         self.epoch = 0
-        self.skipped = {"samples": 0, "errors": 0}
+        self._policy = ErrorPolicy(on_error)
         self._resume: PlanState | None = None
         self._yielded = 0
         self._num_workers = 1
@@ -215,7 +214,7 @@ class StreamingDataset(IterableDataset):
             self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
-        reader = SampleReader(self, reuse_buffers=bool(self.batch_size))
+        reader = SampleReader(self._read_context(), self._policy, reuse_buffers=bool(self.batch_size))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
@@ -253,17 +252,25 @@ class StreamingDataset(IterableDataset):
         self.epoch = state["epoch"]
         self._resume = None if state["resume"] is None else PlanState.from_dict(state["resume"])
 
-    def _singles(self, reader: SampleReader, wplan: WorkerPlan) -> Iterator[dict[str, Any]]:
-        for gid, s in with_substitutes(reader, wplan.indices, self.config.shuffle_buffer):
-            yield {"key": s.key, "index": gid, "features": s.features, "label": s.label, **s.extras}
+    def _read_context(self) -> ReadContext:
+        """What the reader of this process needs to know (it never sees the dataset)."""
+        return ReadContext(
+            shards=self.shards,
+            storage_options=self.storage_options,
+            retry=self.retry,
+            cache=self.cache,
+            batched=bool(self.batch_size),
+        )
 
-    def _skip(self, err: Exception, *, n: int) -> None:
-        """Applies the error policy to ``n`` unreadable samples: raise ``err``, or count and warn."""
-        if self.on_error == "raise":
-            raise err
-        self.skipped["samples"] += n
-        self.skipped["errors"] += 1
-        warnings.warn(f"skipping {n} sample(s): {err}", RuntimeWarning, stacklevel=2)
+    @property
+    def skipped(self) -> dict[str, int]:
+        """``{"samples": n, "errors": k}``: samples skipped (``on_error="skip"``) and errors
+        met by iterations in this process (DataLoader workers count their own)."""
+        return self._policy.skipped
+
+    def _singles(self, reader: SampleReader, wplan: WorkerPlan) -> Iterator[dict[str, Any]]:
+        for gid, s in substituted(reader, wplan.indices, self.config.shuffle_buffer):
+            yield {"key": s.key, "index": gid, "features": s.features, "label": s.label, **s.extras}
 
     # -- state ----------------------------------------------------------------------------
 

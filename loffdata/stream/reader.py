@@ -1,20 +1,23 @@
-"""Reading samples by global index: open-shard reuse, sequential cursors, the error policy.
+"""Reading samples by global index: open-shard reuse, sequential cursors, random access.
 
 A :class:`SampleReader` serves one process (a DataLoader worker or the main process). It
-keeps up to a few shards open, reads each sequentially, decodes and validates samples
-against the shard set's specs, and applies the dataset's ``on_error`` policy.
+gets what it reads from a :class:`ReadContext` (the shards, storage options, retries, cache)
+and hands every error to an :class:`~loffdata.stream.policy.ErrorPolicy`; it knows nothing
+of the dataset object. Shards are read sequentially, or, when they are local (or cached)
+and indexed, by random access (:mod:`loffdata.stream.scatter`). Samples are decoded and
+validated against the shard set's specs.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from loffdata.errors import LoffError, SampleError, ShardReadError
-from loffdata.format import codec
+from loffdata.errors import SampleError, ShardReadError
 from loffdata.format.manifest import TensorSpec
 from loffdata.format.sample import (
     FEATURES_SUFFIX,
@@ -23,21 +26,43 @@ from loffdata.format.sample import (
     features_match,
     split_member_name,
 )
-from loffdata.format.tar import iter_sample_members, iter_sample_spans
-from loffdata.storage.cache import ShardCache
-from loffdata.storage.remote import _LOCAL_BUFFER, ResumableReader, filesystem, is_local, open_shard
+from loffdata.format.tar import iter_sample_members
+from loffdata.storage.cache import CacheConfig, ShardCache
+from loffdata.storage.remote import (
+    _LOCAL_BUFFER,
+    ResumableReader,
+    RetryConfig,
+    filesystem,
+    is_local,
+    open_shard,
+)
 from loffdata.stream import scatter
 from loffdata.stream.plan import sample_locations
-from loffdata.stream.scatter import SampleLayout, learn_layout, read_samples
+from loffdata.stream.policy import ErrorPolicy
+from loffdata.stream.sources import ShardSet
 
-if TYPE_CHECKING:
-    from loffdata.stream.dataset import StreamingDataset
-
-__all__ = ["ReadArena", "SampleReader", "with_substitutes"]
+__all__ = ["ReadContext", "ReadArena", "SampleReader", "substituted"]
 
 _MAX_OPEN_SHARDS = 8
-_MAX_RANDOM_ACCESS_FILES = 64
 
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a :class:`SampleReader` reads and how.
+
+    Attributes:
+        shards: the shard set (URLs, counts, specs, indexes).
+        storage_options: passed to fsspec.
+        retry: timeouts and retries of remote reads.
+        cache: local cache of remote shards, or ``None``.
+        batched: samples go into batches: every declared extra must be present.
+    """
+
+    shards: ShardSet
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    cache: CacheConfig | None = None
+    batched: bool = False
 
 class ReadArena:
     """A reused ring of read buffers, so that reading a member allocates nothing.
@@ -65,8 +90,10 @@ class ReadArena:
 class _ShardCursor:
     """A shard read sequentially; hands out the samples asked for, in increasing order."""
 
-    def __init__(self, url: str, file: BinaryIO, count: int, *, reuse_buffers: bool = False):
-        self.url, self.file, self.count = url, file, count
+    def __init__(
+        self, url: str, file: BinaryIO, count: int, *, reuse_buffers: bool = False, keys: tuple[str, ...] | None = None
+    ):
+        self.url, self.file, self.count, self.keys = url, file, count, keys
         alloc = ReadArena().alloc if reuse_buffers else None  # one per cursor: see ReadArena
         self.members = iter_sample_members(file, shard=url, alloc=alloc, direct=self._direct)
         self.pos = 0
@@ -92,6 +119,10 @@ class _ShardCursor:
                 raise ShardReadError(
                     f"shard {self.url!r} ended after {self.pos} samples, manifest says {self.count}"
                 ) from None
+            if self.keys is not None and self.pos < len(self.keys) and key != self.keys[self.pos]:
+                raise ShardReadError(
+                    f"shard {self.url!r}: sample {self.pos} is {key!r}, the shard's index says {self.keys[self.pos]!r}"
+                )
             self.pos += 1
             if self.pos > local:
                 return key, members
@@ -101,30 +132,44 @@ class _ShardCursor:
 
 
 class SampleReader:
-    """Reads samples by global index for one process, with open-shard reuse and error policy."""
+    """Reads samples by global index for one process, with open-shard reuse and error policy.
 
-    def __init__(self, ds: StreamingDataset, *, reuse_buffers: bool = False):
-        self.ds, self.shards, self.reuse_buffers = ds, ds.shards, reuse_buffers
+    Args:
+        context: the shards and how to reach them.
+        policy: what happens to unreadable samples (shared with the caller, who may read
+            its counters).
+        reuse_buffers: read members into reused buffers (for consumers that copy each
+            sample at once, such as batch assembly).
+    """
+
+    def __init__(self, context: ReadContext, policy: ErrorPolicy, *, reuse_buffers: bool = False):
+        self.context, self.policy, self.reuse_buffers = context, policy, reuse_buffers
+        self.shards = context.shards
         self.cursors: OrderedDict[int, _ShardCursor] = OrderedDict()
         self.broken: dict[int, int] = {}  # shard -> first unreadable sample
         self.fs: dict[str, tuple[Any, str]] = {}
-        self.cache = ShardCache(ds.cache) if ds.cache is not None else None
-        #: local shard files can be read at predicted offsets (see :mod:`loffdata.stream.scatter`)
-        self.random_access = scatter.AVAILABLE and (ds.cache is not None or all(map(is_local, ds.shards.urls)))
-        self.layouts: dict[int, tuple[SampleLayout, int] | None] = {}  # shard -> (layout, first offset)
-        self.files: OrderedDict[int, BinaryIO] = OrderedDict()  # open for random access
+        self.cache = ShardCache(context.cache) if context.cache is not None else None
+        local = context.cache is not None or all(map(is_local, self.shards.urls))
+        #: indexed local shards are read by random access (see :mod:`loffdata.stream.scatter`)
+        self.random_access = scatter.AVAILABLE and local and self.shards.indexed
+        self.indexed = (
+            scatter.IndexedShards(self.shards.urls, self.shards.offsets(), [k for _, k in self.shards.index], self._open)
+            if self.random_access
+            else None
+        )
 
     def each(self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
 
         ``destinations`` (global index -> writable buffer of the feature data's size) asks
         for samples' feature data to be read straight into those buffers, where possible;
-        the yielded features are then views of them. In skip mode, samples that cannot be
-        read or decoded are left out (and counted).
+        the yielded features are then views of them. Samples with a destination are read by
+        random access when the shards allow it. In skip mode, samples that cannot be read
+        or decoded are left out (and counted).
         """
         shard_ids, locals_ = sample_locations(self.shards.counts, indices)
-        if destinations and self.random_access:
-            missed = yield from self._scattered(indices, shard_ids, locals_, destinations)
+        if destinations and self.indexed is not None:
+            missed = yield from self._random(indices, shard_ids, locals_, destinations)
             indices, shard_ids, locals_ = indices[missed], shard_ids[missed], locals_[missed]
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1
         for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(indices)]):
@@ -138,75 +183,28 @@ class SampleReader:
                 if cursor is not None:
                     cursor.destinations.clear()
 
-    def _scattered(
+    def _random(
         self, indices: np.ndarray, shard_ids: np.ndarray, locals_: np.ndarray, destinations: dict[int, memoryview]
     ) -> Iterator[tuple[int, Sample]]:
-        """Reads samples with a known layout at their predicted offsets (random access).
-
-        Yields ``(global index, sample)`` for those read; returns the mask of the others
-        (no layout, no destination, or a failed check), which the general reader reads.
-        """
+        """Reads the samples that have a destination by random access; returns the mask of
+        the others (read in sequence). A sample that cannot be read costs only itself."""
         missed = np.ones(len(indices), dtype=bool)
-        groups: dict[int, tuple[SampleLayout, list[tuple[int, int, int, memoryview]]]] = {}
+        wants, where = [], []
         for p, (gid, s, loc) in enumerate(zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())):
-            known, dst = self._layout(s), destinations.get(gid)
-            if known is None or dst is None or len(dst) != known[0].data[1]:
+            dst = destinations.get(gid)
+            if dst is not None:
+                missed[p] = False
+                wants.append((s, loc, dst))
+                where.append(gid)
+        for q, got in self.indexed.read(wants):
+            s = wants[q][0]
+            if isinstance(got, ShardReadError):
+                self.policy.skip(got, n=1)
                 continue
-            layout, begin = known
-            groups.setdefault(id(layout), (layout, []))[1].append((p, s, begin + loc * layout.span, dst))
-        try:
-            for layout, reads in groups.values():
-                found = read_samples(layout, [(self._fd(s), offset, dst) for _, s, offset, dst in reads])
-                for (p, s, _, _), got in zip(reads, found):
-                    if got is None:
-                        continue
-                    missed[p] = False
-                    sample = self._checked(got[0], got[1], s)
-                    if sample is not None:
-                        yield int(indices[p]), sample
-        finally:
-            self._trim_files()  # never during a call: a closed file's descriptor could be reused
+            sample = self._checked(got[0], got[1], s)
+            if sample is not None:
+                yield where[q], sample
         return missed
-
-    def _layout(self, s: int) -> tuple[SampleLayout, int] | None:
-        """The layout of shard ``s`` and its first sample's offset, learnt from that sample."""
-        if s in self.layouts:
-            return self.layouts[s]
-        self.layouts[s] = None
-        spec = self.shards.features
-        if spec.dtype == "int8":
-            return None  # the scale follows the data: no straight reads
-        nbytes = int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize
-        row = memoryview(bytearray(nbytes))
-
-        def direct(name: str, size: int) -> memoryview | None:
-            return row if name.endswith("." + FEATURES_SUFFIX) and size > nbytes else None
-
-        try:
-            file = self._random_access_file(s)
-            file.seek(0)
-            _, members, span = next(iter_sample_spans(file, shard=self.shards.urls[s], direct=direct))
-        except (ShardReadError, StopIteration, OSError):
-            return None  # the general reader meets the problem again and reports it
-        layout = learn_layout(members, span.end - span.begin, span.first_header)
-        if layout is not None:
-            self.layouts[s] = (_interned(layout), span.begin)
-        return self.layouts[s]
-
-    def _random_access_file(self, s: int) -> BinaryIO:
-        file = self.files.get(s)
-        if file is None:
-            file = self.files[s] = self._open(s)
-        self.files.move_to_end(s)
-        return file
-
-    def _trim_files(self) -> None:
-        """Closes the least recently used shard files beyond the limit."""
-        while len(self.files) > _MAX_RANDOM_ACCESS_FILES:
-            self.files.popitem(last=False)[1].close()
-
-    def _fd(self, s: int) -> int:
-        return self._random_access_file(s).fileno()
 
     def _aim(self, s: int, gids: np.ndarray, locs: np.ndarray, destinations: dict[int, memoryview]) -> _ShardCursor | None:
         """Tells the shard's cursor where the feature data of these samples should go."""
@@ -225,9 +223,7 @@ class SampleReader:
         """``dict(each(indices))``."""
         return dict(self.each(indices))
 
-    def _each_in_shard(
-        self, s: int, gids: np.ndarray, locs: np.ndarray
-    ) -> Iterator[tuple[int, Sample]]:
+    def _each_in_shard(self, s: int, gids: np.ndarray, locs: np.ndarray) -> Iterator[tuple[int, Sample]]:
         done, limit = 0, self.broken.get(s, 1 << 62)
         try:
             for gid, loc in zip(gids.tolist(), locs.tolist()):
@@ -240,11 +236,11 @@ class SampleReader:
         except ShardReadError as err:
             self._drop_cursor(s)
             self.broken[s] = min(limit, int(locs[done]))
-            self.ds._skip(err, n=len(gids) - done)
+            self.policy.skip(err, n=len(gids) - done)
             return
         if done < len(gids):
             msg = f"shard {self.shards.urls[s]!r} is unreadable from sample {limit} on (see the earlier error)"
-            self.ds._skip(ShardReadError(msg), n=len(gids) - done)
+            self.policy.skip(ShardReadError(msg), n=len(gids) - done)
 
     def _read_one(self, s: int, loc: int) -> Sample | None:
         cursor = self._cursor(s, loc)
@@ -258,7 +254,7 @@ class SampleReader:
         try:
             return self._decode(key, members, self.shards.urls[s])
         except SampleError as err:
-            self.ds._skip(err, n=1)
+            self.policy.skip(err, n=1)
             return None
 
     def _decode(self, key: str, members: dict[str, bytes], url: str) -> Sample:
@@ -267,6 +263,9 @@ class SampleReader:
         problem = features_match(sample.features, spec.shape, spec.dtype)
         if problem:
             raise SampleError(problem, shard=url, key=key)
+        n = self.shards.num_classes
+        if n is not None and sample.label is not None and not 0 <= sample.label < n:
+            raise SampleError(f"label {sample.label} outside the {n} classes", shard=url, key=key)
         for name, extra in self.shards.extras.items():
             self._check_extra(sample, name, extra, url)
         return sample
@@ -274,12 +273,8 @@ class SampleReader:
     def _check_extra(self, sample: Sample, name: str, spec: TensorSpec, url: str) -> None:
         value = sample.extras.get(name)
         if value is None:
-            if self.ds.batch_size:
-                raise SampleError(
-                    f"sample has no extra {name!r}, which the manifest declares",
-                    shard=url,
-                    key=sample.key,
-                )
+            if self.context.batched:
+                raise SampleError(f"sample has no extra {name!r}, which the manifest declares", shard=url, key=sample.key)
             return
         if tuple(value.shape) != tuple(spec.shape):
             raise SampleError(
@@ -292,7 +287,11 @@ class SampleReader:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
-            cur = _ShardCursor(self.shards.urls[s], self._open(s), self.shards.counts[s], reuse_buffers=self.reuse_buffers)
+            index = self.shards.index[s] if self.shards.index else None
+            cur = _ShardCursor(
+                self.shards.urls[s], self._open(s), self.shards.counts[s],
+                reuse_buffers=self.reuse_buffers, keys=None if index is None else index[1],
+            )
             self.cursors[s] = cur
             while len(self.cursors) > _MAX_OPEN_SHARDS:
                 self._drop_cursor(next(iter(self.cursors)))
@@ -310,12 +309,12 @@ class SampleReader:
             return open_shard(url)
         fs, path = self._filesystem(url)
         if self.cache is None:
-            return ResumableReader(url, fs, path, retry=self.ds.retry)
+            return ResumableReader(url, fs, path, retry=self.context.retry)
         return self._open_cached(url, fs, path, self.shards.sizes[s])
 
     def _open_cached(self, url: str, fs: Any, path: str, size: int | None) -> BinaryIO:
         def opener() -> BinaryIO:
-            return ResumableReader(url, fs, path, retry=self.ds.retry)
+            return ResumableReader(url, fs, path, retry=self.context.retry)
 
         for _ in range(3):  # another process may evict the file between get and open
             try:
@@ -329,54 +328,36 @@ class SampleReader:
     def _filesystem(self, url: str) -> tuple[Any, str]:
         protocol = url.split("://", 1)[0]
         if protocol not in self.fs:
-            self.fs[protocol] = filesystem(url, self.ds.storage_options, self.ds.retry)
+            self.fs[protocol] = filesystem(url, self.context.storage_options, self.context.retry)
         fs = self.fs[protocol][0]
         return fs, fs._strip_protocol(url)
 
     def close(self) -> None:
         for s in list(self.cursors):
             self._drop_cursor(s)
-        while self.files:
-            self.files.popitem()[1].close()
+        if self.indexed is not None:
+            self.indexed.close()
 
 
-_LAYOUTS: dict[SampleLayout, SampleLayout] = {}
-
-
-def _interned(layout: SampleLayout) -> SampleLayout:
-    """One object per distinct layout, so that shards sharing it are read in one call."""
-    if len(_LAYOUTS) > 256:
-        _LAYOUTS.clear()
-    return _LAYOUTS.setdefault(layout, layout)
-
-
-def with_substitutes(
-    reader: SampleReader, indices: np.ndarray, window: int
-) -> Iterator[tuple[int, Sample]]:
+def substituted(reader: SampleReader, indices: np.ndarray, window: int) -> Iterator[tuple[int, Sample]]:
     """Yields ``(global index, sample)`` for ``indices`` in order, reading a window at a time.
 
-    A sample that could not be read (skip mode) is replaced by the previous good sample of
-    this worker, or, before the first good one, by the next good one, so counts never change.
+    A sample that could not be read (skip mode) gets a stand-in from the reader's policy
+    (:class:`~loffdata.stream.policy.StandIns`), so counts never change.
     """
-    last, debt = None, 0
+
+    def copy(dst: tuple[list, int], src: tuple[list, int]) -> None:
+        dst[0][dst[1]] = src[0][src[1]]
+
+    stand_ins = reader.policy.stand_ins(copy)
+    held: list[list] = []  # windows waiting for a good sample to stand in for their first ones
     for lo in range(0, len(indices), window):
-        chunk = indices[lo : lo + window]
-        loaded = reader.load(np.unique(chunk))
-        for gid in chunk.tolist():
-            sample = loaded.get(gid)
-            if sample is None:
-                if last is None:
-                    debt += 1
-                    continue
-                yield last
-                continue
-            last = (gid, sample)
-            for _ in range(debt + 1):
-                yield last
-            debt = 0
-    if debt:
-        raise LoffError(
-            f"on_error='skip' found no readable sample to stand in for {debt} unreadable ones"
-        )
-
-
+        chunk = indices[lo : lo + window].tolist()
+        loaded = reader.load(np.unique(indices[lo : lo + window]))
+        out = [(gid, loaded[gid]) if gid in loaded else None for gid in chunk]
+        held.append(out)
+        if stand_ins.fill([(out, i) for i in range(len(out))], [x is not None for x in out]):
+            for items in held:
+                yield from items
+            held = []
+    stand_ins.finish()

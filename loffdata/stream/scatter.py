@@ -1,33 +1,39 @@
-"""Random access into local tar shards: samples at predicted offsets, one ``preadv`` each.
+"""Random access into local tar shards through their index, one ``preadv`` per sample.
+
+A shard's index (``offsets`` and ``keys`` in the manifest, see ``docs/format.md``) says
+where each sample starts and ends and what its key is. :class:`IndexedShards` reads sample
+``i`` from exactly those bytes and delivers it only if it is sample ``i``: every member in
+them is named ``key_i.<suffix>``, and the header after them does not continue that key. A
+prediction that is wrong can only fall back or fail, never deliver a neighbour.
 
 The samples of a shard nearly always share one layout: the same members in the same order,
-with the same padded sizes (every sample's features have the same dtype and shape). Once
-the first sample has been read the general way (:mod:`loffdata.format.tar`), its
-:class:`SampleLayout` predicts where sample ``i`` lies (``begin + i * span``), so any
-sample can be read with a single ``os.preadv`` that puts its feature data straight into its
-batch row and the rest (headers, payload head, small members, and the header after it)
-into a scratch buffer. This lets a worker fill batches in the order it hands them out
-instead of a whole shuffle window at a time.
-
-Nothing is trusted: every header is checked (checksum, name, size, type, fixed fields) with
-numpy over all samples of a call, every payload head must equal the layout's byte for byte,
-and the header after each sample must end the archive or start another key. A sample that
-fails any check is read again by the general reader, which reports real problems with its
-usual errors.
+with the same padded sizes. Once one sample has been read the general way
+(:func:`~loffdata.format.tar.read_sample_at`), its :class:`SampleLayout` lets every sample
+of the same span be read with a single ``os.preadv`` that puts its feature data straight
+into its batch row and the rest (headers, payload head, small members, and the header
+after it) into a scratch buffer. Every header is then checked (checksum, exact name from
+the index, size, type, fixed fields) with numpy over all samples of a call, and every
+payload head must equal the layout's byte for byte. A sample whose span differs, or that
+fails any check, is read by the general reader, which reports real problems with its usual
+errors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
+from loffdata.errors import ShardReadError
 from loffdata.format.sample import FEATURES_SUFFIX
-from loffdata.format.tar import SplitPayload
+from loffdata.format.tar import SplitPayload, read_sample_at
 
-__all__ = ["SampleLayout", "learn_layout", "read_samples", "AVAILABLE"]
+__all__ = ["SampleLayout", "IndexedShards", "learn_layout", "read_samples", "AVAILABLE"]
 
 #: ``os.preadv`` exists on Linux and the BSDs; elsewhere the general reader is used.
 AVAILABLE = hasattr(os, "preadv")
@@ -145,16 +151,19 @@ def _check_headers(h: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.
     return sizes, fixed & ok_sum & ok_size & (stored == actual)
 
 
-def read_samples(layout: SampleLayout, reads: list[tuple[int, int, memoryview]]) -> list[tuple[str, dict] | None]:
-    """Reads samples of one layout at predicted offsets, each with one ``preadv``.
+def read_samples(
+    layout: SampleLayout, reads: list[tuple[int, int, memoryview]], *, keys: list[str]
+) -> list[tuple[str, dict] | None]:
+    """Reads samples of one layout at indexed offsets, each with one ``preadv``.
 
     ``reads`` holds ``(fd, offset, row)`` per sample: the file, the byte offset where the
-    layout says the sample starts, and the row its feature data goes into (``layout.data[1]``
-    bytes). Returns, per sample, ``(key, {suffix: data})`` (features as a
-    :class:`~loffdata.format.tar.SplitPayload` over the row, other members as memoryviews of
-    a scratch buffer), or ``None`` where the bytes found do not match the layout: a short
-    read, a bad header, another head, or a header after the sample that does not start
-    another sample (the general reader then reads that one and reports any real problem).
+    index says the sample starts, and the row its feature data goes into (``layout.data[1]``
+    bytes); ``keys`` the key the index gives each. Returns, per sample, ``(key, {suffix:
+    data})`` (features as a :class:`~loffdata.format.tar.SplitPayload` over the row, other
+    members as memoryviews of a scratch buffer), or ``None`` where the bytes found do not
+    match the layout and key: a short read, a bad header, another name, another head, or a
+    header after the sample that continues its key (the general reader then reads that one
+    and reports any real problem).
     """
     n, L, pre = len(reads), layout.scratch, layout.data[0]
     per = L + _BLOCK  # a sample's scratch bytes, then the header block after the sample
@@ -170,8 +179,7 @@ def read_samples(layout: SampleLayout, reads: list[tuple[int, int, memoryview]])
             complete[j] = os.preadv(fd, (view[base : base + pre], row, view[base + pre : base + per]), offset) == want
     arr = np.frombuffer(scratch, dtype=np.uint8).reshape(n, per)
     ok, sizes = _check_samples(arr, layout)
-    keys, named = _keys(arr, layout)
-    ok &= complete & named
+    ok &= complete & _named(arr, layout, keys)
     out: list[tuple[str, dict] | None] = [None] * n
     small = [(m, suffix, layout.scratch_offset(h) + _BLOCK) for m, (suffix, h) in enumerate(zip(layout.suffixes, layout.headers)) if suffix != FEATURES_SUFFIX]
     for j in np.flatnonzero(ok).tolist():
@@ -207,26 +215,134 @@ def _check_samples(arr: np.ndarray, layout: SampleLayout) -> tuple[np.ndarray, n
     return ok, sizes[:, :M]
 
 
-def _keys(arr: np.ndarray, layout: SampleLayout) -> tuple[list[str | None], np.ndarray]:
-    """Per sample: its key, and whether every member is named ``key.suffix`` and the header
-    after it (if any) names another key."""
-    n = len(arr)
-    names = [arr[:, a : a + 100] for a in (layout.scratch_offset(h) for h in layout.headers)]
+def _names(keys: list[str], suffix: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, width]`` arrays: each ``key + suffix`` NUL-padded, and where its bytes are."""
+    names = [(k + suffix).encode("utf-8")[: width + 1] for k in keys]
+    fits = np.array([len(b) <= width for b in names], dtype=bool)
+    blob = b"".join(b[:width].ljust(width, b"\0") for b in names)
+    return np.frombuffer(blob, dtype=np.uint8).reshape(len(keys), width), fits
+
+
+def _named(arr: np.ndarray, layout: SampleLayout, keys: list[str]) -> np.ndarray:
+    """Per sample: whether each member's name field is exactly ``key.suffix`` (the key from
+    the index) and the header after the sample does not continue the key."""
+    ok = np.ones(len(arr), dtype=bool)
+    for h, suffix in zip(layout.headers, layout.suffixes):
+        at = layout.scratch_offset(h)
+        want, fits = _names(keys, "." + suffix, 100)
+        ok &= fits & (arr[:, at : at + 100] == want).all(axis=1)
+    prefix, _ = _names(keys, ".", 100)
+    mask = prefix != 0
     after = arr[:, layout.scratch : layout.scratch + 100]
-    dot = names[0] == ord(".")
-    first = np.where(dot.any(axis=1), dot.argmax(axis=1), 0)
-    ok, keys = first > 0, [None] * n
-    for k in np.unique(first[ok]).tolist():
-        rows = np.flatnonzero(first == k)
-        key = names[0][rows, :k]
-        good = np.ones(len(rows), dtype=bool)
-        for name, suffix in zip(names, layout.suffixes):
-            want = np.frombuffer(b"." + suffix.encode() + b"\0", dtype=np.uint8)[: 100 - k]
-            good &= (name[rows, :k] == key).all(axis=1) & (name[rows, k : k + len(want)] == want).all(axis=1)
-        same = (after[rows, :k] == key).all(axis=1) & (after[rows, k] == ord(".") if k < 100 else True)
-        good &= ~same
-        ok[rows] = good
-        blob = key.tobytes()
-        for i, r in enumerate(rows.tolist()):
-            keys[r] = blob[i * k : (i + 1) * k].decode("utf-8", "replace")
-    return keys, ok
+    ok &= ~((after == prefix) | ~mask).all(axis=1)
+    return ok
+
+
+_LEARN_TRIES = 3  # samples read the general way before a shard is taken to have no layout
+_MAX_FILES = 64
+_LAYOUTS: dict[SampleLayout, SampleLayout] = {}
+
+
+def _interned(layout: SampleLayout) -> SampleLayout:
+    """One object per distinct layout, so that shards sharing it are read in one call."""
+    if len(_LAYOUTS) > 256:
+        _LAYOUTS.clear()
+    return _LAYOUTS.setdefault(layout, layout)
+
+
+class IndexedShards:
+    """Random access into indexed local shards, for one process.
+
+    Args:
+        urls: the shards' URLs (for errors).
+        offsets: per shard, the index offsets (``samples + 1``).
+        keys: per shard, the index keys.
+        open_file: opens shard ``s`` as a local binary file (with a file descriptor).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        offsets: list[np.ndarray],
+        keys: list[tuple[str, ...]],
+        open_file: Callable[[int], BinaryIO],
+    ):
+        self.urls, self.offsets, self.keys, self._open = urls, offsets, keys, open_file
+        self.files: OrderedDict[int, BinaryIO] = OrderedDict()
+        self.layouts: dict[int, SampleLayout | None] = {}
+        self.tries: dict[int, int] = {}
+
+    def read(self, wants: list[tuple[int, int, memoryview]]) -> Iterator[tuple[int, tuple[str, dict] | ShardReadError]]:
+        """Reads ``(shard, sample number, row)`` wants; yields ``(position in wants, (key,
+        {suffix: data}) or the ShardReadError)``, in any order. Feature data goes straight
+        into the rows where it can (the features are then a view of the row)."""
+        groups: dict[int, tuple[SampleLayout, list[int]]] = {}
+        try:
+            for p, (s, loc, row) in enumerate(wants):
+                layout = self.layouts.get(s)
+                o = self.offsets[s]
+                if layout is not None and o[loc + 1] - o[loc] == layout.span and len(row) == layout.data[1]:
+                    groups.setdefault(id(layout), (layout, []))[1].append(p)
+                else:
+                    yield p, self._general(s, loc, row)
+            for layout, ps in groups.values():
+                yield from self._scatter(layout, ps, wants)
+        finally:
+            self._trim()  # never during a call: a closed file's descriptor could be reused
+
+    def _scatter(self, layout: SampleLayout, ps: list[int], wants: list) -> Iterator[tuple[int, tuple | ShardReadError]]:
+        try:
+            reads = [(self._file(s).fileno(), int(self.offsets[s][loc]), row) for s, loc, row in (wants[p] for p in ps)]
+        except ShardReadError:
+            reads = None
+        keys = [self.keys[s][loc] for s, loc, _ in (wants[p] for p in ps)]
+        found = read_samples(layout, reads, keys=keys) if reads is not None else [None] * len(ps)
+        for p, got in zip(ps, found):
+            yield p, got if got is not None else self._general(*wants[p])
+
+    def _general(self, s: int, loc: int, row: memoryview | None) -> tuple[str, dict] | ShardReadError:
+        """Sample ``loc`` of shard ``s`` read by the tar reader from its indexed bytes (and
+        the shard's layout learnt from it), or the error that says why it cannot be."""
+        url, start, stop = self.urls[s], int(self.offsets[s][loc]), int(self.offsets[s][loc + 1])
+
+        def direct(name: str, size: int) -> memoryview | None:
+            return row if row is not None and name.endswith("." + FEATURES_SUFFIX) and size > len(row) else None
+
+        try:
+            f = self._file(s)
+            f.seek(start)
+            key, members, first = read_sample_at(f, shard=url, start=start, stop=stop, direct=direct)
+        except ShardReadError as err:
+            return err
+        except OSError as err:
+            return ShardReadError(f"cannot read shard {url!r} at byte {start}: {err}")
+        if key != self.keys[s][loc]:
+            return ShardReadError(
+                f"shard {url!r}: the sample at byte {start} is {key!r}, its index says {self.keys[s][loc]!r}"
+            )
+        self._learn(s, members, stop - start, first)
+        return key, members
+
+    def _learn(self, s: int, members: dict, span: int, first: bytes) -> None:
+        if s in self.layouts or self.tries.get(s, 0) >= _LEARN_TRIES:
+            return
+        self.tries[s] = self.tries.get(s, 0) + 1
+        layout = learn_layout(members, span, first)
+        if layout is not None:
+            self.layouts[s] = _interned(layout)
+
+    def _file(self, s: int) -> BinaryIO:
+        file = self.files.get(s)
+        if file is None:
+            file = self.files[s] = self._open(s)
+        self.files.move_to_end(s)
+        return file
+
+    def _trim(self) -> None:
+        """Closes the least recently used shard files beyond the limit."""
+        while len(self.files) > _MAX_FILES:
+            self.files.popitem(last=False)[1].close()
+
+    def close(self) -> None:
+        while self.files:
+            self.files.popitem()[1].close()

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from loffdata.errors import LoffError, ManifestError, ShardReadError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, TensorSpec, manifest_url
@@ -25,17 +27,35 @@ __all__ = ["ShardSet", "resolve_source", "load_manifest"]
 
 @dataclass(frozen=True)
 class ShardSet:
-    """The shards of a dataset: URLs, sample counts, byte sizes and tensor specs."""
+    """The shards of a dataset: URLs, sample counts, byte sizes and tensor specs.
+
+    Attributes:
+        index: per shard, its index ``(offsets, keys)`` from the manifest; ``None`` unless
+            every shard has one.
+        num_classes: the manifest's number of classes (labels must lie in ``[0, n)``), or
+            ``None``.
+    """
 
     urls: list[str]
     counts: list[int]
     sizes: list[int | None]
     features: TensorSpec
     extras: dict[str, TensorSpec] = field(default_factory=dict)
+    index: list[tuple[tuple[int, ...], tuple[str, ...]]] | None = None
+    num_classes: int | None = None
 
     @property
     def num_samples(self) -> int:
         return sum(self.counts)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether every shard has an index (and can be read by random access)."""
+        return self.index is not None
+
+    def offsets(self) -> list[np.ndarray]:
+        """The index offsets of each shard as int64 arrays."""
+        return [np.asarray(o, dtype=np.int64) for o, _ in self.index or []]
 
 
 def _expand(source: str) -> list[str]:
@@ -99,12 +119,15 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
 def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> ShardSet:
     by_name = {s.name: s for s in manifest.shards}
     infos = [by_name[n] for n in names]
+    indexed = all(s.indexed for s in infos)
     return ShardSet(
         urls,
         [s.samples for s in infos],
         [s.bytes for s in infos],
         manifest.features,
         dict(manifest.extras),
+        index=[(s.offsets, s.keys) for s in infos] if indexed else None,
+        num_classes=manifest.num_classes,
     )
 
 

@@ -42,11 +42,13 @@ def general_read(path) -> list[tuple[str, np.ndarray, int | None]]:
         return out
 
 
-def scatter(path, layout: SampleLayout, begin: int, locs) -> tuple[list, list[np.ndarray]]:
+def scatter(path, layout: SampleLayout, begin: int, locs, keys=None) -> tuple[list, list[np.ndarray]]:
+    """Reads samples ``locs`` at ``begin + loc * span``, expecting ``keys`` (default: the writer's)."""
     rows = [np.zeros(NBYTES, dtype=np.uint8) for _ in locs]
+    keys = keys or [f"s{i:07d}" for i in range(max(locs) + 1)]
     with open(path, "rb") as f:
         reads = [(f.fileno(), begin + loc * layout.span, memoryview(r)) for loc, r in zip(locs, rows)]
-        got = read_samples(layout, reads)
+        got = read_samples(layout, reads, keys=[keys[loc] for loc in locs])
     return got, [r.view(np.float16).reshape(SHAPE) for r in rows]
 
 
@@ -140,7 +142,8 @@ def test_short_file_and_wrong_offsets_are_rejected(shard):
     assert got[11] is None and all(g is not None for g in got[:11])
     with open(shard, "rb") as f:  # an offset that is not a sample's start
         row = memoryview(bytearray(NBYTES))
-        assert read_samples(layout, [(f.fileno(), begin + 512, row)]) == [None]
+        assert read_samples(layout, [(f.fileno(), begin + 512, row)], keys=["s0000000"]) == [None]
+        assert read_samples(layout, [(f.fileno(), begin + layout.span, row)], keys=["s0000000"]) == [None]  # another key
 
 
 def _write(path, samples) -> None:
@@ -164,9 +167,10 @@ def test_a_sample_with_an_extra_member_is_left_to_the_general_reader(tmp_path):
     path = tmp_path / "x.tar"
     _write(path, members)
     layout, begin = first_layout(path)
-    got, _ = scatter(path, layout, begin, [0])
+    keys = ["k0", "k1", "k2"]
+    got, _ = scatter(path, layout, begin, [0], keys)
     assert got[0] is not None
-    got, _ = scatter(path, layout, begin, [1])  # the header after its label is still key k1
+    got, _ = scatter(path, layout, begin, [1], keys)  # the header after its label is still key k1
     assert got == [None]
 
 
@@ -200,19 +204,22 @@ def test_datasets_of_mixed_layouts_are_all_read(tmp_path):
 
 @pytest.mark.parametrize("batch_dtype", [None, "float32", "bfloat16"])
 def test_local_batches_are_read_by_random_access(make_dataset, monkeypatch, batch_dtype):
-    import loffdata.stream.reader as reader_module
+    import loffdata.stream.scatter as scatter_module
 
     root, _ = make_dataset(40, 10)
-    calls = []
-    real = reader_module.read_samples
-    monkeypatch.setattr(reader_module, "read_samples", lambda *a: calls.append(len(a[1])) or real(*a))
+    calls, general = [], []
+    real, real_general = scatter_module.read_samples, scatter_module.read_sample_at
+    monkeypatch.setattr(scatter_module, "read_samples", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr(scatter_module, "read_sample_at", lambda *a, **k: general.append(1) or real_general(*a, **k))
     singles = {int(s["index"]): s["features"] for s in StreamingDataset(root, seed=5)}
     assert not calls  # single samples are read in sequence
     for batch in StreamingDataset(root, seed=5, batch_size=8, batch_dtype=batch_dtype):
         for i, x in zip(batch["index"].tolist(), batch["features"]):
             expect = torch.from_numpy(np.array(singles[i])).to(x.dtype)
             assert torch.equal(x, expect)
-    assert sum(calls) == 40  # every sample came by random access
+    # every sample came by random access: one per shard read the general way (which
+    # teaches the shard's layout), the others with one preadv each
+    assert len(general) == 4 and sum(calls) == 36
 
 
 def test_a_loader_over_local_shards_holds_no_shuffle_window(make_dataset):
@@ -225,9 +232,9 @@ def test_a_loader_over_local_shards_holds_no_shuffle_window(make_dataset):
 
 
 def test_more_shards_per_batch_than_open_files(make_dataset, monkeypatch):
-    import loffdata.stream.reader as reader_module
+    import loffdata.stream.scatter as scatter_module
 
-    monkeypatch.setattr(reader_module, "_MAX_RANDOM_ACCESS_FILES", 2)  # a batch spans 8 shards
+    monkeypatch.setattr(scatter_module, "_MAX_FILES", 2)  # a batch spans 8 shards
     root, _ = make_dataset(24, 3)
     singles = {int(s["index"]): s["features"] for s in StreamingDataset(root, seed=1)}
     for batch in StreamingDataset(root, seed=1, batch_size=12, shuffle_buffer=24):
