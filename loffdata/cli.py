@@ -1,4 +1,5 @@
-"""The ``loffdata`` console command (fire): ``loffdata inspect PATH``, ``loffdata verify PATH``."""
+"""The ``loffdata`` console command (fire): ``loffdata inspect PATH``, ``loffdata verify PATH``,
+``loffdata index PATH``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 
 import fire
 
+from loffdata.errors import LoffError
+from loffdata.format.index import index_dataset
 from loffdata.format.manifest import Manifest
 from loffdata.verify import verify as _verify
 
-__all__ = ["inspect", "verify", "main"]
+__all__ = ["inspect", "verify", "index", "main"]
 
 
 def _human(n: float) -> str:
@@ -58,9 +61,19 @@ def verify(path: str, quiet: bool = False, **storage_options: Any) -> None:
         sys.exit(1)
 
 
+def index(path: str, force: bool = False, **storage_options: Any) -> None:
+    """Adds each shard's index (sample offsets and keys) to the manifest, for random access."""
+    try:
+        m = index_dataset(path, force=force, **storage_options)
+    except LoffError as err:
+        print(f"ERROR {err}")
+        sys.exit(1)
+    print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
+
+
 def main() -> None:
     """Entry point of the ``loffdata`` command."""
-    fire.Fire({"inspect": inspect, "verify": verify})
+    fire.Fire({"inspect": inspect, "verify": verify, "index": index})
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from typing import Any
 import fsspec
 from tqdm.auto import tqdm
 
-from loffdata.errors import LoffError
-from loffdata.format.manifest import Manifest, ShardInfo
+from loffdata.errors import LoffError, ManifestError
+from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
 from loffdata.format.sample import decode_sample, features_match
-from loffdata.format.tar import iter_sample_members
+from loffdata.format.tar import iter_sample_spans
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -52,17 +52,24 @@ class VerifyReport:
 def verify(url: str, *, progress: bool = True, **storage_options: Any) -> VerifyReport:
     """Reads every shard of the dataset at ``url`` and checks it against the manifest.
 
-    Checks: shard present, byte size, sha256, tar structure, every sample decodes, feature
-    shape and dtype, extras, labels within the class list, sample count per shard, and
-    duplicate keys.
+    Checks: the manifest, shard present, byte size, sha256, tar structure (header fields,
+    sizes), every sample decodes, feature shape and dtype, extras, labels within int64 and
+    the class list, sample count per shard, the shard's index (offsets and keys) if it has
+    one, and duplicate keys. Every problem is listed; none raises.
     """
-    manifest = Manifest.load(url, **storage_options)
     report, seen = VerifyReport(), set()
+    try:
+        manifest = Manifest.load(url, **storage_options)
+    except ManifestError as err:
+        report.problems.append(Problem(manifest_url(url), None, str(err)))
+        return report
     urls = manifest.shard_urls(url)
     for info, shard_url in tqdm(list(zip(manifest.shards, urls)), desc="verify", unit="shard", disable=not progress):
         report.shards += 1
-        for problem in _check_shard(manifest, info, shard_url, seen, report, storage_options):
-            report.problems.append(problem)
+        try:
+            report.problems.extend(_check_shard(manifest, info, shard_url, seen, report, storage_options))
+        except Exception as err:  # a verifier lists what it cannot handle instead of stopping
+            report.problems.append(Problem(shard_url, None, f"unexpected {type(err).__name__}: {err}"))
     return report
 
 
@@ -81,16 +88,34 @@ def _check_shard(manifest: Manifest, info: ShardInfo, url: str, seen: set, repor
         yield Problem(url, None, f"size is {len(data)} bytes, manifest says {info.bytes}")
     if hashlib.sha256(data).hexdigest() != info.sha256:
         yield Problem(url, None, "sha256 does not match the manifest")
-    count = 0
+    count, offsets, keys = 0, [], []
     try:
-        for key, members in iter_sample_members(io.BytesIO(data), shard=url):
+        for key, members, span in iter_sample_spans(io.BytesIO(data), shard=url):
             count += 1
+            offsets.append(span.begin)
+            keys.append(key)
             yield from _check_sample(manifest, url, key, members, seen)
+        offsets.append(span.end if count else 0)
     except LoffError as err:
         yield Problem(url, None, str(err))
+        offsets = None
     report.samples += count
     if count != info.samples:
         yield Problem(url, None, f"holds {count} samples, manifest says {info.samples}")
+    elif info.indexed and offsets is not None:
+        yield from _check_index(info, url, tuple(offsets), tuple(keys))
+
+
+def _check_index(info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tuple[str, ...]) -> Iterator[Problem]:
+    """The manifest's index of the shard against where its samples really are."""
+    for i, (want, got) in enumerate(zip(info.keys, keys)):
+        if want != got:
+            yield Problem(url, got, f"index says sample {i} is {want!r}")
+            return
+    for i, (want, got) in enumerate(zip(info.offsets, offsets)):
+        if want != got:
+            yield Problem(url, keys[i] if i < len(keys) else None, f"index says byte {want}, the sample is at {got}")
+            return
 
 
 def _check_sample(manifest: Manifest, url: str, key: str, members: dict, seen: set) -> Iterator[Problem]:
