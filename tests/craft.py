@@ -26,6 +26,7 @@ def header(name: str, size: int, *, kind: bytes = b"0", prefix: str = "", linkna
     b[100:108] = b"0000644\0"
     b[108:116] = b[116:124] = b"0000000\0"
     b[124:136] = size_field if size_field is not None else b"%011o\0" % size
+    assert len(b) == 512, "a field was given too many bytes"
     b[136:148] = b"00000000000\0"
     b[156:157] = kind
     b[157:257] = linkname.encode().ljust(100, b"\0")

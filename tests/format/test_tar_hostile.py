@@ -54,7 +54,7 @@ def test_pax_path_in_front_of_a_directory_does_not_carry_over():
 
 
 def test_declared_size_beyond_the_file_fails_before_allocating():
-    huge = b"%011o\0" % (8 << 30)  # 8 GiB
+    huge = b"%012o" % (8 << 30)  # 8 GiB
     data = archive(sample("a", 0), member("b.feat.msgpack", b"", size_field=huge))
     with pytest.raises(ShardReadError, match=r"'b.feat.msgpack' at byte 2048 declares 8589934592 bytes"):
         members(data)
