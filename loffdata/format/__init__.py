@@ -2,7 +2,7 @@
 
 Bottom layer: depends only on :mod:`loffdata.errors` (and numpy/msgpack).
 
-Submodules: codec, manifest, sample, stats, tar, writer.
+Submodules: codec, index, manifest, sample, stats, tar, writer.
 """
 
 __all__: list[str] = []

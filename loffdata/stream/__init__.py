@@ -2,7 +2,7 @@
 
 Reads through :mod:`loffdata.storage`, decodes with :mod:`loffdata.format`.
 
-Submodules: batching, dataset, plan, reader, scatter, sources.
+Submodules: batching, dataset, plan, policy, reader, scatter, sources.
 """
 
 __all__: list[str] = []
