@@ -7,6 +7,7 @@ from typing import Any
 
 import fire
 
+from loffdata.convert import command as _convert
 from loffdata.format.manifest import Manifest
 from loffdata.verify import verify as _verify
 
@@ -60,7 +61,7 @@ def verify(path: str, quiet: bool = False, **storage_options: Any) -> None:
 
 def main() -> None:
     """Entry point of the ``loffdata`` command."""
-    fire.Fire({"inspect": inspect, "verify": verify})
+    fire.Fire({"inspect": inspect, "verify": verify, "convert": _convert})
 
 
 if __name__ == "__main__":
