@@ -116,7 +116,7 @@ class StreamingDataset(IterableDataset):
         self.cache = (
             None if cache_dir is None else CacheConfig(os.fspath(cache_dir), cache_limit_bytes)
         )
-        self.shards = resolve_source(source, self.storage_options, self.retry)
+        self.shards = self._resolve(source)
         self._rank, self._world = rank, world_size
         self._dist = _distributed_rank_world()
         self.epoch = 0
@@ -135,6 +135,14 @@ class StreamingDataset(IterableDataset):
         #: persistent workers keep their copy of the dataset from the first epoch.
         self.control: torch.Tensor | None = None
         self._pool: BufferPool | None = None
+
+    def _resolve(self, source: Any) -> ShardSet:
+        """The shard set of ``source`` (a hook: :class:`~loffdata.stream.mix.MixedDataset`)."""
+        return resolve_source(source, self.storage_options, self.retry)
+
+    def _reader(self, *, reuse_buffers: bool) -> SampleReader:
+        """This process's sample reader (a hook: a mix reads each source with its own options)."""
+        return SampleReader(self, reuse_buffers=reuse_buffers)
 
     # -- layout -------------------------------------------------------------------------
 
@@ -215,7 +223,7 @@ class StreamingDataset(IterableDataset):
             self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
-        reader = SampleReader(self, reuse_buffers=bool(self.batch_size))
+        reader = self._reader(reuse_buffers=bool(self.batch_size))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
