@@ -5,7 +5,7 @@ filesystem that can list (local, ``s3://``, ``gs://`` ...); HTTP cannot list, so
 brace pattern (``shard-{000000..000009}.tar``) or the manifest is the way. A directory
 that holds no ``manifest.json`` but datasets in its subdirectories is answered with the
 list of those datasets (:class:`DatasetDirectoryError`); mix them with
-:class:`loffdata.stream.mix.MixedDataset`.
+``MixedDataset(Mix.from_directory(url))`` (:mod:`loffdata.stream.mix`).
 """
 
 from __future__ import annotations
@@ -104,6 +104,6 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
         listing = "\n  ".join(datasets)
         raise DatasetDirectoryError(
             f"{manifest_url(url)!r} does not exist, but {url!r} holds {len(datasets)} datasets:\n  "
-            f"{listing}\nopen one of them, or mix them with loffdata.stream.mix.MixedDataset",
+            f"{listing}\nopen one of them, or mix them: MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
             datasets,
         ) from err

@@ -10,6 +10,7 @@ statistics are kept (:attr:`MixedDataset.source_stats`). See ``docs/mixing.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ from loffdata.stream.mixplan import (
 from loffdata.stream.plan import PlanState, RankPlan, rank_length, sample_locations
 from loffdata.stream.reader import SampleReader
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+
+try:  # the reader's context object, where the reader takes one (instead of the dataset)
+    from loffdata.stream.reader import ReadContext as _ReadContext
+except ImportError:
+    _ReadContext = None
 
 __all__ = ["Source", "Mix", "MixedDataset", "CLASS_POLICIES"]
 
@@ -107,12 +113,23 @@ class _SourceView:
         return getattr(self._mix, name)
 
 
+def _source_reader(mix: MixedDataset, i: int, reuse_buffers: bool) -> SampleReader:
+    """A reader of source ``i`` with its own storage options. Works with both reader
+    interfaces: ``SampleReader(dataset)`` and ``SampleReader(ReadContext, ErrorPolicy)``."""
+    if _ReadContext is None:
+        return SampleReader(_SourceView(mix, i), reuse_buffers=reuse_buffers)
+    context = _ReadContext(shards=mix.source_shards[i], storage_options=mix.source_options[i], retry=mix.retry,
+                           cache=mix.cache, batched=bool(mix.batch_size))
+    return SampleReader(context, mix._policy, reuse_buffers=reuse_buffers)
+
+
 class _MixReader:
     """Reads global indices of the mix by handing each source's part to its own reader."""
 
     def __init__(self, mix: MixedDataset, *, reuse_buffers: bool):
         self.ds, self.shards = mix, mix.shards
-        self.readers = [SampleReader(_SourceView(mix, i), reuse_buffers=reuse_buffers) for i in range(len(mix.source_shards))]
+        self.policy = getattr(mix, "_policy", None)  # the error policy, where the reader has one
+        self.readers = [_source_reader(mix, i, reuse_buffers) for i in range(len(mix.source_shards))]
         self.random_access = all(r.random_access for r in self.readers)
         self.bases = mix.source_bases
 
@@ -133,7 +150,7 @@ class _MixReader:
             shards = self.readers[i].shards
             url = shards.urls[int(sample_locations(shards.counts, np.array([local]))[0][0])]
             err = SampleError(f"label {sample.label} outside the {len(table)} classes of its dataset", shard=url, key=sample.key)
-            self.ds._skip(err, n=1)
+            (self.policy.skip if self.policy is not None else self.ds._skip)(err, n=1)
             return False
         sample.label = int(table[sample.label])
         return True
@@ -159,9 +176,14 @@ def _concat(shard_sets: list[ShardSet], names: list[str]) -> ShardSet:
         if len(specs) > 1:
             raise LoffError(f"extra {name!r} differs between the sources of the mix: {sorted(specs)}")
         extras[name] = shard_sets[0].extras[name]
+    optional: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(ShardSet)}
+    if "index" in names:  # per-shard sample indexes: kept when every source has them
+        indexed = all(s.index is not None for s in shard_sets)
+        optional["index"] = [i for s in shard_sets for i in s.index] if indexed else None
     return ShardSet(
         [u for s in shard_sets for u in s.urls], [c for s in shard_sets for c in s.counts],
-        [z for s in shard_sets for z in s.sizes], first, extras,
+        [z for s in shard_sets for z in s.sizes], first, extras, **optional,
     )
 
 
