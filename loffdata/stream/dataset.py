@@ -21,6 +21,7 @@ from loffdata.errors import LoffError
 from loffdata.storage.cache import CacheConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import BufferPool, window_batches
+from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.plan import (
     Layout,
     PlanConfig,
@@ -143,6 +144,16 @@ class StreamingDataset(IterableDataset):
     def _reader(self, *, reuse_buffers: bool) -> SampleReader:
         """This process's sample reader (a hook: a mix reads each source with its own options)."""
         return SampleReader(self, reuse_buffers=reuse_buffers)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` in manifest order (map-style access: :meth:`indexed`)."""
+        return self.indexed()[i]
+
+    def indexed(self) -> IndexedDataset:
+        """A map-style view of the same shards (a ``torch.utils.data.Dataset``)."""
+        if getattr(self, "_indexed", None) is None:
+            self._indexed = IndexedDataset(shards=self.shards, storage_options=self.storage_options, retry=self.retry)
+        return self._indexed
 
     # -- layout -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from loffdata.format.sample import Sample
 from loffdata.format.stats import ChannelStats
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.discover import find_datasets
+from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.mixplan import (
     epoch_counts,
     mix_rank_plan,
@@ -278,6 +279,21 @@ class MixedDataset(StreamingDataset):
         return {**super()._fingerprint(), "mix": mix, "classes": self.mix.classes}
 
     # -- sources --------------------------------------------------------------------------
+
+    def indexed(self) -> IndexedDataset:
+        """A map-style view of the concatenated shards, each read with its source's options."""
+        if getattr(self, "_indexed", None) is None:
+            options = [o for o, sh in zip(self.source_options, self.source_shards) for _ in sh.urls]
+            self._indexed = IndexedDataset(shards=self.shards, storage_options=options, retry=self.retry)
+        return self._indexed
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` of the concatenated sources, its label unified as when streamed."""
+        item = self.indexed()[i]
+        table = self.label_tables[int(self.source_of(item["index"]))]
+        if table is not None and item["label"] is not None:
+            item["label"] = int(table[item["label"]])
+        return item
 
     def source_of(self, index: Any) -> np.ndarray:
         """The source id of each global sample index (an item's or batch's ``index``)."""
