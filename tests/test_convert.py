@@ -157,3 +157,16 @@ def test_cli(make_dataset, tmp_path, capsys, monkeypatch):
     cli.main()
     assert "wrote 6 samples in 2 shards" in capsys.readouterr().out
     assert Manifest.load(str(tmp_path / "out")).extras == {}
+
+
+@pytest.mark.slow  # two small extractions: ~30 s here
+def test_bench_convert_quick(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "benchmarks/bench_convert.py", "--quick", "--root", str(tmp_path)],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "convert / re-extraction speed" in proc.stdout
