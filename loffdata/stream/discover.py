@@ -96,7 +96,8 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
         if url.endswith(".json") or url.startswith(_NO_LISTING):
             raise
         try:
-            datasets = find_datasets(url, storage_options, retry)
+            fs, path = filesystem(manifest_url(url), storage_options, retry)
+            datasets = [] if fs.exists(path) else find_datasets(url, storage_options, retry)  # a bad manifest stays one
         except (OSError, ValueError):
             datasets = []
         if not datasets:

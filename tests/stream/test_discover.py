@@ -59,3 +59,11 @@ def test_empty_directory_keeps_the_missing_manifest_error(tmp_path):
     with pytest.raises(Exception, match="no manifest") as err:
         resolve_source(tmp_path / "empty")
     assert not isinstance(err.value, DatasetDirectoryError)
+
+
+def test_a_broken_manifest_is_not_taken_for_a_directory_of_datasets(tmp_path):
+    write_shards(tmp_path / "demo" / "train", 4, 2)
+    (tmp_path / "demo" / "manifest.json").write_text("{not json")
+    with pytest.raises(Exception, match="not valid JSON") as err:
+        resolve_source(tmp_path / "demo")
+    assert not isinstance(err.value, DatasetDirectoryError)

@@ -29,6 +29,13 @@ def test_resume_with_two_workers_is_exact(uneven, batch_size):
     assert len(got) == 93 and sorted(got) == list(range(93))  # nothing lost, nothing twice
 
 
+def test_resume_without_workers(uneven):
+    def make():
+        return StatefulDataLoader(StreamingDataset(uneven, seed=5, batch_size=4), batch_size=None, num_workers=0)
+
+    assert len(assert_resumes_exactly(make, [0, 9], key=lambda b: tuple(b["index"].tolist()))) == 24
+
+
 def test_resume_of_a_mix_and_of_a_resumed_run(uneven, tmp_path):
     other = write_shards(tmp_path / "b", 20, 6, offset=500)
     mix = Mix([str(uneven), str(other)], epoch_size=60)
