@@ -170,3 +170,16 @@ def test_bench_convert_quick(tmp_path):
                           cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "convert / re-extraction speed" in proc.stdout
+
+
+def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(make_dataset, tmp_path):
+    src, _ = make_dataset(10, 5)
+    shard = src / "shard-000001.tar"
+    data = bytearray(shard.read_bytes())
+    at = [i for i in range(len(data)) if data[i : i + 7] == b"\x83\xa5dtype"][2]  # sample s0000007
+    data[at] = 0xC1  # never used in msgpack
+    shard.write_bytes(bytes(data))
+    dst = tmp_path / "out"
+    with pytest.raises(LoffError, match=r"shard-000001\.tar.*s0000007"):
+        convert(str(src), str(dst), ConvertConfig(pool=2), progress=False)
+    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == ["shard-000000.tar"]  # no tmp, no manifest
