@@ -64,6 +64,7 @@ class IndexedDataset(Dataset):
         #: shards whose index had to be learnt by reading them (in this process)
         self.scanned = 0
         self._files: OrderedDict[int, Any] = OrderedDict()
+        self._fs: dict[int, tuple[Any, str]] = {}  # shard -> (filesystem, path)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -134,7 +135,9 @@ class IndexedDataset(Dataset):
         if is_local(url):
             data = os.pread(self._fd(s), hi - lo, lo)
         else:
-            fs, path = filesystem(url, self.options[s], self.retry)
+            if s not in self._fs:
+                self._fs[s] = filesystem(url, self.options[s], self.retry)
+            fs, path = self._fs[s]
             data = with_retries(lambda: fs.cat_file(path, start=lo, end=hi), url=url, retry=self.retry)
         if len(data) != hi - lo:
             raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
@@ -160,5 +163,5 @@ class IndexedDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own files
         state = dict(self.__dict__)
-        state["_files"] = OrderedDict()
+        state["_files"], state["_fs"] = OrderedDict(), {}
         return state
