@@ -8,6 +8,7 @@ from typing import Any
 
 import fire
 
+from loffdata.convert import command as _convert
 from loffdata.errors import LoffError
 from loffdata.format.index import index_dataset
 from loffdata.format.manifest import Manifest
@@ -73,7 +74,7 @@ def index(path: str, force: bool = False, **storage_options: Any) -> None:
 
 def main() -> None:
     """Entry point of the ``loffdata`` command."""
-    fire.Fire({"inspect": inspect, "verify": verify, "index": index})
+    fire.Fire({"inspect": inspect, "verify": verify, "index": index, "convert": _convert})
 
 
 if __name__ == "__main__":

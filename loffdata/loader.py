@@ -34,6 +34,7 @@ from loffdata.format.manifest import Manifest
 from loffdata.stream.batching import pool_slots
 from loffdata.stream.batching import use_count as _use_count
 from loffdata.stream.dataset import StreamingDataset
+from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
@@ -120,7 +121,7 @@ class LoffLoader:
 
     Args:
         source: dataset directory or manifest (local path, ``http(s)://``, ``s3://``), a
-            brace pattern or a list of shard URLs.
+            brace or glob pattern, a list of shard URLs, or a :class:`~loffdata.stream.mix.Mix`.
         batch_size: samples per batch read (the output has ``batch_size * views`` rows).
         augment: preset name (``"loffta"``, ``"frofa"``, ``"none"``), a dict or
             :class:`~loffdata.augment.AugmentSpec`, or ``None`` for no augmentation step.
@@ -152,7 +153,7 @@ class LoffLoader:
 
     def __init__(
         self,
-        source: str | os.PathLike | list[str],
+        source: str | os.PathLike | list[str] | Mix,
         *,
         batch_size: int = 256,
         augment: Any = "loffta",
@@ -179,7 +180,7 @@ class LoffLoader:
     ):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-        self.dataset = StreamingDataset(
+        self.dataset = (MixedDataset if isinstance(source, Mix) else StreamingDataset)(
             source, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
             rank=rank, world_size=world_size, partial=partial, drop_last=drop_last, on_error=on_error,
             storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
@@ -190,7 +191,7 @@ class LoffLoader:
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
         self.persistent_workers = persistent_workers
         self.return_extras, self.log_every, self.views = return_extras, log_every, views
-        self.manifest = _manifest_of(source, storage_options)
+        self.manifest = _manifest_of(source, storage_options) if not isinstance(source, Mix) else self.dataset.summary_manifest()
         num_classes = None if self.manifest is None else self.manifest.num_classes
         self.spec = _resolve_augment(augment, views, num_classes)
         self._augmenter = self._build_augmenter(backend) if self.spec is not None else None

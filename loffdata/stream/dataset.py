@@ -19,7 +19,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from loffdata.errors import LoffError
 from loffdata.storage.cache import CacheConfig
 from loffdata.storage.remote import RetryConfig
+from loffdata.stream import workerstate
 from loffdata.stream.batching import BufferPool, window_batches
+from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.plan import (
     Layout,
     PlanConfig,
@@ -115,7 +117,7 @@ class StreamingDataset(IterableDataset):
         self.cache = (
             None if cache_dir is None else CacheConfig(os.fspath(cache_dir), cache_limit_bytes)
         )
-        self.shards = resolve_source(source, self.storage_options, self.retry)
+        self.shards = self._resolve(source)
         self._rank, self._world = rank, world_size
         self._dist = _distributed_rank_world()
         self.epoch = 0
@@ -134,6 +136,24 @@ class StreamingDataset(IterableDataset):
         #: persistent workers keep their copy of the dataset from the first epoch.
         self.control: torch.Tensor | None = None
         self._pool: BufferPool | None = None
+
+    def _resolve(self, source: Any) -> ShardSet:
+        """The shard set of ``source`` (a hook: :class:`~loffdata.stream.mix.MixedDataset`)."""
+        return resolve_source(source, self.storage_options, self.retry)
+
+    def _reader(self, *, reuse_buffers: bool) -> SampleReader:
+        """This process's sample reader (a hook: a mix reads each source with its own options)."""
+        return SampleReader(self._read_context(), self._policy, reuse_buffers=reuse_buffers)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` in manifest order (map-style access: :meth:`indexed`)."""
+        return self.indexed()[i]
+
+    def indexed(self) -> IndexedDataset:
+        """A map-style view of the same shards (a ``torch.utils.data.Dataset``)."""
+        if getattr(self, "_indexed", None) is None:
+            self._indexed = IndexedDataset(shards=self.shards, storage_options=self.storage_options, retry=self.retry)
+        return self._indexed
 
     # -- layout -------------------------------------------------------------------------
 
@@ -208,13 +228,20 @@ class StreamingDataset(IterableDataset):
     # -- iteration ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._iterated = True  # at iter() time: a state may be asked for before the first item
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and self.control is not None:
             self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
-        reader = SampleReader(self._read_context(), self._policy, reuse_buffers=bool(self.batch_size))
+        skip, self._worker_resume = getattr(self, "_worker_resume", None), None  # StatefulDataLoader
+        if skip is not None:
+            wplan, self._yielded = workerstate.skip_yielded(wplan, skip.yielded), skip.yielded
+        reader = self._reader(reuse_buffers=bool(self.batch_size))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
@@ -282,12 +309,21 @@ class StreamingDataset(IterableDataset):
         Args:
             delivered: items (batches, or samples without ``batch_size``) the consumer has
                 received from the current iteration, counted in DataLoader delivery order.
-                ``None``: what this object yielded itself (iteration in this process).
+                ``None``: what this object yielded itself (iteration in this process); inside
+                a DataLoader worker, that worker's own state (for torchdata's
+                ``StatefulDataLoader``, see :mod:`loffdata.stream.workerstate`); an error
+                for an object not iterated in this process.
             num_workers: DataLoader workers of the current iteration (``None``: the last
                 iteration in this process, 1 if none; pass 1 for ``num_workers=0``).
         """
+        info = get_worker_info()
+        if delivered is None and info is not None:  # a worker of torchdata's StatefulDataLoader
+            base = self._base(info.num_workers)
+            return workerstate.worker_state(base, self._yielded, self._fingerprint(), STATE_VERSION)
         workers = self._num_workers if num_workers is None else max(1, num_workers)
         base = self._base(workers)
+        if delivered is None:
+            workerstate.check_main_process_state(getattr(self, "_iterated", False))
         done = self._yielded if delivered is None else int(delivered)
         plan = PlanState(
             epoch=base.epoch,
@@ -321,6 +357,9 @@ class StreamingDataset(IterableDataset):
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"state does not match this dataset (state, dataset): {diff}")
-        self._resume = PlanState.from_dict(state["plan"])
+        if "worker" in state:  # a worker's own state (StatefulDataLoader), see loffdata.stream.workerstate
+            self._resume, self._worker_resume = workerstate.load_worker_state(state)
+        else:
+            self._resume = PlanState.from_dict(state["plan"])
         self.epoch, self._yielded = self._resume.epoch, 0
 

@@ -21,6 +21,7 @@ from loffdata.format.manifest import Manifest, TensorSpec, manifest_url
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local, open_shard
+from loffdata.stream import discover
 
 __all__ = ["ShardSet", "resolve_source", "load_manifest"]
 
@@ -75,17 +76,19 @@ def resolve_source(
 
     A directory or ``.json`` URL is read as a manifest. A list of shard URLs or a brace
     pattern uses the ``manifest.json`` beside the shards when it lists all of them, and
-    otherwise reads every shard once to count its samples (slow for remote data).
+    otherwise reads every shard once to count its samples (slow for remote data). A glob
+    pattern (``dir/shard-*.tar``) is listed first (:mod:`loffdata.stream.discover`).
     """
     options, retry = dict(storage_options or {}), retry or RetryConfig()
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if not text.endswith(".tar") and "{" not in text:
-            manifest = load_manifest(text, options, retry)
+        globbed = discover.expand_glob(text, options, retry)  # dir/shard-*.tar
+        if globbed is None and not text.endswith(".tar") and "{" not in text:
+            manifest = discover.load_or_list(text, options, retry)
             return _from_manifest(
                 manifest, manifest.shard_urls(text), [s.name for s in manifest.shards]
             )
-        urls = _expand(text)
+        urls = globbed if globbed is not None else _expand(text)
     else:
         urls = [os.fspath(u) for u in source]
     if not urls:

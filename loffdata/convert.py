@@ -1,0 +1,346 @@
+"""Deriving a cache from a cache: pool, crop, change dtype, select extras, re-shard.
+
+A pooled or int8 variant of a feature cache is a pure function of the stored features, so
+it needs no foundation model: ``loffdata convert SRC DST --pool 2 --dtype int8``. The
+source is read sequentially, shard by shard (local, HTTP, S3, any fsspec URL), each sample
+is transformed in float32 (crop, then integer-factor average pooling, as
+``torch.nn.functional.avg_pool2d`` in floor mode), and written with
+:class:`~loffdata.format.writer.ShardWriter` (its storage conversion: int8 is the codec's
+per-channel quantisation). Channel statistics are recomputed from the converted features
+(before storage conversion, like extraction) and the manifest is written last.
+
+Output shard ``j`` holds source samples ``[starts[j], starts[j + 1])`` of a plan fixed up
+front (:func:`plan_output`), so a re-run resumes: shards whose record
+(``DST/.convert/<prefix>-<j>.json``, written after the shard) exists are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from loffdata.errors import LoffError
+from loffdata.format import codec
+from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.sample import Sample, decode_sample, encode_sample
+from loffdata.format.stats import ChannelStats
+from loffdata.format.tar import iter_sample_members
+from loffdata.format.writer import ShardWriter, WriterConfig, shard_name
+from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
+from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+
+__all__ = ["ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
+
+RECORD_DIR = ".convert"
+_DTYPES = ("float32", "float16", "bfloat16", "int8")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """What a conversion does.
+
+    Attributes:
+        pool: average-pool the feature map by this integer factor (floor mode: a remainder
+            row or column is dropped, as ``avg_pool2d``).
+        crop: ``(top, left, height, width)`` in the source grid, applied before pooling;
+            ``None`` keeps the whole map.
+        dtype: storage dtype of the output features (``float32``, ``float16``,
+            ``bfloat16``, ``int8`` with a per-channel scale); ``None`` keeps the source's.
+        extras: names of the extra tensors to keep; ``None`` keeps all, ``()`` drops all.
+        max_samples: most samples per output shard; ``None`` keeps the source's shards
+            (unless ``max_bytes`` asks for fewer).
+        max_bytes: most bytes per output shard, turned into a sample count from the size of
+            the first converted sample (samples of a dataset have nearly equal sizes).
+        prefix: output shard name prefix.
+    """
+
+    pool: int = 1
+    crop: tuple[int, int, int, int] | None = None
+    dtype: str | None = None
+    extras: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    max_bytes: int | None = None
+    prefix: str = "shard"
+
+    def __post_init__(self) -> None:
+        if int(self.pool) < 1:
+            raise ValueError(f"pool must be >= 1, got {self.pool}")
+        if self.dtype not in (None, *_DTYPES):
+            raise ValueError(f"dtype must be None or one of {_DTYPES}, got {self.dtype!r}")
+        if self.crop is not None and (len(self.crop) != 4 or min(self.crop[2:]) < 1 or min(self.crop[:2]) < 0):
+            raise ValueError(f"crop must be (top, left, height, width) with height, width >= 1, got {self.crop!r}")
+        for name in ("max_samples", "max_bytes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def convert_features(x: Any, *, pool: int = 1, crop: Sequence[int] | None = None) -> np.ndarray:
+    """One (C, H, W) map, cropped then average-pooled, as float32 (int8 is dequantised)."""
+    x = x.dequantize() if isinstance(x, codec.Quantized) else np.asarray(x)
+    x = x.astype(np.float32)
+    if crop is not None:
+        top, left, h, w = (int(v) for v in crop)
+        if top + h > x.shape[1] or left + w > x.shape[2]:
+            raise ValueError(f"crop {tuple(crop)} does not fit a {list(x.shape[1:])} grid")
+        x = x[:, top : top + h, left : left + w]
+    if pool > 1:
+        c, h, w = x.shape[0], x.shape[1] // pool, x.shape[2] // pool
+        if h == 0 or w == 0:
+            raise ValueError(f"pool {pool} is larger than the {list(x.shape[1:])} grid")
+        x = x[:, : h * pool, : w * pool].reshape(c, h, pool, w, pool).mean(axis=(2, 4), dtype=np.float32)
+    return np.ascontiguousarray(x)
+
+
+def plan_output(counts: Sequence[int], per_shard: int | None) -> list[int]:
+    """Start offsets (global sample indices) of the output shards, plus the end.
+
+    ``per_shard=None`` keeps the source's shard boundaries.
+    """
+    total = int(sum(counts))
+    if per_shard is None:
+        return [0, *np.cumsum([c for c in counts if c]).tolist()] if total else [0]
+    return [*range(0, total, per_shard), total] if total else [0]
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _open(url: str, options: dict[str, Any], retry: RetryConfig):
+    if is_local(url):
+        return open_shard(url)
+    fs, path = filesystem(url, options, retry)
+    return open_shard(url, fs=fs, path=path, retry=retry)
+
+
+def _read_range(shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig) -> Iterator[Sample]:
+    """Source samples ``[lo, hi)`` in manifest order, read shard by shard."""
+    starts = np.concatenate([[0], np.cumsum(shards.counts)]).astype(np.int64)
+    s = int(np.searchsorted(starts, lo, side="right") - 1)
+    while s < len(shards.urls) and starts[s] < hi:
+        url, pos = shards.urls[s], int(starts[s])
+        with _open(url, options, retry) as f:
+            for key, members in iter_sample_members(f, shard=url):
+                if pos >= hi:
+                    break
+                if pos >= lo:
+                    yield decode_sample(key, members, shard=url)
+                pos += 1
+        if pos < min(hi, int(starts[s + 1])):
+            raise LoffError(f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}")
+        s += 1
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    src: str
+    dst: str
+    config: ConvertConfig
+    manifest: Manifest
+    shards: ShardSet
+    src_options: dict[str, Any]
+    dst_options: dict[str, Any]
+    retry: RetryConfig
+    fs: Any = None
+    root: str = ""
+
+    def record_path(self, j: int) -> str:
+        return f"{self.root}/{RECORD_DIR}/{shard_name(self.config.prefix, j)[:-4]}.json"
+
+    def sample(self, s: Sample) -> tuple[np.ndarray, dict[str, Any]]:
+        feats = convert_features(s.features, pool=self.config.pool, crop=self.config.crop)
+        keep = self.config.extras
+        extras = {k: v for k, v in s.extras.items() if keep is None or k in keep}
+        return feats, {k: (v.dequantize() if isinstance(v, codec.Quantized) else v) for k, v in extras.items()}
+
+
+def _write_json(fs: Any, path: str, obj: Any) -> None:
+    local = _protocol(fs) in ("file", "local")
+    target = f"{path}.tmp" if local else path  # object stores: an object appears once uploaded
+    with fs.open(target, "w") as f:
+        f.write(json.dumps(obj, indent=1))
+    if local:
+        fs.mv(target, path)
+
+
+def _protocol(fs: Any) -> str:
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def _remove_stale(run: _Run, pending: list[int]) -> None:
+    """Deletes temporary files a crashed run left for the shards about to be written."""
+    names = {f".{shard_name(run.config.prefix, j)}.tmp-" for j in pending}
+    for path in run.fs.ls(run.root, detail=False):
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+        if any(base.startswith(n) for n in names):
+            run.fs.rm(path)
+
+
+def _read_json(fs: Any, path: str) -> Any:
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
+def _out_dtype(run: _Run) -> str:
+    return run.config.dtype or run.manifest.features.dtype
+
+
+def _per_shard(run: _Run) -> int | None:
+    """Samples per output shard: ``max_samples``, lowered to fit ``max_bytes``."""
+    cfg, per = run.config, run.config.max_samples
+    if cfg.max_bytes is None:
+        return per
+    first = next(_read_range(run.shards, 0, 1, run.src_options, run.retry))
+    feats, extras = run.sample(first)
+    size = sum(512 + -(-len(b) // 512) * 512 for _, b in encode_sample(first.key, feats, label=first.label, extras=extras, dtype=_out_dtype(run)))
+    by_bytes = max(1, cfg.max_bytes // size)
+    return by_bytes if per is None else min(per, by_bytes)
+
+
+def _fingerprint(run: _Run, starts: list[int]) -> dict[str, Any]:
+    return {
+        "config": asdict(run.config),
+        "source": run.src,
+        "source_shards": [[s.name, s.samples, s.sha256] for s in run.manifest.shards],
+        "starts": starts,
+    }
+
+
+def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    path = f"{run.root}/{RECORD_DIR}/config.json"
+    if run.fs.exists(path):
+        previous = _read_json(run.fs, path)
+        if previous == json.loads(json.dumps(fingerprint)):
+            return
+        if not overwrite:
+            raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass overwrite=True to replace it")
+        run.fs.rm(f"{run.root}/{RECORD_DIR}", recursive=True)
+    run.fs.makedirs(f"{run.root}/{RECORD_DIR}", exist_ok=True)
+    _write_json(run.fs, path, fingerprint)
+
+
+def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
+    wcfg = WriterConfig(prefix=run.config.prefix, max_samples=hi - lo + 1, max_bytes=1 << 62, dtype=_out_dtype(run), start_index=j)
+    with ShardWriter(run.dst, wcfg, **run.dst_options) as writer:
+        for s in _read_range(run.shards, lo, hi, run.src_options, run.retry):
+            feats, extras = run.sample(s)
+            writer.write(s.key, feats, label=s.label, extras=extras)
+            bar.update(1)
+    st, spec = writer.stats, writer.feature_spec
+    _write_json(run.fs, run.record_path(j), {
+        "shard": asdict(writer.shards[0]),
+        "features": {"shape": list(spec.shape), "dtype": spec.dtype},
+        "extras": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()},
+        "stats": {"count": st.count, "mean": st.mean.tolist(), "m2": st.m2.tolist()},
+    })  # fmt: skip
+
+
+def _finish(run: _Run, num_shards: int) -> Manifest:
+    records = [_read_json(run.fs, run.record_path(j)) for j in range(num_shards)]
+    stats = ChannelStats()
+    for r in records:
+        d = r["stats"]
+        stats.merge(ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"])))
+    first = records[0]
+    source = {**run.manifest.source, "converted_from": run.src, "convert": asdict(run.config)}
+    if run.config.pool > 1 and isinstance(source.get("pool"), int):
+        source["pool"] = source["pool"] * run.config.pool
+    manifest = Manifest(
+        shards=[ShardInfo(**r["shard"]) for r in records],
+        features=TensorSpec(tuple(first["features"]["shape"]), first["features"]["dtype"], "CHW"),
+        classes=run.manifest.classes,
+        extras={k: TensorSpec(tuple(v["shape"]), v["dtype"]) for k, v in first["extras"].items()},
+        stats=stats,
+        source=source,
+        skipped=list(run.manifest.skipped),
+    )
+    manifest.save(run.dst, **run.dst_options)
+    return manifest
+
+
+def _check_extras(run: _Run) -> None:
+    unknown = set(run.config.extras or ()) - set(run.manifest.extras)
+    if unknown:
+        raise ValueError(f"extras {sorted(unknown)} are not in {run.src!r}, which has {sorted(run.manifest.extras)}")
+
+
+def convert(
+    src: str,
+    dst: str,
+    config: ConvertConfig | None = None,
+    *,
+    src_options: dict[str, Any] | None = None,
+    dst_options: dict[str, Any] | None = None,
+    retry: RetryConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Converts the dataset at ``src`` into a new dataset at ``dst``; returns its manifest.
+
+    Re-running the same call resumes (complete output shards are kept). ``src_options`` and
+    ``dst_options`` are fsspec storage options of either end.
+
+    Raises:
+        LoffError: if ``dst`` holds a conversion with other settings (unless ``overwrite``),
+            or the source is unreadable (naming the shard and sample key).
+    """
+    from tqdm.auto import tqdm
+
+    cfg, retry = config or ConvertConfig(), retry or RetryConfig()
+    src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
+    src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
+    manifest = load_manifest(src, src_options, retry)
+    run = _Run(src, dst, cfg, manifest, resolve_source(src, src_options, retry), src_options, dst_options, retry)
+    _check_extras(run)
+    run.fs, run.root = filesystem(dst, dst_options, retry)
+    run.root = run.root.rstrip("/")
+    starts = plan_output(run.shards.counts, _per_shard(run))
+    _check_previous(run, _fingerprint(run, starts), overwrite)
+    if starts[-1] == 0:
+        raise LoffError(f"{src!r} holds no samples")
+    pending = [j for j in range(len(starts) - 1) if not run.fs.exists(run.record_path(j))]
+    _remove_stale(run, pending)
+    done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(starts[j + 1] - starts[j] for j in pending)
+    with tqdm(total=starts[-1], initial=done, unit="sample", desc="convert", disable=not progress, dynamic_ncols=True) as bar:
+        for j in pending:
+            _write_shard(run, j, starts[j], starts[j + 1], bar)
+    return _finish(run, len(starts) - 1)
+
+
+def command(
+    src: str,
+    dst: str,
+    *,
+    pool: int = 1,
+    crop: Sequence[int] | None = None,
+    dtype: str | None = None,
+    extras: Sequence[str] | str | None = None,
+    max_samples: int | None = None,
+    max_bytes: int | None = None,
+    prefix: str = "shard",
+    overwrite: bool = False,
+    quiet: bool = False,
+    endpoint_url: str | None = None,
+) -> None:
+    """Derives a dataset from a dataset: ``loffdata convert SRC DST --pool 2 --dtype int8``.
+
+    ``--crop 0,0,8,8`` (top, left, height, width), ``--extras pooled`` (comma-separated;
+    ``none`` drops all), ``--max_samples``/``--max_bytes`` re-shard. ``--endpoint_url``
+    reaches an S3-compatible store at both ends. Re-running resumes.
+    """
+    if isinstance(extras, str):
+        extras = () if extras.lower() == "none" else tuple(x for x in extras.split(",") if x)
+    cfg = ConvertConfig(
+        pool=pool, crop=None if crop is None else tuple(int(v) for v in crop), dtype=dtype,
+        extras=None if extras is None else tuple(extras), max_samples=max_samples,
+        max_bytes=max_bytes, prefix=prefix,
+    )  # fmt: skip
+    options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
+    m = convert(src, dst, cfg, src_options=options, dst_options=options, overwrite=overwrite, progress=not quiet)
+    print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}")

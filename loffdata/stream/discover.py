@@ -1,0 +1,110 @@
+"""Finding shards and datasets by listing: glob patterns and directories of datasets.
+
+``dir/shard-*.tar`` (``*``, ``?``, ``[...]``) is expanded with fsspec's ``glob`` on any
+filesystem that can list (local, ``s3://``, ``gs://`` ...); HTTP cannot list, so there a
+brace pattern (``shard-{000000..000009}.tar``) or the manifest is the way. A directory
+that holds no ``manifest.json`` but datasets in its subdirectories is answered with the
+list of those datasets (:class:`DatasetDirectoryError`); mix them with
+``MixedDataset(Mix.from_directory(url))`` (:mod:`loffdata.stream.mix`).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+from loffdata.errors import ManifestError, ShardReadError
+from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
+from loffdata.storage.remote import RetryConfig, filesystem, is_local
+
+__all__ = ["GLOB_CHARS", "DatasetDirectoryError", "is_glob", "expand_glob", "find_datasets", "load_or_list"]
+
+GLOB_CHARS = "*?["
+_NO_LISTING = ("http://", "https://")
+
+
+class DatasetDirectoryError(ManifestError):
+    """A directory without a manifest that holds datasets: :attr:`datasets` lists their URLs."""
+
+    def __init__(self, message: str, datasets: list[str]):
+        super().__init__(message)
+        self.datasets = datasets
+
+
+def is_glob(text: str) -> bool:
+    """Whether ``text`` is a glob pattern (has ``*``, ``?`` or ``[``)."""
+    return any(c in text for c in GLOB_CHARS)
+
+
+def _url_of(fs: Any, path: str, original: str) -> str:
+    return path if is_local(original) and "://" not in original else fs.unstrip_protocol(path)
+
+
+def expand_glob(
+    text: str, storage_options: dict[str, Any] | None = None, retry: RetryConfig | None = None
+) -> list[str] | None:
+    """The sorted ``.tar`` URLs matching a glob pattern; ``None`` if ``text`` is not one.
+
+    Raises:
+        ValueError: for a pattern on HTTP(S), which has no listing.
+        ShardReadError: when nothing matches (naming the pattern).
+    """
+    if not is_glob(text) or (is_local(text) and os.path.exists(text)):
+        return None  # a local name that merely contains "[" is taken as it is
+    if text.startswith(_NO_LISTING):
+        raise ValueError(
+            f"{text!r}: HTTP servers cannot be listed, so glob patterns do not work there; "
+            "use a brace pattern such as shard-{000000..000009}.tar, or the dataset's directory URL"
+        )
+    fs, path = filesystem(text, storage_options, retry or RetryConfig())
+    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar"))
+    if not matches:
+        raise ShardReadError(f"no .tar shards match {text!r}")
+    return [_url_of(fs, p, text) for p in matches]
+
+
+def find_datasets(
+    url: str, storage_options: dict[str, Any] | None = None, retry: RetryConfig | None = None,
+    *, depth: int = 2,
+) -> list[str]:
+    """URLs of the datasets (directories with a ``manifest.json``) below ``url``, sorted.
+
+    Looks at most ``depth`` directory levels down (``url/a/manifest.json``,
+    ``url/a/b/manifest.json``); ``url``'s own manifest is not included.
+    """
+    fs, root = filesystem(url, storage_options, retry or RetryConfig())
+    root = root.rstrip("/")
+    found: set[str] = set()
+    for level in range(1, depth + 1):
+        pattern = posixpath.join(root, *["*"] * level, MANIFEST_NAME)
+        found.update(posixpath.dirname(p) for p in fs.glob(pattern))
+    return [_url_of(fs, p, url) for p in sorted(found)]
+
+
+def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:
+    """The manifest of ``url``; a directory of datasets gets the list of them instead.
+
+    Raises:
+        DatasetDirectoryError: when ``url`` has no manifest but datasets below it, naming them.
+    """
+    from loffdata.stream.sources import load_manifest  # sources calls this module
+
+    try:
+        return load_manifest(url, storage_options, retry)
+    except ManifestError as err:
+        if url.endswith(".json") or url.startswith(_NO_LISTING):
+            raise
+        try:
+            fs, path = filesystem(manifest_url(url), storage_options, retry)
+            datasets = [] if fs.exists(path) else find_datasets(url, storage_options, retry)  # a bad manifest stays one
+        except (OSError, ValueError):
+            datasets = []
+        if not datasets:
+            raise
+        listing = "\n  ".join(datasets)
+        raise DatasetDirectoryError(
+            f"{manifest_url(url)!r} does not exist, but {url!r} holds {len(datasets)} datasets:\n  "
+            f"{listing}\nopen one of them, or mix them: MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
+            datasets,
+        ) from err

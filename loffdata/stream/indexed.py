@@ -1,0 +1,167 @@
+"""Map-style access: ``ds[i]`` is sample ``i`` in manifest order (a ``torch`` ``Dataset``).
+
+For evaluation, debugging and visualisation. A sample is found by its shard's index, the
+byte offset where each sample starts (and each key): read from the manifest when its
+shards carry one (``loffdata index DIR``, or written by a recent writer), else learnt by
+reading the shard once, sequentially, on its first access (the documented fallback; later
+accesses to that shard are random). A sample is then one read of its byte range: a
+``pread`` locally, one range request over HTTP or S3. Every sample read is checked
+against the key the index names.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from loffdata.errors import SampleError, ShardReadError
+from loffdata.format.sample import Sample, decode_sample, features_match
+from loffdata.format.tar import iter_sample_members, iter_sample_spans
+from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
+from loffdata.stream.sources import ShardSet, resolve_source
+
+__all__ = ["IndexedDataset"]
+
+_END = b"\0" * 1024  # a tar end marker, so that one sample's bytes parse as an archive
+_OPEN_FILES = 16
+
+
+class IndexedDataset(Dataset):
+    """``ds[i]``: sample ``i`` of the dataset (manifest order), read by its byte offset.
+
+    Args:
+        source: anything :class:`~loffdata.stream.dataset.StreamingDataset` takes.
+        storage_options: fsspec options; a list gives each shard its own (used by mixes).
+        retry: timeouts and retries of remote reads.
+        shards: an already resolved shard set (then ``source`` is ignored).
+
+    Items are dicts ``{"key", "index", "features", "label", **extras}``, as the
+    streaming dataset yields them without ``batch_size``.
+    """
+
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        storage_options: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        retry: RetryConfig | None = None,
+        shards: ShardSet | None = None,
+    ):
+        self.retry = retry or RetryConfig()
+        per_shard = isinstance(storage_options, (list, tuple))
+        self.shards = shards if shards is not None else resolve_source(source, None if per_shard else storage_options, self.retry)
+        n = len(self.shards.urls)
+        self.options = list(storage_options) if per_shard else [dict(storage_options or {})] * n
+        self.starts = np.concatenate([[0], np.cumsum(self.shards.counts)]).astype(np.int64)
+        #: shard -> (offsets, keys); from the manifest's index, or learnt by one pass
+        self.index: dict[int, tuple[np.ndarray, tuple[str, ...]]] = {}
+        #: shards whose index had to be learnt by reading them (in this process)
+        self.scanned = 0
+        self._files: OrderedDict[int, Any] = OrderedDict()
+        self._fs: dict[int, tuple[Any, str]] = {}  # shard -> (filesystem, path)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        i = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= i < n:
+            raise IndexError(f"sample {i} is outside the dataset's {n} samples")
+        s = int(np.searchsorted(self.starts, i, side="right") - 1)
+        sample = self.sample(s, i - int(self.starts[s]))
+        return {"key": sample.key, "index": i, "features": sample.features, "label": sample.label, **sample.extras}
+
+    def sample(self, s: int, j: int) -> Sample:
+        """Sample ``j`` of shard ``s``, decoded and checked against the index and the specs.
+
+        Raises:
+            ShardReadError: naming the shard and byte offset when the bytes there are not
+                the sample the index names.
+            SampleError: naming the shard and key when the sample does not decode or does
+                not match the dataset's feature spec.
+        """
+        offsets, keys = self._index(s)
+        url, lo, hi = self.shards.urls[s], int(offsets[j]), int(offsets[j + 1])
+        data = self._read(s, lo, hi)
+        found = list(iter_sample_members(io.BytesIO(data + _END), shard=url))
+        if len(found) != 1 or found[0][0] != keys[j]:
+            got = [k for k, _ in found]
+            raise ShardReadError(f"shard {url!r} at byte {lo}: expected sample {keys[j]!r}, found {got}")
+        sample = decode_sample(found[0][0], found[0][1], shard=url)
+        problem = features_match(sample.features, self.shards.features.shape, self.shards.features.dtype)
+        if problem:
+            raise SampleError(problem, shard=url, key=sample.key)
+        return sample
+
+    # -- the index ------------------------------------------------------------------------
+
+    def _index(self, s: int) -> tuple[np.ndarray, tuple[str, ...]]:
+        if s not in self.index:
+            known = getattr(self.shards, "index", None)  # per-shard (offsets, keys) where the manifest has them
+            self.index[s] = (np.asarray(known[s][0], np.int64), tuple(known[s][1])) if known else self._scan(s)
+        return self.index[s]
+
+    def _scan(self, s: int) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Learns the offsets and keys of shard ``s`` by reading it once."""
+        url, offsets, keys, end = self.shards.urls[s], [], [], 0
+        with self._open_stream(s) as f:
+            for key, _, span in iter_sample_spans(f, shard=url):
+                offsets.append(span.begin)
+                keys.append(key)
+                end = span.end
+        if len(keys) != self.shards.counts[s]:
+            raise ShardReadError(f"shard {url!r} holds {len(keys)} samples, manifest says {self.shards.counts[s]}")
+        self.scanned += 1
+        return np.asarray([*offsets, end], np.int64), tuple(keys)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _open_stream(self, s: int) -> Any:
+        url = self.shards.urls[s]
+        if is_local(url):
+            return open_shard(url)
+        fs, path = filesystem(url, self.options[s], self.retry)
+        return open_shard(url, fs=fs, path=path, retry=self.retry)
+
+    def _read(self, s: int, lo: int, hi: int) -> bytes:
+        url = self.shards.urls[s]
+        if is_local(url):
+            data = os.pread(self._fd(s), hi - lo, lo)
+        else:
+            if s not in self._fs:
+                self._fs[s] = filesystem(url, self.options[s], self.retry)
+            fs, path = self._fs[s]
+            data = with_retries(lambda: fs.cat_file(path, start=lo, end=hi), url=url, retry=self.retry)
+        if len(data) != hi - lo:
+            raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
+        return data
+
+    def _fd(self, s: int) -> int:
+        f = self._files.get(s)
+        if f is None:
+            path = self.shards.urls[s].removeprefix("file://")
+            try:
+                f = self._files[s] = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open across calls
+            except OSError as err:
+                raise ShardReadError(f"shard {self.shards.urls[s]!r} is missing or not readable: {err}") from err
+            while len(self._files) > _OPEN_FILES:
+                self._files.popitem(last=False)[1].close()
+        self._files.move_to_end(s)
+        return f.fileno()
+
+    def close(self) -> None:
+        """Closes the shard files kept open."""
+        while self._files:
+            self._files.popitem()[1].close()
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own files
+        state = dict(self.__dict__)
+        state["_files"], state["_fs"] = OrderedDict(), {}
+        return state
