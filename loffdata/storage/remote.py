@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 import fsspec
 
 from loffdata.errors import ShardReadError
+from loffdata.util import is_local, url_protocol
 
 __all__ = [
     "RetryConfig",
@@ -81,11 +82,6 @@ class RetryConfig:
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures."""
         return min(self.max_backoff, self.backoff * 2 ** (failures - 1))
-
-
-def is_local(url: str) -> bool:
-    """Whether ``url`` is a plain path or a ``file://`` URL."""
-    return "://" not in url or url.startswith("file://")
 
 
 def _status(err: BaseException) -> int | None:
@@ -185,7 +181,7 @@ def filesystem(
 ) -> tuple[Any, str]:
     """The fsspec filesystem and path of ``url``, with timeouts set unless given."""
     options = dict(storage_options or {})
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    protocol = url_protocol(url)
     if protocol in ("http", "https"):
         options.setdefault("client_kwargs", {})
         if "timeout" not in options["client_kwargs"]:

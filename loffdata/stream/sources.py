@@ -25,13 +25,18 @@ __all__ = ["ShardSet", "resolve_source", "load_manifest"]
 
 @dataclass(frozen=True)
 class ShardSet:
-    """The shards of a dataset: URLs, sample counts, byte sizes and tensor specs."""
+    """The shards of a dataset: URLs, sample counts, byte sizes and tensor specs.
+
+    ``manifest`` is the manifest they were found with (classes, statistics), ``None`` for
+    shards counted by reading them.
+    """
 
     urls: list[str]
     counts: list[int]
     sizes: list[int | None]
     features: TensorSpec
     extras: dict[str, TensorSpec] = field(default_factory=dict)
+    manifest: Manifest | None = None
 
     @property
     def num_samples(self) -> int:
@@ -105,6 +110,7 @@ def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> Sha
         [s.bytes for s in infos],
         manifest.features,
         dict(manifest.extras),
+        manifest,
     )
 
 
@@ -148,8 +154,6 @@ def _open_any(url: str, options: dict[str, Any], retry: RetryConfig) -> BinaryIO
 
 
 def _dtype_name(x: Any) -> str:
-    if isinstance(x, codec.Quantized):
-        return "int8"
-    return next((n for n, dt in codec.DTYPES.items() if dt == x.dtype), str(x.dtype))
+    return codec.dtype_name(x) or str(x.dtype)
 
 
