@@ -29,11 +29,12 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader
 
+from loffdata.compat import can_count_storage_uses, shutdown_workers
+from loffdata.compat import storage_use_count as _use_count
 from loffdata.config import LoaderConfig, resolve_augment
 from loffdata.format import codec
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import pool_slots
-from loffdata.stream.batching import use_count as _use_count
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import window_size
 from loffdata.util import UNSET
@@ -196,7 +197,9 @@ class LoffLoader:
         """The DataLoader iterator of this pass: new workers, or the persistent ones told
         the epoch and resume state through the shared control block."""
         if self._dl is None:
-            self.dataset.release_flags = self._flags = self._release_flags()
+            # buffers are reused only where torch can tell when the consumer is done with them
+            self._flags = self._release_flags() if can_count_storage_uses() else None
+            self.dataset.release_flags = self._flags
             # the DataLoader's pin thread copies each batch, so references need unpinned batches
             self.dataset.send_by_reference = self.device.type != "cuda"
             self._held, self._leases = {}, {}
@@ -388,6 +391,4 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
 
 def _shutdown(it: Any) -> None:
     """Stops DataLoader workers now (on break, exception or normal end)."""
-    shutdown = getattr(it, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+    shutdown_workers(it)

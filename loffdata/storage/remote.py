@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 
+from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
 from loffdata.util import is_local, url_protocol
 
@@ -161,15 +162,7 @@ def _hold_filesystems() -> None:
     for a response already sitting in its socket buffer. Held here, the parent's instances
     are never collected in the child (nor used: fsspec makes fresh ones per process).
     """
-    from fsspec.spec import AbstractFileSystem
-
-    todo, seen = [AbstractFileSystem], set()
-    while todo:
-        cls = todo.pop()
-        if cls not in seen:
-            seen.add(cls)
-            todo += cls.__subclasses__()
-            _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
+    _INHERITED.extend(cached_filesystems())
 
 
 if hasattr(os, "register_at_fork"):
@@ -194,7 +187,8 @@ def filesystem(
     elif protocol in ("s3", "s3a"):
         config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout}
         options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
-    return fsspec.core.url_to_fs(url, **options)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return register_filesystem(fs), path
 
 
 def remote_size(fs: Any, path: str) -> int:
