@@ -8,12 +8,14 @@ time (fsspec and torch are imported inside the functions that use them).
 - :func:`write_json`: a JSON file written atomically on local disks;
 - :class:`DistContext`, :func:`distributed_rank_world`, :func:`init_distributed`: the
   ``torch.distributed`` process group, created under ``torchrun`` unless one exists;
-- :data:`UNSET` and :func:`merge`: keyword settings that override a config dataclass.
+- :data:`UNSET` and :func:`merge`: keyword settings that override a config dataclass;
+- :func:`lazy_exports`: a package's public names, imported from their modules on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -32,6 +34,7 @@ __all__ = [
     "init_distributed",
     "UNSET",
     "merge",
+    "lazy_exports",
 ]
 
 _LOCAL_PROTOCOLS = ("file", "local")
@@ -169,3 +172,27 @@ def merge(config: Any, **given: Any) -> Any:
     """``config`` with the keyword settings that were given (not :data:`UNSET`) replaced."""
     changes = {k: v for k, v in given.items() if v is not UNSET}
     return dataclasses.replace(config, **changes) if changes else config
+
+
+# -- lazy package exports -----------------------------------------------------------------------
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package`` whose public names (keys) live in the
+    modules named by the values (``"loffdata.format.codec"`` or ``"module:attribute"``);
+    a module is imported when one of its names is first used, so importing a package stays
+    light."""
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attr = where[name].partition(":")
+        value = getattr(importlib.import_module(module), attr or name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(where)
+
+    return __getattr__, __dir__

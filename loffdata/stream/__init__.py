@@ -3,6 +3,25 @@
 Reads through :mod:`loffdata.storage`, decodes with :mod:`loffdata.format`.
 
 Submodules: batching, dataset, plan, reader, scatter, sources.
+
+The names below are imported from their modules on first use (see docs/api.md).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "StreamConfig": "loffdata.stream.config",
+    "ShardSet": "loffdata.stream.sources",
+    "resolve_source": "loffdata.stream.sources",
+    "load_manifest": "loffdata.stream.sources",
+    "PlanConfig": "loffdata.stream.plan",
+    "PlanState": "loffdata.stream.plan",
+    "rank_plan": "loffdata.stream.plan",
+    "resume_plan": "loffdata.stream.plan",
+    "StreamingDataset": "loffdata.stream.dataset",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
