@@ -141,13 +141,17 @@ class LoffLoader:
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
         stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.device.type == "cpu" else None)
         self.dataset = StreamingDataset(source, stream, rank=rank, world_size=world_size)
-        self.num_workers, self.prefetch_factor = cfg.num_workers, cfg.prefetch_factor
-        self.persistent_workers = cfg.persistent_workers
-        self.return_extras, self.log_every, self.views = cfg.return_extras, cfg.log_every, cfg.views
         self.manifest = self.dataset.shards.manifest
         num_classes = None if self.manifest is None else self.manifest.num_classes
         self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
         self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
+        self._init_runtime(cfg)
+
+    def _init_runtime(self, cfg: LoaderConfig) -> None:
+        """The worker settings and the state of passes, leases and statistics."""
+        self.num_workers, self.prefetch_factor = cfg.num_workers, cfg.prefetch_factor
+        self.persistent_workers = cfg.persistent_workers
+        self.return_extras, self.log_every, self.views = cfg.return_extras, cfg.log_every, cfg.views
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
         self._flags, self._held, self._leases = None, {}, {}

@@ -77,15 +77,21 @@ class _StallingHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:
-        if self.path.endswith(".tar"):
-            with self.server.lock:
-                self.server.stalled.append(self.path)
-            self.server.release.wait(60)
-            return
-        super().do_GET()
+    def _stalled(self) -> bool:
+        if not self.path.endswith(".tar"):
+            return False
+        with self.server.lock:
+            self.server.stalled.append(self.path)
+        self.server.release.wait(60)
+        return True
 
-    do_HEAD = do_GET
+    def do_GET(self) -> None:
+        if not self._stalled():
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        if not self._stalled():
+            super().do_HEAD()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 from loffdata.storage.cache import CacheConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.plan import PlanConfig
+from loffdata.util import UNSET, merge
 
 __all__ = ["StreamConfig", "ON_ERROR", "BATCH_DTYPES", "dtype_string"]
 
@@ -100,6 +101,17 @@ class StreamConfig(PlanConfig):
     def cache(self) -> CacheConfig | None:
         """The shard cache, or ``None`` without ``cache_dir``."""
         return None if self.cache_dir is None else CacheConfig(self.cache_dir, self.cache_limit_bytes)
+
+    @classmethod
+    def with_settings(cls, config: StreamConfig | None, **given: Any) -> StreamConfig:
+        """``config`` (defaults if ``None``) with the keyword settings given (not
+        :data:`~loffdata.util.UNSET`) replaced; ``None`` for ``storage_options`` or ``retry``
+        means their defaults."""
+        if given.get("storage_options", UNSET) is None:
+            given["storage_options"] = {}
+        if given.get("retry", UNSET) is None:
+            given["retry"] = RetryConfig()
+        return merge(config or cls(), **given)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> StreamConfig:

@@ -33,7 +33,7 @@ from loffdata.stream.plan import (
 )
 from loffdata.stream.reader import SampleReader, with_substitutes
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
-from loffdata.util import UNSET, distributed_rank_world, merge
+from loffdata.util import UNSET, distributed_rank_world
 
 __all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
 
@@ -78,13 +78,10 @@ class StreamingDataset(IterableDataset):
         retry: RetryConfig | None = UNSET,
     ):
         super().__init__()
-        self.config = config = merge(
-            config or StreamConfig(), seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
-            batch_size=batch_size, batch_dtype=batch_dtype, partial=partial, drop_last=drop_last,
-            on_error=on_error, storage_options={} if storage_options is None else storage_options,
-            cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
-            retry=RetryConfig() if retry is None else retry,
-        )
+        self.config = config = StreamConfig.with_settings(
+            config, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
+            batch_dtype=batch_dtype, partial=partial, drop_last=drop_last, on_error=on_error, retry=retry,
+            storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes)
         self.batch_size, self.on_error, self.batch_dtype = config.batch_size, config.on_error, config.batch_dtype
         self.storage_options, self.retry, self.cache = dict(config.storage_options), config.retry, config.cache
         self.shards = resolve_source(source, self.storage_options, self.retry)
