@@ -25,8 +25,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff, then the import contracts of pyproject.toml [tool.importlinter] (layers, no circles,
+# a core without the extras' packages); see docs/architecture.md.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py

@@ -174,10 +174,11 @@ def consume(x: torch.Tensor) -> int:
 
 def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
                    options: dict | None = None) -> int:
+    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
 
-    loader = LoffLoader(root, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype, backend="torch",
-                        storage_options=options)
+    loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
+                        dtype=dtype, storage_options=options)
     return sum(consume(x) for x, _ in loader)
 
 
@@ -189,10 +190,11 @@ class WarmLoader:
     """
 
     def __init__(self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype):
+        from loffdata.config import LoaderConfig
         from loffdata.loader import LoffLoader
 
-        self.loader = LoffLoader(root, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype,
-                                 backend="torch", persistent_workers=True)
+        config = LoaderConfig(backend="torch", persistent_workers=True)
+        self.loader = LoffLoader(root, config, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype)
         self.epoch = 0
         self()
 
@@ -389,10 +391,11 @@ class RssSampler(threading.Thread):
 
 def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int) -> list[dict[str, int]]:
     """Peak RSS figures of each of ``epochs`` epochs of one loader (no augmentation, float16)."""
+    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
 
-    loader = LoffLoader(url, batch_size=cfg["batch"], num_workers=cfg["workers"], augment=None,
-                        dtype=torch.float16, shuffle_buffer=shuffle_buffer, prefetch_factor=prefetch)
+    loader = LoffLoader(url, LoaderConfig(prefetch_factor=prefetch), batch_size=cfg["batch"], num_workers=cfg["workers"],
+                        augment=None, dtype=torch.float16, shuffle_buffer=shuffle_buffer)
     sampler = RssSampler()
     sampler.start()
     out = []

@@ -23,19 +23,22 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
 
+from loffdata.compat import can_count_storage_uses, shutdown_workers
+from loffdata.compat import storage_use_count as _use_count
+from loffdata.config import LoaderConfig, resolve_augment
 from loffdata.format import codec
-from loffdata.format.manifest import Manifest
+from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import pool_slots
-from loffdata.stream.batching import use_count as _use_count
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
+from loffdata.util import UNSET
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
@@ -94,107 +97,63 @@ class LoaderStats:
         )
 
 
-def _resolve_augment(augment: Any, views: int, num_classes: int | None):
-    """``augment`` (preset name, dict, AugmentSpec or None) -> AugmentSpec or None."""
-    if augment is None or augment is False:
-        if views != 1:
-            raise ValueError("views > 1 needs an augmentation (use augment='none' for identical views)")
-        return None
-    from loffdata.augment import AugmentSpec
-
-    if isinstance(augment, str):
-        spec = AugmentSpec.preset(augment)
-    elif isinstance(augment, Mapping):
-        spec = AugmentSpec.from_dict(augment)
-    elif isinstance(augment, AugmentSpec):
-        spec = augment
-    else:
-        raise TypeError(f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}")
-    overrides = {"views": views} if views != 1 else {}
-    if spec.mixing and spec.num_classes is None and num_classes is not None:
-        overrides["num_classes"] = num_classes
-    return spec.replace(**overrides) if overrides else spec
-
-
 class LoffLoader:
     """Streams augmented batches of cached features onto a device, for any PyTorch loop.
 
     Args:
         source: dataset directory or manifest (local path, ``http(s)://``, ``s3://``), a
             brace or glob pattern, a list of shard URLs, or a :class:`~loffdata.stream.mix.Mix`.
-        batch_size: samples per batch read (the output has ``batch_size * views`` rows).
-        augment: preset name (``"loffta"``, ``"frofa"``, ``"none"``), a dict or
-            :class:`~loffdata.augment.AugmentSpec`, or ``None`` for no augmentation step.
-        device: where batches are delivered (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
-        num_workers: DataLoader worker processes reading shards (0 reads in this process).
-        seed: seed of the shard/sample order and of every augmentation parameter.
-        views: independently augmented views per sample.
-        drop_last: drop each rank's final partial batch.
-        dtype: dtype of the delivered features (float32, float16 or bfloat16).
-        shuffle: shuffle shards and samples.
-        shuffle_buffer: samples per shuffle window (per worker).
-        backend: augmentation backend, ``"auto"`` (DALI on CUDA when installed), ``"torch"``
-            or ``"dali"``.
-        return_extras: also deliver the dataset's extra tensors (``BatchWithExtras``).
+        config: every setting (:class:`~loffdata.config.LoaderConfig`, embedding the
+            dataset's :class:`~loffdata.stream.config.StreamConfig`); its defaults when ``None``.
         rank: rank of this process (default: from ``torch.distributed``).
         world_size: number of ranks (default: from ``torch.distributed``).
-        partial: how ranks are equalised: ``"pad"`` (repeat) or ``"drop"``.
-        on_error: ``"raise"`` or ``"skip"`` for corrupt samples.
-        storage_options: fsspec options (``endpoint_url``, credentials ...).
-        cache_dir: local cache directory for remote shards.
-        cache_limit_bytes: byte budget of that cache.
-        prefetch_factor: batches each worker prepares ahead.
-        persistent_workers: keep the worker processes, and their warm batch buffers, from
-            one complete pass to the next (3-4x faster epochs after the first, here);
-            :meth:`close` or dropping the loader stops them. Breaking out of a pass or an
-            error stops them at once.
-        log_every: log :attr:`stats` every this many batches (``None``: never).
+        batch_size, augment, device, num_workers, seed, shuffle, shuffle_buffer, dtype, views,
+        on_error, retry, storage_options, cache_dir: the everyday settings, overriding the
+            field of the same name of ``config`` (or of ``config.stream``); documented and
+            defaulted there.
     """
 
     def __init__(
         self,
         source: str | os.PathLike | list[str] | Mix,
+        config: LoaderConfig | None = None,
         *,
-        batch_size: int = 256,
-        augment: Any = "loffta",
-        device: str | torch.device = "cpu",
-        num_workers: int = 4,
-        seed: int = 0,
-        views: int = 1,
-        drop_last: bool = False,
-        dtype: torch.dtype = torch.float32,
-        shuffle: bool = True,
-        shuffle_buffer: int = 1024,
-        backend: str = "auto",
-        return_extras: bool = False,
+        batch_size: int = UNSET,
+        augment: Any = UNSET,
+        device: str | torch.device = UNSET,
+        num_workers: int = UNSET,
+        seed: int = UNSET,
+        shuffle: bool = UNSET,
+        shuffle_buffer: int = UNSET,
+        dtype: torch.dtype | str = UNSET,
+        views: int = UNSET,
+        on_error: str = UNSET,
+        retry: RetryConfig | None = UNSET,
+        storage_options: dict[str, Any] | None = UNSET,
+        cache_dir: str | os.PathLike | None = UNSET,
         rank: int | None = None,
         world_size: int | None = None,
-        partial: str = "pad",
-        on_error: str = "raise",
-        storage_options: dict[str, Any] | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        cache_limit_bytes: int | None = None,
-        prefetch_factor: int = 2,
-        persistent_workers: bool = True,
-        log_every: int | None = None,
     ):
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-        self.dataset = (MixedDataset if isinstance(source, Mix) else StreamingDataset)(
-            source, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
-            rank=rank, world_size=world_size, partial=partial, drop_last=drop_last, on_error=on_error,
-            storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
-        )
-        self.device, self.dtype, self.seed = torch.device(device), dtype, seed
-        if self.device.type == "cpu":  # convert in the workers, in parallel, while assembling
-            self.dataset.batch_dtype = str(dtype).removeprefix("torch.")
-        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
-        self.persistent_workers = persistent_workers
-        self.return_extras, self.log_every, self.views = return_extras, log_every, views
-        self.manifest = _manifest_of(source, storage_options) if not isinstance(source, Mix) else self.dataset.summary_manifest()
+        given = dict(batch_size=batch_size, augment=augment, device=device, num_workers=num_workers,
+                     seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
+                     on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)
+        self.config = cfg = (config or LoaderConfig()).replace(**{k: v for k, v in given.items() if v is not UNSET})
+        self.device, self.dtype, self.seed = torch.device(cfg.device), getattr(torch, cfg.dtype), cfg.stream.seed
+        # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
+        stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.device.type == "cpu" else None)
+        kind = MixedDataset if isinstance(source, Mix) else StreamingDataset
+        self.dataset = kind(source, stream, rank=rank, world_size=world_size)
+        self.manifest = self.dataset.summary_manifest() if isinstance(source, Mix) else self.dataset.shards.manifest
         num_classes = None if self.manifest is None else self.manifest.num_classes
-        self.spec = _resolve_augment(augment, views, num_classes)
-        self._augmenter = self._build_augmenter(backend) if self.spec is not None else None
+        self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
+        self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
+        self._init_runtime(cfg)
+
+    def _init_runtime(self, cfg: LoaderConfig) -> None:
+        """The worker settings and the state of passes, leases and statistics."""
+        self.num_workers, self.prefetch_factor = cfg.num_workers, cfg.prefetch_factor
+        self.persistent_workers = cfg.persistent_workers
+        self.return_extras, self.log_every, self.views = cfg.return_extras, cfg.log_every, cfg.views
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
         self._flags, self._held, self._leases = None, {}, {}
@@ -244,7 +203,9 @@ class LoffLoader:
         """The DataLoader iterator of this pass: new workers, or the persistent ones told
         the epoch and resume state through the shared control block."""
         if self._dl is None:
-            self.dataset.release_flags = self._flags = self._release_flags()
+            # buffers are reused only where torch can tell when the consumer is done with them
+            self._flags = self._release_flags() if can_count_storage_uses() else None
+            self.dataset.release_flags = self._flags
             # the DataLoader's pin thread copies each batch, so references need unpinned batches
             self.dataset.send_by_reference = self.device.type != "cuda"
             self._held, self._leases = {}, {}
@@ -434,18 +395,6 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def _manifest_of(source: Any, storage_options: dict[str, Any] | None) -> Manifest | None:
-    """The manifest of a directory/manifest source; ``None`` for shard lists and patterns."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
-    text = os.fspath(source)
-    if text.endswith(".tar") or "{" in text:
-        return None
-    return Manifest.load(text, **(storage_options or {}))
-
-
 def _shutdown(it: Any) -> None:
     """Stops DataLoader workers now (on break, exception or normal end)."""
-    shutdown = getattr(it, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+    shutdown_workers(it)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from loffdata.config import LoaderConfig
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
+from loffdata.stream.config import StreamConfig
 from tests.resume_helpers import assert_resumes_exactly
 
 
@@ -89,8 +91,8 @@ def test_resume_from_checkpoint_written_in_another_process(data, tmp_path):
 
 
 def test_views_drop_last_extras_and_dtype(data):
-    loader = LoffLoader(data, batch_size=8, num_workers=0, views=3, drop_last=True,
-                        return_extras=True, dtype=torch.bfloat16)
+    config = LoaderConfig(stream=StreamConfig(batch_size=8, drop_last=True), return_extras=True)
+    loader = LoffLoader(data, config, num_workers=0, views=3, dtype=torch.bfloat16)
     batches = list(loader)
     assert len(batches) == len(loader) == 6
     x, y, extras = batches[0]
@@ -178,7 +180,7 @@ def test_exception_in_step_leaves_no_workers(data):
 
 def test_killed_worker_is_reported_and_cleaned_up(data):
     before = _children()
-    loader = LoffLoader(data, batch_size=4, num_workers=2, prefetch_factor=1)
+    loader = LoffLoader(data, LoaderConfig(prefetch_factor=1), batch_size=4, num_workers=2)
     with pytest.raises(RuntimeError, match="worker"):
         for i, _ in enumerate(loader):
             if i == 0:
@@ -207,8 +209,8 @@ def test_persistent_workers_give_the_same_epochs_and_resume(data):
         return out
 
     before = _children()
-    plain = epochs(LoffLoader(data, batch_size=8, num_workers=2, seed=4, persistent_workers=False))
-    persistent = LoffLoader(data, batch_size=8, num_workers=2, seed=4, persistent_workers=True)
+    plain = epochs(LoffLoader(data, LoaderConfig(persistent_workers=False), batch_size=8, num_workers=2, seed=4))
+    persistent = LoffLoader(data, LoaderConfig(persistent_workers=True), batch_size=8, num_workers=2, seed=4)
     assert epochs(persistent) == plain
     assert len(_children() - before) == 2  # the same two workers stay between passes
     persistent.set_epoch(1)

@@ -3,6 +3,24 @@
 Needs the ``extract`` extra (timm, pillow, webdataset, fire). Loader users never import it.
 
 Submodules: images, pipeline.
+
+The names below are imported from their modules on first use (see docs/api.md).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "ExtractConfig": "loffdata.extract.pipeline",
+    "RandomWeightsWarning": "loffdata.extract.pipeline",
+    "build_model": "loffdata.extract.pipeline",
+    "extract": "loffdata.extract.pipeline",
+    "ImageRecord": "loffdata.extract.images",
+    "BadImageError": "loffdata.extract.images",
+    "open_source": "loffdata.extract.images",
+    "load_image": "loffdata.extract.images",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

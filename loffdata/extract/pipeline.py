@@ -46,6 +46,7 @@ from loffdata.extract.images import (
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.stats import ChannelStats
 from loffdata.format.writer import ShardWriter, WriterConfig, shard_name
+from loffdata.util import DistContext, init_distributed, write_json
 
 __all__ = [
     "CONFIG_NAME",
@@ -242,28 +243,12 @@ def plan_shards(num_items: int, shard_size: int, *, rank: int = 0, world_size: i
 # --- distributed ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
+_Dist = DistContext
 
 
 def _init_distributed() -> _Dist:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
     # gloo: only barriers are needed, and they must work on CPU-only machines too
-    dist.init_process_group("gloo", timeout=timedelta(hours=24))
-    return _Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)), owns_group=True)
+    return init_distributed("gloo", timeout=timedelta(hours=24))
 
 
 def _device(config: ExtractConfig, ctx: _Dist) -> torch.device:
@@ -450,16 +435,7 @@ def _sidecar(j: int, writer: ShardWriter, skipped: list[dict[str, str]]) -> dict
 
 
 def _write_json(fs: Any, path: str, obj: Any) -> None:
-    text = json.dumps(obj, indent=1)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        tmp = f"{path}.tmp"
-        with fs.open(tmp, "w") as f:
-            f.write(text)
-        fs.mv(tmp, path)
-    else:  # object stores: an object appears only once fully uploaded
-        with fs.open(path, "w") as f:
-            f.write(text)
+    write_json(path, obj, fs=fs)
 
 
 def _read_json(fs: Any, path: str) -> Any:

@@ -24,6 +24,7 @@ from loffdata.errors import CodecError
 
 __all__ = [
     "DTYPES",
+    "dtype_name",
     "MAX_RANK",
     "MAX_BYTES",
     "Quantized",
@@ -50,6 +51,15 @@ DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype("?"),
 }
 _NAMES = {dt: name for name, dt in DTYPES.items()}
+
+
+def dtype_name(x: Any) -> str | None:
+    """The storage dtype name of an array, a numpy dtype or a :class:`Quantized` (``"int8"``);
+    ``None`` for a dtype the format does not store."""
+    if isinstance(x, Quantized):
+        return "int8"
+    dt = np.dtype(getattr(x, "dtype", x))
+    return _NAMES.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
 MAX_RANK = 8
 MAX_BYTES = 1 << 31  # 2 GiB per tensor
 
@@ -123,7 +133,7 @@ def encode(x: Any, *, dtype: str | None = None) -> bytes:
     if isinstance(x, Quantized):
         return _pack(x.values, "int8", scale=x.scale, axis=x.axis)
     arr = as_numpy(x)
-    name = _NAMES.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+    name = dtype_name(arr)
     if name is None:
         raise CodecError(f"unsupported dtype {arr.dtype}; supported: {sorted(DTYPES)}")
     return _pack(arr, name)

@@ -19,6 +19,7 @@ from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.stats import ChannelStats
+from loffdata.util import write_json
 
 __all__ = ["MANIFEST_NAME", "MAX_SAMPLES", "ShardInfo", "TensorSpec", "Manifest", "manifest_url", "check_shard_name"]
 
@@ -128,16 +129,7 @@ class Manifest:
     def save(self, url: str, **storage_options: Any) -> str:
         """Writes the manifest (atomically on local disk) to ``url`` or ``url/manifest.json``."""
         url = manifest_url(url)
-        text = json.dumps(self.to_dict(), indent=1)
-        fs, path = fsspec.core.url_to_fs(url, **storage_options)
-        if _is_local(fs):
-            tmp = f"{path}.tmp"
-            with fs.open(tmp, "w") as f:
-                f.write(text)
-            fs.mv(tmp, path)
-        else:
-            with fs.open(path, "w") as f:
-                f.write(text)
+        write_json(url, self.to_dict(), **storage_options)
         return url
 
     @classmethod
@@ -165,9 +157,6 @@ def manifest_url(url: str) -> str:
     return url if url.endswith(".json") else url.rstrip("/") + "/" + MANIFEST_NAME
 
 
-def _is_local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
 
 
 def _spec_dict(spec: TensorSpec) -> dict[str, Any]:

@@ -150,7 +150,4 @@ def features_match(features: Any, shape: tuple[int, ...], dtype: str) -> str | N
 
 
 def _dtype_name(arr: np.ndarray) -> str:
-    for name, dt in codec.DTYPES.items():
-        if dt == arr.dtype:
-            return name
-    return str(arr.dtype)
+    return codec.dtype_name(arr) or str(arr.dtype)

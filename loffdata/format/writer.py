@@ -25,6 +25,7 @@ from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import encode_sample
 from loffdata.format.stats import ChannelStats
+from loffdata.util import fs_protocol
 
 __all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name"]
 
@@ -80,7 +81,7 @@ class _OpenShard:
     def __init__(self, fs: Any, root: str, name: str):
         self.fs, self.name, self.samples = fs, name, 0
         self.path = f"{root}/{name}"
-        atomic_in_place = _protocol(fs) in _OBJECT_STORES
+        atomic_in_place = fs_protocol(fs) in _OBJECT_STORES
         self.tmp = self.path if atomic_in_place else f"{root}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
         self.file = fs.open(self.tmp, "wb")
         self.hasher = _HashingWriter(self.file)
@@ -115,10 +116,6 @@ class _OpenShard:
         finally:
             if self.tmp != self.path and self.fs.exists(self.tmp):
                 self.fs.rm(self.tmp)
-
-
-def _protocol(fs: Any) -> str:
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 class ShardWriter:
@@ -207,10 +204,10 @@ class ShardWriter:
 
 
 def _name_of(arr: np.ndarray) -> str:
-    for name, dt in codec.DTYPES.items():
-        if dt == arr.dtype:
-            return name
-    raise ValueError(f"unsupported dtype {arr.dtype}")
+    name = codec.dtype_name(arr)
+    if name is None:
+        raise ValueError(f"unsupported dtype {arr.dtype}")
+    return name
 
 
 def write_dataset(

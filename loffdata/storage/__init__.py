@@ -3,6 +3,24 @@
 Depends on :mod:`loffdata.format` only for error types and nothing above it.
 
 Submodules: cache, remote.
+
+The names below are imported from their modules on first use (see docs/api.md).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "RetryConfig": "loffdata.storage.remote",
+    "ResumableReader": "loffdata.storage.remote",
+    "open_shard": "loffdata.storage.remote",
+    "filesystem": "loffdata.storage.remote",
+    "is_transient": "loffdata.storage.remote",
+    "with_retries": "loffdata.storage.remote",
+    "CacheConfig": "loffdata.storage.cache",
+    "ShardCache": "loffdata.storage.cache",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

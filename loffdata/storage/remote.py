@@ -23,7 +23,9 @@ from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 
+from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
+from loffdata.util import is_local, url_protocol
 
 __all__ = [
     "RetryConfig",
@@ -81,11 +83,6 @@ class RetryConfig:
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures."""
         return min(self.max_backoff, self.backoff * 2 ** (failures - 1))
-
-
-def is_local(url: str) -> bool:
-    """Whether ``url`` is a plain path or a ``file://`` URL."""
-    return "://" not in url or url.startswith("file://")
 
 
 def _status(err: BaseException) -> int | None:
@@ -165,15 +162,7 @@ def _hold_filesystems() -> None:
     for a response already sitting in its socket buffer. Held here, the parent's instances
     are never collected in the child (nor used: fsspec makes fresh ones per process).
     """
-    from fsspec.spec import AbstractFileSystem
-
-    todo, seen = [AbstractFileSystem], set()
-    while todo:
-        cls = todo.pop()
-        if cls not in seen:
-            seen.add(cls)
-            todo += cls.__subclasses__()
-            _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
+    _INHERITED.extend(cached_filesystems())
 
 
 if hasattr(os, "register_at_fork"):
@@ -185,7 +174,7 @@ def filesystem(
 ) -> tuple[Any, str]:
     """The fsspec filesystem and path of ``url``, with timeouts set unless given."""
     options = dict(storage_options or {})
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    protocol = url_protocol(url)
     if protocol in ("http", "https"):
         options.setdefault("client_kwargs", {})
         if "timeout" not in options["client_kwargs"]:
@@ -198,7 +187,8 @@ def filesystem(
     elif protocol in ("s3", "s3a"):
         config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout}
         options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
-    return fsspec.core.url_to_fs(url, **options)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return register_filesystem(fs), path
 
 
 def remote_size(fs: Any, path: str) -> int:

@@ -2,7 +2,32 @@
 
 Reads through :mod:`loffdata.storage`, decodes with :mod:`loffdata.format`.
 
-Submodules: batching, dataset, plan, policy, reader, scatter, sources.
+Submodules: batching, config, dataset, discover, indexed, mix, mixplan, plan, policy, reader,
+scatter, sources, workerstate.
+
+The names below are imported from their modules on first use (see docs/api.md).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "StreamConfig": "loffdata.stream.config",
+    "ShardSet": "loffdata.stream.sources",
+    "resolve_source": "loffdata.stream.sources",
+    "load_manifest": "loffdata.stream.sources",
+    "PlanConfig": "loffdata.stream.plan",
+    "PlanState": "loffdata.stream.plan",
+    "rank_plan": "loffdata.stream.plan",
+    "resume_plan": "loffdata.stream.plan",
+    "StreamingDataset": "loffdata.stream.dataset",
+    "ErrorPolicy": "loffdata.stream.policy",
+    "Mix": "loffdata.stream.mix",
+    "Source": "loffdata.stream.mix",
+    "MixedDataset": "loffdata.stream.mix",
+    "IndexedDataset": "loffdata.stream.indexed",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from loffdata.compat import storage_use_count
 from loffdata.format import codec
 from loffdata.format.sample import Sample
 from loffdata.stream.plan import WorkerPlan
@@ -23,9 +24,9 @@ from loffdata.stream.sources import ShardSet
 __all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots", "use_count"]
 
 
-def use_count(t: torch.Tensor) -> int:
-    """Number of tensors (views included) using ``t``'s storage."""
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+def use_count(t: torch.Tensor) -> int | None:
+    """Number of tensors (views included) using ``t``'s storage (``None``: torch cannot tell)."""
+    return storage_use_count(t)
 
 
 def _numpy_view(t: torch.Tensor) -> np.ndarray:

@@ -17,14 +17,13 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.errors import LoffError
-from loffdata.storage.cache import CacheConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream import workerstate
 from loffdata.stream.batching import BufferPool, window_batches
+from loffdata.stream.config import StreamConfig
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.plan import (
     Layout,
-    PlanConfig,
     PlanState,
     RankPlan,
     WorkerPlan,
@@ -33,9 +32,10 @@ from loffdata.stream.plan import (
     resume_plan,
     window_size,
 )
-from loffdata.stream.policy import ON_ERROR, ErrorPolicy
+from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import ReadContext, SampleReader, substituted
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+from loffdata.util import UNSET, distributed_rank_world
 
 __all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
 
@@ -44,84 +44,53 @@ STATE_VERSION = 1
 # ------------------------------------------------------------------------------ dataset
 
 
-def _distributed_rank_world() -> tuple[int, int] | None:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return None
-
-
 class StreamingDataset(IterableDataset):
     """Streams samples or ready-made batches out of tar shards (local, HTTP, S3, any fsspec URL).
 
     Args:
         source: a directory or manifest URL (``path``, ``http(s)://``, ``s3://``), a brace
             pattern of shard URLs, or a list of shard URLs (see :func:`resolve_source`).
-        seed: base seed of the order.
-        shuffle: shuffle shards and samples; ``False`` keeps manifest order.
-        shuffle_buffer: samples per shuffle window (on remote shards also how many samples a
-            worker holds; local shards are read by random access, a batch at a time).
-        batch_size: yield batches of this many samples, assembled in shared memory; ``None``
-            yields single samples.
-        batch_dtype: dtype of the batched features ("float32", "float16", "bfloat16"),
-            converted (and int8 dequantised) while the batch is assembled; ``None`` keeps the
-            storage dtype (and int8 values with a ``scale``).
+        config: what is read and how (:class:`~loffdata.stream.config.StreamConfig`; its
+            defaults when ``None``).
         rank: this process's rank (default: from ``torch.distributed`` if initialised, else 0).
         world_size: number of ranks (same default, else 1).
-        partial: ``"pad"`` or ``"drop"``: how ranks are equalised (see :mod:`loffdata.stream.plan`).
-        drop_last: drop each rank's final partial batch.
-        on_error: ``"raise"`` (strict) or ``"skip"`` (bad samples are replaced, counted in
-            :attr:`skipped` and reported with :func:`warnings.warn`).
-        storage_options: passed to fsspec (``endpoint_url``, ``anon``, ``key``/``secret`` ...).
-        cache_dir: cache remote shards in this local directory.
-        cache_limit_bytes: byte budget of the cache (``None``: unbounded).
-        retry: timeouts and retries of remote reads.
+        seed, shuffle, shuffle_buffer, batch_size, batch_dtype, partial, drop_last,
+        on_error, storage_options, cache_dir, cache_limit_bytes, retry: override the field
+            of the same name of ``config`` (documented there, defaults declared there).
     """
 
     def __init__(
         self,
         source: str | os.PathLike | Sequence[str],
+        config: StreamConfig | None = None,
         *,
-        seed: int = 0,
-        shuffle: bool = True,
-        shuffle_buffer: int = 1024,
-        batch_size: int | None = None,
-        batch_dtype: str | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-        partial: str = "pad",
-        drop_last: bool = False,
-        on_error: str = "raise",
-        storage_options: dict[str, Any] | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        cache_limit_bytes: int | None = None,
-        retry: RetryConfig | None = None,
+        seed: int = UNSET,
+        shuffle: bool = UNSET,
+        shuffle_buffer: int = UNSET,
+        batch_size: int | None = UNSET,
+        batch_dtype: str | None = UNSET,
+        partial: str = UNSET,
+        drop_last: bool = UNSET,
+        on_error: str = UNSET,
+        storage_options: dict[str, Any] | None = UNSET,
+        cache_dir: str | os.PathLike | None = UNSET,
+        cache_limit_bytes: int | None = UNSET,
+        retry: RetryConfig | None = UNSET,
     ):
         super().__init__()
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.config = PlanConfig(
-            seed=seed,
-            shuffle=shuffle,
-            shuffle_buffer=shuffle_buffer,
-            partial=partial,
-            drop_last=drop_last,
-        )
-        if batch_dtype not in (None, "float32", "float16", "bfloat16"):
-            raise ValueError(f"batch_dtype must be None, float32, float16 or bfloat16, got {batch_dtype!r}")
-        self.batch_size, self.on_error, self.batch_dtype = batch_size, on_error, batch_dtype
-        self.storage_options = dict(storage_options or {})
-        self.retry = retry or RetryConfig()
-        self.cache = (
-            None if cache_dir is None else CacheConfig(os.fspath(cache_dir), cache_limit_bytes)
-        )
+        self.config = config = StreamConfig.with_settings(
+            config, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
+            batch_dtype=batch_dtype, partial=partial, drop_last=drop_last, on_error=on_error, retry=retry,
+            storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes)
+        self.batch_size, self.on_error, self.batch_dtype = config.batch_size, config.on_error, config.batch_dtype
+        self.storage_options, self.retry, self.cache = dict(config.storage_options), config.retry, config.cache
         self.shards = self._resolve(source)
         self._rank, self._world = rank, world_size
-        self._dist = _distributed_rank_world()
+        self._dist = distributed_rank_world()
         self.epoch = 0
-        self._policy = ErrorPolicy(on_error)
+        self._policy = ErrorPolicy(config.on_error)
         self._resume: PlanState | None = None
         self._yielded = 0
         self._num_workers = 1
@@ -165,7 +134,7 @@ class StreamingDataset(IterableDataset):
         processes do not have the process group: create the dataset after
         ``init_process_group`` or pass ``rank``/``world_size``.
         """
-        live = _distributed_rank_world()
+        live = distributed_rank_world()
         if live is not None:
             self._dist = live
         found = self._dist or (0, 1)

@@ -35,6 +35,8 @@ class ShardSet:
             every shard has one.
         num_classes: the manifest's number of classes (labels must lie in ``[0, n)``), or
             ``None``.
+        manifest: the manifest they were found with (classes, statistics), ``None`` for
+            shards counted by reading them.
     """
 
     urls: list[str]
@@ -44,6 +46,7 @@ class ShardSet:
     extras: dict[str, TensorSpec] = field(default_factory=dict)
     index: list[tuple[tuple[int, ...], tuple[str, ...]]] | None = None
     num_classes: int | None = None
+    manifest: Manifest | None = None
 
     @property
     def num_samples(self) -> int:
@@ -131,6 +134,7 @@ def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> Sha
         dict(manifest.extras),
         index=[(s.offsets, s.keys) for s in infos] if indexed else None,
         num_classes=manifest.num_classes,
+        manifest=manifest,
     )
 
 
@@ -174,8 +178,6 @@ def _open_any(url: str, options: dict[str, Any], retry: RetryConfig) -> BinaryIO
 
 
 def _dtype_name(x: Any) -> str:
-    if isinstance(x, codec.Quantized):
-        return "int8"
-    return next((n for n, dt in codec.DTYPES.items() if dt == x.dtype), str(x.dtype))
+    return codec.dtype_name(x) or str(x.dtype)
 
 

@@ -3,6 +3,26 @@
 Needs the ``train`` extra (timm). Uses :class:`loffdata.loader.LoffLoader` like any user.
 
 Submodules: models, trainer, utils.
+
+The names below are imported from their modules on first use (see docs/api.md).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "TrainConfig": "loffdata.train.trainer",
+    "load_config": "loffdata.train.trainer",
+    "train": "loffdata.train.trainer",
+    "evaluate": "loffdata.train.trainer",
+    "ClassifierConfig": "loffdata.train.models",
+    "LoffClassifier": "loffdata.train.models",
+    "LinearProbe": "loffdata.train.models",
+    "create_classifier": "loffdata.train.models",
+    "create_optimizer": "loffdata.train.utils",
+    "loss_fn": "loffdata.train.utils",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -21,6 +21,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,13 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
+from loffdata.config import LoaderConfig
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
+from loffdata.stream.config import StreamConfig
 from loffdata.train.models import create_classifier
 from loffdata.train.utils import create_optimizer, loss_fn, lr_at
+from loffdata.util import DistContext, init_distributed, write_json
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -89,6 +93,10 @@ class TrainConfig:
         max_steps: stop after this many optimiser steps in total (a checkpoint is written
             there, also mid-epoch); ``None``: run all epochs.
         progress: print one line per epoch (rank 0).
+        stream: the rest of the data settings of both loaders (``storage_options``,
+            ``cache_dir``, ``shuffle_buffer``, ``on_error``, ``retry`` ...): a
+            :class:`~loffdata.stream.config.StreamConfig` or a dict of its fields. Its
+            ``seed`` and ``batch_size`` are those above.
     """
 
     train: str | None = None
@@ -122,8 +130,14 @@ class TrainConfig:
     resume: bool = False
     max_steps: int | None = None
     progress: bool = True
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.stream, Mapping):
+            self.stream = StreamConfig.from_dict(self.stream)
+        if not isinstance(self.stream, StreamConfig):
+            raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
+        self.stream = dataclasses.replace(self.stream, seed=self.seed, batch_size=self.batch_size)
         if not self.train:
             raise ValueError("TrainConfig.train is required: the train split's dataset dir or URL")
         if self.optimizer != "adamw":
@@ -161,15 +175,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
 # --- distributed and device ------------------------------------------------------------------
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+_Dist = DistContext
 
 
 def _resolve_device(config: TrainConfig) -> torch.device:
@@ -188,12 +194,7 @@ def _resolve_device(config: TrainConfig) -> torch.device:
 
 def _init_distributed(device: torch.device) -> _Dist:
     """Create the process group under torchrun (``WORLD_SIZE > 1``) unless one exists."""
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size())
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _Dist()
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), owns_group=True)
+    return init_distributed("nccl" if device.type == "cuda" else "gloo")
 
 
 def _all_sum(values: list[float], device: torch.device, ctx: _Dist) -> list[float]:
@@ -230,10 +231,9 @@ def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str,
 
 
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
-    common = {"batch_size": config.batch_size, "device": device, "num_workers": config.num_workers,
-              "seed": config.seed}
-    train = LoffLoader(config.train, augment=config.augment, **common)
-    val = LoffLoader(config.val, augment=None, shuffle=False, **common) if config.val else None
+    common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
+    train = LoffLoader(config.train, common, augment=config.augment)
+    val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
 
@@ -419,9 +419,7 @@ def _finish_epoch(run: _Run, train_s: float, started: float) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=2, default=str)
 
 
 def _rng_state() -> dict[str, Any]:
