@@ -10,13 +10,14 @@ list of those datasets (:class:`DatasetDirectoryError`); mix them with
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from typing import Any
 
 from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
-from loffdata.storage.remote import RetryConfig, filesystem, is_local
+from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
 
 __all__ = ["GLOB_CHARS", "DatasetDirectoryError", "is_glob", "expand_glob", "find_datasets", "load_or_list"]
 
@@ -82,14 +83,35 @@ def find_datasets(
     return [_url_of(fs, p, url) for p in sorted(found)]
 
 
+def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:
+    """:meth:`Manifest.load`, with remote reads retried like shard reads.
+
+    Raises:
+        ManifestError: naming the manifest URL when it is missing, unreachable or invalid.
+    """
+    murl = manifest_url(url)
+    if is_local(murl):
+        return Manifest.load(murl)
+    fs, path = filesystem(murl, storage_options, retry)
+    try:
+        data = ResumableReader(murl, fs, path, retry=retry).read()
+    except ShardReadError as err:
+        missing = isinstance(err.__cause__, FileNotFoundError)
+        raise ManifestError(
+            f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {err}"
+        ) from None
+    try:
+        return Manifest.from_dict(json.loads(data), where=repr(murl))
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"manifest {murl!r} is not valid JSON: {err}") from None
+
+
 def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:
     """The manifest of ``url``; a directory of datasets gets the list of them instead.
 
     Raises:
         DatasetDirectoryError: when ``url`` has no manifest but datasets below it, naming them.
     """
-    from loffdata.stream.sources import load_manifest  # sources calls this module
-
     try:
         return load_manifest(url, storage_options, retry)
     except ManifestError as err:

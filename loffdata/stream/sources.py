@@ -6,7 +6,6 @@ counts, byte sizes, tensor specs), which is all the epoch plan needs.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from collections.abc import Sequence
@@ -15,13 +14,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from loffdata.errors import LoffError, ManifestError, ShardReadError
+from loffdata.errors import LoffError, ShardReadError
 from loffdata.format import codec
-from loffdata.format.manifest import Manifest, TensorSpec, manifest_url
+from loffdata.format.manifest import Manifest, TensorSpec
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
-from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local, open_shard
+from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
 from loffdata.stream import discover
+from loffdata.stream.discover import load_manifest
 
 __all__ = ["ShardSet", "resolve_source", "load_manifest"]
 
@@ -97,29 +97,6 @@ def resolve_source(
     if not urls:
         raise ValueError("no shards given")
     return _from_sibling_manifest(urls, options, retry) or _scan(urls, options, retry)
-
-
-def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:
-    """:meth:`Manifest.load`, with remote reads retried like shard reads.
-
-    Raises:
-        ManifestError: naming the manifest URL when it is missing, unreachable or invalid.
-    """
-    murl = manifest_url(url)
-    if is_local(murl):
-        return Manifest.load(murl)
-    fs, path = filesystem(murl, storage_options, retry)
-    try:
-        data = ResumableReader(murl, fs, path, retry=retry).read()
-    except ShardReadError as err:
-        missing = isinstance(err.__cause__, FileNotFoundError)
-        raise ManifestError(
-            f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {err}"
-        ) from None
-    try:
-        return Manifest.from_dict(json.loads(data), where=repr(murl))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"manifest {murl!r} is not valid JSON: {err}") from None
 
 
 def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> ShardSet:
