@@ -13,6 +13,7 @@ __all__ = [
     "ManifestError",
     "ShardReadError",
     "SampleError",
+    "WorkerDiedError",
 ]
 
 
@@ -58,3 +59,27 @@ def _rebuild_sample_error(text: str, shard: str | None, key: str | None) -> Samp
     Exception.__init__(err, text)
     err.shard, err.key = shard, key
     return err
+
+
+class WorkerDiedError(LoffError, RuntimeError):
+    """A DataLoader worker process of a loader died (killed by a signal, out of memory, a
+    crash in native code). Raised by the loader's next batch request; the other workers
+    are stopped.
+
+    Attributes:
+        pids: process ids of the dead workers.
+        exitcodes: their exit codes (negative: the signal number).
+    """
+
+    def __init__(self, pids: list[int], exitcodes: list[int]):
+        from loffdata.workers import describe
+
+        self.pids, self.exitcodes = list(pids), list(exitcodes)
+        what = ", ".join(f"pid {p} ({describe(c)})" for p, c in zip(self.pids, self.exitcodes))
+        super().__init__(
+            f"DataLoader worker process died: {what}. The loader stopped its other workers; "
+            "a worker killed by SIGKILL is often the kernel's out-of-memory killer"
+        )
+
+    def __reduce__(self):
+        return (WorkerDiedError, (self.pids, self.exitcodes))
