@@ -10,7 +10,7 @@ import fire
 from loffdata.format.manifest import Manifest
 from loffdata.verify import verify as _verify
 
-__all__ = ["inspect", "verify", "main"]
+__all__ = ["inspect", "verify", "doctor", "main"]
 
 
 def _human(n: float) -> str:
@@ -58,9 +58,16 @@ def verify(path: str, quiet: bool = False, **storage_options: Any) -> None:
         sys.exit(1)
 
 
+def doctor() -> None:
+    """Prints torch/CUDA/DALI versions, the backend ``augment`` 'auto' picks and why, and mismatches."""
+    from loffdata.doctor import report
+
+    print(report())
+
+
 def main() -> None:
     """Entry point of the ``loffdata`` command."""
-    fire.Fire({"inspect": inspect, "verify": verify})
+    fire.Fire({"inspect": inspect, "verify": verify, "doctor": doctor})
 
 
 if __name__ == "__main__":
