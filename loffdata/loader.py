@@ -255,6 +255,8 @@ class LoffLoader:
             self._held, self._leases = {}, {}
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
+            if self.num_workers > 0:
+                _warm_worker_imports()
             self._dl = self._dataloader()
         if self._persistent:
             self.dataset.publish_control()
@@ -494,6 +496,17 @@ def _check_mixing_labels(host: dict[str, Any], num_classes: int) -> None:
             f"of this batch have none or another (label -1 = unlabelled), e.g. keys {keys}; "
             "use a preset without mixing for unlabelled data"
         )
+
+
+def _warm_worker_imports() -> None:
+    """Imports what every worker would otherwise import on its first batch, once, here,
+    before the workers are forked (it shortens a fresh loader's first batch)."""
+    import hmac  # noqa: F401  (multiprocessing's authentication when sharing memory handles)
+    import multiprocessing.resource_sharer  # noqa: F401
+    import secrets  # noqa: F401
+
+    import fsspec.implementations.local  # noqa: F401
+    import numpy.random  # noqa: F401
 
 
 def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
