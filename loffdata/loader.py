@@ -339,9 +339,17 @@ class LoffLoader:
         host = batch.get("host", batch)
         names = [k for k, v in host.items() if isinstance(v, torch.Tensor)]
         if self.dataset.send_by_reference:  # keeps the mapping, so the buffer is not mapped again
-            self._held[tuple(slot)] = host  # (the pin thread's copies are never sent again: not kept)
+            self._hold(tuple(slot), host)  # (the pin thread's copies are never sent again: not kept)
         tensors = [(host[k], self._at_rest(tuple(slot), k)) for k in names]
         self._leases[tuple(slot)] = (tensors, batch.get("copied"))
+
+    def _hold(self, slot: tuple[int, int], host: dict[str, Any]) -> None:
+        """Keeps a pooled batch mapped; a buffer it replaces is unregistered before it goes."""
+        old = self._held.get(slot)
+        if old is not None and old.get("features") is not host.get("features") and len(self._registry):
+            torch.cuda.synchronize(self.device)  # rare: the worker made a new pool
+            self._registry.forget([v for v in old.values() if isinstance(v, torch.Tensor)])
+        self._held[slot] = host
 
     def _at_rest(self, slot: tuple[int, int], name: str) -> int:
         """Use count of a pooled tensor that nothing outside the loader uses: one tensor when

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import torch
 
@@ -77,14 +76,15 @@ def select_transfer(device: torch.device, requested: str = "auto", *, register_o
 
 
 class HostRegistry:
-    """Page-locks host tensors in place, once per storage, until :meth:`clear`.
+    """Page-locks host tensors in place, once per storage, until :meth:`forget` / :meth:`clear`.
 
-    The caller keeps the registered tensors alive (the loader's pooled buffers); every
-    registration is undone by :meth:`clear` before they may be unmapped.
+    It keeps no reference to the tensors (that would change their storage's use count, which
+    the loader watches to hand buffers back): the caller keeps them alive while registered and
+    calls :meth:`forget` before it drops one (:meth:`clear` for all).
     """
 
     def __init__(self) -> None:
-        self._ptrs: dict[int, Any] = {}  # data_ptr -> storage (kept alive while registered)
+        self._ptrs: dict[int, int] = {}  # data_ptr -> bytes registered
         self.failed = 0
 
     def __len__(self) -> int:
@@ -101,8 +101,14 @@ class HostRegistry:
             self.failed += 1
             _log.warning("cudaHostRegister of %d bytes failed (error %s); copying this batch", size, err)
             return False
-        self._ptrs[ptr] = storage
+        self._ptrs[ptr] = size
         return True
+
+    def forget(self, tensors: list[torch.Tensor]) -> None:
+        """Undoes the registration of these tensors' storages (before they are dropped)."""
+        for t in tensors:
+            if self._ptrs.pop(t.untyped_storage().data_ptr(), None) is not None:
+                torch.cuda.cudart().cudaHostUnregister(t.untyped_storage().data_ptr())
 
     def clear(self) -> None:
         """Undoes every registration (before the buffers are unmapped)."""
