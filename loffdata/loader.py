@@ -37,8 +37,8 @@ from loffdata.stream.batching import pool_slots
 from loffdata.stream.batching import use_count as _use_count
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import window_size
-from loffdata.transfer import HostRegistry, resolve_device, select_transfer
-from loffdata.workers import defer_sigchld, translate_worker_death
+from loffdata.transfer import HostRegistry, device_batches, resolve_device, select_transfer
+from loffdata.workers import defer_sigchld, gc_frozen, translate_worker_death, warm_worker_imports
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
@@ -256,11 +256,12 @@ class LoffLoader:
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
             if self.num_workers > 0:
-                _warm_worker_imports()
+                warm_worker_imports()
             self._dl = self._dataloader()
         if self._persistent:
             self.dataset.publish_control()
-        self._it = iter(self._dl)
+        with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
+            self._it = iter(self._dl)
         defer_sigchld()  # after torch installed its handler: a dead worker is reported by next()
         return self._it
 
@@ -418,46 +419,7 @@ class LoffLoader:
         if self.device.type != "cuda":
             yield from hosts
             return
-        stream, pending = torch.cuda.Stream(self.device), None
-        for host in hosts:
-            copied = self._copy_async(host, stream)
-            if pending is not None:
-                yield self._ready(*pending)
-            pending = copied
-        if pending is not None:
-            yield self._ready(*pending)
-
-    def _copy_async(self, host: dict[str, Any], stream: Any) -> tuple[dict[str, Any], Any]:
-        """Issues the copy of every tensor but ``index`` (used on the host only)."""
-        source = self._page_locked(host)
-        with torch.cuda.stream(stream):
-            out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) and k != "index" else v
-                   for k, v in source.items()}
-            done = torch.cuda.Event()
-            done.record(stream)
-        out["host"], out["copied"] = host, done
-        return out, done
-
-    def _page_locked(self, host: dict[str, Any]) -> dict[str, Any]:
-        """The batch as page-locked tensors: pooled buffers registered in place (once), any
-        other batch (a final partial one) copied to pinned memory."""
-        if self._transfer != "register":
-            return host
-        pooled = "slot" in host
-        tensors = {k: v for k, v in host.items() if isinstance(v, torch.Tensor) and k != "index"}
-        if pooled and all(self._registry.register(v) for v in tensors.values()):
-            return host
-        return {**host, **{k: v.pin_memory() for k, v in tensors.items()}}
-
-    def _ready(self, batch: dict[str, Any], done: Any) -> dict[str, Any]:
-        """The batch, usable on the current stream (the host does not wait: the buffer goes
-        back to its worker once ``done`` has passed, see :meth:`_return_leases`)."""
-        current = torch.cuda.current_stream(self.device)
-        current.wait_event(done)
-        for v in batch.values():
-            if isinstance(v, torch.Tensor):
-                v.record_stream(current)
-        return batch
+        yield from device_batches(hosts, self.device, register=self._registry if self._transfer == "register" else None)
 
     def _finish(self, b: dict[str, Any]) -> Batch | BatchWithExtras:
         host = b.get("host", b)  # labels and indices as they came from the worker
@@ -504,17 +466,6 @@ def _check_mixing_labels(host: dict[str, Any], num_classes: int) -> None:
             f"of this batch have none or another (label -1 = unlabelled), e.g. keys {keys}; "
             "use a preset without mixing for unlabelled data"
         )
-
-
-def _warm_worker_imports() -> None:
-    """Imports what every worker would otherwise import on its first batch, once, here,
-    before the workers are forked (it shortens a fresh loader's first batch)."""
-    import hmac  # noqa: F401  (multiprocessing's authentication when sharing memory handles)
-    import multiprocessing.resource_sharer  # noqa: F401
-    import secrets  # noqa: F401
-
-    import fsspec.implementations.local  # noqa: F401
-    import numpy.random  # noqa: F401
 
 
 def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:

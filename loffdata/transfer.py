@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-__all__ = ["TRANSFERS", "select_transfer", "can_register", "resolve_device", "HostRegistry"]
+__all__ = ["TRANSFERS", "select_transfer", "can_register", "resolve_device", "HostRegistry", "device_batches"]
 
 _log = logging.getLogger("loffdata.transfer")
 
@@ -115,3 +117,54 @@ class HostRegistry:
         for ptr in self._ptrs:
             torch.cuda.cudart().cudaHostUnregister(ptr)
         self._ptrs.clear()
+
+
+def device_batches(
+    hosts: Iterator[dict[str, Any]], device: torch.device, *, register: HostRegistry | None
+) -> Iterator[dict[str, Any]]:
+    """Host batches -> device batches, copying batch k+1 on a side stream while batch k is used.
+
+    Each device batch carries ``"host"`` (the host batch) and ``"copied"`` (an event that has
+    passed once the copy no longer reads the host buffer). With ``register``, pooled batches
+    are page-locked in place first; without it they are expected pinned already (pin thread).
+    """
+    stream, pending = torch.cuda.Stream(device), None
+    for host in hosts:
+        copied = _copy_async(host, stream, device, register)
+        if pending is not None:
+            yield _ready(pending, device)
+        pending = copied
+    if pending is not None:
+        yield _ready(pending, device)
+
+
+def _copy_async(host: dict[str, Any], stream: Any, device: torch.device, register: HostRegistry | None) -> dict:
+    """Issues the copy of every tensor but ``index`` (used on the host only)."""
+    source = host if register is None else _page_locked(host, register)
+    with torch.cuda.stream(stream):
+        out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k != "index" else v
+               for k, v in source.items()}
+        done = torch.cuda.Event()
+        done.record(stream)
+    out["host"], out["copied"] = host, done
+    return out
+
+
+def _page_locked(host: dict[str, Any], register: HostRegistry) -> dict[str, Any]:
+    """The batch as page-locked tensors: pooled buffers registered in place (once), any
+    other batch (a final partial one) copied to pinned memory."""
+    tensors = {k: v for k, v in host.items() if isinstance(v, torch.Tensor) and k != "index"}
+    if "slot" in host and all(register.register(v) for v in tensors.values()):
+        return host
+    return {**host, **{k: v.pin_memory() for k, v in tensors.items()}}
+
+
+def _ready(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch, usable on the current stream. The host does not wait: the buffer goes back
+    to its worker once ``batch["copied"]`` has passed (the loader queries the event)."""
+    current = torch.cuda.current_stream(device)
+    current.wait_event(batch["copied"])
+    for v in batch.values():
+        if isinstance(v, torch.Tensor):
+            v.record_stream(current)
+    return batch
