@@ -10,7 +10,7 @@ import torch
 
 from loffdata.augment.params import Params, sample_params
 from loffdata.augment.spec import AugmentSpec
-from loffdata.augment.torch_backend import finish
+from loffdata.augment.torch_backend import finish, prepare_labels
 
 __all__ = ["Augmenter", "BACKENDS", "resolve_backend"]
 
@@ -88,7 +88,7 @@ class Augmenter:
         """
         _check_batch(x)
         if self.spec.is_identity:
-            return finish(x, x.dtype, self.spec), y
+            return finish(x, x.dtype, self.spec), prepare_labels(y, 1, x.shape[0])
         return self.apply(x, y, self.params(indices, epoch=epoch, shape=tuple(x.shape[1:])))
 
     def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):
