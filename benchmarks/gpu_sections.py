@@ -55,7 +55,6 @@ class Sizes:
     batch: int
     workers: int
     transfer_batches: int
-    train_n: int
     train_epochs: int
     extract_images: int
     finetune_models: tuple[str, ...]
@@ -63,11 +62,11 @@ class Sizes:
 
 
 FULL = Sizes(eq_shape=(64, 16, 16), loader_shapes=((768, 16, 16), (1024, 32, 32)), loader_n=(4096, 1536),
-             batch=256, workers=min(8, os.cpu_count() or 1), transfer_batches=200, train_n=4096, train_epochs=2,
+             batch=256, workers=min(8, os.cpu_count() or 1), transfer_batches=200, train_epochs=2,
              extract_images=1024, finetune_models=("vit_base_patch14_dinov2", "vit_giant_patch14_dinov2"),
              h2d_bytes=512 << 20)
 SMOKE = Sizes(eq_shape=(6, 8, 8), loader_shapes=((8, 4, 4),), loader_n=(64,), batch=8, workers=1,
-              transfer_batches=12, train_n=64, train_epochs=1, extract_images=8, finetune_models=(),
+              transfer_batches=12, train_epochs=1, extract_images=8, finetune_models=(),
               h2d_bytes=1 << 20)
 
 
@@ -247,10 +246,11 @@ def _transfer_modes(ctx: Context) -> tuple[dict, list[dict]]:
             epoch += 1
         ctx.sync()
         secs = time.perf_counter() - t0
+        registered = len(getattr(loader, "_registry", []) or [])
         loader.close()
         digests[mode] = got
         figures[mode] = {"samples_per_s": done * s.batch / secs, "pinned_growth_bytes": mem[-1] - mem[0] if mem else 0,
-                         "registered_buffers": len(getattr(loader, "_registry", []) or [])}
+                         "registered_buffers": registered}
     failures = []
     if len(set(map(tuple, digests.values()))) > 1:
         failures.append({"case": "register and pin-thread give the same batches"})
@@ -399,7 +399,7 @@ def training(ctx: Context) -> dict:
 
     s = ctx.sizes
     shape = s.loader_shapes[0]
-    root = make_cache(ctx, "x".join(map(str, shape)) + "-train", s.train_n, shape)
+    root = make_cache(ctx, "x".join(map(str, shape)), s.loader_n[0], shape)  # the throughput cache
     ld = LoffLoader(root, batch_size=s.batch, num_workers=s.workers, augment="loffta", device=ctx.device,
                     dtype=torch.float16)
     kind = "deit_s" if ctx.cuda else "linear"  # smoke: the loop, not the model
@@ -460,8 +460,12 @@ def finetune(ctx: Context) -> dict:
         args = ["--quick", "--device", "cpu", "--steps", "1", "--warmup", "0"] if model == "quick" else [
             "--model", model, "--img_size", "224", "--device", str(ctx.device), "--batch_size", "32",
             "--steps", "6", "--warmup", "2"]
-        proc = subprocess.run([sys.executable, str(REPO / "recipes" / "compare_finetune.py"), *args, "--out", str(out)],
-                              cwd=REPO, capture_output=True, text=True, timeout=400)
+        try:
+            proc = subprocess.run([sys.executable, str(REPO / "recipes" / "compare_finetune.py"), *args, "--out",
+                                   str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
+        except subprocess.TimeoutExpired:
+            runs[model] = {"error": "timed out after 240 s"}
+            continue
         if proc.returncode != 0:
             runs[model] = {"error": proc.stderr[-2000:]}
             continue
