@@ -300,6 +300,8 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         rows[f"raw read {cfg['source']}"] = lambda: _per_sample(isolated(raw_read_remote, remote_urls, options), cfg)
         rows["webdataset"] = lambda: isolated(webdataset_epoch, remote_urls, b, w, options)
         rows["loffdata"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options)
+    if options is None:
+        rows.update(identity_rows(url, b, w))
     if aug:
         rows[f"{aug} alone"] = lambda: augment_alone(cfg["n"], cfg["dims"], b, aug, torch.float32, *cfg["stats"])
         rows[f"loffdata + {aug}"] = lambda: (loffdata_epoch(url, b, w, aug, torch.float32) if options is None
@@ -307,6 +309,41 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         if options is None:
             rows[f"loffdata + {aug}, later"] = _lazy(lambda: WarmLoader(url, b, w, aug, torch.float32))
     return rows
+
+
+def identity_rows(url: str, b: int, w: int) -> dict[str, Callable]:
+    """The identity preset against no augmentation step (both float16, fresh and warm
+    loaders), and the first epoch of a fresh loader, timed from its construction to its
+    last batch (what a training run waits for; the workers live on, so no teardown)."""
+    return {
+        "loffdata, first epoch": lambda: first_epoch(url, b, w),
+        "loffdata + none": lambda: loffdata_epoch(url, b, w, "none", torch.float16),
+        "loffdata + none, later": _lazy(lambda: WarmLoader(url, b, w, "none", torch.float16)),
+    }
+
+
+def first_epoch(root: str, batch: int, workers: int) -> tuple[int, float]:
+    """``(samples, seconds)`` of a fresh loader's first pass, construction included."""
+    from loffdata.config import LoaderConfig
+    from loffdata.loader import LoffLoader
+
+    t0 = time.perf_counter()
+    loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers,
+                        augment=None, dtype=torch.float16)
+    done = sum(consume(x) for x, _ in loader)
+    secs = time.perf_counter() - t0
+    loader.close()
+    return done, secs
+
+
+def _print_identity_and_first_epoch(r: dict[str, float]) -> None:
+    if "loffdata + none" not in r:
+        return
+    print(f"  first epoch / raw read       {r['loffdata, first epoch'] / r['raw read']:.2f}   (target >= 0.6; "
+          f"later epochs {r['loffdata, later epochs'] / r['raw read']:.2f}; with teardown "
+          f"{r['loffdata'] / r['raw read']:.2f})")
+    print(f"  augment='none' / None        {r['loffdata + none'] / r['loffdata']:.2f}   (target >= 0.9; "
+          f"later epochs {r['loffdata + none, later'] / r['loffdata, later epochs']:.2f})")
 
 
 class _lazy:  # noqa: N801 (used like a function)
@@ -507,6 +544,7 @@ def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
         warm = r["loffdata, later epochs"]
         print(f"  later epochs / raw read      {warm / r['raw read']:.2f}   (target >= 0.6)")
         print(f"  later epochs / webdataset    {warm / r['webdataset']:.2f}   (target >= 2.5)")
+    _print_identity_and_first_epoch(r)
     if augment:
         print(f"  loffdata+{augment} / {augment} alone  {r[f'loffdata + {augment}'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
         if f"loffdata + {augment}, later" in r:

@@ -14,7 +14,7 @@ from loffdata.format.index import index_dataset
 from loffdata.format.manifest import Manifest
 from loffdata.verify import verify as _verify
 
-__all__ = ["inspect", "verify", "index", "main"]
+__all__ = ["inspect", "verify", "index", "doctor", "main"]
 
 
 def _human(n: float) -> str:
@@ -72,9 +72,16 @@ def index(path: str, force: bool = False, **storage_options: Any) -> None:
     print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
 
 
+def doctor() -> None:
+    """Prints torch/CUDA/DALI versions, the backend ``augment`` 'auto' picks and why, and mismatches."""
+    from loffdata.doctor import report
+
+    print(report())
+
+
 def main() -> None:
     """Entry point of the ``loffdata`` command."""
-    fire.Fire({"inspect": inspect, "verify": verify, "index": index, "convert": _convert})
+    fire.Fire({"inspect": inspect, "verify": verify, "index": index, "doctor": doctor, "convert": _convert})
 
 
 if __name__ == "__main__":

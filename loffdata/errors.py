@@ -6,6 +6,8 @@ when known, the sample key. Catch :class:`LoffError` to handle all of them.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "LoffError",
     "CodecError",
@@ -13,6 +15,7 @@ __all__ = [
     "ManifestError",
     "ShardReadError",
     "SampleError",
+    "WorkerDiedError",
 ]
 
 
@@ -58,3 +61,35 @@ def _rebuild_sample_error(text: str, shard: str | None, key: str | None) -> Samp
     Exception.__init__(err, text)
     err.shard, err.key = shard, key
     return err
+
+
+def describe_exit(code: int) -> str:
+    """``"killed by SIGKILL"`` / ``"exit code 3"``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class WorkerDiedError(LoffError, RuntimeError):
+    """A DataLoader worker process of a loader died (killed by a signal, out of memory, a
+    crash in native code). Raised by the loader's next batch request; the other workers
+    are stopped.
+
+    Attributes:
+        pids: process ids of the dead workers.
+        exitcodes: their exit codes (negative: the signal number).
+    """
+
+    def __init__(self, pids: list[int], exitcodes: list[int]):
+        self.pids, self.exitcodes = list(pids), list(exitcodes)
+        what = ", ".join(f"pid {p} ({describe_exit(c)})" for p, c in zip(self.pids, self.exitcodes))
+        super().__init__(
+            f"DataLoader worker process died: {what}. The loader stopped its other workers; "
+            "a worker killed by SIGKILL is often the kernel's out-of-memory killer"
+        )
+
+    def __reduce__(self):
+        return (WorkerDiedError, (self.pids, self.exitcodes))

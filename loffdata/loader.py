@@ -11,9 +11,11 @@
 
 Data flow per batch: a DataLoader worker reads and decodes samples and writes them into one
 preallocated shared-memory batch (:class:`~loffdata.stream.dataset.StreamingDataset` with
-``batch_size``), so nothing is pickled per sample; on CUDA the batch is pinned and copied to
-the device on a side stream while the previous step computes; int8 caches are dequantised on
-the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or torch).
+``batch_size``), so nothing is pickled per sample; on CUDA the pooled buffer is page-locked
+in place once (:mod:`loffdata.transfer`; the DataLoader's pin thread is the fallback) and
+copied to the device on a side stream while the previous step computes; int8 caches are
+dequantised on the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or
+torch). Nothing in that path makes the host wait for the GPU.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from loffdata.stream.batching import pool_slots
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
+from loffdata.transfer import HostRegistry, device_batches, resolve_device, select_transfer
 from loffdata.util import UNSET
+from loffdata.workers import defer_sigchld, gc_frozen, translate_worker_death, warm_worker_imports
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
@@ -138,7 +142,7 @@ class LoffLoader:
                      seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
                      on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)
         self.config = cfg = (config or LoaderConfig()).replace(**{k: v for k, v in given.items() if v is not UNSET})
-        self.device, self.dtype, self.seed = torch.device(cfg.device), getattr(torch, cfg.dtype), cfg.stream.seed
+        self.device, self.dtype, self.seed = resolve_device(cfg.device), getattr(torch, cfg.dtype), cfg.stream.seed
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
         stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.device.type == "cpu" else None)
         kind = MixedDataset if isinstance(source, Mix) else StreamingDataset
@@ -175,15 +179,16 @@ class LoffLoader:
         """Batches per epoch on this rank (equal on every rank; independent of workers)."""
         return len(self.dataset)
 
+    #: how host batches reach a CUDA device: "auto", "register" or "pin-thread" (see
+    #: :mod:`loffdata.transfer`); read when the workers start.
+    transfer: str = "auto"
+
     def __iter__(self) -> Iterator[Batch | BatchWithExtras]:
         self._advance_epoch_if_needed()
         self.stats, self._delivered = LoaderStats(), 0
         it, completed = self._start(), False
         try:
-            for on_device in self._device_batches(self._timed(it)):
-                batch = self._finish(on_device)
-                self._lease(on_device)
-                del on_device
+            for batch in self._batches(it):
                 self._delivered += 1
                 self._log()
                 completed = self._offset + self._delivered >= len(self)  # Lightning stops here
@@ -203,19 +208,33 @@ class LoffLoader:
         """The DataLoader iterator of this pass: new workers, or the persistent ones told
         the epoch and resume state through the shared control block."""
         if self._dl is None:
+            self._start_transfer()
             # buffers are reused only where torch can tell when the consumer is done with them
             self._flags = self._release_flags() if can_count_storage_uses() else None
             self.dataset.release_flags = self._flags
             # the DataLoader's pin thread copies each batch, so references need unpinned batches
-            self.dataset.send_by_reference = self.device.type != "cuda"
+            self.dataset.send_by_reference = self._transfer != "pin-thread"
             self._held, self._leases = {}, {}
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
+            if self.num_workers > 0:
+                warm_worker_imports()
             self._dl = self._dataloader()
         if self._persistent:
             self.dataset.publish_control()
-        self._it = iter(self._dl)
+        with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
+            self._it = iter(self._dl)
+        defer_sigchld()  # after torch installed its handler: a dead worker is reported by next()
         return self._it
+
+    def _start_transfer(self) -> None:
+        """Picks the host-to-device path and makes the loader's GPU the current one (the pin
+        thread and DALI use the current device; without this every DDP rank opens GPU 0)."""
+        self._transfer = select_transfer(self.device, self.transfer)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        if not hasattr(self, "_registry"):
+            self._registry = HostRegistry()
 
     def close(self) -> None:
         """Stops the worker processes now (they are started again by the next pass)."""
@@ -223,6 +242,11 @@ class LoffLoader:
             _shutdown(self._it)
         self._it = self._dl = None
         self.dataset.control = None
+        registry = getattr(self, "_registry", None)
+        if registry is not None and len(registry):
+            torch.cuda.synchronize(self.device)  # no copy may still read a buffer
+            registry.clear()
+        self._held, self._leases = {}, {}
 
     def state_dict(self) -> dict[str, Any]:
         """Position mid-epoch; restoring it makes the next iteration continue exactly there.
@@ -270,14 +294,25 @@ class LoffLoader:
         return torch.zeros(max(1, self.num_workers), slots, dtype=torch.int32).share_memory_()
 
     def _lease(self, batch: dict[str, Any]) -> None:
-        """Remembers a pooled host batch until nothing but the loader refers to it."""
+        """Remembers a pooled host batch until nothing but the loader refers to it (and, on
+        CUDA, until the copy that reads it is done)."""
         slot = batch.get("slot")
         if slot is None:
             return
         host = batch.get("host", batch)
         names = [k for k, v in host.items() if isinstance(v, torch.Tensor)]
-        self._held[tuple(slot)] = host  # keeps the mapping, so the buffer is not mapped again
-        self._leases[tuple(slot)] = [(host[k], self._at_rest(tuple(slot), k)) for k in names]
+        if self.dataset.send_by_reference:  # keeps the mapping, so the buffer is not mapped again
+            self._hold(tuple(slot), host)  # (the pin thread's copies are never sent again: not kept)
+        tensors = [(host[k], self._at_rest(tuple(slot), k)) for k in names]
+        self._leases[tuple(slot)] = (tensors, batch.get("copied"))
+
+    def _hold(self, slot: tuple[int, int], host: dict[str, Any]) -> None:
+        """Keeps a pooled batch mapped; a buffer it replaces is unregistered before it goes."""
+        old = self._held.get(slot)
+        if old is not None and old.get("features") is not host.get("features") and len(self._registry):
+            torch.cuda.synchronize(self.device)  # rare: the worker made a new pool
+            self._registry.forget([v for v in old.values() if isinstance(v, torch.Tensor)])
+        self._held[slot] = host
 
     def _at_rest(self, slot: tuple[int, int], name: str) -> int:
         """Use count of a pooled tensor that nothing outside the loader uses: one tensor when
@@ -289,7 +324,9 @@ class LoffLoader:
 
     def _return_leases(self) -> None:
         """Hands buffers back to their workers once no tensor outside the loader uses them."""
-        for slot, tensors in list(self._leases.items()):
+        for slot, (tensors, copied) in list(self._leases.items()):
+            if copied is not None and not copied.query():  # the copy still reads the buffer
+                continue
             if all(_use_count(t) <= base for t, base in tensors):
                 self._flags[slot[0], slot[1]] = 0
                 del self._leases[slot]
@@ -298,20 +335,38 @@ class LoffLoader:
         workers = self.num_workers
         return DataLoader(
             self.dataset, batch_size=None, num_workers=workers,
-            pin_memory=self.device.type == "cuda", pin_memory_device=str(self.device) if self.device.type == "cuda" else "",
+            pin_memory=self._transfer == "pin-thread",
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self._persistent, collate_fn=_as_is,
         )
 
-    def _timed(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Yields host batches, counting the time the consumer is blocked on them."""
+    def _batches(self, it: Iterator[dict[str, Any]]) -> Iterator[Batch | BatchWithExtras]:
+        """Delivered batches; ``stats.wait_s`` counts all the time the consumer spends in
+        here: waiting for workers, the copy, dequantisation and augmentation."""
+        source = self._device_batches(self._received(it))
         while True:
             t0 = time.perf_counter()
+            on_device = next(source, None)
+            if on_device is None:
+                return
+            batch = self._finish(on_device)
+            self._lease(on_device)
+            del on_device
+            self.stats.wait_s += time.perf_counter() - t0
+            yield batch
+
+    def _received(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Host batches from the workers; a dead worker becomes :class:`WorkerDiedError`."""
+        while True:
             try:
                 host = next(it)
             except StopIteration:
                 return
-            self.stats.wait_s += time.perf_counter() - t0
+            except Exception as err:
+                died = translate_worker_death(it, err)
+                if died is err:
+                    raise
+                raise died from err
             yield self._resolve(host)
 
     def _resolve(self, host: dict[str, Any]) -> dict[str, Any]:
@@ -326,34 +381,12 @@ class LoffLoader:
         if self.device.type != "cuda":
             yield from hosts
             return
-        stream, pending = torch.cuda.Stream(self.device), None
-        for host in hosts:
-            copied = self._copy_async(host, stream)
-            if pending is not None:
-                yield self._ready(*pending)
-            pending = copied
-        if pending is not None:
-            yield self._ready(*pending)
-
-    def _copy_async(self, host: dict[str, Any], stream: Any) -> tuple[dict[str, Any], Any]:
-        with torch.cuda.stream(stream):
-            out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in host.items()}
-            done = torch.cuda.Event()
-            done.record(stream)
-        out["host"] = host
-        return out, done
-
-    def _ready(self, batch: dict[str, Any], done: Any) -> dict[str, Any]:
-        current = torch.cuda.current_stream(self.device)
-        current.wait_event(done)
-        if "slot" in batch:
-            done.synchronize()  # issued a step ago; the host buffer may then be reused
-        for v in batch.values():
-            if isinstance(v, torch.Tensor):
-                v.record_stream(current)
-        return batch
+        yield from device_batches(hosts, self.device, register=self._registry if self._transfer == "register" else None)
 
     def _finish(self, b: dict[str, Any]) -> Batch | BatchWithExtras:
+        host = b.get("host", b)  # labels and indices as they came from the worker
+        if self.spec is not None and self.spec.mixing:
+            _check_mixing_labels(host, self.spec.num_classes)
         x = b["features"]
         if x.dtype == torch.int8:
             x = x.to(torch.float32) * b["scale"].to(torch.float32)[:, :, None, None]
@@ -363,7 +396,7 @@ class LoffLoader:
         self.stats.samples += int(x.shape[0])
         self.stats.bytes += int(x.shape[0]) * self._sample_bytes
         if self._augmenter is not None:
-            x, y = self._augmenter(x, y, indices=b["index"].cpu().numpy(), epoch=self.epoch)
+            x, y = self._augmenter(x, y, indices=host["index"].numpy(), epoch=self.epoch)
             x = x.to(self.dtype)
         x, y = _alias(x, b["features"]), _alias(y, b["label"])
         if not self.return_extras:
@@ -377,6 +410,24 @@ class LoffLoader:
     def _log(self) -> None:
         if self.log_every and self.stats.batches % self.log_every == 0:
             _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
+
+
+def _check_mixing_labels(host: dict[str, Any], num_classes: int) -> None:
+    """Mixup/cutmix need a label for every sample: checked on the host copy of the batch,
+    before the labels reach the device (where ``one_hot`` would fail with a device assert).
+
+    Raises:
+        ValueError: naming the keys of the unlabelled or out-of-range samples.
+    """
+    y = host["label"]
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        keys = [k for k, b in zip(host.get("key", []), bad.tolist()) if b][:5]
+        raise ValueError(
+            f"mixup/cutmix need a label in [0, {num_classes}) for every sample; {int(bad.sum())} samples "
+            f"of this batch have none or another (label -1 = unlabelled), e.g. keys {keys}; "
+            "use a preset without mixing for unlabelled data"
+        )
 
 
 def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from loffdata.config import LoaderConfig
+from loffdata.errors import WorkerDiedError
+from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
 from loffdata.stream.config import StreamConfig
+from loffdata.transfer import resolve_device, select_transfer
 from tests.resume_helpers import assert_resumes_exactly
 
 
@@ -178,15 +181,19 @@ def test_exception_in_step_leaves_no_workers(data):
     assert _wait_no_children(before) == set()
 
 
-def test_killed_worker_is_reported_and_cleaned_up(data):
+@pytest.mark.parametrize("pause", [0.0, 0.5])  # next batch at once / after torch's SIGCHLD handler ran
+def test_killed_worker_raises_worker_died_error_naming_the_pid(data, pause):
     before = _children()
     loader = LoffLoader(data, LoaderConfig(prefetch_factor=1), batch_size=4, num_workers=2)
-    with pytest.raises(RuntimeError, match="worker"):
+    killed = None
+    with pytest.raises(WorkerDiedError) as info:
         for i, _ in enumerate(loader):
             if i == 0:
-                for pid in _children() - before:
-                    os.kill(pid, signal.SIGKILL)
-                time.sleep(0.5)
+                killed = min(_children() - before)
+                os.kill(killed, signal.SIGKILL)
+                time.sleep(pause)
+    assert killed in info.value.pids and f"pid {killed} (killed by SIGKILL)" in str(info.value)
+    assert isinstance(info.value, RuntimeError)  # what torch raised before, still caught the same way
     assert _wait_no_children(before) == set()
 
 
@@ -239,3 +246,71 @@ def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
         assert sorted(seen) == list(range(52))
     assert any(refs) and not all(refs)  # buffers are sent once, then by reference
     loader.close()
+
+
+@pytest.mark.parametrize("augment", ["loffta", "none", {"preset": "frofa", "noise": 1.0, "normalize": True}], ids=str)
+def test_training_on_a_cache_with_constant_channels(tmp_path, augment):
+    """Dead channels (std 0, as in ReLU CNN features) train through every kind of preset."""
+    rng = np.random.default_rng(0)
+
+    def samples():
+        for i in range(48):
+            x = rng.standard_normal((6, 4, 4)).astype(np.float32)
+            x[1], x[4] = 0.0, 2.5  # constant channels
+            yield f"k{i:04d}", x, i % 2
+
+    manifest = write_dataset(str(tmp_path / "dead"), samples(), config=WriterConfig(max_samples=16, dtype="float16"),
+                             classes=["a", "b"])
+    assert (manifest.stats.std == 0).sum() == 2
+    loader = LoffLoader(str(tmp_path / "dead"), batch_size=8, num_workers=0, augment=augment, seed=0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6 * 16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in loader:
+        assert torch.isfinite(x).all()
+        loss = torch.nn.functional.cross_entropy(model(x.float()), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loader.stats.batches == 6 and torch.isfinite(loss)
+
+
+def test_mixing_unlabelled_samples_is_a_value_error_before_the_device(tmp_path):
+    items = ((f"u{i:03d}", np.ones((2, 3, 3), np.float32), None if i == 5 else i % 2) for i in range(12))
+    write_dataset(str(tmp_path / "u"), items, config=WriterConfig(max_samples=6), classes=["a", "b"])
+    loader = LoffLoader(str(tmp_path / "u"), batch_size=4, num_workers=0, augment={"mixup": 1.0, "num_classes": 2},
+                        shuffle=False)
+    with pytest.raises(ValueError, match=r"(?s)1 samples.*u005"):
+        list(loader)
+
+
+def test_wait_time_includes_the_device_step(data):
+    """``stats.wait_s`` covers dequantisation and augmentation, not only the workers."""
+    loader = LoffLoader(data, batch_size=8, num_workers=0, augment="loffta")
+    inner = loader._augmenter
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return inner(*args, **kwargs)
+
+    loader._augmenter = slow
+    assert len(list(loader)) == 7 and loader.stats.wait_s >= 7 * 0.05
+
+
+def test_transfer_selection():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert select_transfer(cpu, "auto", register_ok=True) == "none"
+    assert select_transfer(cuda, "auto", register_ok=True) == "register"
+    assert select_transfer(cuda, "auto", register_ok=False) == "pin-thread"
+    assert select_transfer(cuda, "pin-thread", register_ok=True) == "pin-thread"
+    with pytest.raises(ValueError, match="cudaHostRegister"):
+        select_transfer(cuda, "register", register_ok=False)
+    with pytest.raises(ValueError, match="transfer must be"):
+        select_transfer(cuda, "zero-copy")
+    if not torch.cuda.is_available():
+        assert select_transfer(cuda) == "pin-thread"  # can_register() is False here
+
+
+def test_cuda_device_index_comes_from_local_rank():
+    assert resolve_device("cuda", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
+    assert resolve_device("cuda:1", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 1)
+    assert resolve_device("cpu", env={"LOCAL_RANK": "3"}) == torch.device("cpu")

@@ -10,6 +10,7 @@ import torch
 
 from loffdata.augment.params import Params, sample_params
 from loffdata.augment.spec import AugmentSpec
+from loffdata.augment.torch_backend import finish, prepare_labels
 
 __all__ = ["Augmenter", "BACKENDS", "resolve_backend"]
 
@@ -80,8 +81,14 @@ class Augmenter:
         indices: np.ndarray | torch.Tensor,
         epoch: int = 0,
     ):
-        """Augment a batch: returns ``(x [N*views, C, H', W'], y)``; views of a sample adjacent."""
+        """Augment a batch: returns ``(x [N*views, C, H', W'], y)``; views of a sample adjacent.
+
+        A spec that changes nothing (:attr:`AugmentSpec.is_identity`) returns ``x`` itself
+        (cast to ``out_dtype`` if set) without drawing parameters, on every backend.
+        """
         _check_batch(x)
+        if self.spec.is_identity:
+            return finish(x, x.dtype, self.spec), prepare_labels(y, 1, x.shape[0])
         return self.apply(x, y, self.params(indices, epoch=epoch, shape=tuple(x.shape[1:])))
 
     def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):

@@ -15,7 +15,16 @@ The Gaussian field ``z`` (C*H*W values per row) is drawn with torch on the targe
 from a generator seeded by ``Params.noise_seed`` (a hash of seed, epoch and the ordered
 batch indices), and the same tensor is handed to the DALI pipeline as an input, so both
 backends add identical noise. The noise *scale* of each row is keyed per sample; the
-noise *field* depends on the batch composition and on the device's generator.
+noise *field* depends on the batch composition and on the device's generator. On the CPU
+values are drawn only for the noisy rows (drawing is the expensive part there); on a GPU
+one draw covers every row (rows without noise have ``S = 0``), which is a single pass over
+the field instead of a zero-fill, a draw and a scatter.
+
+**Constant channels** (manifest std 0, e.g. the dead channels of a ReLU CNN) are allowed:
+every std is raised to the floor ``STD_FLOOR_REL * max(std)`` (``STD_FLOOR_ABS`` when all
+channels are constant) before it is used. Noise and brightness, which are in std units,
+then leave a constant channel (almost) unchanged, and normalisation maps it to ~0 instead
+of dividing by zero. A negative or non-finite std is still an error.
 """
 
 from __future__ import annotations
@@ -27,7 +36,20 @@ import torch
 
 from loffdata.augment.params import Params
 
-__all__ = ["channel_stats", "channel_coefficients", "noise_field", "is_identity"]
+__all__ = [
+    "channel_stats",
+    "channel_coefficients",
+    "noise_field",
+    "is_identity",
+    "constant_channels",
+    "STD_FLOOR_REL",
+    "STD_FLOOR_ABS",
+]
+
+#: std floor relative to the largest channel std (constant channels get this std).
+STD_FLOOR_REL = 1e-6
+#: std used for every channel when all of them are constant.
+STD_FLOOR_ABS = 1e-6
 
 
 def channel_stats(
@@ -41,9 +63,27 @@ def channel_stats(
         raise ValueError(
             f"manifest {name} has {arr.size} channels but the features have {channels}"
         )
-    if name == "std" and np.any(arr <= 0):
-        raise ValueError("manifest std must be > 0 for every channel")
+    if name == "std":
+        return _floored_std(arr)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"manifest {name} has non-finite values")
     return arr
+
+
+def _floored_std(std: np.ndarray) -> np.ndarray:
+    """``std`` with constant (0) channels raised to the documented floor."""
+    if not np.all(np.isfinite(std)) or np.any(std < 0):
+        raise ValueError("manifest std must be finite and >= 0 for every channel")
+    top = float(std.max()) if std.size else 0.0
+    floor = STD_FLOOR_REL * top if top > 0 else STD_FLOOR_ABS
+    return np.maximum(std, floor)
+
+
+def constant_channels(std: Sequence[float] | np.ndarray) -> int:
+    """How many channels of a manifest std are constant (std 0, or below the floor)."""
+    arr = np.asarray(std, dtype=np.float64).ravel()
+    top = float(arr.max()) if arr.size else 0.0
+    return int(np.sum(arr <= STD_FLOOR_REL * top)) if top > 0 else int(arr.size)
 
 
 def channel_coefficients(
@@ -65,20 +105,25 @@ def noise_field(
 ) -> torch.Tensor | None:
     """Noise field [R, C, h, w] float32 on ``device``, or None when no row is noised.
 
-    Standard normal values are drawn only for the rows with ``noise_scale > 0`` (in row
-    order, from one generator seeded by ``params.noise_seed``); other rows are zero.
+    On the CPU, standard normal values are drawn only for the rows with ``noise_scale > 0``
+    (in row order, from one generator seeded by ``params.noise_seed``); other rows are zero.
+    On other devices every row is drawn (no host-to-device index copy, no scatter); the
+    rows without noise are multiplied by ``S = 0``.
     """
     noisy = np.flatnonzero(params.noise_scale > 0)
     if noisy.size == 0:
         return None
+    device = torch.device(device)
     gen = torch.Generator(device=device)
     gen.manual_seed(params.noise_seed)
     c, (h, w) = params.in_shape[0], hw
-    z = torch.randn((noisy.size, c, h, w), generator=gen, device=device, dtype=torch.float32)
-    if noisy.size == params.rows:
+    every = noisy.size == params.rows or device.type != "cpu"
+    rows = params.rows if every else noisy.size
+    z = torch.randn((rows, c, h, w), generator=gen, device=device, dtype=torch.float32)
+    if every:
         return z
     full = torch.zeros((params.rows, c, h, w), device=device, dtype=torch.float32)
-    full[torch.as_tensor(noisy, device=device)] = z
+    full[torch.from_numpy(noisy)] = z
     return full
 
 

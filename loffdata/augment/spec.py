@@ -136,6 +136,14 @@ class AugmentSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @property
+    def is_identity(self) -> bool:
+        """Whether the spec changes no map (the ``"none"`` preset): no op can fire, no pooling,
+        no resize, no normalisation, one view. ``out_dtype`` may still cast."""
+        probs = [getattr(self, name) for name in _PROB_FIELDS]
+        shape = self.pool_factor == 1 and self.pool_size is None and self.out_size is None
+        return not any(probs) and shape and not (self.normalize or self.trivial) and self.views == 1
+
+    @property
     def mixing(self) -> bool:
         """Whether mixup or cutmix can change labels (labels become soft)."""
         return self.mixup > 0 or self.cutmix > 0

@@ -3,7 +3,7 @@
 Steps, in order (the DALI backend follows the same order):
 
 1. pooling (integer factor: ``avg_pool2d``; adaptive: ``adaptive_avg_pool2d``), same for all rows;
-2. repeat each sample ``views`` times (views adjacent), cast to float32;
+2. repeat each sample ``views`` times (views adjacent);
 3. random resized crop + flips: ``grid_sample(bilinear, align_corners=False,
    padding_mode="border")`` over per-row affine grids of the crop box (a flipped axis
    has a reversed box); when no row is cropped or resized, flips are plain ``torch.flip``;
@@ -12,6 +12,12 @@ Steps, in order (the DALI backend follows the same order):
 5. rot90 (``torch.rot90`` per group of equal k);
 6. mixup / cutmix with the batch partner, labels to soft labels;
 7. cast to the output dtype.
+
+A step that does nothing for a batch is skipped, and the maps are cast to float32 only
+before the first step that computes (resampling, the fused multiply-add, mixing); flips and
+rot90 are exact in any dtype. The identity preset therefore costs nothing. Per-batch
+parameter arrays reach the device through :func:`~loffdata.augment.staging.stage` (one
+pinned ``non_blocking`` copy per step), so the host never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from loffdata.augment.channel import channel_coefficients, channel_stats, is_identity, noise_field
 from loffdata.augment.params import Params
 from loffdata.augment.spec import AugmentSpec
+from loffdata.augment.staging import stage
 
 __all__ = [
     "TorchBackend",
@@ -35,6 +42,7 @@ __all__ = [
     "mix",
     "finish",
     "prepare_labels",
+    "check_labels",
 ]
 
 
@@ -53,12 +61,16 @@ def repeat_views(x: torch.Tensor, views: int) -> torch.Tensor:
 
 
 def spatial(x: torch.Tensor, params: Params) -> torch.Tensor:
-    """Crop box + flips resampled to ``params.out_hw`` (bilinear), float32 in and out."""
+    """Crop box + flips resampled to ``params.out_hw`` (bilinear, float32 out); plain flips
+    (any dtype) when nothing is resampled; ``x`` itself when nothing changes."""
     if not params.resamples():
-        hf = torch.as_tensor(params.hflip, device=x.device)[:, None, None, None]
-        vf = torch.as_tensor(params.vflip, device=x.device)[:, None, None, None]
+        if not (params.hflip.any() or params.vflip.any()):
+            return x
+        t = stage(x.device, hf=params.hflip, vf=params.vflip)
+        hf, vf = t["hf"][:, None, None, None], t["vf"][:, None, None, None]
         x = torch.where(hf, x.flip(-1), x) if params.hflip.any() else x
         return torch.where(vf, x.flip(-2), x) if params.vflip.any() else x
+    x = x.float()
     start, end = (torch.as_tensor(a, dtype=torch.float64) for a in params.roi())
     gh, gw = params.grid
     theta = torch.zeros(params.rows, 2, 3, dtype=torch.float64)
@@ -67,7 +79,7 @@ def spatial(x: torch.Tensor, params: Params) -> torch.Tensor:
     theta[:, 1, 1] = (end[:, 0] - start[:, 0]) / gh
     theta[:, 1, 2] = (start[:, 0] + end[:, 0]) / gh - 1
     size = (params.rows, x.shape[1], *params.out_hw)
-    grid = F.affine_grid(theta, size, align_corners=False).to(device=x.device, dtype=torch.float32)
+    grid = stage(x.device, g=F.affine_grid(theta, size, align_corners=False).float().numpy())["g"]
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -76,10 +88,10 @@ def rot90(x: torch.Tensor, params: Params) -> torch.Tensor:
     if not params.rot_k.any():
         return x
     x = x.clone()
-    for k in (1, 2, 3):
-        rows = torch.as_tensor(np.flatnonzero(params.rot_k == k), device=x.device)
-        if rows.numel():
-            x[rows] = torch.rot90(x[rows], k, dims=(-2, -1))
+    ks = [k for k in (1, 2, 3) if np.any(params.rot_k == k)]
+    rows = stage(x.device, **{str(k): np.flatnonzero(params.rot_k == k) for k in ks})
+    for k in ks:
+        x[rows[str(k)]] = torch.rot90(x[rows[str(k)]], k, dims=(-2, -1))
     return x
 
 
@@ -90,22 +102,45 @@ def mix(
     if num_classes is None:
         return x, y
     dev = x.device
-    partner = torch.as_tensor(params.mix_partner, device=dev)
-    lam = torch.as_tensor(params.mix_lam, device=dev)
+    t = stage(dev, partner=params.mix_partner, lam=params.mix_lam, mode=params.mix_mode, box=params.cut_box)
+    partner, lam = t["partner"], t["lam"]
     if params.mix_mode.any():
-        x = _mix_maps(x, x[partner], params, lam)
+        x = x.float()
+        x = _mix_maps(x, x[partner], t)
     if y is None:
         return x, None
-    onehot = F.one_hot(y.to(dev, torch.int64), num_classes).float()
+    check_labels(y, num_classes)
+    classes = torch.arange(num_classes, device=dev)
+    onehot = (y.to(dev, torch.int64)[:, None] == classes).float()  # no device-side assert
     return x, onehot * lam[:, None] + onehot[partner] * (1 - lam[:, None])
 
 
-def _mix_maps(x: torch.Tensor, xp: torch.Tensor, params: Params, lam: torch.Tensor) -> torch.Tensor:
-    dev = x.device
-    mode = torch.as_tensor(params.mix_mode, device=dev)
+def check_labels(y: torch.Tensor, num_classes: int) -> None:
+    """Labels on the host must lie in ``[0, num_classes)`` before they become soft labels.
+
+    Unlabelled samples (label -1) cannot be mixed. Labels already on a GPU are not read
+    back (that would make the host wait); :class:`~loffdata.loader.LoffLoader` checks the
+    host copy of every batch before it reaches the device step.
+
+    Raises:
+        ValueError: a label is negative (unlabelled) or not below ``num_classes``.
+    """
+    if y.device.type != "cpu" or y.numel() == 0:
+        return
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        unlabelled = int((y < 0).sum())
+        raise ValueError(
+            f"mixup/cutmix need a label in [0, {num_classes}) for every sample; this batch has "
+            f"{unlabelled} unlabelled (label -1) and {int(bad.sum()) - unlabelled} out-of-range labels"
+        )
+
+
+def _mix_maps(x: torch.Tensor, xp: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    dev, lam, mode = x.device, t["lam"], t["mode"]
     w = torch.where(mode == 1, lam, torch.ones_like(lam))[:, None, None, None]
     out = x * w + xp * (1 - w)
-    box = torch.as_tensor(params.cut_box, device=dev)[:, :, None, None]
+    box = t["box"][:, :, None, None]
     yy = torch.arange(x.shape[-2], device=dev)[None, :, None]
     xx = torch.arange(x.shape[-1], device=dev)[None, None, :]
     inside = (yy >= box[:, 0]) & (yy < box[:, 2]) & (xx >= box[:, 1]) & (xx < box[:, 3])
@@ -149,18 +184,23 @@ class TorchBackend:
     ) -> None:
         self.spec = spec
         self.mean, self.std = mean, std
+        self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def coefficients(self, params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The fused ``(A, B, S)`` per-channel coefficients for ``params``."""
         c = params.in_shape[0]
-        mean = channel_stats(self.mean, c, default=0.0, name="mean")
-        std = channel_stats(self.std, c, default=1.0, name="std")
+        if c not in self._stats:  # checked and floored once per channel count
+            self._stats[c] = (
+                channel_stats(self.mean, c, default=0.0, name="mean"),
+                channel_stats(self.std, c, default=1.0, name="std"),
+            )
+        mean, std = self._stats[c]
         return channel_coefficients(params, mean=mean, std=std, normalize=self.spec.normalize)
 
     def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):
         """Augment ``x`` [N, C, H, W] (and labels ``y`` [N]) with ``params``."""
         dtype = x.dtype
-        x = repeat_views(pool(x, self.spec), self.spec.views).float()
+        x = repeat_views(pool(x, self.spec), self.spec.views)
         x = spatial(x, params)
         x = self._channels(x, params)
         x = rot90(x, params)
@@ -173,6 +213,7 @@ class TorchBackend:
         z = noise_field(params, params.out_hw, device=x.device)
         if z is None and is_identity(a, b):
             return x
-        a, b, s = (torch.as_tensor(v, device=x.device)[:, :, None, None] for v in (a, b, s))
-        out = torch.addcmul(b, x, a)
+        t = stage(x.device, a=a, b=b, s=s)
+        a, b, s = (t[k][:, :, None, None] for k in "abs")
+        out = torch.addcmul(b, x.float(), a)
         return out if z is None else out.addcmul_(z, s)

@@ -64,8 +64,15 @@ class BatchBuffer:
         return feats.nbytes == self._row_size and feats.ctypes.data == self._data_ptr + i * self._row_size
 
     def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
-        t = torch.empty(shape, dtype=codec.torch_dtype(dtype))
-        self.tensors[name] = t.share_memory_() if shared else t
+        dt = codec.torch_dtype(dtype)
+        if not shared:
+            self.tensors[name] = torch.empty(shape, dtype=dt)
+            return
+        # allocated in shared memory at once: ``share_memory_()`` would allocate privately,
+        # then copy every page into a new shared segment (2-3x the cost of a fresh batch)
+        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size())
+        storage = torch.UntypedStorage._new_shared(nbytes)
+        self.tensors[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
 
     def put(self, i: int, gid: int, sample: Sample) -> None:
         """Copies a decoded sample into row ``i`` (one copy per tensor, from the payload view)."""

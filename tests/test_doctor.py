@@ -1,0 +1,37 @@
+"""``loffdata doctor``: versions, the backend ``auto`` picks, and wheel mismatches."""
+
+import subprocess
+import sys
+
+import torch
+
+from loffdata.doctor import _problems, environment, pick_backend, report
+
+
+def test_report_names_versions_and_the_auto_backend():
+    env = environment()
+    assert env["torch"] == torch.__version__ and env["torch_cuda"] == torch.version.cuda
+    text = report(env)
+    assert f"torch        {torch.__version__}" in text and "backend='auto' picks" in text
+    if not torch.cuda.is_available():
+        assert env["backend_auto"] == "torch" and "no CUDA device" in text
+
+
+def test_pick_backend_rule():
+    assert pick_backend(False, True)[0] == "torch"
+    assert pick_backend(True, False) == ("torch", pick_backend(True, False)[1]) and "not installed" in pick_backend(True, False)[1]
+    assert pick_backend(True, True)[0] == "dali"
+
+
+def test_dali_wheel_of_another_cuda_major_is_a_problem():
+    env = {"torch_cuda": "13.0", "dali_wheels": {"nvidia-dali-cuda120": "2.4.0"}}
+    assert any("install nvidia-dali-cuda130" in p for p in _problems(env))
+    both = {"torch_cuda": "13.0", "dali_wheels": {"nvidia-dali-cuda120": "2.4", "nvidia-dali-cuda130": "2.4"}}
+    assert any("several DALI wheels" in p for p in _problems(both))
+    assert _problems({"torch_cuda": "12.8", "dali_wheels": {"nvidia-dali-cuda120": "2.4"}}) == []
+
+
+def test_cli_doctor_prints_the_report():
+    out = subprocess.run([sys.executable, "-c", "import sys; from loffdata.cli import main; sys.argv=['loffdata', 'doctor']; main()"],
+                         capture_output=True, text=True, check=True)
+    assert "backend='auto' picks" in out.stdout

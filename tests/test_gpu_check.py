@@ -1,0 +1,59 @@
+"""``make gpu-check`` without a GPU: its one-line answer, and the same script at smoke sizes on the CPU.
+
+No figure is asserted (a CPU smoke run measures nothing); the checks inside the sections
+(DALI vs torch equivalence, int8, views, mixing, resume, transfer paths) must pass.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_one_line_and_exit_0():
+    proc = _run()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines() == [
+        "gpu-check: no CUDA device here (torch.cuda.is_available() is False): nothing to check, "
+        "see docs/benchmarks-gpu.md"
+    ]
+
+
+def _smoke(tmp_path: Path, sections: str) -> dict:
+    proc = _run("--smoke", "--device", "cpu", "--out", str(tmp_path), "--only", sections)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-check-smoke.json").read_text())
+    assert set(report["sections"]) == set(sections.split(","))
+    assert all(s.get("ok", True) for s in report["sections"].values())
+    md = (tmp_path / "gpu-check-smoke.md").read_text()
+    assert "SMOKE RUN" in md and "<!-- gpu-check:begin -->" in md and "Every section passed." in md
+    return report
+
+
+def test_smoke_run_on_cpu_checks_and_measurements(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    report = _smoke(tmp_path, "equivalence,loader,h2d,throughput,resize")
+    assert report["sections"]["equivalence"]["cases"] >= 50
+    assert report["env"]["torch"] == torch.__version__
+    assert {r["augment"] for r in report["sections"]["throughput"]["rows"]} == {"None", "loffta"}
+
+
+@pytest.mark.slow  # imports timm, builds models, runs compare_finetune --quick: ~1-2 min here
+def test_smoke_run_on_cpu_training_extraction_finetune(tmp_path):
+    report = _smoke(tmp_path, "training,extraction,finetune")
+    assert 0 <= report["sections"]["training"]["data_wait_fraction"] <= 1
+    assert "speedup" in report["sections"]["finetune"]["runs"]["quick"]
