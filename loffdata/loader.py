@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest
+from loffdata.hints import check_device
 from loffdata.stream.batching import pool_slots
 from loffdata.stream.batching import use_count as _use_count
 from loffdata.stream.dataset import StreamingDataset
@@ -177,6 +178,7 @@ class LoffLoader:
         persistent_workers: bool = True,
         log_every: int | None = None,
     ):
+        check_device(device)
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         self.dataset = StreamingDataset(

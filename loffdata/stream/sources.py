@@ -18,6 +18,7 @@ from loffdata.format import codec
 from loffdata.format.manifest import Manifest, TensorSpec, manifest_url
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
+from loffdata.hints import check_dataset_dir
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local, open_shard
 
 __all__ = ["ShardSet", "resolve_source", "load_manifest"]
@@ -81,6 +82,7 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
     """
     murl = manifest_url(url)
     if is_local(murl):
+        check_dataset_dir(url)  # one-line hint for a missing or parent dir
         return Manifest.load(murl)
     fs, path = filesystem(murl, storage_options, retry)
     try:
