@@ -1,0 +1,31 @@
+"""Extraction errors that say what to do: skip reasons as text, --pretrained offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loffdata.extract.images import BadImageError, decode_image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_skip_reason_is_text_not_a_buffer_repr():
+    with pytest.raises(BadImageError) as err:
+        decode_image(b"not an image at all", "imgs/cat/1.png")
+    assert "BytesIO" not in err.value.reason and "0x" not in err.value.reason
+    assert "not an image PIL can read" in err.value.reason and "imgs/cat/1.png" in str(err.value)
+
+
+def test_pretrained_offline_fails_fast_with_what_to_do(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "shard.py"), "--pretrained", "--model",
+                           "vit_tiny_patch16_224", "--shapes_counts", "{train: 2}", "--workers", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--checkpoint PATH" in proc.stderr and "HF_HOME" in proc.stderr
+    assert not (tmp_path / "out").exists()
