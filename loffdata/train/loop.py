@@ -56,7 +56,8 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
     """Train the rest of the current epoch; return (completed, training seconds)."""
     run.net.train()
     start, loader = time.perf_counter(), run.train_loader
-    left = len(loader) - loader.state_dict()["position"]
+    position = loader.state_dict()["position"]  # > 0 only when resumed mid-epoch
+    left = len(loader) - position if 0 < position < len(loader) else len(loader)
     bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
                     enabled=run.ctx.main and run.config.progress)
     try:
