@@ -20,15 +20,14 @@ import dataclasses
 import difflib
 import inspect
 import json
-import os
 import re
 import sys
-import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loffdata.clivalues import BOOL_WORDS, CliError, coerce, is_bool, load_config_file, type_name
 from loffdata.errors import LoffError
 
 __all__ = [
@@ -45,18 +44,15 @@ __all__ = [
     "options_from_dataclass",
     "options_from_function",
     "parse_command",
+    "parse_flags",
     "run",
     "suggest",
 ]
 
 REQUIRED: Any = inspect.Parameter.empty
 _HELP = ("-h", "--help")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-_NONE = ("none", "null", "~")
 
 
-class CliError(LoffError, ValueError):
-    """A flag, value or config-file key is wrong; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -152,116 +148,19 @@ def options_from_function(fn: Callable) -> list[Option]:
 # --- values -------------------------------------------------------------------------------------
 
 
-def _arms(kind: Any) -> tuple[Any, ...]:
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return typing.get_args(kind)
-    return (kind,)
 
 
-def _type_name(kind: Any) -> str:
-    names = []
-    for arm in _arms(kind):
-        origin = typing.get_origin(arm) or arm
-        names.append({type(None): "null", dict: "mapping", list: "list", tuple: "list"}.get(
-            origin, getattr(origin, "__name__", str(origin))))
-    return " or ".join(names)
 
 
-def _parse_text(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
-def _coerce_arm(value: Any, arm: Any, text: str | None) -> Any:
-    origin = typing.get_origin(arm) or arm
-    if arm is Any:
-        parsed = value if text is None else _parse_text(text)
-        return text if isinstance(parsed, str) else parsed
-    if arm is type(None):
-        if value is None or str(value).lower() in _NONE:
-            return None
-    elif origin is bool:
-        word = str(value).lower()
-        if isinstance(value, bool) or word in _TRUE + _FALSE:
-            return value if isinstance(value, bool) else word in _TRUE
-    elif origin is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-    elif origin is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    elif origin is str:
-        if isinstance(value, str):
-            return value
-        if text is None and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif origin in (dict, list, tuple):
-        parsed = _parse_text(value) if isinstance(value, str) else value
-        if isinstance(parsed, dict if origin is dict else (list, tuple)):
-            return origin(parsed)
-    else:
-        return value
-    raise ValueError
 
 
-def coerce(value: Any, kind: Any, *, text: str | None = None) -> Any:
-    """``value`` converted to annotation ``kind``; ``ValueError`` when it cannot be.
-
-    Args:
-        value: a value from a config file, or the text of a flag.
-        kind: the option's annotation (``int | None``, ``dict[str, Any]``, ``Any`` ...).
-        text: the flag's raw text, if the value came from the command line (a ``str``
-            option keeps it verbatim; ``Any`` parses it as YAML: ``{a: 1}``, ``[x, y]``).
-    """
-    arms = sorted(_arms(kind), key=lambda a: a is not type(None))  # try null first
-    for arm in arms:
-        try:
-            return _coerce_arm(value, arm, text)
-        except ValueError:
-            continue
-    raise ValueError(f"expected {_type_name(kind)}, got {value!r}")
 
 
 # --- config files -------------------------------------------------------------------------------
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping in a YAML (``.yaml``/``.yml``) or JSON (``.json``) file.
-
-    Raises:
-        CliError: the file is missing, not valid YAML/JSON, or not a mapping; names the file.
-    """
-    import yaml
-
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise CliError(f"--config {path}: cannot read the file ({err.strerror or err})") from None
-    try:
-        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise CliError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise CliError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise CliError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    return values
 
 
 def _flatten(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -282,12 +181,12 @@ def _flatten(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
 def _flag_value(argv: list[str], i: int, opt: Option, inline: str | None) -> tuple[str, int]:
     if inline is not None:
         return inline, i + 1
-    is_bool = bool in _arms(opt.type)
+    flag = is_bool(opt.type)
     nxt = argv[i + 1] if i + 1 < len(argv) else None
-    if is_bool and (nxt is None or nxt.startswith("--") or nxt.lower() not in _TRUE + _FALSE):
+    if flag and (nxt is None or nxt.startswith("--") or nxt.lower() not in BOOL_WORDS):
         return "true", i + 1
     if nxt is None or nxt.startswith("--"):
-        raise CliError(f"--{opt.name} needs a value ({_type_name(opt.type)})")
+        raise CliError(f"--{opt.name} needs a value ({type_name(opt.type)})")
     return nxt, i + 2
 
 
@@ -308,7 +207,7 @@ def parse_flags(argv: Sequence[str], options: Sequence[Option]) -> tuple[list[st
             continue
         name, _, inline = token[2:].partition("=")
         name = name.replace("-", "_") if name.replace("-", "_") in by_name else name
-        if name not in by_name and name.startswith("no") and bool in _arms(getattr(by_name.get(name[2:]), "type", None)):
+        if name not in by_name and name.startswith("no") and is_bool(getattr(by_name.get(name[2:]), "type", None)):
             flags[name[2:]], i = "false", i + 1
             continue
         if name not in by_name:
@@ -399,7 +298,7 @@ def format_help(prog: str, doc: str | None, options: Sequence[Option], *, config
         lines += ["  --config FILE", "        YAML (.yaml/.yml) or JSON (.json) file of option: value pairs;",
                   "        flags given on the command line win.", ""]
     for o in options:
-        head = o.name.upper() if o.positional else f"--{o.name} {_type_name(o.type).upper().replace(' OR ', '|')}"
+        head = o.name.upper() if o.positional else f"--{o.name} {type_name(o.type).upper().replace(' OR ', '|')}"
         default = "" if o.positional else f"  (default: {_default_text(o)})"
         lines += [f"  {head}{default}", *_wrap(o.doc or "(undocumented)"), ""]
     return "\n".join(lines).rstrip() + "\n"

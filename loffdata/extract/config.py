@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata.errors import LoffError
 
-__all__ = ["CONFIG_NAME", "DTYPES", "SOURCES", "ExtractConfig", "RandomWeightsWarning", "check_paths"]
+__all__ = [
+    "CONFIG_NAME", "DTYPES", "HUB_HOST", "SOURCES", "ExtractConfig", "RandomWeightsWarning", "check_paths",
+    "hub_reachable",
+]
 
 CONFIG_NAME = "extract_config.json"
 DTYPES = ("float16", "bfloat16", "float32", "int8")
 SOURCES = ("auto", "folder", "csv", "wds", "shapes")
+HUB_HOST = ("huggingface.co", 443)
 
 
 class RandomWeightsWarning(UserWarning):
@@ -117,19 +122,47 @@ class ExtractConfig:
         return opts
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (never, with ``HF_HUB_OFFLINE=1``)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_cache_may_hold(model: str) -> bool:
+    """Whether the local hub cache has a timm repo for ``model`` (a loose check; model.py checks exactly)."""
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    cache = os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
+    base = model.split(".", 1)[0]
+    return os.path.isdir(cache) and any(n.startswith(f"models--timm--{base}") for n in os.listdir(cache))
+
+
 def _is_local(text: str) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
 def check_paths(config: ExtractConfig) -> None:
-    """Refuses a local ``input`` or ``checkpoint`` that does not exist, naming the flag.
+    """Refuses what would fail later: a missing local ``input``/``checkpoint``, unreachable hub weights.
+
+    Light (no torch, no timm), so the CLI answers in about a second.
 
     Raises:
-        LoffError: ``--input PATH: no such file or directory`` (and the same for ``--checkpoint``).
+        LoffError: ``--input PATH: no such file or directory`` (and the same for ``--checkpoint``);
+            ``--pretrained`` with neither a cached copy nor a network, saying what to do.
     """
     checks = {"checkpoint": config.checkpoint}
     if isinstance(config.input, (str, os.PathLike)) and "{" not in str(config.input) and config.input != "shapes":
         checks["input"] = config.input
+    if config.pretrained and not config.checkpoint and not _hub_cache_may_hold(config.model) and not hub_reachable():
+        raise LoffError(
+            f"--pretrained: the weights of {config.model!r} are not in the local Hugging Face cache and "
+            f"{HUB_HOST[0]} cannot be reached. Either pass a local state dict with --checkpoint PATH "
+            "(instead of --pretrained), or download the weights once on a machine with a network and point "
+            "HF_HOME at that cache (see docs/troubleshooting.md)")
     for flag, value in checks.items():
         text = os.fspath(value) if value is not None else None
         if text and _is_local(text) and not os.path.exists(text.removeprefix("file://")):

@@ -10,8 +10,6 @@ with what to do instead of a long hub traceback.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from loffdata.errors import LoffError
-from loffdata.extract.config import ExtractConfig, RandomWeightsWarning
+from loffdata.extract.config import HUB_HOST, ExtractConfig, RandomWeightsWarning, hub_reachable
 
 __all__ = ["build_model", "build_transform", "check_pretrained", "compute_features", "weights_sha256"]
 
 
-_HUB_HOST = ("huggingface.co", 443)
 
 
 def build_model(config: ExtractConfig) -> torch.nn.Module:
@@ -84,22 +81,15 @@ def _hub_cached(model_name: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
-    cfg = timm.models.get_pretrained_cfg(model_name)
+    try:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError:  # an unknown tag: timm.create_model reports it
+        return False
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
         return False
     files = ("open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
     return any(isinstance(try_to_load_from_cache(repo.split("@")[0], f), str) for f in files)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return False
-    try:
-        socket.create_connection(_HUB_HOST, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def check_pretrained(model_name: str) -> None:
@@ -108,11 +98,11 @@ def check_pretrained(model_name: str) -> None:
     Raises:
         LoffError: saying how to pass a local checkpoint or to warm the cache.
     """
-    if _hub_cached(model_name) or _hub_reachable():
+    if _hub_cached(model_name) or hub_reachable():
         return
     raise LoffError(
         f"--pretrained: the weights of {model_name!r} are not in the local Hugging Face cache "
-        f"and {_HUB_HOST[0]} cannot be reached. Either pass a local state dict with "
+        f"and {HUB_HOST[0]} cannot be reached. Either pass a local state dict with "
         f"--checkpoint PATH (instead of --pretrained), or download the weights once on a machine "
         f"with a network and point HF_HOME at that cache (see docs/troubleshooting.md)"
     )

@@ -26,7 +26,7 @@ from loffdata.train.models import create_classifier
 from loffdata.train.trainer import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.utils import create_optimizer
 
-__all__ = ["Run", "count_params", "setup"]
+__all__ = ["MIN_STEPS", "FewStepsWarning", "Run", "count_params", "setup"]
 
 
 def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str, int]:
@@ -50,6 +50,24 @@ def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str,
     if resolved["num_classes"] is None:
         raise ValueError(f"{config.train}: the manifest has no classes; set num_classes")
     return resolved
+
+
+#: Fewer optimiser steps than this rarely train a transformer classifier from scratch.
+MIN_STEPS = 200
+
+
+class FewStepsWarning(UserWarning):
+    """The run has too few optimiser steps for a transformer classifier to train well."""
+
+
+def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
+    total = config.epochs * steps_per_epoch
+    if config.model != "linear" and total < MIN_STEPS:
+        warnings.warn(
+            f"only {total} optimiser steps ({config.epochs} epochs x {steps_per_epoch}): a {config.model} "
+            f"classifier usually needs {MIN_STEPS}+ on a small cache. Raise --epochs (or lower --batch_size), "
+            "and compare with a linear probe first (--model linear --augment none --lr 0.01); "
+            "see docs/recipes.md#a-new-dataset-start-here", FewStepsWarning, stacklevel=3)
 
 
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
@@ -106,6 +124,7 @@ def setup(config: TrainConfig) -> Run:
         warnings.warn("amp='bf16' is used on CUDA only; training in float32 on the CPU", stacklevel=3)
     train_loader, val_loader = _loaders(config, device)
     shape = _check_features(config, train_loader.manifest)
+    _warn_few_steps(config, len(train_loader))
     model = _model(config, shape).to(device)
     net = model
     if ctx.world_size > 1:

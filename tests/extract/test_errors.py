@@ -29,3 +29,13 @@ def test_pretrained_offline_fails_fast_with_what_to_do(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--checkpoint PATH" in proc.stderr and "HF_HOME" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrained_offline_from_python_fails_before_creating_the_model(monkeypatch):
+    from loffdata.errors import LoffError
+    from loffdata.extract.config import ExtractConfig
+    from loffdata.extract.model import build_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LoffError, match=r"--checkpoint PATH .* HF_HOME"):
+        build_model(ExtractConfig(model="vit_tiny_patch16_224", pretrained=True))

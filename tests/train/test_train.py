@@ -25,6 +25,7 @@ from loffdata.train.trainer import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "recipes" / "train.py"
+pytestmark = pytest.mark.filterwarnings("ignore::loffdata.train.run.FewStepsWarning")
 
 
 def _samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):

@@ -34,6 +34,13 @@ def test_tensorboard_writes_event_files(data, tmp_path):  # noqa: F811
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
+def test_too_few_steps_warns_with_what_to_do(data, tmp_path):  # noqa: F811
+    from loffdata.train.run import FewStepsWarning
+
+    with pytest.warns(FewStepsWarning, match=r"only 6 optimiser steps .*--model linear"):
+        train(_config(data, tmp_path / "run", epochs=1))
+
+
 def test_parent_dataset_dir_is_answered_with_the_split(data, tmp_path):  # noqa: F811
     parent = data["train"].rsplit("/", 1)[0]
     with pytest.raises(LoffError, match=r"no dataset at .*\(no manifest.json\); did you mean '.*train'\?"):
