@@ -53,7 +53,9 @@ def _parse_text(text: str) -> Any:
 def _coerce_arm(value: Any, arm: Any, text: str | None) -> Any:
     origin = typing.get_origin(arm) or arm
     if arm is Any:
-        parsed = value if text is None else _parse_text(text)
+        if text is None:  # a config file's value: already typed
+            return value
+        parsed = _parse_text(text)
         return text if isinstance(parsed, str) else parsed
     if arm is type(None):
         if value is None or str(value).lower() in _NONE:

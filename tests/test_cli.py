@@ -123,6 +123,17 @@ def test_flags_win_over_the_config_file_and_values_are_typed(tmp_path):
     assert cliutil.parse_command(["--noresume", "--train", "x"], options, prog="t", doc="")["resume"] is False
 
 
+def test_untyped_options_keep_config_file_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("train: a\naugment: loffta\n")
+    (tmp_path / "e.json").write_text(json.dumps({"input": "data/images", "storage_options": {"anon": True}}))
+    train = cliutil.parse_command(["--config", str(tmp_path / "c.yaml")], cliutil.options_from_dataclass(TrainConfig),
+                                  prog="t", doc="")
+    assert train["augment"] == "loffta"
+    extract = cliutil.parse_command(["--config", str(tmp_path / "e.json")], cliutil.options_from_dataclass(ExtractConfig),
+                                    prog="t", doc="")
+    assert extract["input"] == "data/images" and extract["storage_options"] == {"anon": True}
+
+
 def test_docstring_sections_give_every_option_a_doc():
     for cls in (ExtractConfig, TrainConfig):
         undocumented = [o.name for o in cliutil.options_from_dataclass(cls) if not o.doc]
