@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "LoffLoader": "loffdata.loader",
     "AugmentSpec": "loffdata.augment",
     "Augmenter": "loffdata.augment",
-    "ExtractConfig": "loffdata.extract.pipeline",
+    "ExtractConfig": "loffdata.extract.config",
     "extract_features": ("loffdata.extract.pipeline", "extract"),
     "create_classifier": "loffdata.train.models",
 }

@@ -35,6 +35,7 @@ from loffdata.compat import can_count_storage_uses, shutdown_workers
 from loffdata.compat import storage_use_count as _use_count
 from loffdata.config import LoaderConfig, resolve_augment
 from loffdata.format import codec
+from loffdata.hints import check_device
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import pool_slots
 from loffdata.stream.dataset import StreamingDataset
@@ -138,6 +139,7 @@ class LoffLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
+        check_device(device if device is not UNSET else (config or LoaderConfig()).device)
         given = dict(batch_size=batch_size, augment=augment, device=device, num_workers=num_workers,
                      seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
                      on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)

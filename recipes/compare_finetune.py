@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fire
 import torch
 import torch.nn.functional as F
 
+from loffdata import cliutil
 from loffdata.train.models import create_classifier
 from loffdata.train.utils import create_optimizer, loss_fn
 
@@ -349,8 +349,16 @@ def compare(
     return report
 
 
+def _cli(argv: list[str]) -> None:
+    """Checks every flag (the keyword arguments of :func:`compare`), then compares."""
+    values = cliutil.parse_command(argv, cliutil.options_from_function(compare), prog="recipes/compare_finetune.py",
+                                   doc=compare.__doc__)
+    if values is not None:
+        compare(**values)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "_worker":
         _worker(sys.argv[2])
     else:
-        fire.Fire(compare, serialize=lambda _: None)
+        cliutil.run(lambda: _cli(sys.argv[1:]))

@@ -17,15 +17,20 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-import fire
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata.extract.pipeline import ExtractConfig, extract
-from loffdata.format.manifest import Manifest
-from loffdata.train.trainer import load_config, train
+from loffdata import cliutil  # noqa: E402
+from loffdata.extract.pipeline import ExtractConfig, extract  # noqa: E402
+from loffdata.format.manifest import Manifest  # noqa: E402
+from loffdata.train.run import FewStepsWarning  # noqa: E402
+from loffdata.train.trainer import TrainConfig, load_config, train  # noqa: E402
 
 __all__ = ["DemoSettings", "build_cache", "format_table", "run_demo", "main"]
 
@@ -80,7 +85,9 @@ def _train_one(settings: DemoSettings, augment: str) -> dict[str, Any]:
     })
     print(f"\n== training {config.model} (depth {config.depth or 'default'}) with augment={augment!r}, "
           f"{config.epochs} epochs ==", flush=True)
-    results = train(config)
+    with warnings.catch_warnings():  # the shapes classes are easy: few steps are enough here
+        warnings.simplefilter("ignore", FewStepsWarning)
+        results = train(config)
     history = results["history"]
     train_s = sum(r["train_time"] for r in history)
     samples = sum(r["samples_per_s"] * r["train_time"] for r in history)
@@ -118,7 +125,7 @@ def main(quick: bool = False, out: str | None = None, **overrides: Any) -> None:
     Args:
         quick: tiny counts and epochs (a smoke test); its cache goes to ``out/demo_quick``.
         out: feature cache directory (default ``out/demo``, or ``out/demo_quick``).
-        **overrides: training-config values, e.g. ``--epochs 20``.
+        **overrides: training-config values (any ``TrainConfig`` field), e.g. ``--epochs 20``.
     """
     preset = QUICK if quick else FULL
     settings = DemoSettings(out=out or ("out/demo_quick" if quick else "out/demo"), counts=preset["counts"],
@@ -131,5 +138,20 @@ def main(quick: bool = False, out: str | None = None, **overrides: Any) -> None:
           f"in {settings.out}/runs/{{{','.join(AUGMENTS)}}}")
 
 
+_RUN_KEYS = ("train", "val", "out", "augment")  # set by the demo itself
+OPTIONS = [*cliutil.options_from_function(main),
+           *(o for o in cliutil.options_from_dataclass(TrainConfig) if o.name not in _RUN_KEYS)]
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Checks every flag (the demo's own and the training fields), then runs the demo."""
+    values = cliutil.parse_command(sys.argv[1:] if argv is None else argv, OPTIONS, prog="recipes/demo.py",
+                                   doc=__doc__, config_file=False)
+    if values is None:
+        return
+    _, given = cliutil.parse_flags(sys.argv[1:] if argv is None else argv, OPTIONS)
+    main(**{k: values[k] for k in given})  # only the flags given: demo.yaml holds the rest
+
+
 if __name__ == "__main__":
-    fire.Fire(main)
+    cliutil.run(cli)

@@ -1,8 +1,9 @@
 """The producer wing: images -> frozen timm model -> feature maps -> shards.
 
-Needs the ``extract`` extra (timm, pillow, webdataset, fire). Loader users never import it.
+Needs the ``extract`` extra (timm, pillow, webdataset). Loader users never import it.
 
-Submodules: images, pipeline.
+Submodules, in the order of the data flow: config, images (shapes), model, plan, batches,
+pipeline, sink, finalize, record (runtime, jsonio: shared helpers).
 
 The names below are imported from their modules on first use (see docs/api.md).
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "ExtractConfig": "loffdata.extract.pipeline",
-    "RandomWeightsWarning": "loffdata.extract.pipeline",
-    "build_model": "loffdata.extract.pipeline",
+    "ExtractConfig": "loffdata.extract.config",
+    "RandomWeightsWarning": "loffdata.extract.config",
+    "build_model": "loffdata.extract.model",
     "extract": "loffdata.extract.pipeline",
     "ImageRecord": "loffdata.extract.images",
     "BadImageError": "loffdata.extract.images",

@@ -5,9 +5,8 @@ deterministically ordered list of :class:`ImageRecord` s, plus one class list sh
 all splits. Images are decoded later, lazily, by :func:`load_image` (map-style sources) or
 :func:`iter_wds_images` (WebDatasets, which are streamed rather than indexed).
 
-The embedded default dataset, ``shapes``, needs no files and no network: image ``i`` of a
-split is drawn from ``(seed, split, i)`` on demand (``shapes://<split>/<i>``), so the
-same call always gives the same pixels.
+The embedded default dataset, ``shapes`` (drawn by :mod:`loffdata.extract.shapes`), needs
+no files and no network: image ``i`` of a split is ``shapes://<seed>/<split>/<i>``.
 """
 
 from __future__ import annotations
@@ -16,15 +15,15 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import numpy as np
 from PIL import Image
 
 from loffdata.errors import LoffError
+from loffdata.extract.shapes import SHAPES_CLASSES, render_shape
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,12 +46,9 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-SHAPES_CLASSES = (
-    "disc", "square", "triangle", "ring", "cross",
-    "h_stripes", "v_stripes", "checker", "dots", "gradient",
-)  # fmt: skip
 _WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class BadImageError(LoffError, ValueError):
@@ -288,50 +284,10 @@ def shapes_source(*, train: int = 1000, val: int = 200, test: int = 0, seed: int
     return ImageSource(splits, list(SHAPES_CLASSES), "shapes", info)
 
 
-def render_shape(label: int, *, seed: int, split: str, index: int) -> Image.Image:
-    """Draws image ``index`` of ``split``: class ``label``, deterministic in its arguments.
-
-    Classes differ in shape and in global statistics too (hue band, texture frequency),
-    so that even features of a randomly initialised network separate them.
-    """
-    split_id = SPLITS.index(split) if split in SPLITS else 7
-    rng = np.random.default_rng([seed, split_id, index])
-    size = int(rng.integers(64, 257))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    cy, cx = rng.uniform(0.3, 0.7, 2)
-    r = rng.uniform(0.18, 0.32)
-    mask = _shape_mask(label, yy - cy, xx - cx, r, rng)
-    fg = _class_colour(label, rng)
-    bg = rng.uniform(0.0, 0.35, 3) + rng.normal(0, 0.06, (size, size, 3))
-    img = bg * (1 - mask[..., None]) + fg * mask[..., None]
-    img = img + rng.normal(0, 0.04, img.shape)
-    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
 
 
-def _class_colour(label: int, rng: np.random.Generator) -> np.ndarray:
-    hue = (label / len(SHAPES_CLASSES) + rng.uniform(-0.03, 0.03)) % 1.0
-    k = (np.array([0.0, 2.0, 4.0]) + hue * 6.0) % 6.0
-    rgb = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-    return 0.35 + 0.65 * rgb * rng.uniform(0.8, 1.0)
 
 
-def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
-    d = np.sqrt(dy**2 + dx**2)
-    freq = 4 + 2 * label + rng.uniform(-0.5, 0.5)  # texture frequency grows with the label
-    box = (np.abs(dy) < r) & (np.abs(dx) < r)
-    masks: dict[int, Callable[[], np.ndarray]] = {
-        0: lambda: d < r,
-        1: lambda: box,
-        2: lambda: (dy < r) & (dy > -r) & (np.abs(dx) < (dy + r) / 2),
-        3: lambda: (d < r) & (d > 0.6 * r),
-        4: lambda: ((np.abs(dy) < r / 3) | (np.abs(dx) < r / 3)) & (d < 1.3 * r),
-        5: lambda: box & (np.sin(dy * freq * 2 * np.pi) > 0),
-        6: lambda: box & (np.sin(dx * freq * 2 * np.pi) > 0),
-        7: lambda: box & ((np.sin(dy * freq * np.pi) * np.sin(dx * freq * np.pi)) > 0),
-        8: lambda: (np.cos(dy * freq * 2 * np.pi) * np.cos(dx * freq * 2 * np.pi) > 0.5) & (d < 1.4 * r),
-        9: lambda: np.clip((dx + 0.5) * (d < 1.5 * r), 0, 1),
-    }
-    return masks[label % len(SHAPES_CLASSES)]().astype(np.float32)
 
 
 # --- opening and decoding ----------------------------------------------------------------
@@ -344,7 +300,15 @@ def decode_image(data: bytes, path: str) -> Image.Image:
             img.load()
             return img.convert("RGB")
     except Exception as err:  # PIL raises many unrelated types for corrupt data
-        raise BadImageError(path, f"{type(err).__name__}: {err}") from None
+        raise BadImageError(path, _reason(err)) from None
+
+
+def _reason(err: BaseException) -> str:
+    """A skip reason as text: PIL's messages name an in-memory buffer, not the file."""
+    if type(err).__name__ == "UnidentifiedImageError":
+        return "not an image PIL can read (unknown or corrupt format)"
+    text = _BUFFER_REPR.sub("the image data", str(err))
+    return f"{type(err).__name__}: {text}"
 
 
 def load_image(path: str, **storage_options: Any) -> Image.Image:
@@ -355,7 +319,7 @@ def load_image(path: str, **storage_options: Any) -> Image.Image:
         with fsspec.open(path, "rb", **storage_options) as f:
             data = f.read()
     except Exception as err:  # missing file, permission, network
-        raise BadImageError(path, f"{type(err).__name__}: {err}") from None
+        raise BadImageError(path, _reason(err)) from None
     return decode_image(data, path)
 
 

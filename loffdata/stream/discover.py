@@ -17,6 +17,7 @@ from typing import Any
 
 from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
+from loffdata.hints import check_dataset_dir
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
 
 __all__ = ["GLOB_CHARS", "DatasetDirectoryError", "is_glob", "expand_glob", "find_datasets", "load_or_list"]
@@ -123,10 +124,13 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
         except (OSError, ValueError):
             datasets = []
         if not datasets:
+            if is_local(url):
+                check_dataset_dir(url)  # one line: the directory is missing, or holds no dataset
             raise
         listing = "\n  ".join(datasets)
         raise DatasetDirectoryError(
-            f"{manifest_url(url)!r} does not exist, but {url!r} holds {len(datasets)} datasets:\n  "
-            f"{listing}\nopen one of them, or mix them: MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
+            f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? {url!r} holds "
+            f"{len(datasets)} datasets:\n  {listing}\nopen one of them, or mix them: "
+            "MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
             datasets,
         ) from err

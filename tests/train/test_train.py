@@ -25,6 +25,7 @@ from loffdata.train.trainer import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "recipes" / "train.py"
+pytestmark = pytest.mark.filterwarnings("ignore::loffdata.train.run.FewStepsWarning")
 
 
 def _samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):
@@ -55,7 +56,7 @@ def _config(data: dict[str, str], out: Path, **overrides) -> TrainConfig:
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["model"]
+    return torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)["model"]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -83,7 +84,7 @@ def test_loss_decreases_and_outputs_are_written(reference):
         assert key in lines[0]
     config = json.loads((out / CONFIG_NAME).read_text())
     assert config["resolved"]["in_chans"] == 16 and config["resolved"]["num_classes"] == 3
-    ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=False)
+    ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["epoch"] == 4 and ckpt["step"] == 4 * 6 and ckpt["loader"] is None
     assert not list(out.glob("*.tmp"))
 
@@ -94,7 +95,7 @@ def test_resume_matches_uninterrupted_run(data, tmp_path, reference, stop_at):
     out = tmp_path / "run"
     first = train(_config(data, out, max_steps=stop_at))
     assert not first["completed"] and first["step"] == stop_at
-    assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["step"] == stop_at
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["step"] == stop_at
     resumed = train(_config(data, out, resume=True))
     assert resumed["completed"] and resumed["step"] == ref["step"]
     _assert_same_weights(out, ref_out)
@@ -162,4 +163,4 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
     (record,) = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
     assert json.loads((out / CONFIG_NAME).read_text())["resolved"]["world_size"] == 2
     assert 0.0 <= record["val_acc"] <= 1.0 and record["step"] == 3  # 96 samples / 2 ranks / 16
-    assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1

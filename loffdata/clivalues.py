@@ -1,0 +1,142 @@
+"""Values of CLI options: conversion to the annotated types, and YAML/JSON config files.
+
+Used by :mod:`loffdata.cliutil`; a flag's text and a config file's value go through the same
+:func:`coerce`, so ``--epochs 3`` and ``epochs: 3`` are checked alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import types
+import typing
+from typing import Any
+
+from loffdata.errors import LoffError
+
+__all__ = ["BOOL_WORDS", "CliError", "coerce", "is_bool", "load_config_file", "type_name"]
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_NONE = ("none", "null", "~")
+BOOL_WORDS = _TRUE + _FALSE
+
+
+class CliError(LoffError, ValueError):
+    """A flag, value or config-file key is wrong; the message says which and what to do."""
+
+
+def _arms(kind: Any) -> tuple[Any, ...]:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return (kind,)
+
+
+def type_name(kind: Any) -> str:
+    names = []
+    for arm in _arms(kind):
+        origin = typing.get_origin(arm) or arm
+        names.append({type(None): "null", dict: "mapping", list: "list", tuple: "list"}.get(
+            origin, getattr(origin, "__name__", str(origin))))
+    return " or ".join(names)
+
+
+def _parse_text(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce_arm(value: Any, arm: Any, text: str | None) -> Any:
+    origin = typing.get_origin(arm) or arm
+    if arm is Any:
+        if text is None:  # a config file's value: already typed
+            return value
+        parsed = _parse_text(text)
+        return text if isinstance(parsed, str) else parsed
+    if arm is type(None):
+        if value is None or str(value).lower() in _NONE:
+            return None
+    elif origin is bool:
+        word = str(value).lower()
+        if isinstance(value, bool) or word in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else word in _TRUE
+    elif origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+    elif origin is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif origin is str:
+        if isinstance(value, str):
+            return value
+        if text is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif origin in (dict, list, tuple):
+        parsed = _parse_text(value) if isinstance(value, str) else value
+        if isinstance(parsed, dict if origin is dict else (list, tuple)):
+            return origin(parsed)
+    else:
+        return value
+    raise ValueError
+
+
+def coerce(value: Any, kind: Any, *, text: str | None = None) -> Any:
+    """``value`` converted to annotation ``kind``; ``ValueError`` when it cannot be.
+
+    Args:
+        value: a value from a config file, or the text of a flag.
+        kind: the option's annotation (``int | None``, ``dict[str, Any]``, ``Any`` ...).
+        text: the flag's raw text, if the value came from the command line (a ``str``
+            option keeps it verbatim; ``Any`` parses it as YAML: ``{a: 1}``, ``[x, y]``).
+    """
+    arms = sorted(_arms(kind), key=lambda a: a is not type(None))  # try null first
+    for arm in arms:
+        try:
+            return _coerce_arm(value, arm, text)
+        except ValueError:
+            continue
+    raise ValueError(f"expected {type_name(kind)}, got {value!r}")
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML (``.yaml``/``.yml``) or JSON (``.json``) file.
+
+    Raises:
+        CliError: the file is missing, not valid YAML/JSON, or not a mapping; names the file.
+    """
+    import yaml
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise CliError(f"--config {path}: cannot read the file ({err.strerror or err})") from None
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CliError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise CliError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    return values
+
+
+def is_bool(kind: Any) -> bool:
+    """Whether annotation ``kind`` admits a bool (a bare ``--flag`` means true)."""
+    return bool in _arms(kind)

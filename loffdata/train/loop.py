@@ -1,0 +1,169 @@
+"""The training loop: steps with a warm-up + cosine learning rate, epochs, evaluation.
+
+Per epoch: ``LoffLoader(train, augment=...)`` -> classifier -> :func:`loss_fn` -> AdamW with
+a per-step learning rate (:func:`lr_at`), a tqdm bar with samples/s and data wait, then an
+evaluation pass over ``val`` (no augmentation, no shuffle; sums over all ranks), one record
+in ``<out>/log.jsonl`` (and TensorBoard with ``log="tensorboard"``), and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from loffdata.loader import LoffLoader
+from loffdata.train.checkpoint import resume, save_checkpoint
+from loffdata.train.dist import Dist, all_sum
+from loffdata.train.metrics import epoch_bar, format_record
+from loffdata.train.run import Run, count_params, setup
+from loffdata.train.trainer import TrainConfig
+from loffdata.train.utils import loss_fn, lr_at
+
+__all__ = ["evaluate", "run_training"]
+
+
+def _set_lr(run: Run) -> None:
+    steps, c = run.steps_per_epoch, run.config
+    total = c.epochs * steps
+    warmup = min(total, round(c.warmup_epochs * steps))
+    lr = lr_at(run.progress.step, total=total, warmup=warmup, base_lr=c.lr, min_lr=c.min_lr)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor) -> None:
+    _set_lr(run)
+    with run.autocast():
+        loss = loss_fn(run.net(features), labels, label_smoothing=run.config.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    n = features.shape[0]
+    run.progress.step += 1
+    run.progress.loss_sum += loss.item() * n
+    run.progress.loss_n += n
+
+
+def _stop_requested(run: Run) -> bool:
+    return run.config.max_steps is not None and run.progress.step >= run.config.max_steps
+
+
+def _train_epoch(run: Run) -> tuple[bool, float]:
+    """Train the rest of the current epoch; return (completed, training seconds)."""
+    run.net.train()
+    start, loader = time.perf_counter(), run.train_loader
+    position = loader.state_dict()["position"]  # > 0 only when resumed mid-epoch
+    left = len(loader) - position if 0 < position < len(loader) else len(loader)
+    bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
+                    enabled=run.ctx.main and run.config.progress)
+    try:
+        for features, labels in loader:
+            _train_step(run, features, labels)
+            _update_bar(bar, run)
+            if _stop_requested(run) and loader.state_dict()["position"] < len(loader):
+                return False, time.perf_counter() - start
+    finally:
+        bar.close()
+    return True, time.perf_counter() - start
+
+
+def _update_bar(bar: Any, run: Run) -> None:
+    bar.update(1)
+    if bar.disable:
+        return
+    stats, p = run.train_loader.stats, run.progress
+    bar.set_postfix_str(f"loss {p.loss_sum / max(p.loss_n, 1):.3f}, {stats.samples_per_s * run.ctx.world_size:,.0f} "
+                        f"samples/s, data wait {stats.wait_fraction:.0%}", refresh=False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, autocast: Any = None,
+             world_size: int = 1) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` over one pass of ``loader``.
+
+    Under DDP the sums are all-reduced, so every rank returns the global figures (the
+    loader's ``partial="pad"`` policy may count up to ``world_size - 1`` samples twice).
+
+    Returns:
+        ``{"val_loss": ..., "val_acc": ..., "val_samples": ...}``.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = count = 0.0
+    for features, labels in loader:
+        with autocast or nullcontext():
+            logits = model(features)
+        loss_sum += loss_fn(logits, labels).item() * labels.shape[0]
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+        count += labels.shape[0]
+    model.train(was_training)
+    loss_sum, correct, count = all_sum([loss_sum, correct, count], device, Dist(world_size=world_size))
+    return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_samples": int(count)}
+
+
+def _epoch_record(run: Run, train_s: float, wall_s: float) -> dict[str, Any]:
+    p, stats = run.progress, run.train_loader.stats
+    loss_sum, loss_n = all_sum([p.loss_sum, p.loss_n], run.device, run.ctx)
+    record = {"epoch": p.epoch, "step": p.step, "train_loss": loss_sum / max(loss_n, 1),
+              "lr": run.optimizer.param_groups[0]["lr"]}
+    if run.val_loader is not None:
+        run.val_loader.set_epoch(0)
+        metrics = evaluate(run.model, run.val_loader, device=run.device, autocast=run.autocast(),
+                           world_size=run.ctx.world_size)
+        record.update(val_loss=metrics["val_loss"], val_acc=metrics["val_acc"])
+    samples = stats.samples * run.ctx.world_size
+    record.update(samples_per_s=samples / max(train_s, 1e-9), wait_fraction=stats.wait_fraction,
+                  train_time=train_s, time=time.perf_counter() - wall_s)
+    return record
+
+
+def _finish_epoch(run: Run, train_s: float, started: float) -> dict[str, Any]:
+    record = _epoch_record(run, train_s, started)
+    p = run.progress
+    p.history.append(record)
+    p.epoch, p.loss_sum, p.loss_n = p.epoch + 1, 0.0, 0.0
+    run.epoch_log.write(record)
+    run.log(format_record(record, run.config.epochs))
+    save_checkpoint(run, loader_state=None)
+    return record
+
+
+def _run_epochs(run: Run) -> bool:
+    """Train until ``epochs`` or ``max_steps``; return True if all epochs completed."""
+    while run.progress.epoch < run.config.epochs:
+        if not run.progress.mid_epoch:
+            run.train_loader.set_epoch(run.progress.epoch)
+        run.progress.mid_epoch = False
+        started = time.perf_counter()
+        completed, train_s = _train_epoch(run)
+        if not completed:
+            save_checkpoint(run, loader_state=run.train_loader.state_dict())
+            run.log(f"stopped at step {run.progress.step} (max_steps), mid-epoch {run.progress.epoch + 1}")
+            return False
+        _finish_epoch(run, train_s, started)
+        if _stop_requested(run) and run.progress.epoch < run.config.epochs:
+            run.log(f"stopped at step {run.progress.step} (max_steps)")
+            return False
+    return True
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """The body of :func:`loffdata.train.trainer.train` (which documents the result)."""
+    started = time.perf_counter()
+    run = setup(config)
+    try:
+        if config.resume:
+            resume(run)
+        completed = _run_epochs(run)
+    finally:
+        run.epoch_log.close()
+        if run.ctx.owns_group:
+            torch.distributed.destroy_process_group()
+    history = run.progress.history
+    return {"history": history, "final": history[-1] if history else None, "completed": completed,
+            "step": run.progress.step, "params": count_params(run.model), "wall_s": time.perf_counter() - started,
+            "out": str(run.out), "rank": run.ctx.rank}
