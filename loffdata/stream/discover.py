@@ -127,6 +127,8 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
             if is_local(url):
                 check_dataset_dir(url)  # one line: the directory is missing, or holds no dataset
             raise
+        if is_local(url) and not os.path.isabs(url):  # named the way the user named the parent
+            datasets = [os.path.relpath(d) for d in datasets]
         listing = "\n  ".join(datasets)
         raise DatasetDirectoryError(
             f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? {url!r} holds "

@@ -12,10 +12,10 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "TrainConfig": "loffdata.train.trainer",
-    "load_config": "loffdata.train.trainer",
+    "TrainConfig": "loffdata.train.config",
+    "load_config": "loffdata.train.config",
     "train": "loffdata.train.trainer",
-    "evaluate": "loffdata.train.trainer",
+    "evaluate": "loffdata.train.loop",
     "ClassifierConfig": "loffdata.train.models",
     "LoffClassifier": "loffdata.train.models",
     "LinearProbe": "loffdata.train.models",

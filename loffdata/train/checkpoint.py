@@ -17,7 +17,7 @@ import torch
 
 from loffdata import util
 from loffdata.errors import LoffError
-from loffdata.train.trainer import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
+from loffdata.train.config import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
 
 __all__ = ["Progress", "load_checkpoint", "resume", "save_checkpoint", "write_json"]
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from loffdata.hints import check_device
-from loffdata.train.trainer import TrainConfig
+from loffdata.train.config import TrainConfig
 from loffdata.util import DistContext
 from loffdata.util import init_distributed as util_init_distributed
 

@@ -17,10 +17,10 @@ from torch import nn
 
 from loffdata.loader import LoffLoader
 from loffdata.train.checkpoint import resume, save_checkpoint
+from loffdata.train.config import TrainConfig
 from loffdata.train.dist import Dist, all_sum
 from loffdata.train.metrics import epoch_bar, format_record
 from loffdata.train.run import Run, count_params, setup
-from loffdata.train.trainer import TrainConfig
 from loffdata.train.utils import loss_fn, lr_at
 
 __all__ = ["evaluate", "run_training"]

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from loffdata.config import LoaderConfig
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
 from loffdata.train.checkpoint import Progress, write_json
+from loffdata.train.config import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.dist import Dist, init_distributed, resolve_device
 from loffdata.train.metrics import EpochLog, check_log_backend
 from loffdata.train.models import create_classifier
-from loffdata.train.trainer import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.utils import create_optimizer
 
 __all__ = ["MIN_STEPS", "FewStepsWarning", "Run", "count_params", "setup"]
@@ -71,10 +72,10 @@ def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
 
 
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
-    common = {"batch_size": config.batch_size, "device": device, "num_workers": config.num_workers,
-              "seed": config.seed}
-    train = LoffLoader(config.train, augment=config.augment, **common)
-    val = LoffLoader(config.val, augment=None, shuffle=False, **common) if config.val else None
+    # the stream settings (storage options, cache, retry ...) come whole from the config
+    common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
+    train = LoffLoader(config.train, common, augment=config.augment)
+    val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
 
