@@ -57,6 +57,7 @@ _EXTRAS_OF = [
     ("loffdata/train/", {"train"}),
     ("loffdata/augment/dali_backend.py", {"dali", "dali-cuda12"}),
     ("loffdata/doctor.py", {"dali", "dali-cuda12"}),  # reports the DALI version when installed
+    ("loffdata/show.py", {"show"}),
     ("loffdata/", set()),
     ("tools/", {"extract", "train", "dev"}),
     ("recipes/", {"extract", "train", "dev"}),
