@@ -43,6 +43,7 @@ from loffdata.extract.images import (
     load_image,
     open_source,
 )
+from loffdata.extract.teacher import build_teacher
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.stats import ChannelStats
 from loffdata.format.writer import ShardWriter, WriterConfig, shard_name
@@ -63,6 +64,7 @@ CONFIG_NAME = "extract_config.json"
 _FINGERPRINT_FIELDS = (
     "model", "pretrained", "checkpoint", "model_kwargs", "img_size", "crop_pct", "layer",
     "norm", "pooled", "pool", "dtype", "shard_size", "prefix",
+    "teacher", "teacher_topk", "teacher_views",
 )  # fmt: skip
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 
@@ -109,6 +111,10 @@ class ExtractConfig:
         shapes_counts: images per split of the ``shapes`` dataset.
         seed: seed of the ``shapes`` dataset.
         progress: show a progress bar (rank 0).
+        teacher: store a teacher's logits as the ``logits`` extra: a timm classifier name or
+            ``self`` (the feature model's head); ``None``: none (:mod:`loffdata.extract.teacher`).
+        teacher_topk: logits kept per target, top-k compressed (``None``: all).
+        teacher_views: teacher targets per image: the image, then image-space augmentations.
     """
 
     out: str = "out/demo"
@@ -138,6 +144,9 @@ class ExtractConfig:
     shapes_counts: dict[str, int] = field(default_factory=lambda: {"train": 1000, "val": 200})
     seed: int = 0
     progress: bool = True
+    teacher: str | None = None
+    teacher_topk: int | None = 10
+    teacher_views: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "bfloat16", "float32", "int8"):
@@ -354,7 +363,7 @@ class _ShardSink:
         self.thread.start()
 
     def put(self, items: list[tuple[int, Any]]) -> None:
-        """Queues ``(index, (features, pooled) | skip reason str)`` items; raises writer errors."""
+        """Queues ``(index, (features, pooled, teacher extras) | skip reason str)`` items; raises writer errors."""
         while True:
             self.check()
             try:
@@ -413,8 +422,9 @@ class _ShardSink:
                 if isinstance(value, str):
                     skipped.append({"path": rec.path, "reason": value})
                     continue
-                feat, vec = value
-                writer.write(rec.key, feat, label=rec.label, extras=None if vec is None else {"pooled": vec})
+                feat, vec, more = value
+                extras = {**({} if vec is None else {"pooled": vec}), **(more or {})}
+                writer.write(rec.key, feat, label=rec.label, extras=extras or None)
         _write_json(self.fs, f"{self.root}/{_sidecar_name(cfg.prefix, j)}", _sidecar(j, writer, skipped))
 
 
@@ -459,6 +469,7 @@ class _Runtime:
     fs: Any
     root: str
     data_cfg: dict[str, Any]
+    teacher: Any = None  # loffdata.extract.teacher.Teacher
 
 
 def _pending(rt: _Runtime, split: str, num_items: int) -> dict[int, range]:
@@ -517,7 +528,8 @@ def _extract_split(rt: _Runtime, split: str, on_shard: Callable[[str, int], None
             sink.put(_bad_items(rt, records, bad))
             if images is not None:
                 feats, vecs = _forward(rt, images)
-                sink.put([(i, (feats[k], None if vecs is None else vecs[k])) for k, i in enumerate(good)])
+                more = rt.teacher.extras(images.to(rt.device), good) if rt.teacher is not None else None
+                sink.put([(i, (feats[k], None if vecs is None else vecs[k], more and more[k])) for k, i in enumerate(good)])
             bar.update(len(good) + len(bad))
         sink.close()
     except BaseException:
@@ -646,7 +658,8 @@ def _setup(cfg: ExtractConfig, ctx: _Dist) -> _Runtime:
     if device.type == "cuda" and cfg.amp:
         model = model.to(memory_format=torch.channels_last)
     fs, root = fsspec.core.url_to_fs(cfg.out, **cfg.fs_options())
-    return _Runtime(cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg)
+    teacher = build_teacher(cfg, model, device)
+    return _Runtime(cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg, teacher)
 
 
 def extract(config: ExtractConfig, *, on_shard: Callable[[str, int], None] | None = None) -> dict[str, Manifest]:

@@ -37,6 +37,7 @@ from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
 from loffdata.stream.config import StreamConfig
 from loffdata.train.models import create_classifier
+from loffdata.train.objective import check_objective, recipe_loss
 from loffdata.train.utils import create_optimizer, loss_fn, lr_at
 from loffdata.util import DistContext, init_distributed, write_json
 
@@ -97,6 +98,11 @@ class TrainConfig:
             ``cache_dir``, ``shuffle_buffer``, ``on_error``, ``retry`` ...): a
             :class:`~loffdata.stream.config.StreamConfig` or a dict of its fields. Its
             ``seed`` and ``batch_size`` are those above.
+        views: augmented views per sample read (``LoaderConfig.views``); the loss is the
+            mean over a sample's views, then over samples (:mod:`loffdata.train.objective`).
+        distill_weight: weight ``w`` of the distillation term against the stored teacher
+            logits (``(1 - w) * CE + w * KD``); ``0``: no distillation.
+        temperature: distillation softmax temperature.
     """
 
     train: str | None = None
@@ -131,8 +137,12 @@ class TrainConfig:
     max_steps: int | None = None
     progress: bool = True
     stream: StreamConfig = field(default_factory=StreamConfig)
+    views: int = 1
+    distill_weight: float = 0.0
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        check_objective(views=self.views, distill_weight=self.distill_weight, temperature=self.temperature)
         if isinstance(self.stream, Mapping):
             self.stream = StreamConfig.from_dict(self.stream)
         if not isinstance(self.stream, StreamConfig):
@@ -232,7 +242,8 @@ def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str,
 
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
     common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
-    train = LoffLoader(config.train, common, augment=config.augment)
+    train = LoffLoader(config.train, common.replace(views=config.views, return_extras=config.distill_weight > 0),
+                       augment=config.augment)
     val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
@@ -325,10 +336,12 @@ def _set_lr(run: _Run) -> None:
         group["lr"] = lr
 
 
-def _train_step(run: _Run, features: torch.Tensor, labels: torch.Tensor) -> None:
+def _train_step(run: _Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
     _set_lr(run)
+    c = run.config
     with run.autocast():
-        loss = loss_fn(run.net(features), labels, label_smoothing=run.config.label_smoothing)
+        loss = recipe_loss(run.net(features), labels, extras, views=c.views, label_smoothing=c.label_smoothing,
+                           distill_weight=c.distill_weight, temperature=c.temperature)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -346,8 +359,8 @@ def _train_epoch(run: _Run) -> tuple[bool, float]:
     """Train the rest of the current epoch; return (completed, training seconds)."""
     run.net.train()
     start = time.perf_counter()
-    for features, labels in run.train_loader:
-        _train_step(run, features, labels)
+    for batch in run.train_loader:
+        _train_step(run, *batch)
         if _stop_requested(run) and run.train_loader.state_dict()["position"] < len(run.train_loader):
             return False, time.perf_counter() - start
     return True, time.perf_counter() - start
