@@ -36,6 +36,7 @@ from loffdata.config import LoaderConfig
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
 from loffdata.stream.config import StreamConfig
+from loffdata.stream.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.train.models import create_classifier
 from loffdata.train.objective import check_objective, recipe_loss
 from loffdata.train.utils import create_optimizer, loss_fn, lr_at
@@ -103,6 +104,9 @@ class TrainConfig:
         distill_weight: weight ``w`` of the distillation term against the stored teacher
             logits (``(1 - w) * CE + w * KD``); ``0``: no distillation.
         temperature: distillation softmax temperature.
+        multiscale: multi-scale variable-batch sampling: a dict of
+            :class:`~loffdata.stream.multiscale.MultiScaleConfig` fields (its ``seed`` is
+            ``seed``); ``batch_size`` is then the chunk a batch is made of; ``None``: off.
     """
 
     train: str | None = None
@@ -140,6 +144,7 @@ class TrainConfig:
     views: int = 1
     distill_weight: float = 0.0
     temperature: float = 1.0
+    multiscale: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_objective(views=self.views, distill_weight=self.distill_weight, temperature=self.temperature)
@@ -244,6 +249,8 @@ def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, Lof
     common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
     train = LoffLoader(config.train, common.replace(views=config.views, return_extras=config.distill_weight > 0),
                        augment=config.augment)
+    if config.multiscale:
+        train = MultiScaleLoader(train, MultiScaleConfig(**{**config.multiscale, "seed": config.seed}))
     val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
