@@ -1,4 +1,4 @@
-"""Related-work options on the demo cache: plain vs views k=2/4 vs distillation (vs multi-scale).
+"""Related-work options on the demo cache: plain vs views k=2/4 vs distillation vs multi-scale.
 
 Every run reads the same number of samples (``epochs`` passes over the train split), so the
 table compares accuracy at a fixed read budget, and samples/s (samples *read* per second:
@@ -7,6 +7,7 @@ table compares accuracy at a fixed read budget, and samples/s (samples *read* pe
 The distillation teacher is the plain run's own classifier (self-distillation, "born-again"):
 :func:`loffdata.train.reinforce.reinforce` writes a copy of the cache with its top-5 logits
 as the ``logits`` extra, then a fresh student trains with ``distill_weight`` 0.5, T = 2.
+Multi-scale: grids 7 (stored), 5, 3, chunks of 16 samples, 4 chunks (64 samples) at grid 7.
 
 Usage::
 
@@ -60,10 +61,12 @@ def main(cache: str = "out/demo", runs: str = "out/related_work", quick: bool = 
     """Run the rows and print a markdown table."""
     common = {"epochs": 1, "warmup_epochs": 0, **overrides} if quick else dict(overrides)
     rows = [run_row("plain", cache=cache, runs=runs, **common)]
-    rows += [run_row(f"views={k}", cache=cache, runs=runs, views=k, **common) for k in (2, 4)]
     reinforce(f"{cache}/train", f"{runs}/kd_cache/train", _teacher(rows[0]["out"]), topk=5)
     rows.append(run_row("distill", cache=cache, runs=runs, train_split=f"{runs}/kd_cache/train",
                         distill_weight=0.5, temperature=2.0, **common))
+    rows.append(run_row("multi-scale", cache=cache, runs=runs, batch_size=16,
+                        multiscale={"grids": [7, 5, 3], "base_chunks": 4}, **common))
+    rows += [run_row(f"views={k}", cache=cache, runs=runs, views=k, **common) for k in (2, 4)]
     print("\n| run | val acc | samples/s | wall s |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['val_acc']:.1%} | {r['samples_per_s']:,.0f} | {r['wall_s']:.1f} |")

@@ -153,6 +153,11 @@ class MultiScaleLoader:
         for _ in chunks:  # chunks dropped by drop_last: finish the loader's pass
             pass
 
+    def __getattr__(self, name: str) -> Any:  # spec, similarity_search, close ...: the loader's
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
     @property
     def manifest(self) -> Any:
         """The wrapped loader's manifest."""

@@ -326,7 +326,9 @@ def _setup(config: TrainConfig) -> _Run:
             (run.out / LOG_NAME).unlink(missing_ok=True)
         _write_json(run.out / CONFIG_NAME, {**dataclasses.asdict(config), "resolved": {
             **shape, "device": str(device), "world_size": ctx.world_size,
-            "steps_per_epoch": run.steps_per_epoch, "params": _count(model)}})
+            "steps_per_epoch": run.steps_per_epoch, "params": _count(model),
+            "augment": None if train_loader.spec is None else train_loader.spec.to_dict(),
+            "similarity_search": train_loader.similarity_search}})
     return run
 
 
