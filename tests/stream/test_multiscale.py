@@ -3,6 +3,9 @@ len(), equal batch counts across ranks, exact resume."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +126,38 @@ def test_multiscale_recipe_runs_and_resumes_exactly(data, tmp_path):
     b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
+
+
+def _gloo_rank(rank: int, world: int, data: str, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ms = _wrapped(data, rank=rank, world_size=world)  # rank and world size as DDP would give them
+        ms.set_epoch(4)
+        grids = []
+        for x, _ in ms:
+            dist.all_reduce(torch.ones(1))  # a rank with fewer batches would hang or fail here
+            grids.append(x.shape[-1])
+        gathered = [None] * world
+        dist.all_gather_object(gathered, grids)
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gloo_ranks_step_together(data, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grids.json"
+    mp.spawn(_gloo_rank, args=(2, data, port, str(out)), nprocs=2, join=True)
+    a, b = json.loads(out.read_text())
+    ref = _wrapped(data, rank=0, world_size=2)
+    ref.set_epoch(4)
+    assert a == b and len(a) == len(ref) > 2
