@@ -152,6 +152,12 @@ class LoffLoader:
         self.manifest = self.dataset.summary_manifest() if isinstance(source, Mix) else self.dataset.shards.manifest
         num_classes = None if self.manifest is None else self.manifest.num_classes
         self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
+        self.similarity_search = None  # AugmentSpec.target_similarity: magnitudes searched once, here
+        if self.spec is not None and self.spec.target_similarity is not None:
+            from loffdata.augment.similarity import calibrate_loader_spec
+
+            self.spec, self.similarity_search = calibrate_loader_spec(
+                self.spec, source, cfg, manifest=self.manifest, rank=rank, world_size=world_size)
         self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
         self._init_runtime(cfg)
 

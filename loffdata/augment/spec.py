@@ -70,6 +70,9 @@ class AugmentSpec:
             uniform magnitude in [0, 1] of its configured maximum.
         trivial_ops: the ops TrivialAugment mode picks from (see ``TRIVIAL_OPS``).
         out_dtype: output dtype name ("float32", ...); ``None`` keeps the input dtype.
+        target_similarity: mean cosine similarity between original and augmented maps that
+            the loader calibrates noise/jitter magnitudes to at start
+            (:mod:`loffdata.augment.similarity`); ``None``: magnitudes as given.
     """
 
     views: int = 1
@@ -99,6 +102,7 @@ class AugmentSpec:
     trivial: bool = False
     trivial_ops: tuple[str, ...] = field(default=TRIVIAL_OPS)
     out_dtype: str | None = None
+    target_similarity: float | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -189,6 +193,8 @@ def _validate_rest(spec: AugmentSpec) -> None:
         )
     if spec.mixup_alpha <= 0 or spec.cutmix_alpha <= 0:
         raise ValueError("mixup_alpha and cutmix_alpha must be > 0")
+    if spec.target_similarity is not None and not 0.0 < spec.target_similarity < 1.0:
+        raise ValueError(f"target_similarity must be in (0, 1) or None, got {spec.target_similarity!r}")
     bad = sorted(set(spec.trivial_ops) - set(TRIVIAL_OPS))
     if bad or not spec.trivial_ops:
         raise ValueError(f"trivial_ops must be a non-empty subset of {TRIVIAL_OPS}, bad: {bad}")

@@ -69,6 +69,10 @@ class ExtractConfig:
         seed: seed of the ``shapes`` dataset and of random model weights (the same seed
             gives the same weights, so reruns and ranks agree).
         progress: show a progress bar (rank 0).
+        teacher: store a teacher's logits as the ``logits`` extra: a timm classifier name or
+            ``self`` (the feature model's head); ``None``: none (:mod:`loffdata.extract.teacher`).
+        teacher_topk: logits kept per target, top-k compressed (``None``: all).
+        teacher_views: teacher targets per image: the image, then image-space augmentations.
     """
 
     out: str = "out/demo"
@@ -98,6 +102,9 @@ class ExtractConfig:
     shapes_counts: dict[str, int] = field(default_factory=lambda: {"train": 1000, "val": 200})
     seed: int = 0
     progress: bool = True
+    teacher: str | None = None
+    teacher_topk: int | None = 10
+    teacher_views: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -39,6 +39,7 @@ from loffdata.extract.record import (
 )
 from loffdata.extract.runtime import Dist, Runtime, init_distributed, select_device
 from loffdata.extract.sink import ShardSink, SplitJob
+from loffdata.extract.teacher import build_teacher
 from loffdata.format.manifest import Manifest
 from loffdata.hints import check_device
 
@@ -92,7 +93,8 @@ def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None]
             sink.put(_bad_items(rt, records, bad))
             if images is not None:
                 feats, vecs = _forward(rt, images)
-                sink.put([(i, (feats[k], None if vecs is None else vecs[k])) for k, i in enumerate(good)])
+                more = rt.teacher.extras(images.to(rt.device), good) if rt.teacher is not None else None
+                sink.put([(i, (feats[k], None if vecs is None else vecs[k], more and more[k])) for k, i in enumerate(good)])
             bar.update(len(good) + len(bad))
         sink.close()
     except BaseException:
@@ -127,7 +129,8 @@ def _setup(cfg: ExtractConfig, ctx: Dist) -> Runtime:
     if device.type == "cuda" and cfg.amp:
         model = model.to(memory_format=torch.channels_last)
     fs, root = fsspec.core.url_to_fs(cfg.out, **cfg.fs_options())
-    return Runtime(cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg, weights)
+    teacher = build_teacher(cfg, model, device)
+    return Runtime(cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg, weights, teacher)
 
 
 def extract(config: ExtractConfig, *, on_shard: Callable[[str, int], None] | None = None) -> dict[str, Manifest]:

@@ -24,6 +24,7 @@ __all__ = ["check_previous", "check_same_weights", "config_fingerprint", "write_
 _FINGERPRINT_FIELDS = (
     "model", "pretrained", "checkpoint", "model_kwargs", "img_size", "crop_pct", "layer",
     "norm", "pooled", "pool", "dtype", "shard_size", "prefix",
+    "teacher", "teacher_topk", "teacher_views",
 )  # fmt: skip
 
 

@@ -48,3 +48,4 @@ class Runtime:
     root: str
     data_cfg: dict[str, Any]
     weights: str = ""  # sha256 of the model's state dict (model.weights_sha256)
+    teacher: Any = None  # loffdata.extract.teacher.Teacher

@@ -113,8 +113,9 @@ class ShardSink:
                 if isinstance(value, str):
                     skipped.append({"path": rec.path, "reason": value})
                     continue
-                feat, vec = value
-                writer.write(rec.key, feat, label=rec.label, extras=None if vec is None else {"pooled": vec})
+                feat, vec, more = value
+                extras = {**({} if vec is None else {"pooled": vec}), **(more or {})}
+                writer.write(rec.key, feat, label=rec.label, extras=extras or None)
         write_json(self.fs, f"{self.root}/{sidecar_name(cfg.prefix, j)}", _sidecar(j, writer, skipped, self.job.weights))
 
 

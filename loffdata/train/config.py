@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from loffdata.stream.config import StreamConfig
 
 __all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "RESUMABLE_CHANGES", "TrainConfig", "load_config"]
 
@@ -61,6 +64,18 @@ class TrainConfig:
         log: where epoch records go besides ``<out>/log.jsonl``: ``jsonl`` (only there) or
             ``tensorboard`` (also TensorBoard event files in ``<out>/tb``; needs the
             ``tensorboard`` package).
+        stream: the rest of the data settings of both loaders (``storage_options``,
+            ``cache_dir``, ``shuffle_buffer``, ``on_error``, ``retry`` ...): a
+            :class:`~loffdata.stream.config.StreamConfig` or a dict of its fields. Its
+            ``seed`` and ``batch_size`` are those above.
+        views: augmented views per sample read (``LoaderConfig.views``); the loss is the
+            mean over a sample's views, then over samples (:mod:`loffdata.train.objective`).
+        distill_weight: weight ``w`` of the distillation term against the stored teacher
+            logits (``(1 - w) * CE + w * KD``); ``0``: no distillation.
+        temperature: distillation softmax temperature.
+        multiscale: multi-scale variable-batch sampling: a dict of
+            :class:`~loffdata.stream.multiscale.MultiScaleConfig` fields (its ``seed`` is
+            ``seed``); ``batch_size`` is then the chunk a batch is made of; ``None``: off.
     """
 
     train: str | None = None
@@ -95,8 +110,17 @@ class TrainConfig:
     max_steps: int | None = None
     progress: bool = True
     log: str = "jsonl"
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    views: int = 1
+    distill_weight: float = 0.0
+    temperature: float = 1.0
+    multiscale: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        from loffdata.train.objective import check_objective
+
+        check_objective(views=self.views, distill_weight=self.distill_weight, temperature=self.temperature)
+        self._embed_stream()
         if not self.train:
             raise ValueError("TrainConfig.train is required: the train split's dataset dir or URL")
         if self.optimizer != "adamw":
@@ -112,6 +136,13 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+
+    def _embed_stream(self) -> None:
+        if isinstance(self.stream, Mapping):
+            self.stream = StreamConfig.from_dict(self.stream)
+        if not isinstance(self.stream, StreamConfig):
+            raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
+        self.stream = dataclasses.replace(self.stream, seed=self.seed, batch_size=self.batch_size)
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:

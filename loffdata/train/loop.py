@@ -20,6 +20,7 @@ from loffdata.train.checkpoint import resume, save_checkpoint
 from loffdata.train.config import TrainConfig
 from loffdata.train.dist import Dist, all_sum
 from loffdata.train.metrics import epoch_bar, format_record
+from loffdata.train.objective import recipe_loss
 from loffdata.train.run import Run, count_params, setup
 from loffdata.train.utils import loss_fn, lr_at
 
@@ -35,10 +36,12 @@ def _set_lr(run: Run) -> None:
         group["lr"] = lr
 
 
-def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor) -> None:
+def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
     _set_lr(run)
+    c = run.config
     with run.autocast():
-        loss = loss_fn(run.net(features), labels, label_smoothing=run.config.label_smoothing)
+        loss = recipe_loss(run.net(features), labels, extras, views=c.views, label_smoothing=c.label_smoothing,
+                           distill_weight=c.distill_weight, temperature=c.temperature)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -61,8 +64,8 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
     bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
                     enabled=run.ctx.main and run.config.progress)
     try:
-        for features, labels in loader:
-            _train_step(run, features, labels)
+        for batch in loader:
+            _train_step(run, *batch)
             _update_bar(bar, run)
             if _stop_requested(run) and loader.state_dict()["position"] < len(loader):
                 return False, time.perf_counter() - start

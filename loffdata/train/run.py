@@ -20,6 +20,7 @@ from torch import nn
 from loffdata.config import LoaderConfig
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
+from loffdata.stream.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.train.checkpoint import Progress, write_json
 from loffdata.train.config import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.dist import Dist, init_distributed, resolve_device
@@ -74,7 +75,10 @@ def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
     # the stream settings (storage options, cache, retry ...) come whole from the config
     common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
-    train = LoffLoader(config.train, common, augment=config.augment)
+    train = LoffLoader(config.train, common.replace(views=config.views, return_extras=config.distill_weight > 0),
+                       augment=config.augment)
+    if config.multiscale:
+        train = MultiScaleLoader(train, MultiScaleConfig(**{**config.multiscale, "seed": config.seed}))
     val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
@@ -142,7 +146,9 @@ def setup(config: TrainConfig) -> Run:
     if ctx.main:
         write_json(run.out / CONFIG_NAME, {**dataclasses.asdict(config), "resolved": {
             **shape, "device": str(device), "world_size": ctx.world_size,
-            "steps_per_epoch": run.steps_per_epoch, "params": count_params(model)}})
+            "steps_per_epoch": run.steps_per_epoch, "params": count_params(model),
+            "augment": None if train_loader.spec is None else train_loader.spec.to_dict(),
+            "similarity_search": train_loader.similarity_search}})
     return run
 
 

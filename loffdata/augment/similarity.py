@@ -1,0 +1,132 @@
+"""Augmentation strength by similarity (after RangeAugment): one target, not hand-set ranges.
+
+``AugmentSpec(target_similarity=0.8)`` asks for noise and jitter magnitudes such that the
+mean cosine similarity between a feature map and its augmented view is 0.8, on a sample of
+the cache. :func:`calibrate` finds one factor ``f`` that scales the spec's magnitudes
+together -- ``noise_std`` (both ends), ``brightness``, ``contrast`` (capped below 1) -- by
+bisection: with the same seeded draws for every trial the noise grows linearly with ``f``,
+so the similarity falls monotonically. The spec's other operations (flips, crops, pooling,
+dropout ...) stay as they are and set the similarity at ``f = 0``; a target above it cannot
+be reached and is refused. The similarity of a sample is the cosine between its flattened
+augmented view and the same map through the spec's deterministic steps only (pooling,
+resize to ``out_size``, normalisation), so only what the augmentation changes is measured.
+
+When a spec's magnitudes are all zero, the search scales the unit magnitudes
+``noise_std = (0, 1)``, ``brightness = 0.5``, ``contrast = 0.5`` instead. Noise or jitter
+must have a probability above zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from loffdata.augment.augmenter import Augmenter
+from loffdata.augment.spec import AugmentSpec
+
+__all__ = ["calibrate", "calibrate_loader_spec", "mean_similarity", "scaled"]
+
+_RANDOM_OFF = {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "crop": 0.0, "noise": 0.0, "jitter": 0.0,
+               "channel_dropout": 0.0, "mixup": 0.0, "cutmix": 0.0, "trivial": False, "views": 1}
+_MAX_CONTRAST = 0.99
+
+
+def _base(spec: AugmentSpec) -> tuple[tuple[float, float], float, float]:
+    if spec.noise_std[1] > 0 or spec.brightness > 0 or spec.contrast > 0:
+        return spec.noise_std, spec.brightness, spec.contrast
+    return (0.0, 1.0), 0.5, 0.5
+
+
+def scaled(spec: AugmentSpec, factor: float) -> AugmentSpec:
+    """``spec`` with its noise and jitter magnitudes multiplied by ``factor``."""
+    (lo, hi), b, c = _base(spec)
+    return spec.replace(noise_std=(lo * factor, hi * factor), brightness=b * factor,
+                        contrast=min(c * factor, _MAX_CONTRAST), target_similarity=None)
+
+
+def mean_similarity(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> float:
+    """Mean cosine similarity between each map of ``x`` and its augmented views under ``spec``."""
+    indices = np.arange(x.shape[0])
+    kw: dict[str, Any] = {"backend": "torch", "device": x.device, "seed": seed, "mean": mean, "std": std}
+    aug, _ = Augmenter(spec.replace(num_classes=None, mixup=0.0, cutmix=0.0), **kw)(x, indices=indices)
+    ref, _ = Augmenter(spec.replace(**_RANDOM_OFF, num_classes=None), **kw)(x, indices=indices)
+    ref = ref.repeat_interleave(spec.views, dim=0)
+    cos = torch.nn.functional.cosine_similarity(aug.flatten(1).float(), ref.flatten(1).float(), dim=1)
+    return float(cos.mean())
+
+
+def calibrate(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, tol: float = 0.002, max_iter: int = 40) -> tuple[AugmentSpec, dict]:
+    """Scale ``spec``'s noise/jitter magnitudes to hit ``spec.target_similarity`` on ``x``.
+
+    Args:
+        spec: a spec with ``target_similarity`` set.
+        x: ``(N, C, H, W)`` sample of the cache (unaugmented).
+        seed, mean, std: as the loader's :class:`~loffdata.augment.Augmenter` gets them.
+        tol: stop once the similarity is within ``tol`` of the target.
+        max_iter: bisection steps at most.
+
+    Returns:
+        ``(calibrated spec, record)``; the record (``target``, ``achieved``, ``factor``,
+        ``noise_std``, ``brightness``, ``contrast``, ``samples``, ``iterations``) is what the
+        recipe writes into the run's config.
+
+    Raises:
+        ValueError: no target, no noise or jitter to scale, or an unreachable target.
+    """
+    target = spec.target_similarity
+    if target is None:
+        raise ValueError("calibrate needs AugmentSpec.target_similarity")
+    if spec.noise == 0 and spec.jitter == 0:
+        raise ValueError("target_similarity scales noise and jitter: set AugmentSpec.noise or jitter > 0")
+
+    def sim(f: float) -> float:
+        return mean_similarity(scaled(spec, f), x, seed=seed, mean=mean, std=std)
+
+    top = sim(0.0)
+    if top < target - tol:
+        raise ValueError(f"target_similarity {target} is out of reach: the spec's other operations alone "
+                         f"give {top:.3f} on this sample")
+    lo, hi, it = 0.0, 1.0, 0
+    while sim(hi) > target and hi < 1e6:
+        lo, hi = hi, hi * 2
+    f, s = hi, sim(hi)
+    while abs(s - target) > tol and it < max_iter:
+        f = 0.5 * (lo + hi)
+        s = sim(f)
+        lo, hi = (f, hi) if s > target else (lo, f)
+        it += 1
+    out = scaled(spec, f).replace(target_similarity=target)
+    record = {"target": target, "achieved": s, "factor": f, "noise_std": list(out.noise_std),
+              "brightness": out.brightness, "contrast": out.contrast, "samples": int(x.shape[0]), "iterations": it}
+    return out, record
+
+
+def calibrate_loader_spec(spec: AugmentSpec | None, source: Any, config: Any, *, manifest: Any = None,
+                          rank: int | None = None, world_size: int | None = None,
+                          samples: int = 512) -> tuple[AugmentSpec | None, dict | None]:
+    """The loader's hook: calibrate ``spec`` on the first ``samples`` samples of ``source``.
+
+    Returns ``(spec, None)`` unchanged when ``spec`` has no ``target_similarity``.
+    """
+    if spec is None or spec.target_similarity is None:
+        return spec, None
+    from loffdata.loader import LoffLoader
+
+    reader = LoffLoader(source, config.replace(augment=None, num_workers=0, views=1, return_extras=False,
+                                               device="cpu", dtype="float32"), rank=rank, world_size=world_size)
+    parts, have = [], 0
+    for batch in reader:
+        parts.append(batch[0].clone())
+        have += parts[-1].shape[0]
+        if have >= samples:
+            break
+    reader.close()
+    stats = None if manifest is None else manifest.stats
+    mean = None if stats is None else stats.mean.tolist()
+    std = None if stats is None else stats.std.tolist()
+    return calibrate(spec, torch.cat(parts)[:samples], seed=config.stream.seed, mean=mean, std=std)
