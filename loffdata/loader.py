@@ -20,6 +20,7 @@ torch). Nothing in that path makes the host wait for the GPU.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -154,12 +155,20 @@ class LoffLoader:
         self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
         self.similarity_search = None  # AugmentSpec.target_similarity: magnitudes searched once, here
         if self.spec is not None and self.spec.target_similarity is not None:
-            from loffdata.augment.similarity import calibrate_loader_spec
-
-            self.spec, self.similarity_search = calibrate_loader_spec(
-                self.spec, source, cfg, manifest=self.manifest, rank=rank, world_size=world_size)
+            self.spec, self.similarity_search = self._calibrated(kind(source, replace(
+                stream, shuffle=False, batch_size=64, batch_dtype="float32"), rank=rank, world_size=world_size))
         self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
         self._init_runtime(cfg)
+
+    def _calibrated(self, probe: StreamingDataset, samples: int = 512) -> tuple[Any, dict]:
+        """The spec with noise/jitter magnitudes searched (:mod:`loffdata.augment.similarity`)
+        to meet ``target_similarity`` on the first ``samples`` samples, read in order."""
+        from loffdata.augment.similarity import calibrate
+
+        parts = list(itertools.islice((b["features"].clone() for b in probe), -(-samples // 64)))
+        stats = None if self.manifest is None else self.manifest.stats
+        mean, std = (None, None) if stats is None else (stats.mean.tolist(), stats.std.tolist())
+        return calibrate(self.spec, torch.cat(parts)[:samples], seed=self.seed, mean=mean, std=std)
 
     def _init_runtime(self, cfg: LoaderConfig) -> None:
         """The worker settings and the state of passes, leases and statistics."""

@@ -27,7 +27,7 @@ import torch
 from loffdata.augment.augmenter import Augmenter
 from loffdata.augment.spec import AugmentSpec
 
-__all__ = ["calibrate", "calibrate_loader_spec", "mean_similarity", "scaled"]
+__all__ = ["calibrate", "mean_similarity", "scaled"]
 
 _RANDOM_OFF = {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "crop": 0.0, "noise": 0.0, "jitter": 0.0,
                "channel_dropout": 0.0, "mixup": 0.0, "cutmix": 0.0, "trivial": False, "views": 1}
@@ -105,28 +105,3 @@ def calibrate(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequen
               "brightness": out.brightness, "contrast": out.contrast, "samples": int(x.shape[0]), "iterations": it}
     return out, record
 
-
-def calibrate_loader_spec(spec: AugmentSpec | None, source: Any, config: Any, *, manifest: Any = None,
-                          rank: int | None = None, world_size: int | None = None,
-                          samples: int = 512) -> tuple[AugmentSpec | None, dict | None]:
-    """The loader's hook: calibrate ``spec`` on the first ``samples`` samples of ``source``.
-
-    Returns ``(spec, None)`` unchanged when ``spec`` has no ``target_similarity``.
-    """
-    if spec is None or spec.target_similarity is None:
-        return spec, None
-    from loffdata.loader import LoffLoader
-
-    reader = LoffLoader(source, config.replace(augment=None, num_workers=0, views=1, return_extras=False,
-                                               device="cpu", dtype="float32"), rank=rank, world_size=world_size)
-    parts, have = [], 0
-    for batch in reader:
-        parts.append(batch[0].clone())
-        have += parts[-1].shape[0]
-        if have >= samples:
-            break
-    reader.close()
-    stats = None if manifest is None else manifest.stats
-    mean = None if stats is None else stats.mean.tolist()
-    std = None if stats is None else stats.std.tolist()
-    return calibrate(spec, torch.cat(parts)[:samples], seed=config.stream.seed, mean=mean, std=std)
