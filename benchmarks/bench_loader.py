@@ -178,7 +178,7 @@ def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dty
     from loffdata.loader import LoffLoader
 
     loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
-                        dtype=dtype, storage_options=options)
+                        dtype=dtype, storage_options=options or {})
     return sum(consume(x) for x, _ in loader)
 
 

@@ -38,7 +38,7 @@ from loffdata.config import LoaderConfig, resolve_augment
 from loffdata.format import codec
 from loffdata.hints import check_device
 from loffdata.storage.remote import RetryConfig
-from loffdata.stream.batching import pool_slots
+from loffdata.stream.batching import SharedArena, pool_slots
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
@@ -177,7 +177,7 @@ class LoffLoader:
         self.return_extras, self.log_every, self.views = cfg.return_extras, cfg.log_every, cfg.views
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
-        self._flags, self._held, self._leases = None, {}, {}
+        self._flags, self._held, self._leases, self._rest = None, {}, {}, {}
         self._dl, self._it = None, None
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
@@ -232,6 +232,7 @@ class LoffLoader:
             # the DataLoader's pin thread copies each batch, so references need unpinned batches
             self.dataset.send_by_reference = self._transfer != "pin-thread"
             self._held, self._leases = {}, {}
+            self.dataset.batch_arena = self._make_arena()
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
             if self.num_workers > 0:
@@ -243,6 +244,23 @@ class LoffLoader:
             self._it = iter(self._dl)
         defer_sigchld()  # after torch installed its handler: a dead worker is reported by next()
         return self._it
+
+    def _make_arena(self) -> SharedArena | None:
+        """The workers' pooled buffers, preallocated here before the fork (so that every
+        pooled batch comes by reference, from the first on), when workers are forked and
+        batches are sent by reference; this loader holds every slot from now on."""
+        forked = torch.multiprocessing.get_start_method() == "fork"
+        if not (forked and self.num_workers > 0 and self._flags is not None and self.dataset.send_by_reference):
+            return None
+        workers, slots = self._flags.shape
+        arena = SharedArena(self.dataset.shards, batch_size=self.dataset.batch_size, workers=workers, slots=slots,
+                            dtype=self.dataset.batch_dtype)
+        self._rest = {}
+        for w in range(workers):
+            for s in range(slots):
+                self._held[w, s] = arena.tensors(w, s)
+                self._rest.update({(w, s, k): _use_count(t) for k, t in self._held[w, s].items()})
+        return arena
 
     def _start_transfer(self) -> None:
         """Picks the host-to-device path and makes the loader's GPU the current one (the pin
@@ -263,7 +281,8 @@ class LoffLoader:
         if registry is not None and len(registry):
             torch.cuda.synchronize(self.device)  # no copy may still read a buffer
             registry.clear()
-        self._held, self._leases = {}, {}
+        self._held, self._leases, self._rest = {}, {}, {}
+        self.dataset.batch_arena = None  # unmapped once the workers are gone and nothing uses it
 
     def state_dict(self) -> dict[str, Any]:
         """Position mid-epoch; restoring it makes the next iteration continue exactly there.
@@ -335,6 +354,8 @@ class LoffLoader:
         """Use count of a pooled tensor that nothing outside the loader uses: one tensor when
         it came from a worker process; whatever the pool holds itself when the pool lives in
         this process (``num_workers=0``)."""
+        if (*slot, name) in self._rest:  # a slot of the arena, held since the fork
+            return self._rest[slot[0], slot[1], name]
         pool = self.dataset._pool if self.num_workers == 0 else None
         buf = pool.buffers.get(slot[1]) if pool is not None else None
         return self._baseline if buf is None else buf.rest_counts.get(name, self._baseline)

@@ -244,7 +244,9 @@ def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
             assert torch.equal(y, index % 4)  # labels and features of the same samples
             seen += index.tolist()
         assert sorted(seen) == list(range(52))
-    assert any(refs) and not all(refs)  # buffers are sent once, then by reference
+    # the pooled buffers are preallocated here before the workers are forked (a SharedArena):
+    # every batch comes by reference, from the first one on
+    assert refs and all(refs)
     loader.close()
 
 
@@ -314,3 +316,16 @@ def test_cuda_device_index_comes_from_local_rank():
     assert resolve_device("cuda", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
     assert resolve_device("cuda:1", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 1)
     assert resolve_device("cpu", env={"LOCAL_RANK": "3"}) == torch.device("cpu")
+
+
+def test_only_short_batches_cross_as_shared_memory_handles(data):
+    loader = LoffLoader(data, batch_size=8, num_workers=2, augment=None, seed=3)  # 52 = 6 x 8 + 4
+    refs, resolve = [], loader._resolve
+    loader._resolve = lambda host: (refs.append((bool(host.get("ref")), len(host["key"]))), resolve(host))[1]
+    seen = [i for x, _ in loader for i in x[:, 0, 0, 0].long().tolist()]
+    assert sorted(seen) == list(range(52))
+    assert sorted(refs) == [(False, 4)] + [(True, 8)] * 6
+    arena = loader.dataset.batch_arena
+    assert list(loader) and loader.dataset.batch_arena is arena  # one arena while the workers live
+    loader.close()
+    assert loader.dataset.batch_arena is None and loader._held == {}  # dropped with the workers

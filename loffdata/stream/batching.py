@@ -7,6 +7,7 @@ batches cross the process boundary (as shared-memory handles), never single samp
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import SampleReader
 from loffdata.stream.sources import ShardSet
 
-__all__ = ["BatchBuffer", "BufferPool", "window_batches", "pool_slots", "use_count"]
+__all__ = ["BatchBuffer", "BufferPool", "SharedArena", "window_batches", "pool_slots", "use_count"]
 
 
 def use_count(t: torch.Tensor) -> int | None:
@@ -38,9 +39,13 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray:
 class BatchBuffer:
     """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
 
-    def __init__(self, shards: ShardSet, size: int, shared: bool, dtype: str | None = None):
+    def __init__(
+        self, shards: ShardSet, size: int, shared: bool, dtype: str | None = None,
+        given: dict[str, torch.Tensor] | None = None,
+    ):
         self.size, self.slot = size, None
         self.tensors: dict[str, torch.Tensor] = {}
+        self._given = given or {}  # preallocated tensors (a :class:`SharedArena` slot)
         spec = shards.features
         self.converts = dtype is not None and dtype != spec.dtype
         self._add("features", (size, *spec.shape), dtype or spec.dtype, shared)
@@ -65,6 +70,9 @@ class BatchBuffer:
 
     def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
         dt = codec.torch_dtype(dtype)
+        if name in self._given:
+            self.tensors[name] = self._given[name]
+            return
         if not shared:
             self.tensors[name] = torch.empty(shape, dtype=dt)
             return
@@ -179,7 +187,9 @@ def _fill_window(
         dest = {gid: rows[ps[0]][0].feature_bytes(rows[ps[0]][1]) for gid, ps in where.items()}
     else:
         dest = staging.rows(list(where)) if staging is not None else None
-    for gid, sample in reader.each(np.unique(ids), dest):
+    # the sorted keys, not np.unique: its first call imports numpy.ma (0.1-0.2 s per worker)
+    unique = np.fromiter(sorted(where), dtype=np.int64, count=len(where))
+    for gid, sample in reader.each(unique, dest):
         for p in where[gid]:
             buf, i = rows[p]
             buf.put(i, gid, sample)
@@ -215,7 +225,7 @@ class BufferPool:
 
     def __init__(
         self, shards: ShardSet, *, batch_size: int, shared: bool, flags: torch.Tensor | None, worker: int,
-        dtype: str | None = None, by_reference: bool = False,
+        dtype: str | None = None, by_reference: bool = False, arena: SharedArena | None = None,
     ):
         self.shards, self.batch_size, self.shared, self.dtype = shards, batch_size, shared, dtype
         self.source_flags = flags
@@ -223,6 +233,8 @@ class BufferPool:
         self.worker, self.held, self.buffers = worker, set(), {}
         self.by_reference = by_reference and flags is not None
         self.sent: set[int] = set()  # slots whose tensors the consumer has and keeps
+        #: slots preallocated by the consumer before the fork: it holds them all already
+        self.arena_source, self.arena = arena, arena if self.by_reference and shared else None
 
     def get(self, size: int) -> BatchBuffer:
         slot = self._free_slot() if self.flags is not None and size == self.batch_size else None
@@ -230,8 +242,11 @@ class BufferPool:
             return BatchBuffer(self.shards, size, self.shared, self.dtype)
         buf = self.buffers.get(slot)
         if buf is None:
-            buf = self.buffers[slot] = BatchBuffer(self.shards, size, self.shared, self.dtype)
+            given = self.arena.tensors(self.worker, slot) if self.arena is not None else None
+            buf = self.buffers[slot] = BatchBuffer(self.shards, size, self.shared, self.dtype, given=given)
             buf.slot = (self.worker, slot)
+            if given is not None:
+                self.sent.add(slot)  # the consumer mapped the arena before the fork
         self.held.add(slot)
         return buf
 
@@ -248,7 +263,8 @@ class BufferPool:
         With ``by_reference`` the consumer keeps every pooled buffer it has received (as
         :class:`~loffdata.loader.LoffLoader` does), so a buffer it already has is sent as a
         reference, ``{"slot", "key", "ref": True}``: no file descriptor is passed and nothing
-        is mapped again.
+        is mapped again. Slots of a :class:`SharedArena` are sent by reference from the
+        first batch on.
         """
         if buf.slot is None:
             return buf.result()
@@ -259,6 +275,46 @@ class BufferPool:
             return {"slot": buf.slot, "key": list(buf.keys), "ref": True}
         self.sent.add(slot)
         return buf.result()
+
+
+class SharedArena:
+    """Every pooled batch buffer of every worker, in one anonymous shared mapping made by
+    the consumer before it forks the workers.
+
+    The workers inherit the mapping, so a pooled batch never crosses the process boundary
+    as shared-memory handles: no segment is created per buffer, no file descriptor is
+    passed, and the consumer maps nothing when a batch arrives; every pooled batch comes
+    as a reference ``(worker, slot)`` from the first one on. Pages are only backed once
+    written, so slots that are never used cost nothing. Each tensor has a storage of its
+    own (the consumer watches storage use counts to release a batch) and starts on a page
+    boundary (so that each can be page-locked for CUDA on its own).
+    """
+
+    def __init__(self, shards: ShardSet, *, batch_size: int, dtype: str | None, workers: int, slots: int):
+        self.workers, self.slots = workers, slots
+        probe = BatchBuffer(shards, 1, shared=False, dtype=dtype)  # one row: the names, shapes and dtypes
+        self.layout: list[tuple[str, tuple[int, ...], torch.dtype, int, int]] = []
+        offset = 0
+        for name, t in probe.tensors.items():
+            shape = (batch_size, *t.shape[1:])
+            nbytes = int(np.prod(shape, dtype=np.int64)) * t.element_size()
+            self.layout.append((name, shape, t.dtype, offset, nbytes))
+            offset += -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.stride = offset
+        self.map = mmap.mmap(-1, max(1, workers * slots * offset), flags=mmap.MAP_SHARED)
+
+    def tensors(self, worker: int, slot: int) -> dict[str, torch.Tensor]:
+        """The tensors of one slot, each on a storage of its own over the shared mapping."""
+        if not (0 <= worker < self.workers and 0 <= slot < self.slots):
+            raise IndexError(f"no slot ({worker}, {slot}) in an arena of {self.workers} x {self.slots}")
+        base, out = (worker * self.slots + slot) * self.stride, {}
+        for name, shape, dt, offset, nbytes in self.layout:
+            if nbytes == 0:
+                out[name] = torch.empty(shape, dtype=dt)
+                continue
+            storage = torch.frombuffer(self.map, dtype=torch.uint8, count=nbytes, offset=base + offset).untyped_storage()
+            out[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
+        return out
 
 
 def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from loffdata.errors import LoffError
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream import workerstate
-from loffdata.stream.batching import BufferPool, window_batches
+from loffdata.stream.batching import BufferPool, SharedArena, window_batches
 from loffdata.stream.config import StreamConfig
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.plan import (
@@ -100,6 +100,10 @@ class StreamingDataset(IterableDataset):
         #: Set by a consumer that also keeps every pooled buffer it received: buffers it
         #: already has are then sent as ``{"slot", "key", "ref": True}`` references.
         self.send_by_reference = False
+        #: Set with ``send_by_reference`` by a consumer that forks its workers: the pooled
+        #: buffers, preallocated in a :class:`~loffdata.stream.batching.SharedArena` that the
+        #: workers inherit (every pooled batch is then sent by reference).
+        self.batch_arena: SharedArena | None = None
         #: Set by a consumer with persistent DataLoader workers: a uint8 shared-memory block
         #: where it publishes the epoch and resume state before each iteration (JSON), since
         #: persistent workers keep their copy of the dataset from the first epoch.
@@ -227,10 +231,11 @@ class StreamingDataset(IterableDataset):
         """This process's pool; kept across iterations (persistent workers reuse buffers)."""
         p = self._pool
         want = (self.batch_dtype, shared, self.send_by_reference)
-        if p is None or p.source_flags is not self.release_flags or (p.dtype, p.shared, p.by_reference) != want:
+        stale = p is None or p.source_flags is not self.release_flags or p.arena_source is not self.batch_arena
+        if stale or (p.dtype, p.shared, p.by_reference) != want:
             p = self._pool = BufferPool(self.shards, batch_size=self.batch_size, shared=shared,
                                         flags=self.release_flags, worker=worker, dtype=self.batch_dtype,
-                                        by_reference=self.send_by_reference)
+                                        by_reference=self.send_by_reference, arena=self.batch_arena)
         return p
 
     def publish_control(self) -> None:
