@@ -19,6 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.errors import LoffError
 from loffdata.storage.cache import CacheConfig
+from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import BufferPool, window_batches
 from loffdata.stream.plan import (
@@ -75,6 +76,7 @@ class StreamingDataset(IterableDataset):
         cache_dir: cache remote shards in this local directory.
         cache_limit_bytes: byte budget of the cache (``None``: unbounded).
         retry: timeouts and retries of remote reads.
+        prefetch: how many requests remote reads keep in flight, within what byte budget.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class StreamingDataset(IterableDataset):
         cache_dir: str | os.PathLike | None = None,
         cache_limit_bytes: int | None = None,
         retry: RetryConfig | None = None,
+        prefetch: PrefetchConfig | None = None,
     ):
         super().__init__()
         if on_error not in _ON_ERROR:
@@ -113,6 +116,7 @@ class StreamingDataset(IterableDataset):
         self.batch_size, self.on_error, self.batch_dtype = batch_size, on_error, batch_dtype
         self.storage_options = dict(storage_options or {})
         self.retry = retry or RetryConfig()
+        self.prefetch = prefetch or PrefetchConfig()
         self.cache = (
             None if cache_dir is None else CacheConfig(os.fspath(cache_dir), cache_limit_bytes)
         )
@@ -216,6 +220,7 @@ class StreamingDataset(IterableDataset):
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
         reader = SampleReader(self, reuse_buffers=bool(self.batch_size))
+        reader.plan_reads(wplan.indices, window_size(self.config.shuffle_buffer, self.batch_size or 1))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)

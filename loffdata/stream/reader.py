@@ -25,6 +25,7 @@ from loffdata.format.sample import (
 )
 from loffdata.format.tar import iter_sample_members, iter_sample_spans
 from loffdata.storage.cache import ShardCache
+from loffdata.storage.prefetch import RemoteReads
 from loffdata.storage.remote import _LOCAL_BUFFER, ResumableReader, filesystem, is_local, open_shard
 from loffdata.stream import scatter
 from loffdata.stream.plan import sample_locations
@@ -113,6 +114,14 @@ class SampleReader:
         self.random_access = scatter.AVAILABLE and (ds.cache is not None or all(map(is_local, ds.shards.urls)))
         self.layouts: dict[int, tuple[SampleLayout, int] | None] = {}  # shard -> (layout, first offset)
         self.files: OrderedDict[int, BinaryIO] = OrderedDict()  # open for random access
+        #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
+        self.remote = RemoteReads(ds.shards.urls, ds.shards.counts, ds.shards.sizes, retry=ds.retry,
+                                  config=ds.prefetch, filesystem=self._filesystem, cache=self.cache)
+
+    def plan_reads(self, indices: np.ndarray, window: int) -> None:
+        """Tells storage which samples this reader will read (``window`` at a time), so that
+        remote shards are fetched ahead, many requests in flight (:mod:`loffdata.storage.prefetch`)."""
+        self.remote.plan(indices, window)
 
     def each(self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
@@ -310,12 +319,12 @@ class SampleReader:
             return open_shard(url)
         fs, path = self._filesystem(url)
         if self.cache is None:
-            return ResumableReader(url, fs, path, retry=self.ds.retry)
-        return self._open_cached(url, fs, path, self.shards.sizes[s])
+            return self.remote.open(s) or ResumableReader(url, fs, path, retry=self.ds.retry)
+        return self._open_cached(url, fs, path, self.shards.sizes[s], self.remote.opener(s))
 
-    def _open_cached(self, url: str, fs: Any, path: str, size: int | None) -> BinaryIO:
+    def _open_cached(self, url: str, fs: Any, path: str, size: int | None, prefetched: Any = None) -> BinaryIO:
         def opener() -> BinaryIO:
-            return ResumableReader(url, fs, path, retry=self.ds.retry)
+            return prefetched() if prefetched else ResumableReader(url, fs, path, retry=self.ds.retry)
 
         for _ in range(3):  # another process may evict the file between get and open
             try:
@@ -334,6 +343,7 @@ class SampleReader:
         return fs, fs._strip_protocol(url)
 
     def close(self) -> None:
+        self.remote.close()
         for s in list(self.cursors):
             self._drop_cursor(s)
         while self.files:
