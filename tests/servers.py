@@ -28,6 +28,7 @@ import pytest
 from loffdata.format.writer import WriterConfig, write_dataset
 
 __all__ = [
+    "PEAK_PATH",
     "Faults",
     "FaultyHTTPServer",
     "S3Server",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+#: GET this path for the peak of requests in flight since the last such GET (itself excluded)
+PEAK_PATH = "/__peak_in_flight__"
 
 
 def make_items(
@@ -168,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, head: bool) -> None:
         srv, faults = self.server, self.server.faults
+        if self.path == PEAK_PATH:  # for benchmarks with the server in another process
+            return self._send_status(200, body=str(srv.reset_peak() - 1).encode())
         name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
         rng = self.headers.get("Range")
         p = Path(srv.root, self.path.split("?", 1)[0].lstrip("/"))
@@ -187,8 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_status(404, head=head)
         self._send_file(p, rng, head=head, name=name)
 
-    def _send_status(self, status: int, *, head: bool = False) -> None:
-        body = f"status {status}".encode()
+    def _send_status(self, status: int, *, head: bool = False, body: bytes | None = None) -> None:
+        body = f"status {status}".encode() if body is None else body
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -217,33 +222,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             self.end_headers()
             if not head:
-                f.seek(start)
-                self._write_body(f.read(end - start), start, end, name)
+                self._write_body(f, start, end, name)
 
-    def _write_body(self, data: bytes, start: int, end: int, name: str) -> None:
+    def _write_body(self, f, start: int, end: int, name: str) -> None:
         with self.server.lock:
             drop = self.server.faults.drop_after.get(name)
             if drop is not None and start <= drop < end:
                 del self.server.faults.drop_after[name]
             else:
                 drop = None
-        if drop is None:
-            self._paced(data)
-            return
-        self._paced(data[: drop - start])
-        self.wfile.flush()
-        self.close_connection = True
+        self._paced(f, start, end if drop is None else drop)
+        if drop is not None:
+            self.close_connection = True
 
-    def _paced(self, data: bytes) -> None:
-        """Writes ``data`` no faster than the server's per-connection cap."""
-        rate = self.server.conn_bytes_per_s
-        if not rate:
-            self.wfile.write(data)
-            return
-        view, t0, step = memoryview(data), time.perf_counter(), 256 << 10
-        for pos in range(0, len(view), step):
-            self.wfile.write(view[pos : pos + step])
-            ahead = t0 + (pos + len(view[pos : pos + step])) / rate - time.perf_counter()
+    def _paced(self, f, start: int, end: int) -> None:
+        """Sends bytes ``[start, end)`` of ``f`` (``sendfile``), no faster than the cap."""
+        rate, sock = self.server.conn_bytes_per_s, self.connection
+        t0, pos, step = time.perf_counter(), start, (256 << 10) if self.server.conn_bytes_per_s else (8 << 20)
+        while pos < end:
+            sent = os.sendfile(sock.fileno(), f.fileno(), pos, min(step, end - pos))
+            if sent == 0:
+                break
+            pos += sent
+            ahead = t0 + (pos - start) / rate - time.perf_counter() if rate else 0
             if ahead > 0:
                 time.sleep(ahead)
 
