@@ -445,7 +445,7 @@ def _print_study(st: dict, r: dict, cfg: dict, sim: tuple) -> None:
     print(f"  loffdata / prefetch off        {r['loffdata'] / r['loffdata, prefetch off']:.2f}")
     best = max(v[1] for v in st["sweep"].values())
     print(f"  best later epoch / one conn.   {best / one:.2f}")
-    print(f"  loffdata / 16 range GETs       {r['loffdata'] / st['gets']:.2f}   (the server's ceiling here)")
+    print(f"  loffdata / 16 range GETs       {r['loffdata'] / st['gets']:.2f}   (a fresh process, new connections)")
     print(f"  cache epoch 2 / local          {c2 / st['local']:.2f}   (target >= 0.6)")
     print(f"  cache epoch 2 / local, later   {c2 / st['local, later epochs']:.2f}")
 

@@ -126,6 +126,13 @@ class FaultyHTTPServer(ThreadingHTTPServer):
         self.in_flight = 0  # requests received and not yet fully answered
         self.peak_in_flight = 0
 
+    def handle_error(self, request, client_address) -> None:
+        """Quiet about clients that hung up (a client giving up on a stalled answer)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
     def reset_peak(self) -> int:
         """The peak of requests in flight so far; starts counting afresh."""
         with self.lock:

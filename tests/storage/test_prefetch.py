@@ -19,11 +19,11 @@ from loffdata.storage.prefetch import (
     bytes_needed,
     read_order,
 )
-from loffdata.storage.ranges import ObjectChanged, Pin, Version
+from loffdata.storage.ranges import ObjectChanged, Pin, Version, get_range
 from loffdata.storage.remote import RetryConfig, filesystem
 from loffdata.stream.dataset import StreamingDataset
 from tests.resume_helpers import assert_resumes_exactly
-from tests.servers import http_server, write_shards  # noqa: F401
+from tests.servers import http_server, s3_server, write_shards  # noqa: F401
 
 SHAPE = (64, 8, 8)  # 8 KiB of float16 a sample
 BLOCK = 16 << 10
@@ -92,15 +92,16 @@ def test_dropped_connection_and_503_burst_with_prefetch(big):
     assert "shard-000001.tar" not in big.faults.drop_after and not big.faults.statuses["shard-000000.tar"]
 
 
-def test_a_stall_is_retried_and_a_dead_server_fails_in_time(big):
-    quick = retry(timeout=0.5, deadline=3.0, attempts=20)
+@pytest.mark.parametrize("requests", [0, 8])
+def test_a_stall_is_retried_and_a_dead_server_fails_in_time(big, requests):
+    quick, pf = retry(timeout=0.5, deadline=3.0, attempts=20), PrefetchConfig(requests=requests)
     big.faults.stall["shard-000000.tar"] = [60.0]  # one request hangs; its retry answers
-    ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=quick)
+    ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=quick, prefetch=pf)
     assert sorted(flat(ds)) == list(range(40))
     big.faults.stall["shard-000001.tar"] = [60.0] * 500  # stops answering
     t = time.monotonic()
     with pytest.raises(ShardReadError, match=f"{big.url}/shard-000001.tar.*after .* attempts"):
-        list(StreamingDataset(big.url, seed=0, batch_size=8, retry=quick))
+        list(StreamingDataset(big.url, seed=0, batch_size=8, retry=quick, prefetch=pf))
     assert time.monotonic() - t < 3.0 + 5  # the deadline, plus what the other shard took
 
 
@@ -170,3 +171,16 @@ def test_second_epoch_from_the_cache_reads_nothing_remote(big, tmp_path):
     ds.set_epoch(1)
     assert sorted(flat(ds)) == list(range(40)) and len(big.requests) == before
     assert os.listdir(tmp_path / "c")
+
+
+def test_s3_object_replaced_between_ranges_is_refused(s3_server, tmp_path):  # noqa: F811
+    fs = s3_server.filesystem()
+    if not fs.exists("pins"):
+        fs.mkdir("pins")
+    fs.pipe_file("pins/obj.bin", b"a" * 4096)
+    s3, _ = filesystem("s3://pins/obj.bin", s3_server.storage_options, retry())
+    pin = Pin("s3://pins/obj.bin")
+    assert get_range(s3, "pins/obj.bin", 0, 1024, pin) == b"a" * 1024 and pin.etag
+    fs.pipe_file("pins/obj.bin", b"b" * 4096)  # same size, new version
+    with pytest.raises(ObjectChanged, match="'s3://pins/obj.bin' changed while being read"):
+        get_range(s3, "pins/obj.bin", 1024, 2048, pin)
