@@ -16,6 +16,14 @@ through fsspec. ``--cold`` evicts the shard files from the page cache before eve
 peak resident memory of the main process and of the workers per epoch, with the bound set
 by the shuffle window and the prefetch depth.
 
+``--latency_ms`` and ``--conn_mbps`` turn the HTTP server into a *cloud simulator*
+(``tests/servers.py``): every request waits that long for its first byte, and each
+connection sends at most that many MB/s (the aggregate is not capped), like an object
+store seen from a GPU node. The HTTP table then adds loffdata with prefetch off, a sweep
+over prefetch depths (``--depths``: samples/s against the requests in flight the server
+saw, and the peak RSS of a worker), the two epochs of a loader with ``cache_dir``, and the
+local page-cache rows they are compared with.
+
 Usage::
 
     python benchmarks/bench_loader.py                       # 8192 x 768x16x16 fp16, batch 64, 2 workers
@@ -24,6 +32,7 @@ Usage::
     python benchmarks/bench_loader.py --n 4096 --source http  # loopback HTTP (or s3)
     python benchmarks/bench_loader.py --n 4096 --cold       # shards evicted from the page cache
     python benchmarks/bench_loader.py --n 4096 --memory     # peak RSS per epoch
+    python benchmarks/bench_loader.py --n 1024 --source http --latency_ms 30 --conn_mbps 100 --augment ""
 """
 
 from __future__ import annotations
@@ -173,13 +182,58 @@ def consume(x: torch.Tensor) -> int:
 
 
 def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
-                   options: dict | None = None) -> int:
+                   options: dict | None = None, requests: int | None = None) -> int:
     from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
+    from loffdata.storage.prefetch import PrefetchConfig
 
     loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
                         dtype=dtype, storage_options=options or {})
+    if requests is not None:
+        loader.dataset.prefetch = PrefetchConfig(requests=requests)
     return sum(consume(x) for x, _ in loader)
+
+
+def remote_epochs(url: str, batch: int, workers: int, options: dict, requests: int | None,
+                  cache_dir: str | None = None, epochs: int = 1) -> dict:
+    """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
+    from loffdata.loader import LoffLoader
+    from loffdata.storage.prefetch import PrefetchConfig
+
+    loader = LoffLoader(url, batch_size=batch, num_workers=workers, augment=None, dtype=torch.float16,
+                        backend="torch", storage_options=options, cache_dir=cache_dir, persistent_workers=True)
+    if requests is not None:
+        loader.dataset.prefetch = PrefetchConfig(requests=requests)
+    sampler, rates = RssSampler(), []
+    sampler.start()
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        t0 = time.perf_counter()
+        done = sum(consume(x) for x, _ in loader)
+        rates.append(done / (time.perf_counter() - t0))
+    sampler.sample()
+    sampler.stop.set()
+    loader.close()
+    peaks = sampler.peaks
+    return {"rates": rates, "worker_rss": peaks.get("worker VmRSS", 0), "worker_anon": peaks.get("worker RssAnon", 0)}
+
+
+def concurrent_gets(urls: list[str], sizes: list[int], depth: int) -> int:
+    """What the server can give: every shard in 8 MiB range GETs, ``depth`` in flight, no decoding."""
+    from bench_clients import fsspec_async
+
+    return fsspec_async(urls, sizes, 8 << 20, depth)
+
+
+def peak_in_flight(url: str) -> int:
+    """The simulator's peak of requests in flight since the last call (and resets it)."""
+    import urllib.request
+
+    sys.path.insert(0, str(REPO))
+    from tests.servers import PEAK_PATH
+
+    with urllib.request.urlopen(url.rstrip("/") + PEAK_PATH) as r:
+        return int(r.read())
 
 
 class WarmLoader:
@@ -235,11 +289,11 @@ def median_rate(fn: Callable[[], float | tuple[float, float]], repeats: int) -> 
 # -- loopback servers, each in a process of its own (so they don't share the GIL with the consumer)
 
 
-def _http_server(root: str, queue) -> None:
+def _http_server(root: str, queue, latency: float = 0.0, rate: float | None = None) -> None:
     sys.path.insert(0, str(REPO))
     from tests.servers import FaultyHTTPServer
 
-    server = FaultyHTTPServer(root)
+    server = FaultyHTTPServer(root, latency=latency, conn_bytes_per_s=rate)
     queue.put((server.url + "/", {}))
     server.serve_forever(poll_interval=0.05)
 
@@ -265,8 +319,11 @@ def _s3_server(root: str, queue) -> None:
 
 
 @contextlib.contextmanager
-def serve(source: str, root: Path) -> Iterator[tuple[str, dict | None]]:
-    """Yields ``(url of the dataset, storage_options)``; ``None`` options for local files."""
+def serve(source: str, root: Path, sim: tuple = ()) -> Iterator[tuple[str, dict | None]]:
+    """Yields ``(url of the dataset, storage_options)``; ``None`` options for local files.
+
+    ``sim``: ``(latency in s, bytes/s per connection)`` of the HTTP server.
+    """
     if source == "local":
         yield str(root), None
         return
@@ -275,7 +332,7 @@ def serve(source: str, root: Path) -> Iterator[tuple[str, dict | None]]:
         os.environ.update(AWS_ENV)  # the loader's workers inherit the dummy credentials
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(str(root), queue), daemon=True)
+    proc = ctx.Process(target=target, args=(str(root), queue, *(sim if source == "http" else ())), daemon=True)
     proc.start()
     try:
         yield queue.get(timeout=600)
@@ -300,6 +357,7 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         rows[f"raw read {cfg['source']}"] = lambda: _per_sample(isolated(raw_read_remote, remote_urls, options), cfg)
         rows["webdataset"] = lambda: isolated(webdataset_epoch, remote_urls, b, w, options)
         rows["loffdata"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options)
+        rows["loffdata, prefetch off"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options, 0)
     if options is None:
         rows.update(identity_rows(url, b, w))
     if aug:
@@ -374,6 +432,61 @@ def measure(rows: dict[str, Callable], repeats: int, cold_paths: list[str] | Non
                 evict(cold_paths)
             rates.setdefault(name, []).append(median_rate(fn, 1)[0])
     return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def prefetch_study(cfg: dict, url: str, options: dict, depths: list[int], repeats: int) -> dict:
+    """The simulator's extra rows: a sweep of prefetch depths (samples/s, peak requests in
+    flight at the server, peak worker RSS), the two epochs of a loader with ``cache_dir``,
+    and the local page-cache rows (fresh loader, persistent loader's later epochs)."""
+    import tempfile
+
+    b, w = cfg["batch"], cfg["workers"]
+    out: dict = {"sweep": {}}
+    for depth in depths:
+        runs = []
+        for _ in range(repeats):
+            peak_in_flight(url)
+            got, _ = isolated(remote_epochs, url, b, w, options, depth, None, 2)
+            runs.append((*got["rates"], peak_in_flight(url), got["worker_rss"], got["worker_anon"]))
+        out["sweep"][depth] = sorted(runs)[len(runs) // 2]
+    remote = [f"{url.rstrip('/')}/{Path(u).name}" for u in cfg["urls"]]
+    sizes = [os.path.getsize(u) for u in cfg["urls"]]
+    got = [isolated(concurrent_gets, remote, sizes, 16) for _ in range(repeats)]
+    out["gets"] = statistics.median(g[0] / g[1] for g in got) / cfg["per_sample"]
+    caches = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="loff-cache-") as d:
+            caches.append(isolated(remote_epochs, url, b, w, options, None, d, 2)[0]["rates"])
+    out["cache"] = [statistics.median(c[i] for c in caches) for i in range(2)]
+    local = str(cfg["path"])
+    out["local"] = median_rate(lambda: loffdata_epoch(local, b, w, None, torch.float16), repeats)[0]
+    out["local, later epochs"] = median_rate(_lazy(lambda: WarmLoader(local, b, w, None, torch.float16)), repeats)[0]
+    return out
+
+
+def _print_study(st: dict, r: dict, cfg: dict, sim: tuple) -> None:
+    per = cfg["per_sample"]
+    print(f"\ncloud simulator: {sim[0] * 1e3:.0f} ms to first byte, {(sim[1] or 0) / 1e6:.0f} MB/s per connection")
+    print(f"{'prefetch requests/worker':<26}{'samples/s':>10}{'later':>8}{'GB/s':>7}{'peak in flight':>16}"
+          f"{'worker RSS':>12}{'anon':>7} (MiB)")
+    for depth, (rate, later, peak, rss, anon) in st["sweep"].items():
+        print(f"{depth:<26}{rate:>10,.0f}{later:>8,.0f}{later * per / 1e9:>7.2f}{peak:>16}"
+              f"{rss / (1 << 20):>12,.0f}{anon / (1 << 20):>7,.0f}")
+    print(f"{'16 range GETs, no decoding':<26}{st['gets']:>10,.0f}{'':>8}{st['gets'] * per / 1e9:>7.2f}")
+    c1, c2 = st["cache"]
+    for name, rate in [("cache_dir, epoch 1", c1), ("cache_dir, epoch 2", c2), ("local page cache", st["local"]),
+                       ("local, later epochs", st["local, later epochs"])]:
+        print(f"{name:<26}{rate:>10,.0f}{rate * per / 1e9:>7.2f}")
+    one = r[f"raw read {cfg['source']}"]
+    print("ratios:")
+    print(f"  loffdata / one connection      {r['loffdata'] / one:.2f}   (target >= 4)")
+    print(f"  loffdata / webdataset          {r['loffdata'] / r['webdataset']:.2f}   (target >= 2)")
+    print(f"  loffdata / prefetch off        {r['loffdata'] / r['loffdata, prefetch off']:.2f}")
+    best = max(v[1] for v in st["sweep"].values())
+    print(f"  best later epoch / one conn.   {best / one:.2f}")
+    print(f"  loffdata / 16 range GETs       {r['loffdata'] / st['gets']:.2f}   (a fresh process, new connections)")
+    print(f"  cache epoch 2 / local          {c2 / st['local']:.2f}   (target >= 0.6)")
+    print(f"  cache epoch 2 / local, later   {c2 / st['local, later epochs']:.2f}")
 
 
 # -- memory over epochs
@@ -481,6 +594,8 @@ def _children_maxrss() -> int:
 
 def parse_shape(shape) -> tuple[int, ...]:
     """``"768,16,16"``, or the tuple fire makes of ``--shape 768,16,16``."""
+    if isinstance(shape, int):
+        return (shape,)
     return tuple(int(s) for s in (shape.split(",") if isinstance(shape, str) else shape))
 
 
@@ -497,8 +612,12 @@ def _config(n, shape, batch, workers, shard_samples, augment, root, source) -> d
 def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int = 2, shard_samples: int = 256,
          repeats: int = 3, augment: str = "loffta", root: str = "/tmp/loffdata-bench", quick: bool = False,
          json_out: str | None = None, source: str = "local", cold: bool = False, memory: bool = False,
-         epochs: int = 4, shuffle_buffer: int = 1024, prefetch: int = 2) -> dict:
-    """Runs every row (or the memory run) and prints the table; returns the figures."""
+         epochs: int = 4, shuffle_buffer: int = 1024, prefetch: int = 2, latency_ms: float = 0.0,
+         conn_mbps: float = 0.0, depths: str = "1,2,4,8,16,32", plot_out: str | None = None) -> dict:
+    """Runs every row (or the memory run) and prints the table; returns the figures.
+
+    ``latency_ms``/``conn_mbps`` (MB/s per connection, 0: no cap): the HTTP cloud simulator.
+    """
     if source not in ("local", "http", "s3"):
         raise ValueError(f"source must be local, http or s3, not {source!r}")
     if quick:
@@ -506,14 +625,26 @@ def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int 
     cfg = _config(n, shape, batch, workers, shard_samples, augment, root, source)
     raw_read(cfg["urls"])  # warm the page cache
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    with serve(source, cfg["path"]) as (url, options):
+    sim = (latency_ms / 1e3, conn_mbps * 1e6 or None)
+    study = None
+    with serve(source, cfg["path"], sim) as (url, options):
         if memory:
             return _memory(cfg, url, epochs, shuffle_buffer, prefetch, json_out)
         result = measure(row_functions(cfg, url, options), repeats, cfg["urls"] if cold else None)
+        if source == "http" and (latency_ms or conn_mbps):
+            study = prefetch_study(cfg, url, options, list(parse_shape(depths)), repeats)
     _print(result, cfg, cold)
+    if study is not None:
+        _print_study(study, result, cfg, sim)
+        if plot_out:
+            from plot_loader import plot_prefetch
+
+            plot_prefetch(study, result, cfg, sim, plot_out)
     if json_out:
         config = {k: cfg[k] for k in ("n", "dims", "batch", "workers", "source")} | {"cold": cold, "repeats": repeats}
-        Path(json_out).write_text(json.dumps({"config": config, "samples_per_s": result}, indent=1))
+        config |= {"latency_ms": latency_ms, "conn_mbps": conn_mbps}
+        out = {"config": config, "samples_per_s": result} | ({"simulator": study} if study else {})
+        Path(json_out).write_text(json.dumps(out, indent=1, default=str))
     return result
 
 

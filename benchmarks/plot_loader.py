@@ -78,6 +78,40 @@ def plot(r: dict, batches: list[int], workers: list[int], fixed: tuple[int, int]
     fig.savefig(out, dpi=110)
 
 
+def plot_prefetch(study: dict, rows: dict, cfg: dict, sim: tuple, out: str) -> None:
+    """samples/s against the requests in flight the simulator saw (one point per prefetch
+    depth), with the one-connection and webdataset rows as lines (``bench_loader.py``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = list(study["sweep"])
+    rates = [study["sweep"][d][0] for d in depths]
+    later = [study["sweep"][d][1] for d in depths]
+    peaks = [study["sweep"][d][2] for d in depths]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(peaks, rates, "o-", label="LoffLoader, 2 workers, first epoch (label: requests/worker)")
+    ax.plot(peaks, later, "s--", label="LoffLoader, second epoch (persistent workers)")
+    for d, x, y in zip(depths, peaks, rates):
+        ax.annotate(str(d), (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.axhline(rows[f"raw read {cfg['source']}"], color="grey", ls="--", label="one sequential connection")
+    ax.axhline(rows["webdataset"], color="tab:red", ls=":", label="webdataset over fsspec, 2 workers")
+    ax.axhline(study["gets"], color="tab:green", ls="-.", label="16 range GETs, fresh process, no decoding")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("peak requests in flight at the server")
+    ax.set_ylabel("samples/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_title(f"{cfg['n']} x {'x'.join(map(str, cfg['dims']))} float16 over HTTP, "
+                 f"{sim[0] * 1e3:.0f} ms, {(sim[1] or 0) / 1e6:.0f} MB/s per connection\n{machine()}", fontsize=9)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 def main(n: int = 8192, shape: str = "768,16,16", batches: tuple = (16, 64, 256), workers: tuple = (0, 1, 2, 4),
          batch: int = 64, fixed_workers: int = 2, repeats: int = 3, root: str = "/tmp/loffdata-bench",
          out: str = str(OUT), quick: bool = False) -> dict:

@@ -2,6 +2,12 @@
 
 Use the fixtures in a test module with
 ``from tests.servers import http_server, s3_server  # noqa: F401``.
+
+:class:`FaultyHTTPServer` is also the *cloud simulator* of the benchmarks: with
+``latency`` (seconds to first byte of every request) and ``conn_bytes_per_s`` (a bandwidth
+cap per connection; the aggregate is not capped) it behaves like an object store seen from
+a GPU node, and it counts the requests in flight (``in_flight``, ``peak_in_flight``).
+Answers carry ``ETag`` and ``Last-Modified``; ``If-Match`` is honoured (412).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import os
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +28,7 @@ import pytest
 from loffdata.format.writer import WriterConfig, write_dataset
 
 __all__ = [
+    "PEAK_PATH",
     "Faults",
     "FaultyHTTPServer",
     "S3Server",
@@ -31,6 +40,8 @@ __all__ = [
 ]
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+#: GET this path for the peak of requests in flight since the last such GET (itself excluded)
+PEAK_PATH = "/__peak_in_flight__"
 
 
 def make_items(
@@ -81,23 +92,52 @@ class Faults:
         statuses: answer the next GETs of a file with these statuses, one each, in turn.
         drop_after: the first GET of a file whose range covers this byte offset sends the
             bytes before it, then closes the connection (fewer bytes than Content-Length).
+        stall: the next GETs of a file wait this many seconds before answering (a server
+            that stopped responding), one GET per entry, in turn.
+        replace: ``(n, path)``: before serving the ``n``-th GET of a file (counted from 1),
+            the file is replaced by a copy of ``path`` (a new object version, same name).
     """
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
+    stall: dict[str, list[float]] = field(default_factory=dict)
+    replace: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
-    """Serves a directory over HTTP/1.1 on 127.0.0.1 with Range support and injectable faults."""
+    """Serves a directory over HTTP/1.1 on 127.0.0.1 with Range support and injectable faults.
+
+    Args:
+        root: the directory served.
+        latency: seconds every request waits before its answer starts (time to first byte).
+        conn_bytes_per_s: bytes per second each connection may send (``None``: no cap).
+    """
 
     daemon_threads = True
+    request_queue_size = 128  # many connections opened at once by a prefetching client
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, *, latency: float = 0.0, conn_bytes_per_s: float | None = None):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.root = root
+        self.root, self.latency, self.conn_bytes_per_s = root, latency, conn_bytes_per_s
         self.faults = Faults()
         self.requests: list[tuple[str, str, str | None]] = []  # (method, file name, Range)
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # ends stalls when the server shuts down
+        self.in_flight = 0  # requests received and not yet fully answered
+        self.peak_in_flight = 0
+
+    def handle_error(self, request, client_address) -> None:
+        """Quiet about clients that hung up (a client giving up on a stalled answer)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+    def reset_peak(self) -> int:
+        """The peak of requests in flight so far; starts counting afresh."""
+        with self.lock:
+            peak, self.peak_in_flight = self.peak_in_flight, self.in_flight
+        return peak
 
     @property
     def url(self) -> str:
@@ -126,21 +166,41 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(head=False)
 
     def _serve(self, *, head: bool) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.in_flight += 1
+            srv.peak_in_flight = max(srv.peak_in_flight, srv.in_flight)
+        try:
+            self._answer(head=head)
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+    def _answer(self, *, head: bool) -> None:
+        srv, faults = self.server, self.server.faults
+        if self.path == PEAK_PATH:  # for benchmarks with the server in another process
+            return self._send_status(200, body=str(srv.reset_peak() - 1).encode())
         name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
         rng = self.headers.get("Range")
-        with self.server.lock:
-            self.server.requests.append(("HEAD" if head else "GET", name, rng))
-            queued = self.server.faults.statuses.get(name)
+        p = Path(srv.root, self.path.split("?", 1)[0].lstrip("/"))
+        with srv.lock:
+            srv.requests.append(("HEAD" if head else "GET", name, rng))
+            queued = faults.statuses.get(name)
             status = queued.pop(0) if queued and not head else None
+            stalls = faults.stall.get(name)
+            stall = stalls.pop(0) if stalls and not head else 0.0
+            if not head and name in faults.replace and faults.replace[name][0] == len(self.server.gets(name)):
+                _replace(p, faults.replace.pop(name)[1])
+        if srv.latency or stall:
+            srv.stopping.wait(srv.latency + stall)
         if status is not None:
             return self._send_status(status)
-        p = Path(self.server.root, self.path.split("?", 1)[0].lstrip("/"))
         if not p.is_file():
             return self._send_status(404, head=head)
         self._send_file(p, rng, head=head, name=name)
 
-    def _send_status(self, status: int, *, head: bool = False) -> None:
-        body = f"status {status}".encode()
+    def _send_status(self, status: int, *, head: bool = False, body: bytes | None = None) -> None:
+        body = f"status {status}".encode() if body is None else body
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -148,39 +208,59 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_file(self, p: Path, rng: str | None, *, head: bool, name: str) -> None:
-        size = p.stat().st_size
-        start, end = 0, size
-        m = _RANGE.fullmatch(rng or "")
-        if m:
-            start, end = int(m.group(1)), min(size, int(m.group(2)) + 1 if m.group(2) else size)
-            if start >= size:
-                return self._send_status(416)
-        self.send_response(206 if m else 200)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Type", "application/octet-stream")
-        if m:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.end_headers()
-        if not head:
-            self._write_body(p, start, end, name)
+        with open(p, "rb") as f:  # one open file: size, version and bytes of one object
+            st = os.fstat(f.fileno())
+            size, etag = st.st_size, f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
+            if self.headers.get("If-Match") not in (None, "*", etag):
+                return self._send_status(412)
+            start, end = 0, size
+            m = _RANGE.fullmatch(rng or "")
+            if m:
+                start, end = int(m.group(1)), min(size, int(m.group(2)) + 1 if m.group(2) else size)
+                if start >= size:
+                    return self._send_status(416)
+            self.send_response(206 if m else 200)
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", formatdate(st.st_mtime, usegmt=True))
+            if m:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.end_headers()
+            if not head:
+                self._write_body(f, start, end, name)
 
-    def _write_body(self, p: Path, start: int, end: int, name: str) -> None:
-        with open(p, "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
+    def _write_body(self, f, start: int, end: int, name: str) -> None:
         with self.server.lock:
             drop = self.server.faults.drop_after.get(name)
             if drop is not None and start <= drop < end:
                 del self.server.faults.drop_after[name]
             else:
                 drop = None
-        if drop is None:
-            self.wfile.write(data)
-            return
-        self.wfile.write(data[: drop - start])
-        self.wfile.flush()
-        self.close_connection = True
+        self._paced(f, start, end if drop is None else drop)
+        if drop is not None:
+            self.close_connection = True
+
+    def _paced(self, f, start: int, end: int) -> None:
+        """Sends bytes ``[start, end)`` of ``f`` (``sendfile``), no faster than the cap."""
+        rate, sock = self.server.conn_bytes_per_s, self.connection
+        t0, pos, step = time.perf_counter(), start, (256 << 10) if self.server.conn_bytes_per_s else (8 << 20)
+        while pos < end:
+            sent = os.sendfile(sock.fileno(), f.fileno(), pos, min(step, end - pos))
+            if sent == 0:
+                break
+            pos += sent
+            ahead = t0 + (pos - start) / rate - time.perf_counter() if rate else 0
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def _replace(p: Path, source: str) -> None:
+    """Replaces ``p`` by a copy of ``source`` atomically (a new inode: a new version)."""
+    tmp = p.with_name(p.name + ".new")
+    tmp.write_bytes(Path(source).read_bytes())
+    os.replace(tmp, p)
 
 
 @pytest.fixture
@@ -194,6 +274,7 @@ def http_server(tmp_path):
     )
     thread.start()
     yield server
+    server.stopping.set()
     server.shutdown()
     server.server_close()
 

@@ -55,3 +55,19 @@ def test_plot_loader_quick(tmp_path):
     out = run_script("plot_loader.py", "--quick", "--root", str(tmp_path / "data"), "--out", str(png))
     assert "samples/s" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_loader_quick_cloud_simulator(tmp_path):
+    png = tmp_path / "remote.png"
+    out = run_script("bench_loader.py", "--quick", "--source", "http", "--augment", "", "--latency_ms", "5",
+                     "--conn_mbps", "200", "--depths", "1,4", "--root", str(tmp_path / "d"), "--plot_out", str(png),
+                     timeout=300)
+    for line in ("loffdata / one connection", "cache epoch 2 / local", "16 range GETs, no decoding"):
+        assert line in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_clients_quick(tmp_path):
+    out = run_script("bench_clients.py", "--n", "64", "--shape", "32,8,8", "--shard_samples", "16", "--depths", "2",
+                     "--clients", "fsspec-async,fsspec-threads", "--block", "65536", "--root", str(tmp_path / "d"))
+    assert "fsspec-async" in out and "fsspec-threads" in out and "failed" not in out

@@ -5,26 +5,37 @@ file name). It is downloaded to a temporary file in the same directory and renam
 place, so readers in other processes (DataLoader workers, other ranks on the node) see
 either nothing or the whole shard. A cache hit touches the file's mtime; when the cache
 holds more than ``limit_bytes``, the files with the oldest mtime are deleted first (LRU),
-never the shard just fetched.
+never the shard just fetched. A download holds an exclusive ``flock`` on the shard's lock
+file (under ``.locks/``), so a shard wanted by several processes at once is downloaded by
+one; the others wait for it and then read the cached copy (a lock dies with its process).
+
+:class:`CacheFiller` fills the cache ahead of the reader with the plan-driven prefetcher
+(:mod:`loffdata.storage.prefetch`), in read order, at most ``ahead_bytes`` ahead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import posixpath
 import shutil
+import stat
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from loffdata.errors import ShardReadError
 
-__all__ = ["CacheConfig", "ShardCache"]
+__all__ = ["CacheConfig", "CacheFiller", "ShardCache"]
 
+log = logging.getLogger(__name__)
 _TMP = ".tmp-"
+_LOCKS = ".locks"
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class ShardCache:
     def __init__(self, config: CacheConfig):
         self.config = config
         self.root = os.path.abspath(os.fspath(config.cache_dir))
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(os.path.join(self.root, _LOCKS), exist_ok=True)
         self.hits = 0
         self.misses = 0
 
@@ -63,15 +74,54 @@ class ShardCache:
             size: the expected size in bytes; a cached file of another size is fetched again.
         """
         path = self.path_for(url)
+        if not self._valid(path, size):
+            fd = self._lock(path, wait=True)  # one download per shard on the node; others wait here
+            try:
+                if not self._valid(path, size):
+                    return self.store(url, opener, size=size)
+            finally:
+                os.close(fd)  # releases the lock
+        self.hits += 1
+        with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: the caller retries
+            os.utime(path)
+        return path
+
+    def has(self, url: str, size: int | None) -> bool:
+        """Whether ``url`` is cached (with ``size`` bytes, if given)."""
+        return self._valid(self.path_for(url), size)
+
+    def claim(self, url: str, size: int | None) -> int | None:
+        """Takes the download of ``url`` if it is neither cached nor being downloaded by
+        another process or thread: the descriptor holding its lock (close it to release),
+        else ``None``."""
+        path = self.path_for(url)
         if self._valid(path, size):
-            self.hits += 1
-            with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: the caller retries
-                os.utime(path)
-            return path
+            return None
+        fd = self._lock(path, wait=False)
+        if fd is not None and self._valid(path, size):  # stored just before the lock was taken
+            os.close(fd)
+            return None
+        return fd
+
+    def store(self, url: str, opener: Callable[[], BinaryIO], *, size: int | None) -> str:
+        """Downloads ``url`` into the cache (the caller holds its lock); returns the path."""
+        path = self.path_for(url)
         self.misses += 1
         self._download(url, opener, path, size)
         self.evict(keep=path)
         return path
+
+    def _lock(self, path: str, *, wait: bool) -> int | None:
+        fd = os.open(os.path.join(self.root, _LOCKS, os.path.basename(path)), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _valid(self, path: str, size: int | None) -> bool:
         try:
@@ -107,6 +157,8 @@ class ShardCache:
                 st = os.stat(p)
             except FileNotFoundError:  # evicted by another process
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
             out.append((st.st_mtime, st.st_size, p))
         return sorted(out)
 
@@ -127,3 +179,87 @@ class ShardCache:
             total -= nbytes
             freed += nbytes
         return freed
+
+
+class CacheFiller:
+    """Downloads planned shards into the cache in the background, ahead of the reader.
+
+    The filler claims shards (their lock) before anything is fetched, so that processes
+    sharing the cache never download a shard twice; a shard claimed elsewhere is left to
+    its claimer (the reader waits for it on the lock). The claimed shards are handed to
+    the prefetcher, whose requests in flight fetch their blocks; the filler writes them out.
+
+    Args:
+        cache: the cache.
+        prefetcher: a :class:`~loffdata.storage.prefetch.Prefetcher`.
+        ahead_bytes: bytes of shards claimed or filled and not yet reached by the reader.
+    """
+
+    def __init__(self, cache: ShardCache, prefetcher: Any, *, ahead_bytes: int):
+        self.cache, self.prefetcher, self.ahead_bytes = cache, prefetcher, ahead_bytes
+        self._cond = threading.Condition()
+        self._todo: list[Any] = []
+        self._ahead: dict[str, int] = {}  # claimed or filled, not yet reached: url -> bytes
+        self._reached: set[str] = set()
+        self._claimed: list[tuple[Any, int]] = []  # (ShardRead, lock descriptor)
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def fill(self, reads: list[Any]) -> None:
+        """Fills these shards (``ShardRead``s), in order; replaces the previous list."""
+        with self._cond:
+            self._todo, self._reached = [r for r in reads if not self.cache.has(r.url, r.size)], set()
+            self._cond.notify_all()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="loffdata-cache-fill", daemon=True)
+            self._thread.start()
+
+    def reached(self, url: str) -> None:
+        """The reader opens ``url``: it no longer counts as ahead."""
+        with self._cond:
+            self._ahead.pop(url, None)
+            self._reached.add(url)
+            self._cond.notify_all()
+
+    def _claim_more(self) -> None:
+        """Claims planned shards while the look-ahead allows (called with the lock held)."""
+        changed = False
+        while self._todo and (not self._claimed or sum(self._ahead.values()) < self.ahead_bytes):
+            read = self._todo.pop(0)
+            if read.url in self._reached:
+                continue
+            fd = self.cache.claim(read.url, read.size)
+            if fd is not None:
+                self._claimed.append((read, fd))
+                self._ahead[read.url] = read.size
+                changed = True
+        if changed:
+            self.prefetcher.plan([r for r, _ in self._claimed])
+
+    def _next(self) -> tuple[Any, int] | None:
+        with self._cond:
+            while not self._stop:
+                self._claim_more()
+                if self._claimed:
+                    return self._claimed.pop(0)
+                self._cond.wait(0.5)
+            return None
+
+    def _run(self) -> None:
+        while (job := self._next()) is not None:
+            read, fd = job
+            try:
+                self.cache.store(read.url, lambda r=read: self.prefetcher.open(r), size=read.size)
+            except Exception as err:  # the reader meets it again when it opens the shard
+                log.debug("cache fill of %s failed: %s", read.url, err)
+            finally:
+                os.close(fd)
+                self.prefetcher.forget(read.url)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            for _, fd in self._claimed:
+                os.close(fd)
+            self._claimed = []
+            self._cond.notify_all()

@@ -7,7 +7,8 @@ protocol) are read by :class:`ResumableReader`: a file object that fetches byte 
 middle of a range keeps what arrived and asks for the rest from the byte offset reached, so
 nothing is lost or duplicated. A missing file (404, NoSuchKey, FileNotFoundError) fails at
 once with :class:`~loffdata.errors.ShardReadError` naming it; a file that stays unreachable
-after ``attempts`` tries fails the same way.
+after ``attempts`` tries, or past ``deadline`` seconds, fails the same way. Every read is
+pinned to the object version of its first answer (:mod:`loffdata.storage.ranges`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -25,6 +26,7 @@ import fsspec
 
 from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
+from loffdata.storage.ranges import Pin, get_range, remote_size
 from loffdata.util import is_local, url_protocol
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "open_shard",
     "remote_size",
     "with_retries",
+    "with_retries_async",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,23 +65,32 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirecto
 class RetryConfig:
     """Timeouts and retries of remote reads.
 
+    A request that gets no byte for ``timeout`` seconds fails and is retried; one that has
+    not succeeded ``deadline`` seconds after its first try fails for good, with
+    :class:`~loffdata.errors.ShardReadError` naming the URL. With the defaults a stalled
+    server is given up after 30 s (three tries of 10 s).
+
     Attributes:
         attempts: tries per request (the first included).
         backoff: first delay in seconds; doubles after each failure.
         max_backoff: longest delay in seconds.
-        timeout: socket connect/read timeout in seconds for HTTP and S3.
+        timeout: seconds to connect, and seconds without a byte while reading (HTTP, S3).
+        deadline: seconds a request may take with all its retries (``None``: no bound).
         block_size: bytes fetched per range request.
     """
 
     attempts: int = 6
     backoff: float = 0.2
     max_backoff: float = 10.0
-    timeout: float = 60.0
+    timeout: float = 10.0
+    deadline: float | None = 30.0
     block_size: int = 8 << 20
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.block_size < 1:
             raise ValueError("attempts and block_size must be >= 1")
+        if self.timeout <= 0 or (self.deadline is not None and self.deadline <= 0):
+            raise ValueError("timeout and deadline must be > 0")
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures."""
@@ -117,30 +129,61 @@ def is_transient(err: BaseException) -> bool:
     return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "urllib3", "requests")
 
 
+def _give_up(err: Exception, *, url: str, retry: RetryConfig, what: str, failures: int, t0: float) -> ShardReadError | None:
+    """The error to raise after ``failures`` failed tries ending in ``err``; ``None``: retry."""
+    if isinstance(err, ShardReadError):
+        return err  # already names the shard; a changed object is not retried
+    if isinstance(err, _PERMANENT):
+        return ShardReadError(f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})")
+    if not is_transient(err):
+        return ShardReadError(f"cannot {what} shard {url!r}: {type(err).__name__}: {err}")
+    spent = time.monotonic() - t0
+    late = retry.deadline is not None and spent + retry.delay(failures) >= retry.deadline
+    if failures == retry.attempts or late:
+        return ShardReadError(
+            f"cannot {what} shard {url!r} after {failures} attempts ({spent:.1f} s): {type(err).__name__}: {err}"
+        )
+    log.warning("retrying %s of %s after %s: %s", what, url, type(err).__name__, err)
+    return None
+
+
 def with_retries(fn: Callable[[], T], *, url: str, retry: RetryConfig, what: str = "read") -> T:
     """Calls ``fn`` until it succeeds, retrying transient errors with backoff.
 
     Raises:
-        ShardReadError: naming ``url`` when the file is missing or stays unreachable.
+        ShardReadError: naming ``url`` when the file is missing, changed, or stays
+            unreachable (``retry.attempts`` tries, or past ``retry.deadline``).
     """
+    t0 = time.monotonic()
     for failures in range(1, retry.attempts + 1):
         try:
             return fn()
-        except _PERMANENT as err:
-            raise ShardReadError(
-                f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"
-            ) from err
         except Exception as err:
-            if not is_transient(err):
-                raise ShardReadError(
-                    f"cannot {what} shard {url!r}: {type(err).__name__}: {err}"
-                ) from err
-            if failures == retry.attempts:
-                raise ShardReadError(
-                    f"cannot {what} shard {url!r} after {failures} attempts: {type(err).__name__}: {err}"
-                ) from err
-            log.warning("retrying %s of %s after %s: %s", what, url, type(err).__name__, err)
-            time.sleep(retry.delay(failures))
+            fatal = _give_up(err, url=url, retry=retry, what=what, failures=failures, t0=t0)
+            if fatal is err:
+                raise
+            if fatal is not None:
+                raise fatal from err
+        time.sleep(retry.delay(failures))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def with_retries_async(
+    fn: Callable[[], Awaitable[T]], *, url: str, retry: RetryConfig, what: str = "read"
+) -> T:
+    """:func:`with_retries` for coroutines; each try is also cut at the deadline."""
+    t0 = time.monotonic()
+    for failures in range(1, retry.attempts + 1):
+        try:
+            left = None if retry.deadline is None else max(0.001, retry.deadline - (time.monotonic() - t0))
+            return await asyncio.wait_for(fn(), left)
+        except Exception as err:
+            fatal = _give_up(err, url=url, retry=retry, what=what, failures=failures, t0=t0)
+            if fatal is err:
+                raise
+            if fatal is not None:
+                raise fatal from err
+        await asyncio.sleep(retry.delay(failures))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -181,42 +224,14 @@ def filesystem(
             import aiohttp
 
             timeout = aiohttp.ClientTimeout(
-                total=None, connect=retry.timeout, sock_read=retry.timeout
+                total=retry.deadline, connect=retry.timeout, sock_read=retry.timeout
             )
             options["client_kwargs"] = {**options["client_kwargs"], "timeout": timeout}
     elif protocol in ("s3", "s3a"):
-        config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout}
+        config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout, "max_pool_connections": 64}
         options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
     fs, path = fsspec.core.url_to_fs(url, **options)
     return register_filesystem(fs), path
-
-
-def remote_size(fs: Any, path: str) -> int:
-    """The size of a remote file; 404 raises FileNotFoundError, other failures keep their type.
-
-    fsspec's HTTP ``info`` turns every failure (503 included) into FileNotFoundError, which
-    would make transient errors look permanent, so HTTP sizes come from our own HEAD request.
-    """
-    from fsspec.implementations.http import HTTPFileSystem
-
-    if isinstance(fs, HTTPFileSystem):
-        from fsspec.asyn import sync
-
-        return sync(fs.loop, _http_size, fs, path)
-    return int(fs.size(path))
-
-
-async def _http_size(fs: Any, url: str) -> int:
-    session = await fs.set_session()
-    kwargs = dict(fs.kwargs)
-    kwargs["headers"] = {**kwargs.get("headers", {}), "Accept-Encoding": "identity"}
-    async with session.head(fs.encode_url(url), allow_redirects=True, **kwargs) as r:
-        if r.status == 404:
-            raise FileNotFoundError(url)
-        r.raise_for_status()
-        if "Content-Length" not in r.headers:
-            raise OSError(f"server gives no Content-Length for {url!r}")
-        return int(r.headers["Content-Length"])
 
 
 class ResumableReader(io.RawIOBase):
@@ -247,6 +262,7 @@ class ResumableReader(io.RawIOBase):
             if size is not None
             else with_retries(lambda: remote_size(fs, path), url=url, retry=self.retry, what="stat")
         )
+        self.pin = Pin(url)  # the object version of the first answer
         self.offset = 0  # bytes handed out
         self._buf = b""
         self._buf_pos = 0
@@ -285,10 +301,7 @@ class ResumableReader(io.RawIOBase):
 
     def _range(self, start: int, end: int) -> bytes:
         self.requests += 1
-        data = self.fs.cat_file(self.path, start=start, end=end)
-        if len(data) > end - start and len(data) == self.size:  # server ignored the Range header
-            data = data[start:end]
-        return data
+        return get_range(self.fs, self.path, start, end, self.pin)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata.storage.cache import CacheConfig
+from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.plan import PlanConfig
 from loffdata.util import UNSET, merge
@@ -59,6 +60,9 @@ class StreamConfig(PlanConfig):
         cache_dir: cache remote shards in this local directory (``None``: no cache).
         cache_limit_bytes: byte budget of the cache (``None``: unbounded).
         retry: timeouts and retries of remote reads (a dict of its fields is accepted).
+        prefetch: how many ranged requests remote reads keep in flight per reading process,
+            within what byte budget (:class:`~loffdata.storage.prefetch.PrefetchConfig`; a dict
+            of its fields is accepted; ``requests=0`` turns prefetch off).
     """
 
     batch_size: int | None = None
@@ -68,6 +72,7 @@ class StreamConfig(PlanConfig):
     cache_dir: str | None = None
     cache_limit_bytes: int | None = None
     retry: RetryConfig = field(default_factory=RetryConfig)
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +96,10 @@ class StreamConfig(PlanConfig):
             object.__setattr__(self, "retry", RetryConfig(**self.retry))
         elif not isinstance(self.retry, RetryConfig):
             raise TypeError(f"retry must be a RetryConfig or a dict of its fields, not {type(self.retry).__name__}")
+        if isinstance(self.prefetch, Mapping):
+            object.__setattr__(self, "prefetch", PrefetchConfig(**self.prefetch))
+        elif not isinstance(self.prefetch, PrefetchConfig):
+            raise TypeError(f"prefetch must be a PrefetchConfig or a dict of its fields, not {type(self.prefetch).__name__}")
 
     @property
     def plan(self) -> PlanConfig:

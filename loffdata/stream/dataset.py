@@ -86,6 +86,7 @@ class StreamingDataset(IterableDataset):
             storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes)
         self.batch_size, self.on_error, self.batch_dtype = config.batch_size, config.on_error, config.batch_dtype
         self.storage_options, self.retry, self.cache = dict(config.storage_options), config.retry, config.cache
+        self.prefetch = config.prefetch  # read when an iteration starts (benchmarks change it)
         self.shards = self._resolve(source)
         self._rank, self._world = rank, world_size
         self._dist = distributed_rank_world()
@@ -215,6 +216,7 @@ class StreamingDataset(IterableDataset):
         if skip is not None:
             wplan, self._yielded = workerstate.skip_yielded(wplan, skip.yielded), skip.yielded
         reader = self._reader(reuse_buffers=bool(self.batch_size))
+        reader.plan_reads(wplan.indices, window_size(self.config.shuffle_buffer, self.batch_size or 1))
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
@@ -261,6 +263,7 @@ class StreamingDataset(IterableDataset):
             retry=self.retry,
             cache=self.cache,
             batched=bool(self.batch_size),
+            prefetch=self.prefetch,
         )
 
     @property

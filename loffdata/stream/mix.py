@@ -100,7 +100,7 @@ class Mix:
 def _source_reader(mix: MixedDataset, i: int, reuse_buffers: bool) -> SampleReader:
     """A reader of source ``i`` with its own storage options and the mix's error policy."""
     context = ReadContext(shards=mix.source_shards[i], storage_options=mix.source_options[i], retry=mix.retry,
-                           cache=mix.cache, batched=bool(mix.batch_size))
+                           cache=mix.cache, batched=bool(mix.batch_size), prefetch=mix.prefetch)
     return SampleReader(context, mix._policy, reuse_buffers=reuse_buffers)
 
 
@@ -113,6 +113,12 @@ class _MixReader:
         self.readers = [_source_reader(mix, i, reuse_buffers) for i in range(len(mix.source_shards))]
         self.random_access = all(r.random_access for r in self.readers)
         self.bases = mix.source_bases
+
+    def plan_reads(self, indices: np.ndarray, window: int) -> None:
+        """Each source's reader learns its part of the order (its remote shards are prefetched)."""
+        src = np.searchsorted(self.bases, indices, side="right") - 1
+        for i, reader in enumerate(self.readers):
+            reader.plan_reads(indices[src == i] - int(self.bases[i]), window)
 
     def each(self, indices: np.ndarray, destinations: dict[int, Any] | None = None) -> Iterator[tuple[int, Sample]]:
         src = np.searchsorted(self.bases, indices, side="right") - 1
@@ -131,7 +137,7 @@ class _MixReader:
             shards = self.readers[i].shards
             url = shards.urls[int(sample_locations(shards.counts, np.array([local]))[0][0])]
             err = SampleError(f"label {sample.label} outside the {len(table)} classes of its dataset", shard=url, key=sample.key)
-            (self.policy.skip if self.policy is not None else self.ds._skip)(err, n=1)
+            self.policy.skip(err, n=1)
             return False
         sample.label = int(table[sample.label])
         return True

@@ -28,6 +28,7 @@ from loffdata.format.sample import (
 )
 from loffdata.format.tar import iter_sample_members
 from loffdata.storage.cache import CacheConfig, ShardCache
+from loffdata.storage.prefetch import PrefetchConfig, RemoteReads
 from loffdata.storage.remote import (
     _LOCAL_BUFFER,
     ResumableReader,
@@ -56,6 +57,7 @@ class ReadContext:
         retry: timeouts and retries of remote reads.
         cache: local cache of remote shards, or ``None``.
         batched: samples go into batches: every declared extra must be present.
+        prefetch: requests in flight and byte budget of remote reads.
     """
 
     shards: ShardSet
@@ -63,6 +65,8 @@ class ReadContext:
     retry: RetryConfig = field(default_factory=RetryConfig)
     cache: CacheConfig | None = None
     batched: bool = False
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
+
 
 class ReadArena:
     """A reused ring of read buffers, so that reading a member allocates nothing.
@@ -157,6 +161,14 @@ class SampleReader:
             if self.random_access
             else None
         )
+        #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
+        self.remote = RemoteReads(self.shards.urls, self.shards.counts, self.shards.sizes, retry=context.retry,
+                                  config=context.prefetch, filesystem=self._filesystem, cache=self.cache)
+
+    def plan_reads(self, indices: np.ndarray, window: int) -> None:
+        """Tells storage which samples this reader will read (``window`` at a time), so that
+        remote shards are fetched ahead, many requests in flight (:mod:`loffdata.storage.prefetch`)."""
+        self.remote.plan(indices, window)
 
     def each(self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
@@ -309,12 +321,12 @@ class SampleReader:
             return open_shard(url)
         fs, path = self._filesystem(url)
         if self.cache is None:
-            return ResumableReader(url, fs, path, retry=self.context.retry)
-        return self._open_cached(url, fs, path, self.shards.sizes[s])
+            return self.remote.open(s) or ResumableReader(url, fs, path, retry=self.context.retry)
+        return self._open_cached(url, fs, path, self.shards.sizes[s], self.remote.opener(s))
 
-    def _open_cached(self, url: str, fs: Any, path: str, size: int | None) -> BinaryIO:
+    def _open_cached(self, url: str, fs: Any, path: str, size: int | None, prefetched: Any = None) -> BinaryIO:
         def opener() -> BinaryIO:
-            return ResumableReader(url, fs, path, retry=self.context.retry)
+            return prefetched() if prefetched else ResumableReader(url, fs, path, retry=self.context.retry)
 
         for _ in range(3):  # another process may evict the file between get and open
             try:
@@ -333,6 +345,7 @@ class SampleReader:
         return fs, fs._strip_protocol(url)
 
     def close(self) -> None:
+        self.remote.close()
         for s in list(self.cursors):
             self._drop_cursor(s)
         if self.indexed is not None:

@@ -65,8 +65,8 @@ def test_http_dropped_connection_resumes_without_loss(served, block_size):
     assert Counter(got) == Counter(range(20))
     ranges = served.gets("shard-000001.tar")
     assert "shard-000001.tar" not in served.faults.drop_after  # the fault fired
-    if block_size == 2048:  # the request after the drop starts at the last offset handed out
-        assert ranges[:3] == ["bytes=0-2047", "bytes=2048-4095", "bytes=2048-4095"]
+    assert any(r.startswith("bytes=3000-") for r in ranges)  # the rest asked from the byte reached
+    assert block_size != 2048 or ranges.count("bytes=2048-4095") == 1  # not the whole block again
 
 
 def test_http_5xx_is_retried(served):
@@ -82,7 +82,7 @@ def test_http_429_then_success(served):
 
 
 def test_http_unreachable_after_retries_names_the_shard(served):
-    served.faults.statuses["shard-000003.tar"] = [503] * 10
+    served.faults.statuses["shard-000003.tar"] = [503] * 100
     with pytest.raises(ShardReadError, match=r"shard-000003.tar.* after 4 attempts"):
         list(StreamingDataset(served.url, retry=FAST))
 
@@ -94,7 +94,8 @@ def test_http_missing_shard_fails_at_once(served):
     with pytest.raises(ShardReadError, match=f"{served.url}/shard-000001.tar.*missing"):
         list(StreamingDataset(served.url, retry=slow_retry))
     assert time.monotonic() - t < 1.5  # no backoff: not retried
-    assert [m for m, n, _ in served.requests if n == "shard-000001.tar"] == ["HEAD"]
+    asked = [(m, r) for m, n, r in served.requests if n == "shard-000001.tar"]
+    assert asked and len(set(asked)) == len(asked)  # no request repeated: not retried
 
 
 def test_http_truncated_shard(served):

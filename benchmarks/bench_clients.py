@@ -1,0 +1,129 @@
+"""Async HTTP clients for ranged GETs, side by side against the cloud simulator.
+
+Every client fetches the same shards in ``block`` byte ranges with ``depth`` requests in
+flight, from ``tests/servers.py``'s server in a process of its own (``latency_ms`` to first
+byte, ``conn_mbps`` MB/s per connection). Printed: MB/s, and the client process's CPU
+seconds per GB (what is left for decoding on a busy node).
+
+- ``fsspec-async``: loffdata's path (:func:`loffdata.storage.ranges.fetch_range`:
+  fsspec's HTTPFileSystem aiohttp session, ``If-Match`` pinning), coroutines on fsspec's loop;
+- ``fsspec-threads``: fsspec's synchronous ``cat_file`` from a thread pool;
+- ``obstore``: obstore's ``HTTPStore`` and ``get_range_async`` (Rust ``object_store``), if
+  importable (``--extra_path`` adds a directory to ``sys.path``, e.g. a ``pip --target``).
+
+Usage::
+
+    python benchmarks/bench_clients.py --n 1024 --latency_ms 30 --conn_mbps 100 --depths 1,4,16
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import fire
+from bench_loader import build_data, isolated, parse_shape, serve
+
+
+def _ranges(urls: list[str], sizes: list[int], block: int) -> list[tuple[str, int, int]]:
+    return [(u, s, min(n, s + block)) for u, n in zip(urls, sizes) for s in range(0, n, block)]
+
+
+def fsspec_async(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
+    from fsspec.asyn import sync
+
+    from loffdata.storage.ranges import Pin, fetch_range
+    from loffdata.storage.remote import RetryConfig, filesystem
+
+    fs, _ = filesystem(urls[0], None, RetryConfig())
+    pins = {u: Pin(u) for u in urls}
+
+    async def run() -> int:
+        sem = asyncio.Semaphore(depth)
+
+        async def one(u: str, s: int, e: int) -> int:
+            async with sem:
+                return len(await fetch_range(fs, u, s, e, pins[u]))
+
+        return sum(await asyncio.gather(*(one(*r) for r in _ranges(urls, sizes, block))))
+
+    return sync(fs.loop, run)
+
+
+def fsspec_threads(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
+    from loffdata.storage.remote import RetryConfig, filesystem
+
+    fs, _ = filesystem(urls[0], None, RetryConfig())
+    with ThreadPoolExecutor(depth) as pool:
+        return sum(pool.map(lambda r: len(fs.cat_file(r[0], start=r[1], end=r[2])), _ranges(urls, sizes, block)))
+
+
+def obstore_async(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
+    import obstore
+    from obstore.store import HTTPStore
+
+    base = urls[0].rsplit("/", 1)[0]
+    store = HTTPStore.from_url(base, client_options={"allow_http": True})
+
+    async def run() -> int:
+        sem = asyncio.Semaphore(depth)
+
+        async def one(u: str, s: int, e: int) -> int:
+            async with sem:
+                return len(await obstore.get_range_async(store, u.rsplit("/", 1)[1], start=s, end=e))
+
+        return sum(await asyncio.gather(*(one(*r) for r in _ranges(urls, sizes, block))))
+
+    return asyncio.run(run())
+
+
+CLIENTS = {"fsspec-async": fsspec_async, "fsspec-threads": fsspec_threads, "obstore": obstore_async}
+
+
+def _measure(name: str, urls: list[str], sizes: list[int], block: int, depth: int, extra_path: str) -> tuple:
+    if extra_path:
+        sys.path.append(extra_path)
+    cpu = time.process_time()
+    got = CLIENTS[name](urls, sizes, block, depth)
+    return got, time.process_time() - cpu
+
+
+def main(n: int = 1024, shape: str = "768,16,16", shard_samples: int = 256, block: int = 8 << 20,
+         depths: str = "1,4,16", latency_ms: float = 30.0, conn_mbps: float = 100.0,
+         root: str = "/tmp/loffdata-bench", extra_path: str = "", clients: str = "fsspec-async,fsspec-threads,obstore",
+         repeats: int = 1) -> dict:
+    """Runs every client at every depth; prints MB/s and CPU s/GB."""
+    dims = parse_shape(shape)
+    path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
+    m = build_data(path, n, dims, shard_samples)
+    names, sizes = [s.name for s in m.shards], [s.bytes for s in m.shards]
+    out: dict = {}
+    with serve("http", path, (latency_ms / 1e3, conn_mbps * 1e6 or None)) as (url, _):
+        urls = [f"{url.rstrip('/')}/{nm}" for nm in names]
+        print(f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, simulator "
+              f"{latency_ms:.0f} ms / {conn_mbps:.0f} MB/s per connection, {os.cpu_count()} CPUs")
+        print(f"{'client':<16}{'in flight':>10}{'MB/s':>10}{'CPU s/GB':>10}")
+        for name in clients.split(","):
+            for depth in parse_shape(depths):
+                try:
+                    runs = [isolated(_measure, name, urls, sizes, block, depth, extra_path) for _ in range(repeats)]
+                except RuntimeError as err:
+                    print(f"{name:<16}{depth:>10}   failed: {err}")
+                    break
+                (got, cpu), secs = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
+                out[(name, depth)] = (got / secs / 1e6, cpu / (got / 1e9))
+                print(f"{name:<16}{depth:>10}{got / secs / 1e6:>10,.0f}{cpu / (got / 1e9):>10.2f}", flush=True)
+    return out
+
+
+def cli(**kwargs) -> None:
+    """Command-line entry point (fire); see :func:`main` for the options."""
+    main(**kwargs)
+
+
+if __name__ == "__main__":
+    fire.Fire(cli)
