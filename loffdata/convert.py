@@ -320,7 +320,7 @@ def command(
     pool: int = 1,
     crop: Sequence[int] | None = None,
     dtype: str | None = None,
-    extras: Sequence[str] | str | None = None,
+    extras: str = "all",
     max_samples: int | None = None,
     max_bytes: int | None = None,
     prefix: str = "shard",
@@ -330,15 +330,14 @@ def command(
 ) -> None:
     """Derives a dataset from a dataset: ``loffdata convert SRC DST --pool 2 --dtype int8``.
 
-    ``--crop 0,0,8,8`` (top, left, height, width), ``--extras pooled`` (comma-separated;
-    ``none`` drops all), ``--max_samples``/``--max_bytes`` re-shard. ``--endpoint_url``
+    ``--crop 0,0,8,8`` (top, left, height, width), ``--extras pooled`` (comma-separated
+    names to keep; ``all``, the default, keeps every one; ``none`` drops all), ``--max_samples``/``--max_bytes`` re-shard. ``--endpoint_url``
     reaches an S3-compatible store at both ends. Re-running resumes.
     """
-    if isinstance(extras, str):
-        extras = () if extras.lower() == "none" else tuple(x for x in extras.split(",") if x)
+    keep = {"all": None, "none": ()}.get(extras.lower(), tuple(x for x in extras.split(",") if x))
     cfg = ConvertConfig(
         pool=pool, crop=None if crop is None else tuple(int(v) for v in crop), dtype=dtype,
-        extras=None if extras is None else tuple(extras), max_samples=max_samples,
+        extras=keep, max_samples=max_samples,
         max_bytes=max_bytes, prefix=prefix,
     )  # fmt: skip
     options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}

@@ -7,6 +7,7 @@ user runs them (subprocesses); the shared layer (loffdata.cliutil) is also teste
 from __future__ import annotations
 
 import dataclasses
+import typing
 import json
 import subprocess
 import sys
@@ -35,7 +36,13 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    """Flag names of a config: its fields, nested config dataclasses as dotted names."""
+    hints = typing.get_type_hints(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        names += [f"{f.name}.{n}" for n in _fields(kind)] if dataclasses.is_dataclass(kind) else [f.name]
+    return names
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

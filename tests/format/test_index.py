@@ -54,7 +54,7 @@ def test_loffdata_index_refuses_duplicate_keys_and_wrong_counts(tmp_path):
     with pytest.raises(ShardReadError, match="duplicate sample key 'a'"):
         index_dataset(str(root))
     run = subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True)
-    assert run.returncode == 1 and "duplicate sample key" in run.stdout and "Traceback" not in run.stderr
+    assert run.returncode == 1 and "duplicate sample key" in run.stderr and "Traceback" not in run.stderr
     root = write_crafted(tmp_path / "count", {"x.tar": archive(sample("a", 0), sample("b", 1))}, {"x.tar": 1})
     with pytest.raises(ManifestError, match="holds 2 samples, manifest says 1"):
         index_dataset(str(root))
