@@ -7,10 +7,10 @@ user runs them (subprocesses); the shared layer (loffdata.cliutil) is also teste
 from __future__ import annotations
 
 import dataclasses
-import typing
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
