@@ -197,11 +197,13 @@ def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dty
 def remote_epochs(url: str, batch: int, workers: int, options: dict, requests: int | None,
                   cache_dir: str | None = None, epochs: int = 1) -> dict:
     """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
+    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
     from loffdata.storage.prefetch import PrefetchConfig
 
-    loader = LoffLoader(url, batch_size=batch, num_workers=workers, augment=None, dtype=torch.float16,
-                        backend="torch", storage_options=options, cache_dir=cache_dir, persistent_workers=True)
+    loader = LoffLoader(url, LoaderConfig(backend="torch", persistent_workers=True), batch_size=batch,
+                        num_workers=workers, augment=None, dtype=torch.float16, storage_options=options,
+                        cache_dir=cache_dir)
     if requests is not None:
         loader.dataset.prefetch = PrefetchConfig(requests=requests)
     sampler, rates = RssSampler(), []

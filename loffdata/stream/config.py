@@ -114,12 +114,14 @@ class StreamConfig(PlanConfig):
     @classmethod
     def with_settings(cls, config: StreamConfig | None, **given: Any) -> StreamConfig:
         """``config`` (defaults if ``None``) with the keyword settings given (not
-        :data:`~loffdata.util.UNSET`) replaced; ``None`` for ``storage_options`` or ``retry``
-        means their defaults."""
+        :data:`~loffdata.util.UNSET`) replaced; ``None`` for ``storage_options``, ``retry`` or
+        ``prefetch`` means their defaults."""
         if given.get("storage_options", UNSET) is None:
             given["storage_options"] = {}
         if given.get("retry", UNSET) is None:
             given["retry"] = RetryConfig()
+        if given.get("prefetch", UNSET) is None:
+            given["prefetch"] = PrefetchConfig()
         return merge(config or cls(), **given)
 
     @classmethod

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.errors import LoffError
+from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream import workerstate
 from loffdata.stream.batching import BufferPool, SharedArena, window_batches
@@ -55,7 +56,7 @@ class StreamingDataset(IterableDataset):
         rank: this process's rank (default: from ``torch.distributed`` if initialised, else 0).
         world_size: number of ranks (same default, else 1).
         seed, shuffle, shuffle_buffer, batch_size, batch_dtype, partial, drop_last,
-        on_error, storage_options, cache_dir, cache_limit_bytes, retry: override the field
+        on_error, storage_options, cache_dir, cache_limit_bytes, retry, prefetch: override the field
             of the same name of ``config`` (documented there, defaults declared there).
     """
 
@@ -78,11 +79,12 @@ class StreamingDataset(IterableDataset):
         cache_dir: str | os.PathLike | None = UNSET,
         cache_limit_bytes: int | None = UNSET,
         retry: RetryConfig | None = UNSET,
+        prefetch: PrefetchConfig | None = UNSET,
     ):
         super().__init__()
         self.config = config = StreamConfig.with_settings(
             config, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
-            batch_dtype=batch_dtype, partial=partial, drop_last=drop_last, on_error=on_error, retry=retry,
+            batch_dtype=batch_dtype, partial=partial, drop_last=drop_last, on_error=on_error, retry=retry, prefetch=prefetch,
             storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes)
         self.batch_size, self.on_error, self.batch_dtype = config.batch_size, config.on_error, config.batch_dtype
         self.storage_options, self.retry, self.cache = dict(config.storage_options), config.retry, config.cache
