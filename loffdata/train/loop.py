@@ -70,8 +70,16 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
             if _stop_requested(run) and loader.state_dict()["position"] < len(loader):
                 return False, time.perf_counter() - start
     finally:
-        bar.close()
+        _close_bar(bar)
     return True, time.perf_counter() - start
+
+
+def _close_bar(bar: Any) -> None:
+    # tqdm redraws at most every 0.1 s: an epoch shorter than that would end without its
+    # figures ever shown, so draw the final postfix once before the bar goes.
+    if not bar.disable:
+        bar.refresh()
+    bar.close()
 
 
 def _update_bar(bar: Any, run: Run) -> None:

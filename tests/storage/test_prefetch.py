@@ -74,7 +74,10 @@ def test_prefetch_stays_within_its_byte_budget(big):
              for p in shards]
     pf = Prefetcher(PrefetchConfig(requests=8, budget_bytes=3 * BLOCK), retry())
     pf.plan(reads)  # nobody reads: the prefetcher must stop at the budget
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while (pf.requests < 3 or pf.in_flight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # long enough for a fourth request to start if the budget did not hold
     assert pf.held <= 3 * BLOCK and pf.requests == 3 and pf.in_flight == 0
     f = pf.open(reads[0])
     assert f.read() == shards[0].read_bytes()  # reading frees budget: the rest follows
