@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -120,6 +121,7 @@ def main(n: int = 1024, shape: str = "768,16,16", shard_samples: int = 256, bloc
     return out
 
 
+@functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
 def cli(**kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
     main(**kwargs)

@@ -684,6 +684,7 @@ def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
             print(f"  later epochs, {augment} / alone  {r[f'loffdata + {augment}, later'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
 
 
+@functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
 def cli(**kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
     main(**kwargs)

@@ -29,6 +29,7 @@ Without CUDA (and without ``--device cpu``) it prints one line and exits 0.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -100,6 +101,7 @@ def write_rows(md: Path, rows: list[str]) -> None:
     md.write_text(head + block + tail)
 
 
+@functools.wraps(run)  # fire reads run's options (and --help) through __wrapped__
 def cli(**kwargs) -> None:
     """Command-line entry point (fire); see :func:`run`."""
     os.environ.setdefault("PYTHONHASHSEED", "0")

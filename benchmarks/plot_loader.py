@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -134,6 +135,7 @@ def main(n: int = 8192, shape: str = "768,16,16", batches: tuple = (16, 64, 256)
     return r
 
 
+@functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
 def cli(**kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
     main(**kwargs)

@@ -71,3 +71,11 @@ def test_bench_clients_quick(tmp_path):
     out = run_script("bench_clients.py", "--n", "64", "--shape", "32,8,8", "--shard_samples", "16", "--depths", "2",
                      "--clients", "fsspec-async,fsspec-threads", "--block", "65536", "--root", str(tmp_path / "d"))
     assert "fsspec-async" in out and "fsspec-threads" in out and "failed" not in out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("*.py") if "fire.Fire" in p.read_text()))
+def test_every_benchmark_script_answers_help(name):
+    proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "FLAGS" in proc.stdout or "FLAGS" in proc.stderr  # fire lists the script's own options
