@@ -122,9 +122,9 @@ def main(n: int = 1024, shape: str = "768,16,16", shard_samples: int = 256, bloc
 
 
 @functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
-def cli(**kwargs) -> None:
+def cli(*args, **kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
-    main(**kwargs)
+    main(*args, **kwargs)
 
 
 if __name__ == "__main__":

@@ -685,9 +685,9 @@ def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
 
 
 @functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
-def cli(**kwargs) -> None:
+def cli(*args, **kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
-    main(**kwargs)
+    main(*args, **kwargs)
 
 
 if __name__ == "__main__":

@@ -102,10 +102,10 @@ def write_rows(md: Path, rows: list[str]) -> None:
 
 
 @functools.wraps(run)  # fire reads run's options (and --help) through __wrapped__
-def cli(**kwargs) -> None:
+def cli(*args, **kwargs) -> None:
     """Command-line entry point (fire); see :func:`run`."""
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    sys.exit(run(**kwargs))
+    sys.exit(run(*args, **kwargs))
 
 
 if __name__ == "__main__":

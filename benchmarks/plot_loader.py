@@ -136,9 +136,9 @@ def main(n: int = 8192, shape: str = "768,16,16", batches: tuple = (16, 64, 256)
 
 
 @functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__
-def cli(**kwargs) -> None:
+def cli(*args, **kwargs) -> None:
     """Command-line entry point (fire); see :func:`main` for the options."""
-    main(**kwargs)
+    main(*args, **kwargs)
 
 
 if __name__ == "__main__":
