@@ -362,7 +362,7 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         rows["loffdata, prefetch off"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options, 0)
     if options is None:
         rows.update(identity_rows(url, b, w))
-    if aug:
+    if aug and aug != "none":  # the identity preset has its rows above (float16, against no step)
         rows[f"{aug} alone"] = lambda: augment_alone(cfg["n"], cfg["dims"], b, aug, torch.float32, *cfg["stats"])
         rows[f"loffdata + {aug}"] = lambda: (loffdata_epoch(url, b, w, aug, torch.float32) if options is None
                                              else isolated(loffdata_epoch, url, b, w, aug, torch.float32, options))
@@ -678,7 +678,7 @@ def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
         print(f"  later epochs / raw read      {warm / r['raw read']:.2f}   (target >= 0.6)")
         print(f"  later epochs / webdataset    {warm / r['webdataset']:.2f}   (target >= 2.5)")
     _print_identity_and_first_epoch(r)
-    if augment:
+    if augment and augment != "none":
         print(f"  loffdata+{augment} / {augment} alone  {r[f'loffdata + {augment}'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
         if f"loffdata + {augment}, later" in r:
             print(f"  later epochs, {augment} / alone  {r[f'loffdata + {augment}, later'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")

@@ -42,6 +42,11 @@ class TrainConfig:
         num_heads: ViT attention heads; ``None``: the kind's default.
         norm: input normalisation: ``batch``, ``layer`` or ``none``.
         drop_path_rate: stochastic depth rate.
+        probe: ViT kinds: the probe path (a linear probe on the pooled features added to the
+            logits, the ViT head starting at zero), so that a short run on a small cache is
+            not worse than a linear probe (``ClassifierConfig.probe``); ``False``: the plain ViT.
+        probe_lr_scale: the probe path's learning rate over ``lr`` (10: the guide's linear
+            probe rate, 0.01, at the default ``lr``).
         augment: LoffLoader augmentation: a preset name (``loffta``, ``frofa``, ``none``)
             or a dict of ``AugmentSpec`` fields.
         num_workers: LoffLoader reader processes (0: read in the training process).
@@ -92,6 +97,8 @@ class TrainConfig:
     num_heads: int | None = None
     norm: str = "batch"
     drop_path_rate: float = 0.0
+    probe: bool = True
+    probe_lr_scale: float = 10.0
     augment: Any = "loffta"
     num_workers: int = 0
     optimizer: str = "adamw"

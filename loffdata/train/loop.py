@@ -33,7 +33,7 @@ def _set_lr(run: Run) -> None:
     warmup = min(total, round(c.warmup_epochs * steps))
     lr = lr_at(run.progress.step, total=total, warmup=warmup, base_lr=c.lr, min_lr=c.min_lr)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
@@ -49,6 +49,11 @@ def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: 
     run.progress.step += 1
     run.progress.loss_sum += loss.item() * n
     run.progress.loss_n += n
+
+
+def _base_lr(optimizer: torch.optim.Optimizer) -> float:
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
 
 
 def _stop_requested(run: Run) -> bool:
@@ -120,7 +125,7 @@ def _epoch_record(run: Run, train_s: float, wall_s: float) -> dict[str, Any]:
     p, stats = run.progress, run.train_loader.stats
     loss_sum, loss_n = all_sum([p.loss_sum, p.loss_n], run.device, run.ctx)
     record = {"epoch": p.epoch, "step": p.step, "train_loss": loss_sum / max(loss_n, 1),
-              "lr": run.optimizer.param_groups[0]["lr"]}
+              "lr": _base_lr(run.optimizer)}
     if run.val_loader is not None:
         run.val_loader.set_epoch(0)
         metrics = evaluate(run.model, run.val_loader, device=run.device, autocast=run.autocast(),

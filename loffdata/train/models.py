@@ -11,6 +11,14 @@ foundation model. Two kinds are provided, built by :func:`create_classifier`:
   enough for tests and CPU demos (pass ``depth=12`` for the real DeiT-Ti).
 * ``linear``: :class:`LinearProbe`, global average pool -> norm -> ``Linear(C, classes)``.
 
+The *probe path* (``probe=True``, the recipe's default) adds a :class:`LinearProbe` on the
+raw features to the ViT's logits, and zero-initialises the ViT's head, so the classifier
+starts as a linear probe and the transformer adds what a probe cannot see (spatial
+structure). With its own, larger learning rate (``probe_lr_scale``, see
+:func:`loffdata.train.utils.param_groups`) the probe fits in the first few hundred steps,
+where a transformer from scratch is still near chance: on a small cache the default is
+then not worse than a linear probe, and on a larger one the ViT takes over.
+
 Input normalisation (``norm``): ``"batch"`` (default) is ``BatchNorm2d(C)``, i.e. every
 feature channel is standardised with running statistics over the dataset. Foundation-model
 maps have channels whose scales differ by orders of magnitude (DINOv2's "massive
@@ -73,6 +81,9 @@ class ClassifierConfig:
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth rate (DeiT-S uses 0.1).
         global_pool: ViT pooling: ``token`` (CLS) or ``avg``.
+        probe: ViT kinds only: add a linear probe on the mean-pooled features to the
+            logits and zero-initialise the ViT head (see the module doc).
+        probe_lr_scale: the probe path's learning rate over the run's (``param_groups``).
     """
 
     kind: str = "deit_s"
@@ -87,6 +98,8 @@ class ClassifierConfig:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     global_pool: str = "token"
+    probe: bool = False
+    probe_lr_scale: float = 10.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -110,6 +123,8 @@ def _validate(cfg: ClassifierConfig) -> None:
         raise ValueError(f"grid must be a positive int or (H, W), got {cfg.grid!r}")
     if cfg.in_chans < 1 or cfg.num_classes < 1:
         raise ValueError(f"in_chans and num_classes must be >= 1, got {cfg.in_chans}, {cfg.num_classes}")
+    if cfg.probe_lr_scale <= 0:
+        raise ValueError(f"probe_lr_scale must be > 0, got {cfg.probe_lr_scale}")
     if cfg.kind != "linear":
         size = cfg.vit_size()
         if min(size.values()) < 1 or size["embed_dim"] % size["num_heads"]:
@@ -170,6 +185,10 @@ class LoffClassifier(_FeatureClassifier):
             dynamic_img_size=True,
             **config.vit_size(),
         )
+        self.probe = LinearProbe(dataclasses.replace(config, kind="linear", probe=False)) if config.probe else None
+        if self.probe is not None:  # start as the probe: the ViT's logits begin at zero
+            nn.init.zeros_(self.vit.head.weight)
+            nn.init.zeros_(self.vit.head.bias)
 
     @property
     def projection(self) -> nn.Conv2d:
@@ -178,7 +197,13 @@ class LoffClassifier(_FeatureClassifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits ``(N, num_classes)`` for features ``(N, C, H, W)``."""
-        return self.vit(self.norm(self._prepare(x)))
+        x = self._prepare(x)
+        logits = self.vit(self.norm(x))
+        return logits if self.probe is None else logits + self.probe(x)
+
+    def lr_scales(self) -> dict[str, float]:
+        """Name prefix -> learning-rate factor (the probe path's ``probe_lr_scale``)."""
+        return {"probe.": self.config.probe_lr_scale} if self.probe is not None else {}
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

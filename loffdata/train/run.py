@@ -87,7 +87,8 @@ def _model(config: TrainConfig, shape: dict[str, int]) -> nn.Module:
     overrides = {k: getattr(config, k) for k in ("depth", "embed_dim", "num_heads")
                  if getattr(config, k) is not None and config.model != "linear"}
     if config.model != "linear":
-        overrides["drop_path_rate"] = config.drop_path_rate
+        overrides.update(drop_path_rate=config.drop_path_rate, probe=config.probe,
+                         probe_lr_scale=config.probe_lr_scale)
     torch.manual_seed(config.seed)
     return create_classifier(config.model, norm=config.norm, **shape, **overrides)
 

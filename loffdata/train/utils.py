@@ -45,18 +45,25 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: floa
 
 
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
-    """Split parameters into a decayed group and a group without weight decay.
+    """Split parameters into groups by weight decay and learning-rate factor.
 
     Biases, norm weights (all parameters with fewer than two dimensions) and the names in
-    ``model.no_weight_decay()`` (position embedding, CLS token) get no weight decay.
+    ``model.no_weight_decay()`` (position embedding, CLS token) get no weight decay. Names
+    starting with a prefix of ``model.lr_scales()`` (the classifier's probe path) go to
+    groups whose ``lr_scale`` multiplies the scheduled learning rate; every group has one
+    (1.0 by default), and empty groups are left out.
     """
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    scales: dict[str, float] = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        if not param.requires_grad:
+            continue
+        scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+        decay = 0.0 if param.ndim <= 1 or name in skip else weight_decay
+        groups.setdefault((scale, decay), []).append(param)
+    return [{"params": params, "weight_decay": decay, "lr_scale": scale}
+            for (scale, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
 
 
 def create_optimizer(model: nn.Module, *, lr: float, weight_decay: float = 0.05,

@@ -141,12 +141,34 @@ def test_loss_fn_rejects_mismatched_targets(target):
 def test_param_groups_exempt_norms_biases_and_position_embedding():
     model = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, **SMALL)
     decay, no_decay = param_groups(model, weight_decay=0.05)
+    assert decay["lr_scale"] == no_decay["lr_scale"] == 1.0
     names = {id(p): n for n, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}
     assert {"vit.pos_embed", "vit.cls_token", "norm.weight", "vit.head.bias"} <= skipped
     assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.05
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert isinstance(create_optimizer(model, lr=1e-3), torch.optim.AdamW)
+
+
+def test_probe_path_starts_as_a_linear_probe_and_has_its_own_learning_rate():
+    torch.manual_seed(0)
+    model = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, probe=True, probe_lr_scale=10.0, **SMALL)
+    x = torch.randn(5, 8, 4, 4) * 3 + 1
+    model.eval()
+    assert torch.allclose(model(x), model.probe(x), atol=1e-6)  # the ViT's head starts at zero
+    plain = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, **SMALL)
+    assert plain.probe is None and plain.vit.head.weight.abs().sum() > 0
+    groups = param_groups(model, weight_decay=0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        in_probe = {names[id(p)].startswith("probe.") for p in group["params"]}
+        assert in_probe == {group["lr_scale"] == 10.0}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    model.train()
+    loss_fn(model(x), torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert model.vit.head.weight.grad.abs().sum() > 0  # the zero head still learns
+    with pytest.raises(ValueError, match="probe_lr_scale"):
+        ClassifierConfig(kind="deit_t", in_chans=8, grid=4, num_classes=3, probe_lr_scale=0)
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

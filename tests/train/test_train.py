@@ -86,6 +86,9 @@ def test_loss_decreases_and_outputs_are_written(reference):
     assert config["resolved"]["in_chans"] == 16 and config["resolved"]["num_classes"] == 3
     ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["epoch"] == 4 and ckpt["step"] == 4 * 6 and ckpt["loader"] is None
+    lrs = {g["lr_scale"]: g["lr"] for g in ckpt["optimizer"]["param_groups"]}  # the probe path's own rate
+    assert set(lrs) == {1.0, 10.0} and lrs[10.0] == pytest.approx(10 * lrs[1.0])
+    assert any(k.startswith("probe.") for k in ckpt["model"])
     assert not list(out.glob("*.tmp"))
 
 
