@@ -182,19 +182,19 @@ def consume(x: torch.Tensor) -> int:
 
 
 def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
-                   options: dict | None = None, requests: int | None = None) -> int:
+                   options: dict | None = None, prefetch: dict | None = None) -> int:
     from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
     from loffdata.storage.prefetch import PrefetchConfig
 
     loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
                         dtype=dtype, storage_options=options or {})
-    if requests is not None:
-        loader.dataset.prefetch = PrefetchConfig(requests=requests)
+    if prefetch is not None:
+        loader.dataset.prefetch = PrefetchConfig(**prefetch)
     return sum(consume(x) for x, _ in loader)
 
 
-def remote_epochs(url: str, batch: int, workers: int, options: dict, requests: int | None,
+def remote_epochs(url: str, batch: int, workers: int, options: dict, prefetch: dict | None,
                   cache_dir: str | None = None, epochs: int = 1) -> dict:
     """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
     from loffdata.config import LoaderConfig
@@ -204,8 +204,8 @@ def remote_epochs(url: str, batch: int, workers: int, options: dict, requests: i
     loader = LoffLoader(url, LoaderConfig(backend="torch", persistent_workers=True), batch_size=batch,
                         num_workers=workers, augment=None, dtype=torch.float16, storage_options=options,
                         cache_dir=cache_dir)
-    if requests is not None:
-        loader.dataset.prefetch = PrefetchConfig(requests=requests)
+    if prefetch is not None:
+        loader.dataset.prefetch = PrefetchConfig(**prefetch)
     sampler, rates = RssSampler(), []
     sampler.start()
     for epoch in range(epochs):
@@ -359,7 +359,10 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         rows[f"raw read {cfg['source']}"] = lambda: _per_sample(isolated(raw_read_remote, remote_urls, options), cfg)
         rows["webdataset"] = lambda: isolated(webdataset_epoch, remote_urls, b, w, options)
         rows["loffdata"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options)
-        rows["loffdata, prefetch off"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options, 0)
+        rows["loffdata, by shard"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options,
+                                                      {"by_sample": False})
+        rows["loffdata, prefetch off"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options,
+                                                          {"requests": 0})
     if options is None:
         rows.update(identity_rows(url, b, w))
     if aug and aug != "none":  # the identity preset has its rows above (float16, against no step)
@@ -444,13 +447,16 @@ def prefetch_study(cfg: dict, url: str, options: dict, depths: list[int], repeat
 
     b, w = cfg["batch"], cfg["workers"]
     out: dict = {"sweep": {}}
+    modes = {"by shard": lambda d: {"requests": d, "by_sample": False},
+             "by sample": lambda d: {"sample_requests": d, "by_sample": True}}
     for depth in depths:
-        runs = []
-        for _ in range(repeats):
-            peak_in_flight(url)
-            got, _ = isolated(remote_epochs, url, b, w, options, depth, None, 2)
-            runs.append((*got["rates"], peak_in_flight(url), got["worker_rss"], got["worker_anon"]))
-        out["sweep"][depth] = sorted(runs)[len(runs) // 2]
+        for mode, prefetch in modes.items():
+            runs = []
+            for _ in range(repeats):
+                peak_in_flight(url)
+                got, _ = isolated(remote_epochs, url, b, w, options, prefetch(depth), None, 2)
+                runs.append((*got["rates"], peak_in_flight(url), got["worker_rss"], got["worker_anon"]))
+            out["sweep"][f"{depth} {mode}"] = sorted(runs)[len(runs) // 2]
     remote = [f"{url.rstrip('/')}/{Path(u).name}" for u in cfg["urls"]]
     sizes = [os.path.getsize(u) for u in cfg["urls"]]
     got = [isolated(concurrent_gets, remote, sizes, 16) for _ in range(repeats)]
@@ -469,7 +475,7 @@ def prefetch_study(cfg: dict, url: str, options: dict, depths: list[int], repeat
 def _print_study(st: dict, r: dict, cfg: dict, sim: tuple) -> None:
     per = cfg["per_sample"]
     print(f"\ncloud simulator: {sim[0] * 1e3:.0f} ms to first byte, {(sim[1] or 0) / 1e6:.0f} MB/s per connection")
-    print(f"{'prefetch requests/worker':<26}{'samples/s':>10}{'later':>8}{'GB/s':>7}{'peak in flight':>16}"
+    print(f"{'requests/worker, mode':<26}{'samples/s':>10}{'later':>8}{'GB/s':>7}{'peak in flight':>16}"
           f"{'worker RSS':>12}{'anon':>7} (MiB)")
     for depth, (rate, later, peak, rss, anon) in st["sweep"].items():
         print(f"{depth:<26}{rate:>10,.0f}{later:>8,.0f}{later * per / 1e9:>7.2f}{peak:>16}"
@@ -483,6 +489,7 @@ def _print_study(st: dict, r: dict, cfg: dict, sim: tuple) -> None:
     print("ratios:")
     print(f"  loffdata / one connection      {r['loffdata'] / one:.2f}   (target >= 4)")
     print(f"  loffdata / webdataset          {r['loffdata'] / r['webdataset']:.2f}   (target >= 2)")
+    print(f"  loffdata / by shard            {r['loffdata'] / r['loffdata, by shard']:.2f}   (by sample: the default)")
     print(f"  loffdata / prefetch off        {r['loffdata'] / r['loffdata, prefetch off']:.2f}")
     best = max(v[1] for v in st["sweep"].values())
     print(f"  best later epoch / one conn.   {best / one:.2f}")

@@ -87,15 +87,14 @@ def plot_prefetch(study: dict, rows: dict, cfg: dict, sim: tuple, out: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    depths = list(study["sweep"])
-    rates = [study["sweep"][d][0] for d in depths]
-    later = [study["sweep"][d][1] for d in depths]
-    peaks = [study["sweep"][d][2] for d in depths]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(peaks, rates, "o-", label="LoffLoader, 2 workers, first epoch (label: requests/worker)")
-    ax.plot(peaks, later, "s--", label="LoffLoader, second epoch (persistent workers)")
-    for d, x, y in zip(depths, peaks, rates):
-        ax.annotate(str(d), (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for mode, marks in (("by sample", ("o-", "s--")), ("by shard", ("^-", "v--"))):
+        keys = [k for k in study["sweep"] if k.endswith(mode)]
+        rates, later, peaks = ([study["sweep"][k][i] for k in keys] for i in range(3))
+        ax.plot(peaks, rates, marks[0], label=f"LoffLoader {mode}, 2 workers, first epoch (label: requests/worker)")
+        ax.plot(peaks, later, marks[1], label=f"LoffLoader {mode}, second epoch (persistent workers)")
+        for k, x, y in zip(keys, peaks, rates):
+            ax.annotate(k.split()[0], (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.axhline(rows[f"raw read {cfg['source']}"], color="grey", ls="--", label="one sequential connection")
     ax.axhline(rows["webdataset"], color="tab:red", ls=":", label="webdataset over fsspec, 2 workers")
     ax.axhline(study["gets"], color="tab:green", ls="-.", label="16 range GETs, fresh process, no decoding")

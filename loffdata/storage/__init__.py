@@ -2,7 +2,8 @@
 
 Depends on :mod:`loffdata.format` only for error types and nothing above it.
 
-Submodules: cache, remote.
+Submodules: remote (retries, fsspec), ranges (one pinned ranged GET), prefetch (by shard),
+rangefetch (by sample), remotereads (what a reader uses of them), cache.
 
 The names below are imported from their modules on first use (see docs/api.md).
 """
@@ -19,6 +20,7 @@ _WHERE = {
     "is_transient": "loffdata.storage.remote",
     "with_retries": "loffdata.storage.remote",
     "CacheConfig": "loffdata.storage.cache",
+    "PrefetchConfig": "loffdata.storage.prefetch",
     "ShardCache": "loffdata.storage.cache",
 }
 

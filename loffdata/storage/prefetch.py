@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,9 @@ from loffdata.storage.remote import RetryConfig, with_retries_async
 
 __all__ = ["PrefetchConfig", "Prefetcher", "PrefetchedFile", "ShardRead", "read_order", "bytes_needed"]
 
+#: bytes fetched at once for a read nobody planned, in sample mode (see ``RangePrefetcher``)
+MISS_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class PrefetchConfig:
@@ -40,19 +42,31 @@ class PrefetchConfig:
     to first byte per request): 16 requests of 8 MiB (``RetryConfig.block_size``) in flight
     keep ~1-3 GB/s per worker busy; see docs/streaming.md for sizing.
 
+    Indexed shards (see ``docs/format.md``) read into batches are fetched *by sample*: only
+    the byte ranges of the samples the plan needs next, neighbours coalesced
+    (:mod:`loffdata.storage.rangefetch`), so the first batch waits for its own samples, not
+    for a whole shuffle window. Such requests are a sample or a run of neighbours, far
+    smaller than a block, so more of them are kept in flight (``sample_requests``).
+
     Attributes:
-        requests: ranged GETs in flight per process; ``0`` turns prefetch off (one
-            sequential read with one block of read-ahead per shard).
+        requests: ranged GETs of whole-shard blocks in flight per process; ``0`` turns
+            prefetch off (one sequential read with one block of read-ahead per shard, and
+            one sample at a time by sample).
         budget_bytes: bytes fetched ahead and not yet read, in flight included (the
             memory prefetch may hold per process; with a cache, the bytes downloaded ahead).
+        by_sample: fetch indexed shards by sample (``False``: stream whole shards in
+            blocks, fewer and larger requests; the first batch then waits for its window).
+        sample_requests: ranged GETs in flight per process when fetching by sample.
     """
 
     requests: int = 16
     budget_bytes: int = 256 << 20
+    by_sample: bool = True
+    sample_requests: int = 64
 
     def __post_init__(self) -> None:
-        if self.requests < 0 or self.budget_bytes < 1:
-            raise ValueError("requests must be >= 0 and budget_bytes >= 1")
+        if self.requests < 0 or self.sample_requests < 1 or self.budget_bytes < 1:
+            raise ValueError("requests must be >= 0, sample_requests >= 1 and budget_bytes >= 1")
 
 
 @dataclass(frozen=True)
@@ -184,8 +198,9 @@ class Prefetcher:
 
     # -- consumption ----------------------------------------------------------------------
 
-    def take(self, e: _Entry, start: int) -> bytes:
-        """The bytes of ``e``'s shard from ``start`` (one block; fetched now if not ahead)."""
+    def take(self, e: _Entry, start: int) -> tuple[int, bytes]:
+        """``(start, bytes)`` of the block of ``e``'s shard from ``start`` (fetched now if
+        not ahead)."""
         bs = self.retry.block_size
         with self._lock:
             for s in [s for s in e.blocks if s < start]:  # passed over (a seek): released
@@ -201,7 +216,7 @@ class Prefetcher:
                     self._queue.remove(e)
                 self._queue.insert(0, e)
         self._pump()
-        return got[1].result()
+        return start, got[1].result()
 
     def _release(self, e: _Entry, start: int) -> None:
         n, fut = e.blocks.pop(start)
@@ -260,9 +275,10 @@ class PrefetchedFile(io.RawIOBase):
         """The block holding the current offset, and the offset's position in it."""
         rel = self.offset - self._buf_start
         if not 0 <= rel < len(self._buf):
-            self._buf, self._buf_start = b"", self.offset
-            self._buf = memoryview(self.prefetcher.take(self.entry, self.offset))
-            rel = 0
+            self._buf = b""
+            self._buf_start, data = self.prefetcher.take(self.entry, self.offset)
+            self._buf = memoryview(data)
+            rel = self.offset - self._buf_start
         return self._buf, rel
 
     def readinto(self, b: Any) -> int:
@@ -270,7 +286,7 @@ class PrefetchedFile(io.RawIOBase):
         done = 0
         while done < len(out) and self.offset < self.size:
             blk, rel = self._block()
-            if not len(blk):  # the object ended early
+            if rel >= len(blk):  # the object ended early
                 self.size = self.offset
                 break
             k = min(len(out) - done, len(blk) - rel)
@@ -295,74 +311,3 @@ class PrefetchedFile(io.RawIOBase):
             self._buf = b""
             self.prefetcher.forget(self.url)
         super().close()
-
-
-class RemoteReads:
-    """What a sample reader needs of prefetch: the plan in, file objects of shards out.
-
-    Args:
-        urls: shard URLs; ``counts``, ``sizes``: samples and bytes of each (``None``: unknown,
-            such shards are not prefetched).
-        retry: retries, timeouts and block size.
-        config: prefetch depth and budget.
-        filesystem: ``url -> (fs, path)``.
-        cache: the local cache (then whole shards are prefetched into it).
-    """
-
-    def __init__(self, urls: list[str], counts: list[int], sizes: list[int | None], *, retry: RetryConfig,
-                 config: PrefetchConfig, filesystem: Callable[[str], tuple[Any, str]], cache: Any = None):
-        self.urls, self.counts, self.sizes = urls, counts, sizes
-        self.retry, self.config, self.filesystem, self.cache = retry, config, filesystem, cache
-        self.prefetcher: Prefetcher | None = None
-        self.filler: Any = None
-
-    def _active(self) -> Prefetcher | None:
-        if self.prefetcher is None and self.config.requests and not all("://" not in u or u.startswith("file://")
-                                                                         for u in self.urls):
-            self.prefetcher = Prefetcher(self.config, self.retry)
-            if self.cache is not None:
-                from loffdata.storage.cache import CacheFiller
-
-                self.filler = CacheFiller(self.cache, self.prefetcher, ahead_bytes=self.config.budget_bytes)
-        return self.prefetcher
-
-    def read(self, s: int, samples: int | None = None) -> ShardRead | None:
-        """Shard ``s`` as a :class:`ShardRead` (its first ``samples`` needed), if prefetchable."""
-        url, size = self.urls[s], self.sizes[s]
-        if size is None or "://" not in url or url.startswith("file://") or self._active() is None:
-            return None
-        fs, path = self.filesystem(url)
-        whole = self.cache is not None or samples is None
-        end = size if whole else bytes_needed(size, self.counts[s], samples, self.retry.block_size)
-        return ShardRead(url, fs, path, size, end)
-
-    def plan(self, indices: np.ndarray, window: int) -> None:
-        """Prefetches the shards of ``indices`` (read ``window`` at a time), in read order."""
-        if self._active() is None:
-            return
-        reads = [r for s, n in read_order(self.counts, indices, window) if (r := self.read(s, n)) is not None]
-        if self.filler is not None:
-            self.filler.fill(reads)
-        else:
-            self.prefetcher.plan(reads)
-
-    def open(self, s: int) -> PrefetchedFile | None:
-        """Shard ``s`` read through the prefetcher (``None``: not prefetchable)."""
-        read = self.read(s)
-        return None if read is None else self.prefetcher.open(read)
-
-    def opener(self, s: int) -> Callable[[], PrefetchedFile] | None:
-        """For the cache: a function opening shard ``s`` through the prefetcher, told that
-        the reader has come this far."""
-        read = self.read(s)
-        if read is None:
-            return None
-        if self.filler is not None:
-            self.filler.reached(read.url)
-        return lambda: self.prefetcher.open(read)
-
-    def close(self) -> None:
-        if self.filler is not None:
-            self.filler.close()
-        if self.prefetcher is not None:
-            self.prefetcher.close()

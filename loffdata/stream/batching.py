@@ -22,7 +22,8 @@ from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import SampleReader
 from loffdata.stream.sources import ShardSet
 
-__all__ = ["BatchBuffer", "BufferPool", "SharedArena", "window_batches", "pool_slots", "use_count"]
+__all__ = ["BatchBuffer", "BufferPool", "SharedArena", "first_window", "window_batches", "pool_slots", "reads_randomly",
+           "use_count"]
 
 
 def use_count(t: torch.Tensor) -> int | None:
@@ -170,9 +171,26 @@ def _batch_groups(sizes: np.ndarray, window: int) -> Iterator[np.ndarray]:
         yield sizes[lo:]
 
 
+def first_window(sizes: np.ndarray, window: int) -> int:
+    """Samples in the batches of the first read group of ``window`` (at least one batch)."""
+    return int(next(_batch_groups(sizes, window), np.zeros(0, dtype=np.int64)).sum())
+
+
+def _read_groups(reader: SampleReader, sizes: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(batch sizes, by random access)`` of each group of batches read together."""
+    if not reads_randomly(reader):
+        yield from ((g, False) for g in _batch_groups(sizes, window))
+        return
+    first = len(sizes)
+    if reader.sampled:  # remote: the first window batch by batch, then windows streamed in blocks
+        first = len(next(_batch_groups(sizes, window), ()))
+    yield from ((g, True) for g in _batch_groups(sizes[:first], 1))
+    yield from ((g, False) for g in _batch_groups(sizes[first:], window))
+
+
 def _fill_window(
     reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool,
-    staging: Staging | None = None,
+    staging: Staging | None = None, random: bool = False,
 ) -> np.ndarray:
     """Reads the samples of ``ids``, copying each into its row(s) at once.
 
@@ -189,7 +207,7 @@ def _fill_window(
         dest = staging.rows(list(where)) if staging is not None else None
     # the sorted keys, not np.unique: its first call imports numpy.ma (0.1-0.2 s per worker)
     unique = np.fromiter(sorted(where), dtype=np.int64, count=len(where))
-    for gid, sample in reader.each(unique, dest):
+    for gid, sample in reader.each(unique, dest, random=random):
         for p in where[gid]:
             buf, i = rows[p]
             buf.put(i, gid, sample)
@@ -325,18 +343,23 @@ def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: B
     spec = reader.shards.features
     direct = pool.dtype in (None, spec.dtype) and spec.dtype != "int8"
     staging = None
-    if reader.random_access and spec.dtype != "int8":
-        window = 1  # indexed local shards are read by random access: fill one batch at a time
-        if not direct:
-            staging = Staging(int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize)
-    for sizes in _batch_groups(wplan.batch_sizes, window):
+    if reads_randomly(reader) and not direct:  # random access needs somewhere to read to
+        staging = Staging(int(np.prod(spec.shape)) * codec.DTYPES[spec.dtype].itemsize)
+    for sizes, random in _read_groups(reader, wplan.batch_sizes, window):
         bufs = [pool.get(int(k)) for k in sizes.tolist()]
         rows = [(b, i) for b in bufs for i in range(b.size)]
-        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct, staging=staging)
+        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct,
+                           staging=staging if random else None, random=random)
         pos += len(rows)
         for buf in filler.complete(rows, got, bufs):
             yield pool.hand_out(buf)
     filler.finish()
+
+
+def reads_randomly(reader: SampleReader) -> bool:
+    """Whether batches are filled by random access, one batch at a time (indexed shards, not
+    int8: an int8 batch's scale follows its data, so it is read through the window)."""
+    return bool(reader.random_access) and reader.shards.features.dtype != "int8"
 
 
 def pool_slots(window: int, batch_size: int, prefetch: int) -> int:

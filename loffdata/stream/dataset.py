@@ -20,7 +20,13 @@ from loffdata.errors import LoffError
 from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream import workerstate
-from loffdata.stream.batching import BufferPool, SharedArena, window_batches
+from loffdata.stream.batching import (
+    BufferPool,
+    SharedArena,
+    first_window,
+    reads_randomly,
+    window_batches,
+)
 from loffdata.stream.config import StreamConfig
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.plan import (
@@ -218,7 +224,11 @@ class StreamingDataset(IterableDataset):
         if skip is not None:
             wplan, self._yielded = workerstate.skip_yielded(wplan, skip.yielded), skip.yielded
         reader = self._reader(reuse_buffers=bool(self.batch_size))
-        reader.plan_reads(wplan.indices, window_size(self.config.shuffle_buffer, self.batch_size or 1))
+        window = window_size(self.config.shuffle_buffer, self.batch_size or 1)
+        if self.batch_size and reads_randomly(reader):
+            reader.plan_reads(wplan.indices, window, batch=self.batch_size, first=first_window(wplan.batch_sizes, window))
+        else:
+            reader.plan_reads(wplan.indices, window)
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)

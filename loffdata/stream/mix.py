@@ -112,20 +112,25 @@ class _MixReader:
         self.policy = mix._policy
         self.readers = [_source_reader(mix, i, reuse_buffers) for i in range(len(mix.source_shards))]
         self.random_access = all(r.random_access for r in self.readers)
+        self.sampled = any(r.sampled for r in self.readers)
         self.bases = mix.source_bases
 
-    def plan_reads(self, indices: np.ndarray, window: int) -> None:
+    def plan_reads(self, indices: np.ndarray, window: int, *, batch: int | None = None, first: int | None = None) -> None:
         """Each source's reader learns its part of the order (its remote shards are prefetched)."""
         src = np.searchsorted(self.bases, indices, side="right") - 1
+        head = src[: window if first is None else first]
         for i, reader in enumerate(self.readers):
-            reader.plan_reads(indices[src == i] - int(self.bases[i]), window)
+            reader.plan_reads(indices[src == i] - int(self.bases[i]), window, batch=batch,
+                              first=int((head == i).sum()))
 
-    def each(self, indices: np.ndarray, destinations: dict[int, Any] | None = None) -> Iterator[tuple[int, Sample]]:
+    def each(
+        self, indices: np.ndarray, destinations: dict[int, Any] | None = None, *, random: bool = True
+    ) -> Iterator[tuple[int, Sample]]:
         src = np.searchsorted(self.bases, indices, side="right") - 1
         for i in np.unique(src).tolist():
             base, mine = int(self.bases[i]), indices[src == i]
             dest = None if destinations is None else {g - base: destinations[g] for g in mine.tolist() if g in destinations}
-            for local, sample in self.readers[i].each(mine - base, dest):
+            for local, sample in self.readers[i].each(mine - base, dest, random=random):
                 if self._relabel(i, local, sample):
                     yield local + base, sample
 

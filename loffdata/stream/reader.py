@@ -28,7 +28,7 @@ from loffdata.format.sample import (
 )
 from loffdata.format.tar import iter_sample_members
 from loffdata.storage.cache import CacheConfig, ShardCache
-from loffdata.storage.prefetch import PrefetchConfig, RemoteReads
+from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import (
     _LOCAL_BUFFER,
     ResumableReader,
@@ -37,6 +37,7 @@ from loffdata.storage.remote import (
     is_local,
     open_shard,
 )
+from loffdata.storage.remotereads import RemoteReads
 from loffdata.stream import scatter
 from loffdata.stream.plan import sample_locations
 from loffdata.stream.policy import ErrorPolicy
@@ -154,33 +155,51 @@ class SampleReader:
         self.fs: dict[str, tuple[Any, str]] = {}
         self.cache = ShardCache(context.cache) if context.cache is not None else None
         local = context.cache is not None or all(map(is_local, self.shards.urls))
-        #: indexed local shards are read by random access (see :mod:`loffdata.stream.scatter`)
-        self.random_access = scatter.AVAILABLE and local and self.shards.indexed
+        offsets = self.shards.offsets() if self.shards.indexed else None
+        #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
+        self.remote = RemoteReads(self.shards.urls, self.shards.counts, self.shards.sizes, retry=context.retry,
+                                  config=context.prefetch, filesystem=self._filesystem, cache=self.cache,
+                                  offsets=offsets)
+        # indexed remote shards read into batches are fetched by sample (their byte ranges)
+        # (not with prefetch off: one request per sample, in turn, is slower than streaming)
+        self.remote.sampled = (not local and self.remote.by_sample and context.batched and context.prefetch.requests > 0
+                               and self.shards.features.dtype != "int8")
+        #: indexed shards are read by random access: local ones with one ``preadv`` per
+        #: sample, remote ones from their prefetched ranges (see :mod:`loffdata.stream.scatter`)
+        self.random_access = bool(self.shards.indexed and ((local and scatter.AVAILABLE) or self.remote.sampled))
         self.indexed = (
-            scatter.IndexedShards(self.shards.urls, self.shards.offsets(), [k for _, k in self.shards.index], self._open)
+            scatter.IndexedShards(self.shards.urls, offsets, [k for _, k in self.shards.index], self._open,
+                                  scatter=local)
             if self.random_access
             else None
         )
-        #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
-        self.remote = RemoteReads(self.shards.urls, self.shards.counts, self.shards.sizes, retry=context.retry,
-                                  config=context.prefetch, filesystem=self._filesystem, cache=self.cache)
 
-    def plan_reads(self, indices: np.ndarray, window: int) -> None:
-        """Tells storage which samples this reader will read (``window`` at a time), so that
-        remote shards are fetched ahead, many requests in flight (:mod:`loffdata.storage.prefetch`)."""
-        self.remote.plan(indices, window)
+    @property
+    def sampled(self) -> bool:
+        """Remote shards are read by sample at the start of each plan (see :meth:`plan_reads`)."""
+        return self.remote.sampled
 
-    def each(self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None) -> Iterator[tuple[int, Sample]]:
+    def plan_reads(self, indices: np.ndarray, window: int, *, batch: int | None = None, first: int | None = None) -> None:
+        """Tells storage which samples this reader will read (``window`` at a time: a shuffle
+        window, or a batch when reading by random access), so that remote shards (or their
+        samples' byte ranges) are fetched ahead, many requests in flight
+        (:mod:`loffdata.storage.remotereads`). ``batch`` and ``first``: batches are read, and the
+        first ``first`` samples (default: one window) one batch at a time by random access."""
+        self.remote.plan(indices, window, batch=batch, first=first)
+
+    def each(
+        self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None, *, random: bool = True
+    ) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
 
         ``destinations`` (global index -> writable buffer of the feature data's size) asks
         for samples' feature data to be read straight into those buffers, where possible;
         the yielded features are then views of them. Samples with a destination are read by
-        random access when the shards allow it. In skip mode, samples that cannot be read
-        or decoded are left out (and counted).
+        random access when the shards allow it and ``random``. In skip mode, samples that
+        cannot be read or decoded are left out (and counted).
         """
         shard_ids, locals_ = sample_locations(self.shards.counts, indices)
-        if destinations and self.indexed is not None:
+        if random and destinations and self.indexed is not None:
             missed = yield from self._random(indices, shard_ids, locals_, destinations)
             indices, shard_ids, locals_ = indices[missed], shard_ids[missed], locals_[missed]
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1

@@ -1,4 +1,4 @@
-"""Random access into local tar shards through their index, one ``preadv`` per sample.
+"""Random access into tar shards through their index, one ``preadv`` per local sample.
 
 A shard's index (``offsets`` and ``keys`` in the manifest, see ``docs/format.md``) says
 where each sample starts and ends and what its key is. :class:`IndexedShards` reads sample
@@ -251,13 +251,16 @@ def _interned(layout: SampleLayout) -> SampleLayout:
 
 
 class IndexedShards:
-    """Random access into indexed local shards, for one process.
+    """Random access into indexed shards, for one process.
 
     Args:
         urls: the shards' URLs (for errors).
         offsets: per shard, the index offsets (``samples + 1``).
         keys: per shard, the index keys.
-        open_file: opens shard ``s`` as a local binary file (with a file descriptor).
+        open_file: opens shard ``s`` as a binary file.
+        scatter: the files are local (with a file descriptor): samples of a known layout
+            are read with one ``preadv`` each; else every sample is read by the general
+            reader from its indexed bytes (remote shards, whose bytes are fetched ahead).
     """
 
     def __init__(
@@ -266,8 +269,11 @@ class IndexedShards:
         offsets: list[np.ndarray],
         keys: list[tuple[str, ...]],
         open_file: Callable[[int], BinaryIO],
+        *,
+        scatter: bool = True,
     ):
         self.urls, self.offsets, self.keys, self._open = urls, offsets, keys, open_file
+        self.scatter = scatter and AVAILABLE
         self.files: OrderedDict[int, BinaryIO] = OrderedDict()
         self.layouts: dict[int, SampleLayout | None] = {}
         self.tries: dict[int, int] = {}
@@ -279,7 +285,7 @@ class IndexedShards:
         groups: dict[int, tuple[SampleLayout, list[int]]] = {}
         try:
             for p, (s, loc, row) in enumerate(wants):
-                layout = self.layouts.get(s)
+                layout = self.layouts.get(s) if self.scatter else None
                 o = self.offsets[s]
                 if layout is not None and o[loc + 1] - o[loc] == layout.span and len(row) == layout.data[1]:
                     groups.setdefault(id(layout), (layout, []))[1].append(p)
@@ -324,7 +330,7 @@ class IndexedShards:
         return key, members
 
     def _learn(self, s: int, members: dict, span: int, first: bytes) -> None:
-        if s in self.layouts or self.tries.get(s, 0) >= _LEARN_TRIES:
+        if not self.scatter or s in self.layouts or self.tries.get(s, 0) >= _LEARN_TRIES:
             return
         self.tries[s] = self.tries.get(s, 0) + 1
         layout = learn_layout(members, span, first)

@@ -50,9 +50,18 @@ def test_read_order_follows_the_windows_of_the_plan():
     assert bytes_needed(1000, 10, 10, 64) == 1000 and bytes_needed(1000, 10, 3, 64) == 364
 
 
-def test_requests_in_flight_reach_the_configured_depth(big):
+#: the two ways of prefetching: whole shards in blocks, or the indexed samples' byte ranges
+MODES = {"shards": {"by_sample": False}, "samples": {"by_sample": True}}
+
+
+def prefetch(mode: str, requests: int) -> PrefetchConfig:
+    return PrefetchConfig(requests=requests, sample_requests=max(1, requests), **MODES[mode])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_requests_in_flight_reach_the_configured_depth(big, mode):
     big.latency = 0.2  # every answer takes a while: the prefetcher must overlap them
-    ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=retry(), prefetch=PrefetchConfig(requests=6))
+    ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=retry(), prefetch=prefetch(mode, 6))
     big.reset_peak()
     assert sorted(flat(ds)) == list(range(40))
     assert 6 <= big.reset_peak() <= 7  # the depth (+1: a block the reader wanted first)
@@ -87,17 +96,19 @@ def test_prefetch_stays_within_its_byte_budget(big):
     assert pf.held == 0
 
 
-def test_dropped_connection_and_503_burst_with_prefetch(big):
+@pytest.mark.parametrize("mode", MODES)
+def test_dropped_connection_and_503_burst_with_prefetch(big, mode):
     big.faults.drop_after["shard-000001.tar"] = 50_000
     big.faults.statuses["shard-000000.tar"] = [503] * 6
-    ds = StreamingDataset(big.url, seed=3, batch_size=8, retry=retry(), prefetch=PrefetchConfig(requests=8))
+    ds = StreamingDataset(big.url, seed=3, batch_size=8, retry=retry(), prefetch=prefetch(mode, 8))
     assert Counter(flat(DataLoader(ds, batch_size=None, num_workers=2))) == Counter(range(40))
     assert "shard-000001.tar" not in big.faults.drop_after and not big.faults.statuses["shard-000000.tar"]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("requests", [0, 8])
-def test_a_stall_is_retried_and_a_dead_server_fails_in_time(big, requests):
-    quick, pf = retry(timeout=0.5, deadline=3.0, attempts=20), PrefetchConfig(requests=requests)
+def test_a_stall_is_retried_and_a_dead_server_fails_in_time(big, requests, mode):
+    quick, pf = retry(timeout=0.5, deadline=3.0, attempts=20), prefetch(mode, requests)
     big.faults.stall["shard-000000.tar"] = [60.0]  # one request hangs; its retry answers
     ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=quick, prefetch=pf)
     assert sorted(flat(ds)) == list(range(40))
@@ -113,14 +124,18 @@ def test_default_deadline_is_well_under_a_minute():
     assert r.deadline is not None and r.deadline + r.timeout < 60
 
 
-@pytest.mark.parametrize("requests", [0, 8])
-def test_object_replaced_mid_read_fails_naming_the_url(big, tmp_path, requests):
+@pytest.mark.parametrize(("requests", "batch"), [(0, None), (8, None), (8, 4)])
+def test_object_replaced_mid_read_fails_naming_the_url(big, tmp_path, requests, batch):
     other = write_shards(tmp_path / "v2", 40, 20, shape=SHAPE, offset=100)
     new = other / "shard-000001.tar"
     assert new.stat().st_size == (Path(big.root) / "shard-000001.tar").stat().st_size  # same size
     big.faults.replace["shard-000001.tar"] = (2, str(new))  # a new version before the 2nd GET
-    ds = StreamingDataset(big.url, shuffle=False, retry=retry(), prefetch=PrefetchConfig(requests=requests))
-    with pytest.raises(ObjectChanged, match=f"shard '{big.url}/shard-000001.tar' changed while being read"):
+    ds = StreamingDataset(big.url, shuffle=False, batch_size=batch, retry=retry(),
+                          prefetch=prefetch("samples", requests))  # batches: by sample
+    # sequentially the second block meets the new version; with requests in flight, the new
+    # version may answer first, and the index then refuses its first sample (another key)
+    expected = ObjectChanged if requests == 0 else ShardReadError
+    with pytest.raises(expected, match=f"shard '{big.url}/shard-000001.tar'( changed while being read|: sample)"):
         list(ds)
 
 
@@ -134,12 +149,13 @@ def test_pin_refuses_another_version():
         pin.check(Version(11, '"a"', None))
 
 
-def test_resume_mid_prefetch_is_exact(big):
+@pytest.mark.parametrize("mode", MODES)
+def test_resume_mid_prefetch_is_exact(big, mode):
     big.latency = 0.02
 
     def make():
         ds = StreamingDataset(big.url, seed=5, batch_size=4, shuffle_buffer=8, retry=retry(),
-                              prefetch=PrefetchConfig(requests=4))
+                              prefetch=prefetch(mode, 4))
         return ds
 
     assert_resumes_exactly(make, [1, 4, 7])

@@ -1,0 +1,128 @@
+"""Prefetch by sample: byte ranges of planned samples, coalesced, many in flight (loopback HTTP)."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loffdata.format.manifest import Manifest
+from loffdata.storage.prefetch import PrefetchConfig, ShardRead
+from loffdata.storage.rangefetch import (
+    GAP_BYTES,
+    TAIL_BYTES,
+    RangePrefetcher,
+    RangeRead,
+    sample_ranges,
+)
+from loffdata.storage.remote import RetryConfig, filesystem
+from loffdata.stream.dataset import StreamingDataset
+from tests.servers import http_server, write_shards  # noqa: F401
+
+SHAPE = (64, 8, 8)  # 8 KiB of float16 a sample
+
+
+@pytest.fixture
+def big(http_server):  # noqa: F811
+    """40 samples in 2 indexed shards of 20 behind the server."""
+    write_shards(Path(http_server.root), 40, 20, shape=SHAPE)
+    return http_server
+
+
+def _offsets(root: str) -> list[np.ndarray]:
+    m = Manifest.load(str(Path(root) / "manifest.json"))
+    return [np.asarray(s.offsets, dtype=np.int64) for s in m.shards]
+
+
+def _gets(server) -> list[int]:
+    """Sizes of the ranged GETs of shards the server was asked for so far."""
+    sizes = []
+    for method, name, rng in server.requests:
+        if method == "GET" and name.endswith(".tar") and rng:
+            a, b = rng.removeprefix("bytes=").split("-")
+            sizes.append(int(b) - int(a) + 1)
+    return sizes
+
+
+def test_ranges_follow_the_groups_and_coalesce_neighbours_only():
+    offsets = [np.arange(0, 11_000, 1000), np.arange(0, 11_000, 1000)]  # 2 shards of 10 samples, 1000 B each
+    counts = [10, 10]
+    got = list(sample_ranges(counts, offsets, np.array([3, 2, 15, 9, 4, 0]), 3, block_size=1 << 20))
+    # group 1 (2, 3, 15 sorted): samples 2-3 of shard 0 in one range, then sample 5 of shard 1
+    assert got[:2] == [(0, 2000, 4000 + TAIL_BYTES), (1, 5000, 6000 + TAIL_BYTES)]
+    # group 2 (0, 4, 9): gaps of ~3000 B are under GAP_BYTES: one range
+    assert GAP_BYTES > 5000 and got[2:] == [(0, 0, 10_000 + TAIL_BYTES)]
+    capped = list(sample_ranges(counts, offsets, np.arange(10), 10, block_size=2500))
+    assert all(b - a <= 2500 for _, a, b in capped) and capped[0] == (0, 0, 1000 + TAIL_BYTES)
+    far = [np.arange(0, 11 << 20, 1 << 20)]  # 1 MiB samples: neighbours 2 apart are 1 MiB apart
+    assert len(list(sample_ranges([10], far, np.array([0, 2, 4]), 3, block_size=8 << 20))) == 3
+
+
+def test_range_prefetcher_keeps_its_depth_within_the_budget(big):
+    big.latency = 0.1
+    fs, _ = filesystem(big.url, None, RetryConfig())
+    shard = Path(big.root) / "shard-000000.tar"
+    url = f"{big.url}/{shard.name}"
+    read = ShardRead(url, fs, url, shard.stat().st_size, shard.stat().st_size)
+    o = _offsets(big.root)[0]
+    jobs = [RangeRead(read, int(o[i]), int(o[i + 1])) for i in range(20)]
+    pf = RangePrefetcher(PrefetchConfig(sample_requests=5, budget_bytes=int(o[8])), RetryConfig())
+    big.reset_peak()
+    pf.plan_ranges(iter(jobs))
+    deadline = time.monotonic() + 10
+    while (pf.requests < 5 or pf.in_flight) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert pf.held <= int(o[8]) and pf.requests <= 8 and big.reset_peak() == 5  # the depth, then the budget
+    f = pf.open(read)
+    data = shard.read_bytes()
+    for i in (0, 1, 5):  # planned samples, whole, from their blocks
+        f.seek(int(o[i]))
+        assert f.read(int(o[i + 1] - o[i])) == data[o[i] : o[i + 1]]
+    before = pf.requests
+    f.seek(100)  # inside a block already taken: fetched again, on demand
+    assert f.read(10) == data[100:110] and pf.requests >= before + 1
+    f.seek(int(o[19]) + 7)  # any byte, planned or not
+    assert f.read(64) == data[o[19] + 7 : o[19] + 71]
+    f.close()
+    pf.close()
+    assert pf.held == 0
+
+
+def _first_batch_bytes(server, by_sample: bool) -> int:
+    ds = StreamingDataset(server.url, seed=0, batch_size=8, shuffle_buffer=40,
+                          prefetch=PrefetchConfig(by_sample=by_sample, requests=2, sample_requests=4,
+                                                  budget_bytes=64 << 10), retry=RetryConfig(block_size=16 << 10))
+    before = sum(_gets(server))
+    it = iter(ds)
+    first = next(it)
+    got = sum(_gets(server)) - before
+    rest = [first, *it]
+    assert sorted(torch.cat([b["index"] for b in rest]).tolist()) == list(range(40))
+    return got
+
+
+def test_by_sample_the_first_batch_waits_for_its_samples_not_its_window(big):
+    total = sum(p.stat().st_size for p in Path(big.root).glob("*.tar"))
+    assert _first_batch_bytes(big, by_sample=False) >= 0.9 * total  # the window is all 40 samples
+    assert _first_batch_bytes(big, by_sample=True) < 0.5 * total  # 8 samples, and the budget ahead
+
+
+def test_the_first_window_by_sample_then_blocks_delivers_what_reading_by_shard_does(big):
+    block = 32 << 10
+
+    def epoch(by_sample: bool) -> list[tuple[int, float]]:
+        ds = StreamingDataset(big.url, seed=4, batch_size=6, shuffle_buffer=16, retry=RetryConfig(block_size=block),
+                              prefetch=PrefetchConfig(by_sample=by_sample, sample_requests=3))
+        return [(int(i), float(f.flatten()[0])) for b in ds for i, f in zip(b["index"], b["features"])]
+
+    by_shard = epoch(False)
+    before = len(_gets(big))
+    by_sample = epoch(True)
+    assert by_sample == by_shard and sorted(i for i, _ in by_sample) == list(range(40))
+    assert all(i == v for i, v in by_sample)  # sample i's features are all i (tests/servers.py)
+    span = int(np.diff(_offsets(big.root)[0]).max())
+    sizes = _gets(big)[before:]
+    # the first window (18 samples: 3 batches) by sample, the other 22 samples' shards in blocks
+    assert sum(n <= 2 * span + TAIL_BYTES for n in sizes) >= 6 and block in sizes
