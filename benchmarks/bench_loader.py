@@ -222,7 +222,7 @@ def remote_epochs(url: str, batch: int, workers: int, options: dict, prefetch: d
 
 def concurrent_gets(urls: list[str], sizes: list[int], depth: int) -> int:
     """What the server can give: every shard in 8 MiB range GETs, ``depth`` in flight, no decoding."""
-    from bench_clients import fsspec_async
+    from clients import fsspec_async
 
     return fsspec_async(urls, sizes, 8 << 20, depth)
 
@@ -646,7 +646,7 @@ def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int 
     if study is not None:
         _print_study(study, result, cfg, sim)
         if plot_out:
-            from plot_loader import plot_prefetch
+            from plot_remote import plot_prefetch
 
             plot_prefetch(study, result, cfg, sim, plot_out)
     if json_out:
