@@ -17,7 +17,6 @@ reader takes that block, so a shard never read never fails the epoch.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from loffdata.storage.ranges import Pin, fetch_range
-from loffdata.storage.remote import RetryConfig, with_retries_async
+from loffdata.storage.remote import RemoteFile, RetryConfig, with_retries_async
 
 __all__ = ["PrefetchConfig", "Prefetcher", "PrefetchedFile", "ShardRead", "read_order", "bytes_needed"]
 
@@ -248,7 +247,7 @@ def _io_loop() -> asyncio.AbstractEventLoop:
     return get_loop()
 
 
-class PrefetchedFile(io.RawIOBase):
+class PrefetchedFile(RemoteFile):
     """A read-only file over a :class:`Prefetcher`'s blocks of one shard."""
 
     def __init__(self, prefetcher: Prefetcher, entry: _Entry):
@@ -256,20 +255,6 @@ class PrefetchedFile(io.RawIOBase):
         self.prefetcher, self.entry, self.url = prefetcher, entry, entry.read.url
         self.size, self.offset = entry.read.size, 0
         self._buf, self._buf_start = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.offset
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
-        self.offset = max(0, base + offset)
-        return self.offset
 
     def _block(self) -> tuple[memoryview, int]:
         """The block holding the current offset, and the offset's position in it."""

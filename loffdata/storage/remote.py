@@ -30,6 +30,7 @@ from loffdata.storage.ranges import Pin, get_range, remote_size
 from loffdata.util import is_local, url_protocol
 
 __all__ = [
+    "RemoteFile",
     "RetryConfig",
     "ResumableReader",
     "is_local",
@@ -234,7 +235,37 @@ def filesystem(
     return register_filesystem(fs), path
 
 
-class ResumableReader(io.RawIOBase):
+class RemoteFile(io.RawIOBase):
+    """What every read-only remote file here shares: its URL, size and offset, and seeking.
+
+    Subclasses read from ``self.offset`` on and may drop what they buffered in
+    :meth:`_moved` (called after every seek).
+    """
+
+    url: str
+    size: int
+    offset: int = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
+        self.offset = max(0, base + offset)
+        self._moved()
+        return self.offset
+
+    def _moved(self) -> None:
+        """The offset moved by a seek (nothing to drop by default)."""
+
+
+class ResumableReader(RemoteFile):
     """A read-only file over ranged requests that survive dropped connections.
 
     Args:
@@ -270,21 +301,9 @@ class ResumableReader(io.RawIOBase):
         self._ahead: tuple[int, Any] | None = None  # (start, future) of the next block
         self._pool: Any = None
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.offset
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
-        self.offset = max(0, base + offset)
+    def _moved(self) -> None:
         self._buf, self._buf_pos = b"", 0
         self._ahead = None  # a block fetched ahead for the old position is dropped
-        return self.offset
 
     def _fetch(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)``; a short answer is completed from the offset reached."""
