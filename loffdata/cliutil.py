@@ -112,7 +112,10 @@ def docstring_summary(doc: str | None) -> str:
 
 
 def options_from_dataclass(cls: type, *, exclude: Sequence[str] = (), prefix: str = "") -> list[Option]:
-    """Options for the fields of dataclass ``cls``; a dataclass-typed field is flattened (``a.b``)."""
+    """Options for the fields of dataclass ``cls``; a dataclass-typed field is flattened (``a.b``).
+
+    ``exclude``: field names left out, dotted for fields of a nested dataclass (``a.b``).
+    """
     hints = typing.get_type_hints(cls)
     docs = docstring_entries(cls.__doc__, "Attributes")
     options = []
@@ -121,7 +124,8 @@ def options_from_dataclass(cls: type, *, exclude: Sequence[str] = (), prefix: st
             continue
         kind = hints.get(f.name, Any)
         if dataclasses.is_dataclass(kind):
-            options += options_from_dataclass(kind, prefix=f"{prefix}{f.name}.")
+            inner = [e.split(".", 1)[1] for e in exclude if e.startswith(f"{f.name}.")]
+            options += options_from_dataclass(kind, exclude=inner, prefix=f"{prefix}{f.name}.")
             continue
         default = f.default
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loffdata import cliutil  # noqa: E402
 from loffdata.extract.pipeline import ExtractConfig, extract  # noqa: E402
 from loffdata.format.manifest import Manifest  # noqa: E402
+from loffdata.train.config import STREAM_FROM_RUN  # noqa: E402
 from loffdata.train.run import FewStepsWarning  # noqa: E402
 from loffdata.train.trainer import TrainConfig, load_config, train  # noqa: E402
 
@@ -140,7 +141,7 @@ def main(quick: bool = False, out: str | None = None, **overrides: Any) -> None:
 
 _RUN_KEYS = ("train", "val", "out", "augment")  # set by the demo itself
 OPTIONS = [*cliutil.options_from_function(main),
-           *(o for o in cliutil.options_from_dataclass(TrainConfig) if o.name not in _RUN_KEYS)]
+           *(o for o in cliutil.options_from_dataclass(TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN]) if o.name not in _RUN_KEYS)]
 
 
 def cli(argv: list[str] | None = None) -> None:

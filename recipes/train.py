@@ -20,11 +20,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from loffdata import cliutil  # noqa: E402
+from loffdata.train.config import STREAM_FROM_RUN  # noqa: E402
 from loffdata.train.trainer import TrainConfig, train  # noqa: E402
 
 __all__ = ["main"]
 
-OPTIONS = cliutil.options_from_dataclass(TrainConfig)
+OPTIONS = cliutil.options_from_dataclass(TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN])
 
 
 def main(argv: list[str] | None = None) -> None:

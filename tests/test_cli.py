@@ -18,6 +18,7 @@ import yaml
 
 from loffdata import cliutil
 from loffdata.extract.config import ExtractConfig
+from loffdata.train.config import STREAM_FROM_RUN
 from loffdata.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +37,23 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _fields(cls) -> list[str]:
-    """Flag names of a config: its fields, nested config dataclasses as dotted names."""
+    """Flag names of a config: its fields, nested config dataclasses as dotted names (less
+    the stream fields a training run sets from its own)."""
     hints = typing.get_type_hints(cls)
     names = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         names += [f"{f.name}.{n}" for n in _fields(kind)] if dataclasses.is_dataclass(kind) else [f.name]
+    if cls is TrainConfig:
+        names = [n for n in names if n not in {f"stream.{k}" for k in STREAM_FROM_RUN}]
     return names
+
+
+def test_train_cli_has_no_stream_options_the_run_overrides(tmp_path):
+    help_text = run(*CLIS["train"], "--help", cwd=tmp_path).stdout
+    assert "--seed " in help_text and "--stream.seed" not in help_text and "--stream.batch_size" not in help_text
+    proc = run(*CLIS["train"], "--train", str(tmp_path), "--stream.batch_size", "8", cwd=tmp_path)
+    assert proc.returncode != 0 and "unknown flag --stream.batch_size" in proc.stderr
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

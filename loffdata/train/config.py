@@ -13,11 +13,14 @@ from typing import Any
 
 from loffdata.stream.config import StreamConfig
 
-__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "RESUMABLE_CHANGES", "TrainConfig", "load_config"]
+__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "RESUMABLE_CHANGES", "STREAM_FROM_RUN", "TrainConfig",
+           "load_config"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
+#: ``stream`` fields a run sets from its own (``seed``, ``batch_size``): not options of their own.
+STREAM_FROM_RUN = ("seed", "batch_size")
 #: Fields a resumed run may change; every other field must match the checkpoint's.
 RESUMABLE_CHANGES = ("resume", "max_steps", "num_workers", "progress", "device", "amp", "epochs", "log")
 
@@ -149,7 +152,7 @@ class TrainConfig:
             self.stream = StreamConfig.from_dict(self.stream)
         if not isinstance(self.stream, StreamConfig):
             raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
-        self.stream = dataclasses.replace(self.stream, seed=self.seed, batch_size=self.batch_size)
+        self.stream = dataclasses.replace(self.stream, **{k: getattr(self, k) for k in STREAM_FROM_RUN})
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
