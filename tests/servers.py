@@ -12,11 +12,13 @@ Answers carry ``ETag`` and ``Last-Modified``; ``If-Match`` is honoured (412).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -263,20 +265,29 @@ def _replace(p: Path, source: str) -> None:
     os.replace(tmp, p)
 
 
-@pytest.fixture
-def http_server(tmp_path):
-    """A fresh fault-injecting server over ``tmp_path / "www"``; yields the server."""
-    root = tmp_path / "www"
-    root.mkdir()
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[FaultyHTTPServer]:
+    """A fault-injecting server over ``root``, in a thread, while the block runs."""
     server = FaultyHTTPServer(str(root))
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A fresh fault-injecting server over ``tmp_path / "www"``; yields the server."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with serving(root) as server:
+        yield server
 
 
 @dataclass

@@ -27,6 +27,7 @@ from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
+from tests.servers import serving
 
 _EXTRAS = ["unknown", "txt", "more.msgpack"]
 DOCUMENTED = "duplicate sample key|goes on past byte|index says"
@@ -85,7 +86,7 @@ def _sequential(root: Path, names: list[str]) -> list[tuple[str, int, int]] | Sh
     return out
 
 
-def _batched(root: Path, workers: int, shuffle: bool) -> list[tuple[int, str, int, int]]:
+def _batched(root: Path | str, workers: int, shuffle: bool) -> list[tuple[int, str, int, int]]:
     ds = StreamingDataset(root, batch_size=3, shuffle=shuffle, shuffle_buffer=4, seed=7)
     items = DataLoader(ds, batch_size=None, num_workers=workers) if workers else ds
     got = []
@@ -95,25 +96,35 @@ def _batched(root: Path, workers: int, shuffle: bool) -> list[tuple[int, str, in
     return got
 
 
-def check(shards, indexed: bool, workers: tuple[int, ...] = (0, 2)) -> None:
+def check(shards, indexed: bool, workers: tuple[int, ...] = (0, 2), *, http: bool = False) -> None:
+    """Batched reading (local, or over loopback HTTP: the first window by sample, then in
+    blocks) delivers what the plain tar reader reads, each sample once, or a documented error."""
     with tempfile.TemporaryDirectory() as tmp:
         root = _write(Path(tmp) / "ds", shards, indexed)
         expected = _sequential(root, [f"shard-{s}.tar" for s in range(len(shards))])
-        for w in workers:
-            for shuffle in (False, True):
-                if isinstance(expected, ShardReadError):
-                    with pytest.raises(ShardReadError, match=DOCUMENTED):
-                        _batched(root, w, shuffle)
-                    continue
-                got = _batched(root, w, shuffle)
-                assert sorted(i for i, *_ in got) == list(range(len(expected)))  # each exactly once
-                assert {i: rest for i, *rest in got} == {i: list(e) for i, e in enumerate(expected)}
+        with serving(root) if http else contextlib.nullcontext() as server:
+            source = server.url if http else root
+            for w in workers:
+                for shuffle in (False, True):
+                    if isinstance(expected, ShardReadError):
+                        with pytest.raises(ShardReadError, match=DOCUMENTED):
+                            _batched(source, w, shuffle)
+                        continue
+                    got = _batched(source, w, shuffle)
+                    assert sorted(i for i, *_ in got) == list(range(len(expected)))  # each exactly once
+                    assert {i: rest for i, *rest in got} == {i: list(e) for i, e in enumerate(expected)}
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shard_sets())
 def test_batched_reading_is_sequential_reading_exactly_once(case):
     check(*case)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shard_sets())
+def test_batched_reading_over_http_by_sample_is_sequential_reading_exactly_once(case):
+    check(*case, workers=(0,), http=True)
 
 
 @pytest.mark.slow
@@ -133,5 +144,7 @@ def test_duplicates_unindexed_and_varied_indexed_examples():
     # the first sample's layout (first + i * span) made index 3 deliver sample 4
     shifted = [[(f"k{i}", i, None if i in (1, 2) else 0, []) for i in range(6)]]
     check(shifted, indexed=True, workers=(0,))
+    for case in (varied, shifted, dup):  # over HTTP: the first window by sample, then in blocks
+        check(case, indexed=case is not dup, workers=(0,), http=True)
     captioned = [[(f"k{i}", i, 0, [("txt", 1000)] if i == 1 else []) for i in range(6)]]  # +2 blocks: one span
     check(captioned, indexed=True, workers=(0,))
