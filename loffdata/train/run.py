@@ -63,7 +63,7 @@ class FewStepsWarning(UserWarning):
 
 
 def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
-    # with the probe path the classifier starts as a linear probe, which few steps do train
+    # with the probe path its linear-probe head carries a short run, which few steps do train
     total = config.epochs * steps_per_epoch
     if config.model != "linear" and not config.probe and total < MIN_STEPS:
         warnings.warn(
