@@ -3,7 +3,9 @@
 ``rows = (1 - w) * CE(student, labels) + w * T**2 * KL(teacher || student_T)`` per delivered
 row (``w = distill_weight``; the KL term only when ``w > 0``, from the stored teacher logits,
 :mod:`loffdata.train.distill`), then the mean over the ``views`` of each sample and over
-samples (:mod:`loffdata.train.views`).
+samples (:mod:`loffdata.train.views`). Logits ``(heads, rows, K)`` (the classifier's probe
+path in training, :class:`~loffdata.train.models.LoffClassifier`) give the mean of that loss
+over the heads, so each head is trained on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def recipe_loss(logits: torch.Tensor, labels: torch.Tensor, extras: Mapping[str,
     Raises:
         ValueError: ``distill_weight > 0`` without a ``logits`` extra in ``extras``.
     """
+    if logits.dim() == 3:  # the probe path's heads (LoffClassifier in training): each on its own loss
+        return torch.stack([recipe_loss(head, labels, extras, views=views, label_smoothing=label_smoothing,
+                                        distill_weight=distill_weight, temperature=temperature)
+                            for head in logits]).mean()
     rows = per_row_loss(logits, labels, label_smoothing=label_smoothing)
     if distill_weight > 0:
         if not extras or LOGITS_EXTRA not in extras:

@@ -59,15 +59,17 @@ MIN_STEPS = 200
 
 
 class FewStepsWarning(UserWarning):
-    """The run has too few optimiser steps for a transformer classifier to train well."""
+    """The run has too few optimiser steps for a plain transformer classifier to train well."""
 
 
 def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
+    # with the probe path its linear-probe head carries a short run, which few steps do train
     total = config.epochs * steps_per_epoch
-    if config.model != "linear" and total < MIN_STEPS:
+    if config.model != "linear" and not config.probe and total < MIN_STEPS:
         warnings.warn(
             f"only {total} optimiser steps ({config.epochs} epochs x {steps_per_epoch}): a {config.model} "
-            f"classifier usually needs {MIN_STEPS}+ on a small cache. Raise --epochs (or lower --batch_size), "
+            f"classifier without the probe path (--probe False) usually needs {MIN_STEPS}+ on a small cache. "
+            "Keep the probe path (--probe True, the default), raise --epochs (or lower --batch_size), "
             "and compare with a linear probe first (--model linear --augment none --lr 0.01); "
             "see docs/recipes.md#a-new-dataset-start-here", FewStepsWarning, stacklevel=3)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 from loffdata.train.models import ClassifierConfig, LinearProbe, LoffClassifier, create_classifier
+from loffdata.train.objective import recipe_loss
 from loffdata.train.utils import create_optimizer, loss_fn, lr_at, param_groups
 
 SMALL = {"depth": 2}  # deit_t width at depth 2 keeps the ViT tests fast
@@ -150,23 +151,34 @@ def test_param_groups_exempt_norms_biases_and_position_embedding():
     assert isinstance(create_optimizer(model, lr=1e-3), torch.optim.AdamW)
 
 
-def test_probe_path_starts_as_a_linear_probe_and_has_its_own_learning_rate():
+def test_probe_path_is_a_second_head_with_its_own_loss_and_learning_rate():
     torch.manual_seed(0)
     model = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, probe=True, probe_lr_scale=10.0, **SMALL)
     x = torch.randn(5, 8, 4, 4) * 3 + 1
+    y = torch.tensor([0, 1, 2, 0, 1])
     model.eval()
-    assert torch.allclose(model(x), model.probe(x), atol=1e-6)  # the ViT's head starts at zero
+    vit, probe = model.vit(model.norm(x)), model.probe(x)
+    assert torch.allclose(model(x), vit + probe, atol=1e-6)  # the prediction: the heads' logits summed
+    model.train()
+    heads = model(x)
+    assert heads.shape == (2, 5, 3)
+    # in training each head has its own loss: the probe's gradient does not depend on the ViT
+    recipe_loss(heads, y).backward()
+    probe_grad = model.probe.head.weight.grad.clone()
+    solo = create_classifier("linear", in_chans=8, grid=4, num_classes=3)
+    solo.load_state_dict(model.probe.state_dict())
+    solo.train()
+    (0.5 * loss_fn(solo(x), y)).backward()  # the mean over the two heads
+    assert torch.allclose(probe_grad, solo.head.weight.grad, atol=1e-6)
+    assert model.vit.head.weight.grad.abs().sum() > 0
     plain = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, **SMALL)
-    assert plain.probe is None and plain.vit.head.weight.abs().sum() > 0
+    assert plain.probe is None and plain.train()(x).shape == (5, 3)
     groups = param_groups(model, weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     for group in groups:
         in_probe = {names[id(p)].startswith("probe.") for p in group["params"]}
         assert in_probe == {group["lr_scale"] == 10.0}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    model.train()
-    loss_fn(model(x), torch.tensor([0, 1, 2, 0, 1])).backward()
-    assert model.vit.head.weight.grad.abs().sum() > 0  # the zero head still learns
     with pytest.raises(ValueError, match="probe_lr_scale"):
         ClassifierConfig(kind="deit_t", in_chans=8, grid=4, num_classes=3, probe_lr_scale=0)
 

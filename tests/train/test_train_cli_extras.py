@@ -37,8 +37,18 @@ def test_tensorboard_writes_event_files(data, tmp_path):  # noqa: F811
 def test_too_few_steps_warns_with_what_to_do(data, tmp_path):  # noqa: F811
     from loffdata.train.run import FewStepsWarning
 
-    with pytest.warns(FewStepsWarning, match=r"only 6 optimiser steps .*--model linear"):
-        train(_config(data, tmp_path / "run", epochs=1))
+    with pytest.warns(FewStepsWarning, match=r"only 6 optimiser steps .*--probe True.*--model linear"):
+        train(_config(data, tmp_path / "run", epochs=1, probe=False))
+
+
+def test_few_steps_with_the_probe_path_do_not_warn(data, tmp_path):  # noqa: F811
+    import warnings
+
+    from loffdata.train.run import FewStepsWarning
+
+    with warnings.catch_warnings():  # the probe path starts as a linear probe: few steps train it
+        warnings.simplefilter("error", FewStepsWarning)
+        train(_config(data, tmp_path / "run", epochs=1, probe=True))
 
 
 def test_parent_dataset_dir_is_answered_with_the_split(data, tmp_path):  # noqa: F811
