@@ -41,11 +41,13 @@ class PrefetchConfig:
     to first byte per request): 16 requests of 8 MiB (``RetryConfig.block_size``) in flight
     keep ~1-3 GB/s per worker busy; see docs/streaming.md for sizing.
 
-    Indexed shards (see ``docs/format.md``) read into batches are fetched *by sample*: only
-    the byte ranges of the samples the plan needs next, neighbours coalesced
-    (:mod:`loffdata.storage.rangefetch`), so the first batch waits for its own samples, not
-    for a whole shuffle window. Such requests are a sample or a run of neighbours, far
-    smaller than a block, so more of them are kept in flight (``sample_requests``).
+    With ``by_sample``, indexed shards (see ``docs/format.md``) read into batches have the
+    first window of each plan fetched *by sample*: only the byte ranges of the samples the
+    next batches need, neighbours coalesced (:mod:`loffdata.storage.rangefetch`), so the
+    first batch waits for its own samples, not for a whole shuffle window. Such requests
+    are a sample or a run of neighbours, far smaller than a block, so more of them are kept
+    in flight (``sample_requests``); each costs the client CPU time, so it is off by default
+    (measured in docs/benchmarks.md: streaming in blocks moved more samples per second).
 
     Attributes:
         requests: ranged GETs of whole-shard blocks in flight per process; ``0`` turns
@@ -53,14 +55,15 @@ class PrefetchConfig:
             one sample at a time by sample).
         budget_bytes: bytes fetched ahead and not yet read, in flight included (the
             memory prefetch may hold per process; with a cache, the bytes downloaded ahead).
-        by_sample: fetch indexed shards by sample (``False``: stream whole shards in
-            blocks, fewer and larger requests; the first batch then waits for its window).
+        by_sample: fetch the first window of indexed shards by sample (the first batch
+            after one round trip); ``False`` (default): stream whole shards in blocks,
+            fewer and larger requests (the first batch waits for its window).
         sample_requests: ranged GETs in flight per process when fetching by sample.
     """
 
     requests: int = 16
     budget_bytes: int = 256 << 20
-    by_sample: bool = True
+    by_sample: bool = False
     sample_requests: int = 64
 
     def __post_init__(self) -> None:

@@ -39,9 +39,12 @@ def _set_lr(run: Run) -> None:
 def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
     _set_lr(run)
     c = run.config
+    heads: list[torch.Tensor] = []  # each head's loss, with the classifier's probe path
     with run.autocast():
         loss = recipe_loss(run.net(features), labels, extras, views=c.views, label_smoothing=c.label_smoothing,
-                           distill_weight=c.distill_weight, temperature=c.temperature)
+                           distill_weight=c.distill_weight, temperature=c.temperature, head_losses=heads)
+    if heads and hasattr(run.model, "track_heads"):
+        run.model.track_heads(torch.stack(heads))
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

@@ -13,14 +13,16 @@ foundation model. Two kinds are provided, built by :func:`create_classifier`:
 
 The *probe path* (``probe=True``, the recipe's default) adds a :class:`LinearProbe` on the
 raw features as a second head: in training each head gets its own cross-entropy (the
-forward returns both, stacked), and the prediction is the sum of their logits, i.e. the
-product of their softmaxes. Each head trains as it would alone, and a head that has not
-learned yet has a flat softmax and barely moves the prediction: the probe, with its own,
-larger learning rate (``probe_lr_scale``, see :func:`loffdata.train.utils.param_groups`),
-carries a short run on a small cache, where a transformer from scratch is still near
-chance, and the transformer carries the run where it learns fast. (Summing the logits
-under one loss instead lets the fast probe fit first and starve the transformer of
-gradient: 93% vs 100% on the demo cache.)
+forward returns both, stacked), so each trains as it would alone, and the classifier keeps
+a running mean of each head's training loss (:meth:`LoffClassifier.track_heads`, called by
+the recipe's loop). It predicts with the head whose running training loss is lower (both
+summed until a loss is known). The probe, with its own, larger learning rate
+(``probe_lr_scale``, see :func:`loffdata.train.utils.param_groups`), carries a short run on
+a small cache, where a transformer from scratch is still near chance; the transformer takes
+over once it fits the training data better. (Summing the logits under one loss instead lets
+the fast probe fit first and starve the transformer of gradient: 93% vs 100% on the demo
+cache; summing the two heads' predictions costs a few points wherever one head is far
+behind.) The choice uses training data only, no validation split.
 
 Input normalisation (``norm``): ``"batch"`` (default) is ``BatchNorm2d(C)``, i.e. every
 feature channel is standardised with running statistics over the dataset. Foundation-model
@@ -189,6 +191,8 @@ class LoffClassifier(_FeatureClassifier):
             **config.vit_size(),
         )
         self.probe = LinearProbe(dataclasses.replace(config, kind="linear", probe=False)) if config.probe else None
+        if self.probe is not None:  # running training loss of (ViT, probe); NaN: none yet
+            self.register_buffer("head_loss", torch.full((2,), float("nan")))
 
     @property
     def projection(self) -> nn.Conv2d:
@@ -198,16 +202,31 @@ class LoffClassifier(_FeatureClassifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits ``(N, num_classes)`` for features ``(N, C, H, W)``.
 
-        With the probe path: their sum in eval mode; in training mode the two heads' logits
-        stacked, ``(2, N, num_classes)`` (ViT, probe), so that each is trained on its own loss
-        (:func:`loffdata.train.objective.recipe_loss` takes the mean of the two).
+        With the probe path: in training mode the two heads' logits stacked,
+        ``(2, N, num_classes)`` (ViT, probe), so that each is trained on its own loss
+        (:func:`loffdata.train.objective.recipe_loss` takes the mean of the two); in eval
+        mode the logits of the head with the lower running training loss (their sum while
+        none is known), chosen on the device, without a host sync.
         """
         x = self._prepare(x)
         logits = self.vit(self.norm(x))
         if self.probe is None:
             return logits
         probe = self.probe(x)
-        return torch.stack((logits, probe)) if self.training else logits + probe
+        if self.training:
+            return torch.stack((logits, probe))
+        vit_loss, probe_loss = self.head_loss.unbind()
+        unknown = torch.isnan(vit_loss) | torch.isnan(probe_loss)
+        return torch.where(unknown, logits + probe, torch.where(vit_loss <= probe_loss, logits, probe))
+
+    @torch.no_grad()
+    def track_heads(self, losses: torch.Tensor, *, momentum: float = 0.9) -> None:
+        """Adds one step's training losses of (ViT, probe) to their running means."""
+        if self.probe is None:
+            return
+        losses = losses.detach().to(self.head_loss)
+        self.head_loss.copy_(torch.where(torch.isnan(self.head_loss), losses,
+                                         momentum * self.head_loss + (1 - momentum) * losses))
 
     def lr_scales(self) -> dict[str, float]:
         """Name prefix -> learning-rate factor (the probe path's ``probe_lr_scale``)."""

@@ -25,6 +25,7 @@ from loffdata.format import codec
 from loffdata.format.index import index_dataset
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
+from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
 from tests.servers import serving
@@ -87,7 +88,8 @@ def _sequential(root: Path, names: list[str]) -> list[tuple[str, int, int]] | Sh
 
 
 def _batched(root: Path | str, workers: int, shuffle: bool) -> list[tuple[int, str, int, int]]:
-    ds = StreamingDataset(root, batch_size=3, shuffle=shuffle, shuffle_buffer=4, seed=7)
+    by_sample = PrefetchConfig(by_sample=True, sample_requests=4)  # remote: the first window by sample
+    ds = StreamingDataset(root, batch_size=3, shuffle=shuffle, shuffle_buffer=4, seed=7, prefetch=by_sample)
     items = DataLoader(ds, batch_size=None, num_workers=workers) if workers else ds
     got = []
     for b in items:

@@ -158,7 +158,13 @@ def test_probe_path_is_a_second_head_with_its_own_loss_and_learning_rate():
     y = torch.tensor([0, 1, 2, 0, 1])
     model.eval()
     vit, probe = model.vit(model.norm(x)), model.probe(x)
-    assert torch.allclose(model(x), vit + probe, atol=1e-6)  # the prediction: the heads' logits summed
+    assert torch.allclose(model(x), vit + probe, atol=1e-6)  # no training loss known yet: both heads
+    model.track_heads(torch.tensor([1.0, 2.0]))  # the ViT fits better: it predicts
+    assert torch.equal(model(x), vit)
+    for _ in range(10):
+        model.track_heads(torch.tensor([1.5, 0.5]))  # the running means cross: the probe predicts
+    assert model.head_loss[1] < model.head_loss[0] and torch.equal(model(x), probe)
+    assert "head_loss" in model.state_dict()  # saved with the weights: a resumed run chooses alike
     model.train()
     heads = model(x)
     assert heads.shape == (2, 5, 3)

@@ -89,6 +89,7 @@ def test_loss_decreases_and_outputs_are_written(reference):
     lrs = {g["lr_scale"]: g["lr"] for g in ckpt["optimizer"]["param_groups"]}  # the probe path's own rate
     assert set(lrs) == {1.0, 10.0} and lrs[10.0] == pytest.approx(10 * lrs[1.0])
     assert any(k.startswith("probe.") for k in ckpt["model"])
+    assert torch.isfinite(ckpt["model"]["head_loss"]).all()  # the loop tracked both heads' losses
     assert not list(out.glob("*.tmp"))
 
 
