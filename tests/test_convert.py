@@ -12,26 +12,11 @@ from loffdata import cli
 from loffdata.convert import RECORD_DIR, ConvertConfig, convert, convert_features, plan_output
 from loffdata.errors import LoffError
 from loffdata.extract.pipeline import ExtractConfig, RandomWeightsWarning, extract
-from loffdata.format.codec import Quantized
 from loffdata.format.manifest import Manifest
-from loffdata.format.sample import decode_sample
 from loffdata.format.stats import ChannelStats
-from loffdata.format.tar import iter_sample_members
 from loffdata.verify import verify
+from tests.readback import as_float, read_split
 from tests.servers import s3_server  # noqa: F401
-
-
-def read_all(url) -> tuple[Manifest, list]:
-    manifest = Manifest.load(str(url))
-    samples = []
-    for shard in manifest.shard_urls(str(url)):
-        with open(shard, "rb") as f:
-            samples += [decode_sample(k, m, shard=shard) for k, m in iter_sample_members(f, shard=shard)]
-    return manifest, samples
-
-
-def as_float(x) -> np.ndarray:
-    return x.dequantize() if isinstance(x, Quantized) else np.asarray(x, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +45,8 @@ def test_pooled_from_fp16_equals_extraction(extracted, tmp_path, dtype, tol):
     reference = extracted["run"](f"pool2-{dtype}", dtype=dtype, pool=2)
     out = convert(extracted["fp16"], str(tmp_path / "conv"), ConvertConfig(pool=2, dtype=dtype, extras=()),
                   progress=False)
-    ref_m, ref = read_all(reference)
-    got_m, got = read_all(tmp_path / "conv")
+    ref_m, ref = read_split(reference)
+    got_m, got = read_split(tmp_path / "conv")
     assert got_m.features == ref_m.features == out.features and got_m.features.shape == (64, 4, 4)
     assert [s.key for s in got] == [s.key for s in ref] and [s.label for s in got] == [s.label for s in ref]
     assert got_m.classes == ref_m.classes and got_m.source["pool"] == 2 and got_m.extras == {}
@@ -80,8 +65,8 @@ def test_crop_reshard_extras_and_exact_stats(make_dataset, tmp_path):
     src, _ = make_dataset(23, 5, shape=(8, 6, 6), extras=True)
     cfg = ConvertConfig(crop=(1, 0, 4, 5), pool=2, max_samples=7, dtype="float32")
     m = convert(str(src), str(tmp_path / "out"), cfg, progress=False)
-    _, source = read_all(src)
-    manifest, got = read_all(tmp_path / "out")
+    _, source = read_split(src)
+    manifest, got = read_split(tmp_path / "out")
     assert [s.samples for s in manifest.shards] == [7, 7, 7, 2] and manifest.num_samples == 23
     assert manifest.features.shape == (8, 2, 2) and set(manifest.extras) == {"pooled"}
     expect = [as_float(s.features)[:, 1:5, 0:5][:, :4, :4].reshape(8, 2, 2, 2, 2).mean(axis=(2, 4)) for s in source]

@@ -24,28 +24,12 @@ from loffdata.extract.pipeline import (
     extract,
     plan_shards,
 )
-from loffdata.format.codec import Quantized
 from loffdata.format.manifest import Manifest
-from loffdata.format.sample import decode_sample
-from loffdata.format.tar import iter_sample_members
 from tests.extract.test_images import make_folder, make_wds, write_png
+from tests.readback import as_float, read_split
 
 VIT = {"model": "test_vit", "img_size": 64}  # 4x4 grid of 64 channels
 CNN = {"model": "test_resnet", "img_size": 64}  # 2x2 grid of 96 channels
-
-
-def read_split(url: str | Path) -> tuple[Manifest, list]:
-    """All samples of a written split, in manifest order."""
-    manifest = Manifest.load(str(url))
-    samples = []
-    for shard in manifest.shard_urls(str(url)):
-        with open(shard, "rb") as f:
-            samples += [decode_sample(k, m, shard=shard) for k, m in iter_sample_members(f, shard=shard)]
-    return manifest, samples
-
-
-def as_float(x) -> np.ndarray:
-    return x.dequantize() if isinstance(x, Quantized) else np.asarray(x, dtype=np.float32)
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from loffdata.format.logits import (
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
 from loffdata.stream.config import StreamConfig
-from tests.extract.test_extract import VIT, read_split, run
+from tests.extract.test_extract import VIT, run
+from tests.readback import read_split
 
 
 def _logits(n: int, classes: int, targets: int = 1, seed: int = 0) -> np.ndarray:
