@@ -20,8 +20,8 @@ import fire
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata.convert import ConvertConfig, convert  # noqa: E402
 from loffdata.extract.pipeline import ExtractConfig, RandomWeightsWarning, extract  # noqa: E402
+from loffdata.ops.convert import ConvertConfig, convert  # noqa: E402
 
 __all__ = ["main"]
 

@@ -183,8 +183,8 @@ def consume(x: torch.Tensor) -> int:
 
 def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
                    options: dict | None = None, prefetch: dict | None = None) -> int:
-    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
+    from loffdata.loader.config import LoaderConfig
     from loffdata.storage.prefetch import PrefetchConfig
 
     loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
@@ -197,8 +197,8 @@ def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dty
 def remote_epochs(url: str, batch: int, workers: int, options: dict, prefetch: dict | None,
                   cache_dir: str | None = None, epochs: int = 1) -> dict:
     """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
-    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
+    from loffdata.loader.config import LoaderConfig
     from loffdata.storage.prefetch import PrefetchConfig
 
     loader = LoffLoader(url, LoaderConfig(backend="torch", persistent_workers=True), batch_size=batch,
@@ -246,8 +246,8 @@ class WarmLoader:
     """
 
     def __init__(self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype):
-        from loffdata.config import LoaderConfig
         from loffdata.loader import LoffLoader
+        from loffdata.loader.config import LoaderConfig
 
         config = LoaderConfig(backend="torch", persistent_workers=True)
         self.loader = LoffLoader(root, config, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype)
@@ -387,8 +387,8 @@ def identity_rows(url: str, b: int, w: int) -> dict[str, Callable]:
 
 def first_epoch(root: str, batch: int, workers: int) -> tuple[int, float]:
     """``(samples, seconds)`` of a fresh loader's first pass, construction included."""
-    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
+    from loffdata.loader.config import LoaderConfig
 
     t0 = time.perf_counter()
     loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers,
@@ -550,8 +550,8 @@ class RssSampler(threading.Thread):
 
 def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int) -> list[dict[str, int]]:
     """Peak RSS figures of each of ``epochs`` epochs of one loader (no augmentation, float16)."""
-    from loffdata.config import LoaderConfig
     from loffdata.loader import LoffLoader
+    from loffdata.loader.config import LoaderConfig
 
     loader = LoffLoader(url, LoaderConfig(prefetch_factor=prefetch), batch_size=cfg["batch"], num_workers=cfg["workers"],
                         augment=None, dtype=torch.float16, shuffle_buffer=shuffle_buffer)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_sections as sections  # noqa: E402
 
-from loffdata.doctor import environment  # noqa: E402
+from loffdata.cli.doctor import environment  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 

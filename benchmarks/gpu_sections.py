@@ -24,9 +24,9 @@ import torch
 
 from loffdata.augment import Augmenter, AugmentSpec
 from loffdata.augment.spec import PRESETS
-from loffdata.config import LoaderConfig
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
+from loffdata.loader.config import LoaderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "RetryConfig": "loffdata.storage.remote",
     "StreamConfig": "loffdata.stream.config",
     "StreamingDataset": "loffdata.stream.dataset",
-    "LoaderConfig": "loffdata.config",
+    "LoaderConfig": "loffdata.loader.config",
     "LoffLoader": "loffdata.loader",
     "AugmentSpec": "loffdata.augment",
     "Augmenter": "loffdata.augment",

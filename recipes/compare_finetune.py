@@ -51,7 +51,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from loffdata import cliutil
+from loffdata.cli import parse as cliutil
 from loffdata.train.models import create_classifier
 from loffdata.train.utils import create_optimizer, loss_fn
 

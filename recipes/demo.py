@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata import cliutil  # noqa: E402
+from loffdata.cli import parse as cliutil  # noqa: E402
 from loffdata.extract.pipeline import ExtractConfig, extract  # noqa: E402
 from loffdata.format.manifest import Manifest  # noqa: E402
 from loffdata.train.config import STREAM_FROM_RUN  # noqa: E402

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata import cliutil  # noqa: E402
+from loffdata.cli import parse as cliutil  # noqa: E402
 from loffdata.train.config import STREAM_FROM_RUN  # noqa: E402
 from loffdata.train.trainer import TrainConfig, train  # noqa: E402
 

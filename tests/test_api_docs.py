@@ -8,7 +8,8 @@ import pytest
 
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 PACKAGES = ["loffdata", "loffdata.errors", "loffdata.format", "loffdata.storage", "loffdata.stream",
-            "loffdata.augment", "loffdata.config", "loffdata.loader", "loffdata.verify", "loffdata.cli",
+            "loffdata.augment", "loffdata.loader.config", "loffdata.loader", "loffdata.ops", "loffdata.ops.verify",
+            "loffdata.cli", "loffdata.cli.main",
             "loffdata.extract", "loffdata.train", "loffdata.util", "loffdata.compat"]
 
 

@@ -1,7 +1,7 @@
 """Every CLI checks its flags, values and config file before any work, and explains itself.
 
 tools/shard.py, recipes/train.py, the ``loffdata`` command and ``python -m loffdata`` run as a
-user runs them (subprocesses); the shared layer (loffdata.cliutil) is also tested directly.
+user runs them (subprocesses); the shared layer (loffdata.cli.parse) is also tested directly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loffdata import cliutil
+from loffdata.cli import parse as cliutil
 from loffdata.extract.config import ExtractConfig
 from loffdata.train.config import STREAM_FROM_RUN
 from loffdata.train.trainer import TrainConfig

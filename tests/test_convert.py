@@ -9,12 +9,12 @@ import timm
 import torch
 
 from loffdata import cli
-from loffdata.convert import RECORD_DIR, ConvertConfig, convert, convert_features, plan_output
 from loffdata.errors import LoffError
 from loffdata.extract.pipeline import ExtractConfig, RandomWeightsWarning, extract
 from loffdata.format.manifest import Manifest
 from loffdata.format.stats import ChannelStats
-from loffdata.verify import verify
+from loffdata.ops.convert import RECORD_DIR, ConvertConfig, convert, convert_features, plan_output
+from loffdata.ops.verify import verify
 from tests.readback import as_float, read_split
 from tests.servers import s3_server  # noqa: F401
 

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from loffdata.doctor import _problems, environment, pick_backend, report
+from loffdata.cli.doctor import _problems, environment, pick_backend, report
 
 
 def test_report_names_versions_and_the_auto_backend():
@@ -32,6 +32,6 @@ def test_dali_wheel_of_another_cuda_major_is_a_problem():
 
 
 def test_cli_doctor_prints_the_report():
-    out = subprocess.run([sys.executable, "-c", "import sys; from loffdata.cli import main; sys.argv=['loffdata', 'doctor']; main()"],
+    out = subprocess.run([sys.executable, "-c", "import sys; from loffdata.cli.main import main; sys.argv=['loffdata', 'doctor']; main()"],
                          capture_output=True, text=True, check=True)
     assert "backend='auto' picks" in out.stdout

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from loffdata.config import LoaderConfig
 from loffdata.errors import WorkerDiedError
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
+from loffdata.loader.config import LoaderConfig
+from loffdata.loader.transfer import resolve_device, select_transfer
 from loffdata.stream.config import StreamConfig
-from loffdata.transfer import resolve_device, select_transfer
 from tests.resume_helpers import assert_resumes_exactly
 
 

@@ -9,9 +9,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from loffdata.config import LoaderConfig
 from loffdata.errors import ShardReadError
 from loffdata.loader import LoffLoader
+from loffdata.loader.config import LoaderConfig
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.config import StreamConfig
 from loffdata.util import UNSET

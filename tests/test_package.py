@@ -56,8 +56,8 @@ _EXTRAS_OF = [
     ("loffdata/extract/", {"extract"}),
     ("loffdata/train/", {"train"}),
     ("loffdata/augment/dali_backend.py", {"dali", "dali-cuda12"}),
-    ("loffdata/doctor.py", {"dali", "dali-cuda12"}),  # reports the DALI version when installed
-    ("loffdata/show.py", {"show"}),
+    ("loffdata/cli/doctor.py", {"dali", "dali-cuda12"}),  # reports the DALI version when installed
+    ("loffdata/cli/show.py", {"show"}),
     ("loffdata/", set()),
     ("tools/", {"extract", "train", "dev"}),
     ("recipes/", {"extract", "train", "dev"}),
@@ -138,7 +138,7 @@ def test_dali_extras_are_one_cuda_major_each_and_dev_has_one():
 
 
 def test_core_code_paths_import_no_extra():
-    core = ["loffdata.loader", "loffdata.stream.dataset", "loffdata.verify", "loffdata.augment.torch_backend",
+    core = ["loffdata.loader", "loffdata.stream.dataset", "loffdata.ops.verify", "loffdata.augment.torch_backend",
             "loffdata.storage.cache", "loffdata.format.writer"]
     extras = "('timm', 'PIL', 'webdataset', 'fire', 'yaml', 's3fs', 'nvidia')"
     code = (f"import importlib, sys\nfor m in {core!r}: importlib.import_module(m)\n"

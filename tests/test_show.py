@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loffdata.cli import main
-from loffdata.show import pca_basis, to_rgb
+from loffdata.cli.main import main
+from loffdata.cli.show import pca_basis, to_rgb
 
 pytest.importorskip("matplotlib")
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from loffdata.format import codec
 from loffdata.format.writer import WriterConfig, write_dataset
-from loffdata.verify import verify
+from loffdata.ops.verify import verify
 
 
 def test_clean_dataset_verifies(make_dataset):

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata import cliutil  # noqa: E402
+from loffdata.cli import parse as cliutil  # noqa: E402
 from loffdata.extract.config import ExtractConfig, check_paths  # noqa: E402
 
 __all__ = ["main"]

@@ -2,7 +2,7 @@
 
 One frozen dataclass, declared once and embedded where it is used: by
 :class:`~loffdata.stream.dataset.StreamingDataset`, inside
-:class:`~loffdata.config.LoaderConfig` (so inside :class:`~loffdata.loader.LoffLoader`) and
+:class:`~loffdata.loader.config.LoaderConfig` (so inside :class:`~loffdata.loader.LoffLoader`) and
 inside :class:`~loffdata.train.trainer.TrainConfig`. The order fields come from
 :class:`~loffdata.stream.plan.PlanConfig` (a ``StreamConfig`` is one), the retry policy is a
 :class:`~loffdata.storage.remote.RetryConfig`.

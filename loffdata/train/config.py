@@ -83,7 +83,7 @@ class TrainConfig:
             logits (``(1 - w) * CE + w * KD``); ``0``: no distillation.
         temperature: distillation softmax temperature.
         multiscale: multi-scale variable-batch sampling: a dict of
-            :class:`~loffdata.stream.multiscale.MultiScaleConfig` fields (its ``seed`` is
+            :class:`~loffdata.loader.multiscale.MultiScaleConfig` fields (its ``seed`` is
             ``seed``); ``batch_size`` is then the chunk a batch is made of; ``None``: off.
     """
 
@@ -163,7 +163,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
         ValueError: a key that is not a :class:`TrainConfig` field (named with its file), or a
             file that is missing or not a mapping.
     """
-    from loffdata.cliutil import load_config_file, suggest
+    from loffdata.cli.parse import load_config_file, suggest
 
     values: dict[str, Any] = load_config_file(path) if path is not None else {}
     known = [f.name for f in dataclasses.fields(TrainConfig)]

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from loffdata.config import LoaderConfig
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
-from loffdata.stream.multiscale import MultiScaleConfig, MultiScaleLoader
+from loffdata.loader.config import LoaderConfig
+from loffdata.loader.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.train.checkpoint import Progress, write_json
 from loffdata.train.config import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.dist import Dist, init_distributed, resolve_device

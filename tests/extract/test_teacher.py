@@ -8,7 +8,6 @@ import pytest
 import timm
 import torch
 
-from loffdata.config import LoaderConfig
 from loffdata.extract.images import load_image, shapes_source
 from loffdata.extract.pipeline import ExtractConfig, build_model, build_transform
 from loffdata.extract.teacher import augment_views, build_teacher
@@ -21,6 +20,7 @@ from loffdata.format.logits import (
 )
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
+from loffdata.loader.config import LoaderConfig
 from loffdata.stream.config import StreamConfig
 from tests.extract.test_extract import VIT, run
 from tests.readback import read_split

@@ -12,7 +12,7 @@ import torch
 
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
-from loffdata.stream.multiscale import (
+from loffdata.loader.multiscale import (
     MultiScaleConfig,
     MultiScaleLoader,
     allowed_grids,

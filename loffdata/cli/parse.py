@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loffdata.clivalues import BOOL_WORDS, CliError, coerce, is_bool, load_config_file, type_name
+from loffdata.cli.values import BOOL_WORDS, CliError, coerce, is_bool, load_config_file, type_name
 from loffdata.errors import LoffError
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Values of CLI options: conversion to the annotated types, and YAML/JSON config files.
 
-Used by :mod:`loffdata.cliutil`; a flag's text and a config file's value go through the same
+Used by :mod:`loffdata.cli.parse`; a flag's text and a config file's value go through the same
 :func:`coerce`, so ``--epochs 3`` and ``epochs: 3`` are checked alike.
 """
 

@@ -12,7 +12,7 @@
 Data flow per batch: a DataLoader worker reads and decodes samples and writes them into one
 preallocated shared-memory batch (:class:`~loffdata.stream.dataset.StreamingDataset` with
 ``batch_size``), so nothing is pickled per sample; on CUDA the pooled buffer is page-locked
-in place once (:mod:`loffdata.transfer`; the DataLoader's pin thread is the fallback) and
+in place once (:mod:`loffdata.loader.transfer`; the DataLoader's pin thread is the fallback) and
 copied to the device on a side stream while the previous step computes; int8 caches are
 dequantised on the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or
 torch). Nothing in that path makes the host wait for the GPU.
@@ -34,17 +34,22 @@ from torch.utils.data import DataLoader
 
 from loffdata.compat import can_count_storage_uses, shutdown_workers
 from loffdata.compat import storage_use_count as _use_count
-from loffdata.config import LoaderConfig, resolve_augment
 from loffdata.format import codec
 from loffdata.hints import check_device
+from loffdata.loader.config import LoaderConfig, resolve_augment
+from loffdata.loader.transfer import HostRegistry, device_batches, resolve_device, select_transfer
+from loffdata.loader.workers import (
+    defer_sigchld,
+    gc_frozen,
+    translate_worker_death,
+    warm_worker_imports,
+)
 from loffdata.storage.remote import RetryConfig
 from loffdata.stream.batching import SharedArena, pool_slots
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
-from loffdata.transfer import HostRegistry, device_batches, resolve_device, select_transfer
 from loffdata.util import UNSET
-from loffdata.workers import defer_sigchld, gc_frozen, translate_worker_death, warm_worker_imports
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
@@ -109,7 +114,7 @@ class LoffLoader:
     Args:
         source: dataset directory or manifest (local path, ``http(s)://``, ``s3://``), a
             brace or glob pattern, a list of shard URLs, or a :class:`~loffdata.stream.mix.Mix`.
-        config: every setting (:class:`~loffdata.config.LoaderConfig`, embedding the
+        config: every setting (:class:`~loffdata.loader.config.LoaderConfig`, embedding the
             dataset's :class:`~loffdata.stream.config.StreamConfig`); its defaults when ``None``.
         rank: rank of this process (default: from ``torch.distributed``).
         world_size: number of ranks (default: from ``torch.distributed``).
@@ -197,7 +202,7 @@ class LoffLoader:
         return len(self.dataset)
 
     #: how host batches reach a CUDA device: "auto", "register" or "pin-thread" (see
-    #: :mod:`loffdata.transfer`); read when the workers start.
+    #: :mod:`loffdata.loader.transfer`); read when the workers start.
     transfer: str = "auto"
 
     def __iter__(self) -> Iterator[Batch | BatchWithExtras]:

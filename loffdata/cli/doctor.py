@@ -66,7 +66,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     from loffdata.augment.dali_backend import dali_available
-    from loffdata.transfer import select_transfer
+    from loffdata.loader.transfer import select_transfer
 
     cuda = torch.cuda.is_available()
     wheels = dali_wheels()

@@ -24,7 +24,7 @@ import torch
 
 __all__ = ["TRANSFERS", "select_transfer", "can_register", "resolve_device", "HostRegistry", "device_batches"]
 
-_log = logging.getLogger("loffdata.transfer")
+_log = logging.getLogger("loffdata.loader.transfer")
 
 #: The accepted values of a loader's ``transfer`` setting.
 TRANSFERS = ("auto", "register", "pin-thread")

@@ -11,7 +11,7 @@
 
 Each command is a function here (or ``"module:function"``, imported only when it runs)
 whose keyword arguments are its flags and whose docstring is its ``--help``; adding a
-command is one line in :data:`COMMANDS`. Flags are checked by :mod:`loffdata.cliutil`
+command is one line in :data:`COMMANDS`. Flags are checked by :mod:`loffdata.cli.parse`
 before the command starts (an unknown flag names the closest one). Heavy modules (torch,
 the loader) are imported inside the commands, so ``--help`` answers at once.
 """
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from loffdata import cliutil
+from loffdata.cli import parse as cliutil
 
 __all__ = ["COMMANDS", "doctor", "index", "inspect", "main", "show", "summarize", "verify"]
 
@@ -85,7 +85,7 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
     from loffdata.hints import check_dataset_dir
-    from loffdata.verify import verify as _verify
+    from loffdata.ops.verify import verify as _verify
 
     check_dataset_dir(path)
     report = _verify(path, progress=not quiet, **(storage_options or {}))
@@ -109,8 +109,8 @@ def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: i
         seed: augmentation seed.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
+    from loffdata.cli.show import render_views
     from loffdata.hints import check_dataset_dir
-    from loffdata.show import render_views
 
     check_dataset_dir(path)
     written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed,
@@ -134,7 +134,7 @@ def index(path: str, *, force: bool = False, storage_options: dict[str, Any] | N
 
 def doctor() -> None:
     """Prints torch/CUDA/DALI versions, the backend augment 'auto' picks and why, and mismatches."""
-    from loffdata.doctor import report
+    from loffdata.cli.doctor import report
 
     print(report())
 
@@ -145,7 +145,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "verify": verify,
     "show": show,
     "index": index,
-    "convert": "loffdata.convert:command",
+    "convert": "loffdata.ops.convert:command",
     "doctor": doctor,
 }
 

@@ -1,0 +1,27 @@
+"""The loader stage: a streaming dataset's batches on the device, augmented.
+
+Modules, in the order a batch meets them: :mod:`~loffdata.loader.config` (what the loader is
+told, validated once), :mod:`~loffdata.loader.workers` (the worker processes),
+:mod:`~loffdata.loader.transfer` (host-to-device copies), :mod:`~loffdata.loader.loader`
+(:class:`LoffLoader`), :mod:`~loffdata.loader.multiscale` (batches at several grid sizes).
+
+The names below are imported from their modules on first use, so importing
+:mod:`loffdata.loader.config` does not import the loader.
+"""
+
+from __future__ import annotations
+
+from loffdata.util import lazy_exports
+
+_WHERE = {
+    "LoffLoader": "loffdata.loader.loader",
+    "LoaderStats": "loffdata.loader.loader",
+    "Batch": "loffdata.loader.loader",
+    "BatchWithExtras": "loffdata.loader.loader",
+    "LoaderConfig": "loffdata.loader.config",
+    "MultiScaleConfig": "loffdata.loader.multiscale",
+    "MultiScaleLoader": "loffdata.loader.multiscale",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
