@@ -167,10 +167,11 @@ def decode_header(payload: dict[str, Any]) -> tuple[np.dtype, tuple[int, ...]]:
         raise CodecError(f"unknown dtype {name!r}; supported: {sorted(DTYPES)}")
     shape = payload.get("shape")
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
-        raise CodecError(f"shape must be a list of at most {MAX_RANK} ints, got {shape!r}")
+        raise CodecError(f"shape must be a list of at most {MAX_RANK} ints, got {shape!r:.80}")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise CodecError(f"shape must hold non-negative ints, got {shape!r}")
-    nbytes = math.prod(shape) * DTYPES[name].itemsize
+    # zero-size dimensions do not excuse the others: [0, 2**62] is refused like [1, 2**62]
+    nbytes = math.prod(max(d, 1) for d in shape) * DTYPES[name].itemsize
     if nbytes > MAX_BYTES:
         raise CodecError(f"declared size {nbytes} bytes exceeds the limit of {MAX_BYTES}")
     return DTYPES[name], tuple(shape)
@@ -234,6 +235,7 @@ _STR = {0xD9: 1, 0xDA: 2, 0xDB: 4}
 _BIN = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _ARRAY = {0xDC: 2, 0xDD: 4}
+_MAX_DEPTH = 2  # a payload map holds a shape list of ints: nothing nests deeper
 
 
 class _Scanner:
@@ -252,7 +254,9 @@ class _Scanner:
     def _length(self, width: int) -> int:
         return int.from_bytes(self._take(width), "big")
 
-    def value(self) -> Any:
+    def value(self, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise _Unsupported  # deeper than any payload loffdata writes: msgpack's checks decide
         b = self._take(1)[0]
         if b <= 0x7F:
             return b
@@ -269,7 +273,7 @@ class _Scanner:
             return self._length(_UINT[b])
         if 0x90 <= b <= 0x9F or b in _ARRAY:
             n = b & 0x0F if b <= 0x9F else self._length(_ARRAY[b])
-            return [self.value() for _ in range(n)]
+            return [self.value(depth + 1) for _ in range(n)]
         raise _Unsupported
 
     def map(self) -> dict[str, Any]:

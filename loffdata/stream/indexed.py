@@ -4,9 +4,11 @@ For evaluation, debugging and visualisation. A sample is found by its shard's in
 byte offset where each sample starts (and each key): read from the manifest when its
 shards carry one (``loffdata index DIR``, or written by a recent writer), else learnt by
 reading the shard once, sequentially, on its first access (the documented fallback; later
-accesses to that shard are random). A sample is then one read of its byte range: a
-``pread`` locally, one range request over HTTP or S3. Every sample read is checked
-against the key the index names.
+accesses to that shard are random). A sample is then one read of its byte range (and the
+next header, to see that the sample ends where its index says): a ``pread`` locally, one
+range request over HTTP or S3, pinned to the object version of the shard's first answer.
+Every sample read is checked against the key the index names, and then by the checks of
+every read path (:mod:`loffdata.stream.checks`); errors name the true byte offset.
 """
 
 from __future__ import annotations
@@ -20,16 +22,26 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from loffdata.errors import SampleError, ShardReadError
-from loffdata.format.sample import Sample, decode_sample, features_match
-from loffdata.format.tar import iter_sample_members, iter_sample_spans
+from loffdata.errors import ShardReadError
+from loffdata.format.sample import Sample, decode_sample
+from loffdata.format.tar import iter_sample_spans, read_sample_at
+from loffdata.storage.ranges import Pin, get_range
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
+from loffdata.stream.checks import SampleRules, check_sample, sample_position
 from loffdata.stream.sources import ShardSet, resolve_source
 
 __all__ = ["IndexedDataset"]
 
-_END = b"\0" * 1024  # a tar end marker, so that one sample's bytes parse as an archive
+_LOOK_AHEAD = 1024  # bytes read past a sample: the next header (or the end marker)
 _OPEN_FILES = 16
+
+
+class _Window(io.BytesIO):
+    """Bytes read from byte ``base`` of a shard of ``size`` bytes, as the tar reader's file."""
+
+    def __init__(self, data: bytes, size: int):
+        super().__init__(data)
+        self.size = size
 
 
 class IndexedDataset(Dataset):
@@ -40,6 +52,8 @@ class IndexedDataset(Dataset):
         storage_options: fsspec options; a list gives each shard its own (used by mixes).
         retry: timeouts and retries of remote reads.
         shards: an already resolved shard set (then ``source`` is ignored).
+        rules: what each shard's samples must be (one per shard; a mix gives each its
+            source's classes and label table); default: the shard set's.
 
     Items are dicts ``{"key", "index", "features", "label", **extras}``, as the
     streaming dataset yields them without ``batch_size``.
@@ -52,12 +66,15 @@ class IndexedDataset(Dataset):
         storage_options: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
         retry: RetryConfig | None = None,
         shards: ShardSet | None = None,
+        rules: Sequence[SampleRules] | None = None,
     ):
         self.retry = retry or RetryConfig()
         per_shard = isinstance(storage_options, (list, tuple))
         self.shards = shards if shards is not None else resolve_source(source, None if per_shard else storage_options, self.retry)
         n = len(self.shards.urls)
         self.options = list(storage_options) if per_shard else [dict(storage_options or {})] * n
+        self.rules = list(rules) if rules is not None else [SampleRules.of(self.shards)] * n
+        self._pins: dict[int, Pin] = {}  # shard -> the object version its first answer came from
         self.starts = np.concatenate([[0], np.cumsum(self.shards.counts)]).astype(np.int64)
         #: shard -> (offsets, keys); from the manifest's index, or learnt by one pass
         self.index: dict[int, tuple[np.ndarray, tuple[str, ...]]] = {}
@@ -70,10 +87,7 @@ class IndexedDataset(Dataset):
         return int(self.starts[-1])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        n = len(self)
-        i = int(i) + n if int(i) < 0 else int(i)
-        if not 0 <= i < n:
-            raise IndexError(f"sample {i} is outside the dataset's {n} samples")
+        i = sample_position(i, len(self))
         s = int(np.searchsorted(self.starts, i, side="right") - 1)
         sample = self.sample(s, i - int(self.starts[s]))
         return {"key": sample.key, "index": i, "features": sample.features, "label": sample.label, **sample.extras}
@@ -90,15 +104,11 @@ class IndexedDataset(Dataset):
         offsets, keys = self._index(s)
         url, lo, hi = self.shards.urls[s], int(offsets[j]), int(offsets[j + 1])
         data = self._read(s, lo, hi)
-        found = list(iter_sample_members(io.BytesIO(data + _END), shard=url))
-        if len(found) != 1 or found[0][0] != keys[j]:
-            got = [k for k, _ in found]
-            raise ShardReadError(f"shard {url!r} at byte {lo}: expected sample {keys[j]!r}, found {got}")
-        sample = decode_sample(found[0][0], found[0][1], shard=url)
-        problem = features_match(sample.features, self.shards.features.shape, self.shards.features.dtype)
-        if problem:
-            raise SampleError(problem, shard=url, key=sample.key)
-        return sample
+        size = self.shards.sizes[s] or lo + len(data)
+        key, members, _ = read_sample_at(_Window(data, size), shard=url, start=lo, stop=hi)
+        if key != keys[j]:
+            raise ShardReadError(f"shard {url!r} at byte {lo}: expected sample {keys[j]!r}, found {key!r}")
+        return check_sample(decode_sample(key, members, shard=url), self.rules[s], shard=url)
 
     # -- the index ------------------------------------------------------------------------
 
@@ -131,15 +141,18 @@ class IndexedDataset(Dataset):
         return open_shard(url, fs=fs, path=path, retry=self.retry)
 
     def _read(self, s: int, lo: int, hi: int) -> bytes:
-        url = self.shards.urls[s]
+        """Bytes ``[lo, hi)`` and up to :data:`_LOOK_AHEAD` more (fewer at the shard's end)."""
+        url, size = self.shards.urls[s], self.shards.sizes[s]
+        end = hi + _LOOK_AHEAD if size is None else min(hi + _LOOK_AHEAD, max(size, hi))
         if is_local(url):
-            data = os.pread(self._fd(s), hi - lo, lo)
+            data = os.pread(self._fd(s), end - lo, lo)
         else:
             if s not in self._fs:
                 self._fs[s] = filesystem(url, self.options[s], self.retry)
             fs, path = self._fs[s]
-            data = with_retries(lambda: fs.cat_file(path, start=lo, end=hi), url=url, retry=self.retry)
-        if len(data) != hi - lo:
+            pin = self._pins.setdefault(s, Pin(url, size))
+            data = with_retries(lambda: get_range(fs, path, lo, end, pin), url=url, retry=self.retry)
+        if len(data) < hi - lo:
             raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
         return data
 
@@ -164,4 +177,5 @@ class IndexedDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own files
         state = dict(self.__dict__)
         state["_files"], state["_fs"] = OrderedDict(), {}
+        state["_pins"] = {}
         return state

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.errors import LoffError, SampleError
+from loffdata.errors import LoffError
 from loffdata.format.manifest import Manifest, TensorSpec
 from loffdata.format.sample import Sample
 from loffdata.format.stats import ChannelStats
+from loffdata.stream.checks import SampleRules
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.discover import find_datasets
 from loffdata.stream.indexed import IndexedDataset
@@ -32,7 +33,7 @@ from loffdata.stream.mixplan import (
     mix_sequence,
     proportions,
 )
-from loffdata.stream.plan import PlanState, RankPlan, rank_length, sample_locations
+from loffdata.stream.plan import PlanState, RankPlan, rank_length
 from loffdata.stream.reader import ReadContext, SampleReader
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
@@ -100,7 +101,8 @@ class Mix:
 def _source_reader(mix: MixedDataset, i: int, reuse_buffers: bool) -> SampleReader:
     """A reader of source ``i`` with its own storage options and the mix's error policy."""
     context = ReadContext(shards=mix.source_shards[i], storage_options=mix.source_options[i], retry=mix.retry,
-                           cache=mix.cache, batched=bool(mix.batch_size), prefetch=mix.prefetch)
+                           cache=mix.cache, batched=bool(mix.batch_size), prefetch=mix.prefetch,
+                           labels=mix.label_tables[i])
     return SampleReader(context, mix._policy, reuse_buffers=reuse_buffers)
 
 
@@ -131,21 +133,7 @@ class _MixReader:
             base, mine = int(self.bases[i]), indices[src == i]
             dest = None if destinations is None else {g - base: destinations[g] for g in mine.tolist() if g in destinations}
             for local, sample in self.readers[i].each(mine - base, dest, random=random):
-                if self._relabel(i, local, sample):
-                    yield local + base, sample
-
-    def _relabel(self, i: int, local: int, sample: Sample) -> bool:
-        table = self.ds.label_tables[i]
-        if table is None or sample.label is None:
-            return True
-        if not 0 <= sample.label < len(table):
-            shards = self.readers[i].shards
-            url = shards.urls[int(sample_locations(shards.counts, np.array([local]))[0][0])]
-            err = SampleError(f"label {sample.label} outside the {len(table)} classes of its dataset", shard=url, key=sample.key)
-            self.policy.skip(err, n=1)
-            return False
-        sample.label = int(table[sample.label])
-        return True
+                yield local + base, sample  # labels unified by the source's reader
 
     def load(self, indices: np.ndarray) -> dict[int, Sample]:
         return dict(self.each(indices))
@@ -272,19 +260,18 @@ class MixedDataset(StreamingDataset):
     # -- sources --------------------------------------------------------------------------
 
     def indexed(self) -> IndexedDataset:
-        """A map-style view of the concatenated shards, each read with its source's options."""
+        """A map-style view of the concatenated shards, each read with its source's options
+        and checked by its source's rules (classes, label unification), as when streamed."""
         if getattr(self, "_indexed", None) is None:
             options = [o for o, sh in zip(self.source_options, self.source_shards) for _ in sh.urls]
-            self._indexed = IndexedDataset(shards=self.shards, storage_options=options, retry=self.retry)
+            rules = [SampleRules.of(sh, labels=table) for sh, table in zip(self.source_shards, self.label_tables)]
+            per_shard = [r for r, sh in zip(rules, self.source_shards) for _ in sh.urls]
+            self._indexed = IndexedDataset(shards=self.shards, storage_options=options, retry=self.retry, rules=per_shard)
         return self._indexed
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i`` of the concatenated sources, its label unified as when streamed."""
-        item = self.indexed()[i]
-        table = self.label_tables[int(self.source_of(item["index"]))]
-        if table is not None and item["label"] is not None:
-            item["label"] = int(table[item["label"]])
-        return item
+        return self.indexed()[i]
 
     def source_of(self, index: Any) -> np.ndarray:
         """The source id of each global sample index (an item's or batch's ``index``)."""

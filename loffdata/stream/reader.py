@@ -18,12 +18,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from loffdata.errors import SampleError, ShardReadError
-from loffdata.format.manifest import TensorSpec
 from loffdata.format.sample import (
     FEATURES_SUFFIX,
     Sample,
     decode_sample,
-    features_match,
     split_member_name,
 )
 from loffdata.format.tar import iter_sample_members
@@ -39,6 +37,7 @@ from loffdata.storage.remote import (
 )
 from loffdata.storage.remotereads import RemoteReads
 from loffdata.stream import scatter
+from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.plan import sample_locations
 from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.sources import ShardSet
@@ -59,6 +58,8 @@ class ReadContext:
         cache: local cache of remote shards, or ``None``.
         batched: samples go into batches: every declared extra must be present.
         prefetch: requests in flight and byte budget of remote reads.
+        labels: a mix's label unification table for these shards (see
+            :class:`~loffdata.stream.checks.SampleRules`), or ``None``.
     """
 
     shards: ShardSet
@@ -67,6 +68,7 @@ class ReadContext:
     cache: CacheConfig | None = None
     batched: bool = False
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
+    labels: np.ndarray | None = None
 
 
 class ReadArena:
@@ -150,6 +152,8 @@ class SampleReader:
     def __init__(self, context: ReadContext, policy: ErrorPolicy, *, reuse_buffers: bool = False):
         self.context, self.policy, self.reuse_buffers = context, policy, reuse_buffers
         self.shards = context.shards
+        #: what every sample must be (:mod:`loffdata.stream.checks`, shared by every read path)
+        self.rules = SampleRules.of(self.shards, batched=context.batched, labels=context.labels)
         self.cursors: OrderedDict[int, _ShardCursor] = OrderedDict()
         self.broken: dict[int, int] = {}  # shard -> first unreadable sample
         self.fs: dict[str, tuple[Any, str]] = {}
@@ -289,30 +293,7 @@ class SampleReader:
             return None
 
     def _decode(self, key: str, members: dict[str, bytes], url: str) -> Sample:
-        sample = decode_sample(key, members, shard=url)
-        spec = self.shards.features
-        problem = features_match(sample.features, spec.shape, spec.dtype)
-        if problem:
-            raise SampleError(problem, shard=url, key=key)
-        n = self.shards.num_classes
-        if n is not None and sample.label is not None and not 0 <= sample.label < n:
-            raise SampleError(f"label {sample.label} outside the {n} classes", shard=url, key=key)
-        for name, extra in self.shards.extras.items():
-            self._check_extra(sample, name, extra, url)
-        return sample
-
-    def _check_extra(self, sample: Sample, name: str, spec: TensorSpec, url: str) -> None:
-        value = sample.extras.get(name)
-        if value is None:
-            if self.context.batched:
-                raise SampleError(f"sample has no extra {name!r}, which the manifest declares", shard=url, key=sample.key)
-            return
-        if tuple(value.shape) != tuple(spec.shape):
-            raise SampleError(
-                f"extra {name!r} has shape {list(value.shape)}, manifest says {list(spec.shape)}",
-                shard=url,
-                key=sample.key,
-            )
+        return check_sample(decode_sample(key, members, shard=url), self.rules, shard=url)
 
     def _cursor(self, s: int, loc: int) -> _ShardCursor:
         cur = self.cursors.get(s)
