@@ -76,8 +76,7 @@ def check_sample(sample: Sample, rules: SampleRules, *, shard: str) -> Sample:
 def _check_label(sample: Sample, rules: SampleRules, shard: str) -> None:
     n = rules.num_classes
     if n is not None and sample.label is not None and not 0 <= sample.label < n:
-        where = " of its dataset" if rules.labels is not None else ""
-        raise SampleError(f"label {sample.label} outside the {n} classes{where}", shard=shard, key=sample.key)
+        raise SampleError(f"label {sample.label} outside the {n} classes", shard=shard, key=sample.key)
 
 
 def _check_extra(sample: Sample, name: str, spec: TensorSpec, batched: bool, shard: str) -> None:
