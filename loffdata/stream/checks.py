@@ -2,7 +2,8 @@
 
 A decoded sample is delivered only after :func:`check_sample` has compared it with the
 dataset's :class:`SampleRules`: the feature spec, the label range (``classes``), the
-declared extras (shape and dtype; present in every sample when batched) and, in a mix
+declared extras (shape and dtype; present in every sample when batched), teacher logits
+(their classes and top-k class indices) and, in a mix
 whose classes are unified, the label's place in the union. Every reader calls it, so a
 sample that one path refuses is refused by all of them, with the same message naming the
 shard and the key (``tests/stream/test_sample_checks.py`` checks that path by path).
@@ -20,6 +21,7 @@ import numpy as np
 
 from loffdata.errors import LoffError, SampleError
 from loffdata.format import codec
+from loffdata.format.logits import INDEX_EXTRA, LOGITS_EXTRA
 from loffdata.format.manifest import TensorSpec
 from loffdata.format.sample import Sample, features_match
 from loffdata.stream.sources import ShardSet
@@ -68,6 +70,8 @@ def check_sample(sample: Sample, rules: SampleRules, *, shard: str) -> Sample:
     _check_label(sample, rules, shard)
     for name, spec in rules.extras.items():
         _check_extra(sample, name, spec, rules.batched, shard)
+    if LOGITS_EXTRA in sample.extras:
+        _check_logits(sample, rules.num_classes, shard)
     if rules.labels is not None and sample.label is not None:
         sample.label = int(rules.labels[sample.label])
     return sample
@@ -92,6 +96,25 @@ def _check_extra(sample: Sample, name: str, spec: TensorSpec, batched: bool, sha
             shard=shard,
             key=sample.key,
         )
+
+
+def _check_logits(sample: Sample, num_classes: int | None, shard: str) -> None:
+    """Teacher logits (:mod:`loffdata.format.logits`): ``K`` classes when full, class indices
+    in ``[0, K)`` of the logits' shape when top-k; checked here, on the host, so that a bad
+    index never reaches torch (on CUDA, a device assert naming nothing)."""
+    values, index = sample.extras[LOGITS_EXTRA], sample.extras.get(INDEX_EXTRA)
+    if index is None:
+        if num_classes is not None and values.shape[-1:] != (num_classes,):
+            raise SampleError(f"teacher logits have {list(values.shape)[-1:]} classes, the dataset {num_classes}",
+                              shard=shard, key=sample.key)
+        return
+    if tuple(index.shape) != tuple(values.shape) or not np.issubdtype(index.dtype, np.integer):
+        raise SampleError(f"{INDEX_EXTRA} is {index.dtype}{list(index.shape)}, {LOGITS_EXTRA} is {list(values.shape)}",
+                          shard=shard, key=sample.key)
+    top = num_classes if num_classes is not None else np.iinfo(np.int64).max
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= top):
+        bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
+        raise SampleError(f"{INDEX_EXTRA} holds class {bad}, outside [0, {num_classes})", shard=shard, key=sample.key)
 
 
 def sample_position(i: Any, n: int) -> int:

@@ -177,6 +177,14 @@ def _manifest(src: Source, shards: ShardSet, options: dict[str, Any], retry: Any
     return load_manifest(text, options, retry)
 
 
+def _refuse_empty(names: list[str], sizes: list[int], weights: list[float] | None) -> None:
+    """An empty source with weight > 0 is refused: its share of the epoch could not be
+    delivered, so ``len()`` would promise batches that never come (weight 0 is fine)."""
+    for name, size, w in zip(names, sizes, weights or [None] * len(sizes)):
+        if size == 0 and w is not None and w > 0:
+            raise LoffError(f"source {name!r} of the mix has no samples but weight {w}; give it weight 0 or leave it out")
+
+
 def _label_tables(mix: Mix, manifests: list[Manifest | None], names: list[str]) -> tuple[list[str] | None, list]:
     missing = [n for m, n in zip(manifests, names) if m is None or m.classes is None]
     if mix.classes == "separate" or (mix.classes == "auto" and missing):
@@ -220,6 +228,7 @@ class MixedDataset(StreamingDataset):
         self.classes, self.label_tables = _label_tables(mix, manifests, self.source_names)
         sizes = [s.num_samples for s in self.source_shards]
         weights = None if mix.sources[0].weight is None else [s.weight for s in mix.sources]
+        _refuse_empty(self.source_names, sizes, weights)
         self.proportions = proportions(sizes, weights)
         #: samples each source contributes to every epoch
         self.epoch_counts = epoch_counts(sizes, weights, mix.epoch_size)

@@ -61,11 +61,11 @@ def epoch_counts(sizes: Sequence[int], weights: Sequence[float] | None, epoch_si
     """Samples each source contributes per epoch (step 1 of the module docs)."""
     sizes_ = np.asarray(sizes, dtype=np.int64)
     p = proportions(sizes_, weights)
+    if np.any((p > 0) & (sizes_ == 0)):  # it could deliver nothing of its share: len() would lie
+        raise ValueError(f"a source with weight > 0 has no samples (sizes {sizes_.tolist()})")
     if isinstance(epoch_size, str):
         if epoch_size not in EPOCH_POLICIES:
             raise ValueError(f"epoch_size must be one of {EPOCH_POLICIES} or a sample count, got {epoch_size!r}")
-        if np.any((p > 0) & (sizes_ == 0)):
-            raise ValueError(f"a source with weight > 0 has no samples (sizes {sizes_.tolist()})")
         used = p > 0
         total = int(np.floor(np.min(sizes_[used] / p[used]) + 1e-9)) if epoch_size == "smallest" else int(sizes_.sum())
     else:

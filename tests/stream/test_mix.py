@@ -175,3 +175,16 @@ def test_directory_of_datasets_as_a_mix(tmp_path):
     ds = MixedDataset(Mix.from_directory(str(tmp_path / "all")), shuffle=False)
     assert sorted(keys(ds)) == [f"s{i:05d}" for i in range(5)] + [f"s{i:05d}" for i in range(1000, 1003)]
     assert collect(ds) == collect(MixedDataset(Mix.from_directory(str(tmp_path / "all")), shuffle=False))
+
+
+@pytest.mark.parametrize("epoch_size", [20, "total"])
+def test_an_empty_source_with_weight_is_refused_and_weight_0_agrees_with_len(tmp_path, epoch_size):
+    from tests.craft import archive, sample, write_crafted
+
+    full = write_crafted(tmp_path / "full", {"a.tar": archive(*[sample(f"k{i}", i) for i in range(8)])}, {"a.tar": 8})
+    empty = write_crafted(tmp_path / "empty", {"e.tar": archive()}, {"e.tar": 0})
+    with pytest.raises(LoffError, match=r"source 'empty' of the mix has no samples but weight 1"):
+        MixedDataset(Mix([Source(str(full), 3.0), Source(str(empty), 1.0, name="empty")], epoch_size=epoch_size),
+                     batch_size=4)
+    ds = MixedDataset(Mix([Source(str(full), 3.0), Source(str(empty), 0.0)], epoch_size=epoch_size), batch_size=4)
+    assert len(list(ds)) == len(ds) == (5 if epoch_size == 20 else 2)

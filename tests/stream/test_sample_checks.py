@@ -38,10 +38,16 @@ def _deep(depth: int) -> bytes:
     return b"\x83\xa5shape" + b"\x91" * depth + b"\x00" + head[1:]
 
 
-def good(i: int, *, label: bytes | None = None, pooled=POOLED, feat: bytes | None = None) -> bytes:
+def good(i: int, *, label: bytes | None = None, pooled=POOLED, feat: bytes | None = None, **more) -> bytes:
     lab = str(i % 3).encode() if label is None else label
     return (member(f"k{i}.feat.msgpack", features(i) if feat is None else feat) + member(f"k{i}.cls", lab)
-            + member(f"k{i}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32))))
+            + member(f"k{i}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32)))
+            + b"".join(member(f"k{i}.{name}.msgpack", codec.encode(x)) for name, x in more.items()))
+
+
+def teacher(index=None, k: int = 2) -> dict:
+    out = {"logits": np.zeros((1, k), np.float16)}
+    return out if index is None else {**out, "logits_index": np.array([index], np.int16)}
 
 
 CASES = {  # name -> (sample 3, the message every path gives)
@@ -49,6 +55,9 @@ CASES = {  # name -> (sample 3, the message every path gives)
     "label int64 max": (good(3, label=b"9223372036854775807"), "label 9223372036854775807 outside the 3 classes"),
     "stored label -1": (good(3, label=b"-1"), "label -1 outside the 3 classes"),
     "extra of the wrong shape": (good(3, pooled=(5,)), "extra 'pooled' is float32[5], manifest says float32[4]"),
+    "teacher index outside classes": (good(3, **teacher([0, 7])), "logits_index holds class 7, outside [0, 3)"),
+    "teacher index negative": (good(3, **teacher([-2, 1])), "logits_index holds class -2, outside [0, 3)"),
+    "teacher logits of another K": (good(3, **teacher(k=5)), "teacher logits have [5] classes, the dataset 3"),
     "shape [0, 2**62]": (good(3, feat=_payload({"dtype": "float16", "shape": [0, 1 << 62], "data": b""})),
                          "cannot decode member 'feat.msgpack': declared size"),
     "shape nested 10**5 deep": (good(3, feat=_deep(10**5)), "cannot decode member 'feat.msgpack': malformed msgpack"),
