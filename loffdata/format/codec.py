@@ -91,8 +91,15 @@ class Quantized:
 
 
 def quantize_int8(x: np.ndarray, *, axis: int = 0) -> Quantized:
-    """Symmetric per-channel int8 quantisation (scale = max|x| / 127 per channel)."""
+    """Symmetric per-channel int8 quantisation (scale = max|x| / 127 per channel).
+
+    Raises:
+        CodecError: ``x`` holds NaN or infinity (no scale represents them; see the writer's
+            ``nonfinite`` rule in ``docs/format.md``).
+    """
     x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise CodecError(f"int8 cannot store {_nonfinite(x)}: no channel scale represents them")
     moved = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
     amax = np.abs(moved).max(axis=1) if moved.size else np.zeros(x.shape[axis], np.float32)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
@@ -100,6 +107,11 @@ def quantize_int8(x: np.ndarray, *, axis: int = 0) -> Quantized:
     bshape[axis] = -1
     values = np.clip(np.rint(x / scale.reshape(bshape)), -127, 127).astype(np.int8)
     return Quantized(values=values, scale=scale, axis=axis)
+
+
+def _nonfinite(x: np.ndarray) -> str:
+    bad = ~np.isfinite(x)
+    return f"{int(bad.sum())} non-finite values (first at {np.unravel_index(int(np.argmax(bad)), x.shape)})"
 
 
 def as_numpy(x: Any) -> np.ndarray:

@@ -21,13 +21,17 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from loffdata.errors import SampleError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.util import fs_protocol
 
-__all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name"]
+__all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name", "NONFINITE_RULES"]
+
+#: what the writer does with NaN or infinite features (``WriterConfig.nonfinite``)
+NONFINITE_RULES = ("refuse", "zero")
 
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 
@@ -47,6 +51,11 @@ class WriterConfig:
         max_bytes: a shard is closed once it holds at least this many bytes.
         dtype: storage dtype of the features (``None`` keeps the input dtype).
         start_index: number of the first shard (to continue after existing shards).
+        nonfinite: what happens to features holding NaN or infinity (also after conversion
+            to the storage dtype, e.g. float32 beyond float16's range): ``"refuse"`` raises
+            a :class:`~loffdata.errors.SampleError` naming the sample; ``"zero"`` stores
+            them as 0 (and counts them in :attr:`ShardWriter.zeroed`). Statistics and the
+            manifest then never hold NaN.
     """
 
     prefix: str = "shard"
@@ -54,6 +63,11 @@ class WriterConfig:
     max_bytes: int = 1 << 30
     dtype: str | None = "float16"
     start_index: int = 0
+    nonfinite: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.nonfinite not in NONFINITE_RULES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_RULES}, got {self.nonfinite!r}")
 
 
 class _HashingWriter(io.RawIOBase):
@@ -142,10 +156,12 @@ class ShardWriter:
         self.extra_specs: dict[str, TensorSpec] = {}
         self._open: _OpenShard | None = None
         self._next_index = self.config.start_index
+        #: non-finite feature values stored as 0 (``nonfinite="zero"``)
+        self.zeroed = 0
 
     def write(self, key: str, features: Any, *, label: int | None = None, extras: Mapping[str, Any] | None = None) -> None:
         """Writes one sample; ``features`` is (C, H, W), array or tensor."""
-        arr = codec.as_numpy(features)
+        arr = self._finite(key, codec.as_numpy(features))
         members = encode_sample(key, arr, label=label, extras=extras, dtype=self.config.dtype)
         self._note_specs(arr, extras)
         shard = self._shard()
@@ -153,6 +169,24 @@ class ShardWriter:
         self.stats.update(arr.astype(np.float32, copy=False), channel_axis=0)
         if shard.samples >= self.config.max_samples or shard.hasher.nbytes >= self.config.max_bytes:
             self._commit()
+
+    def _finite(self, key: str, arr: np.ndarray) -> np.ndarray:
+        """``arr``, checked (or zeroed) by the ``nonfinite`` rule, in the storage dtype too."""
+        if arr.dtype.kind != "f" and codec.dtype_name(arr) != "bfloat16":
+            return arr
+        with np.errstate(over="ignore"):  # overflow to infinity is what is looked for
+            stored = arr if self.config.dtype in (None, "int8") else arr.astype(codec.DTYPES[self.config.dtype])
+            bad = ~(np.isfinite(arr.astype(np.float32, copy=False)) & np.isfinite(stored.astype(np.float32, copy=False)))
+        if not bad.any():
+            return arr
+        if self.config.nonfinite == "refuse":
+            where = f"{self.root}/{self._open.name if self._open is not None else shard_name(self.config.prefix, self._next_index)}"
+            raise SampleError(
+                f"features hold {int(bad.sum())} non-finite values as {self.config.dtype or arr.dtype} "
+                "(NaN, infinity or beyond the storage dtype's range); "
+                "WriterConfig(nonfinite='zero') stores them as 0", shard=where, key=key)
+        self.zeroed += int(bad.sum())
+        return np.where(bad, np.zeros((), arr.dtype), arr)
 
     def _note_specs(self, arr: np.ndarray, extras: Mapping[str, Any] | None) -> None:
         dtype = self.config.dtype or _name_of(arr)

@@ -29,7 +29,7 @@ from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
-from loffdata.format.writer import ShardWriter, WriterConfig, shard_name
+from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
@@ -56,6 +56,9 @@ class ConvertConfig:
         max_bytes: most bytes per output shard, turned into a sample count from the size of
             the first converted sample (samples of a dataset have nearly equal sizes).
         prefix: output shard name prefix.
+        nonfinite: NaN or infinite features (also after conversion to ``dtype``):
+            ``"refuse"`` (an error naming the sample) or ``"zero"`` (stored as 0); see
+            :class:`~loffdata.format.writer.WriterConfig`.
     """
 
     pool: int = 1
@@ -65,8 +68,11 @@ class ConvertConfig:
     max_samples: int | None = None
     max_bytes: int | None = None
     prefix: str = "shard"
+    nonfinite: str = "refuse"
 
     def __post_init__(self) -> None:
+        if self.nonfinite not in NONFINITE_RULES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_RULES}, got {self.nonfinite!r}")
         if int(self.pool) < 1:
             raise ValueError(f"pool must be >= 1, got {self.pool}")
         if self.dtype not in (None, *_DTYPES):
@@ -226,7 +232,8 @@ def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> 
 
 
 def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
-    wcfg = WriterConfig(prefix=run.config.prefix, max_samples=hi - lo + 1, max_bytes=1 << 62, dtype=_out_dtype(run), start_index=j)
+    wcfg = WriterConfig(prefix=run.config.prefix, max_samples=hi - lo + 1, max_bytes=1 << 62, dtype=_out_dtype(run), start_index=j,
+                        nonfinite=run.config.nonfinite)
     with ShardWriter(run.dst, wcfg, **run.dst_options) as writer:
         for s in _read_range(run.shards, lo, hi, run.src_options, run.retry):
             feats, extras = run.sample(s)

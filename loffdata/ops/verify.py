@@ -1,7 +1,8 @@
 """Checking a dataset against its manifest: every shard read, every sample decoded.
 
 :func:`verify` reports *every* problem it finds (not just the first), each naming the
-shard and, where it applies, the sample key.
+shard and, where it applies, the sample key. Samples are judged by the one check of every
+read path (:mod:`loffdata.stream.checks`), and their features must be finite.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 from tqdm.auto import tqdm
 
-from loffdata.errors import LoffError, ManifestError
+from loffdata.errors import LoffError, ManifestError, SampleError
+from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
-from loffdata.format.sample import decode_sample, features_match
+from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_spans
+from loffdata.stream.checks import SampleRules, check_sample
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -127,14 +131,23 @@ def _check_sample(manifest: Manifest, url: str, key: str, members: dict, seen: s
     except LoffError as err:
         yield Problem(url, key, str(err))
         return
-    mismatch = features_match(sample.features, manifest.features.shape, manifest.features.dtype)
-    if mismatch:
-        yield Problem(url, key, mismatch)
-    n = manifest.num_classes
-    if n is not None and sample.label is not None and not 0 <= sample.label < n:
-        yield Problem(url, key, f"label {sample.label} outside the {n} classes")
-    for name, spec in manifest.extras.items():
-        if name not in sample.extras:
-            yield Problem(url, key, f"extra tensor {name!r} missing")
-        elif (m := features_match(sample.extras[name], spec.shape, spec.dtype)) is not None:
-            yield Problem(url, key, f"extra {name!r}: {m.replace('features are', 'is')}")
+    try:
+        check_sample(sample, SampleRules(manifest.features, manifest.num_classes, manifest.extras, batched=True), shard=url)
+    except SampleError as err:
+        yield Problem(url, key, str(err).split(" (shard=")[0])
+    if (bad := _nonfinite(sample.features)) is not None:
+        yield Problem(url, key, bad)
+
+
+def _nonfinite(features: Any) -> str | None:
+    """Where the stored features hold NaN or infinity (the writer refuses them)."""
+    if isinstance(features, codec.Quantized):
+        values = features.scale
+    elif features.dtype.kind == "f" or codec.dtype_name(features) == "bfloat16":
+        values = features
+    else:
+        return None
+    finite = np.isfinite(np.asarray(values, np.float32))
+    if finite.all():
+        return None
+    return f"features hold {int(finite.size - finite.sum())} non-finite values (NaN or infinity)"
