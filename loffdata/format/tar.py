@@ -28,6 +28,7 @@ __all__ = [
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
 _SKIPPED = (b"1", b"2", b"3", b"4", b"5", b"6", b"g")
+_NUMERIC = (("mode", slice(100, 108)), ("uid", slice(108, 116)), ("gid", slice(116, 124)), ("mtime", slice(136, 148)))
 _CHUNK = 64 << 20  # a stream of unknown size is read in chunks: a huge declared size costs nothing
 
 
@@ -135,6 +136,8 @@ def _parse_header(block: bytes, shard: str, offset: int) -> tuple[str, int, byte
     prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
     if prefix:
         name = prefix + b"/" + name
+    for what, field in _NUMERIC:  # docs/format.md: every numeric field is octal
+        _octal(block[field], what, shard, offset)
     return name.decode("utf-8", "replace"), _octal(block[124:136], "size", shard, offset), block[156:157]
 
 

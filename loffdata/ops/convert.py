@@ -31,6 +31,7 @@ from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
+from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
 __all__ = ["ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
@@ -125,6 +126,7 @@ def _open(url: str, options: dict[str, Any], retry: RetryConfig):
 def _read_range(shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig) -> Iterator[Sample]:
     """Source samples ``[lo, hi)`` in manifest order, read shard by shard."""
     starts = np.concatenate([[0], np.cumsum(shards.counts)]).astype(np.int64)
+    rules = SampleRules.of(shards)  # the checks of every read path (key rule, specs, classes)
     s = int(np.searchsorted(starts, lo, side="right") - 1)
     while s < len(shards.urls) and starts[s] < hi:
         url, pos = shards.urls[s], int(starts[s])
@@ -133,7 +135,7 @@ def _read_range(shards: ShardSet, lo: int, hi: int, options: dict[str, Any], ret
                 if pos >= hi:
                     break
                 if pos >= lo:
-                    yield decode_sample(key, members, shard=url)
+                    yield check_sample(decode_sample(key, members, shard=url), rules, shard=url)
                 pos += 1
         if pos < min(hi, int(starts[s + 1])):
             raise LoffError(f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}")

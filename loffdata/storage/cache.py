@@ -9,6 +9,15 @@ never the shard just fetched. A download holds an exclusive ``flock`` on the sha
 file (under ``.locks/``), so a shard wanted by several processes at once is downloaded by
 one; the others wait for it and then read the cached copy (a lock dies with its process).
 
+Integrity: a download is hashed as it is written; where the manifest gives the shard's
+sha256 (:meth:`ShardCache.expect`), a copy that does not match is never stored. Next to
+each copy a record (under ``.meta/``) keeps its sha256 and the object version it was
+fetched under (size, ETag, Last-Modified). Before a copy is served its record must match
+the expected sha256 (a republished shard with a new manifest is fetched again, even at
+the same size), and its bytes are hashed once per process (again whenever the file
+changes): flipped bytes make it be fetched again. Temporaries carry their process id;
+those of dead processes are deleted, and live ones count in the byte budget.
+
 :class:`CacheFiller` fills the cache ahead of the reader with the plan-driven prefetcher
 (:mod:`loffdata.storage.prefetch`), in read order, at most ``ahead_bytes`` ahead.
 """
@@ -18,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +46,10 @@ __all__ = ["CacheConfig", "CacheFiller", "ShardCache"]
 log = logging.getLogger(__name__)
 _TMP = ".tmp-"
 _LOCKS = ".locks"
+_META = ".meta"
+_CHUNK = 4 << 20
+_IDLE_S = 60.0  # a dead process's temporary is deleted once untouched this long
+_STALE_S = 3600.0  # a temporary without a process id is taken as abandoned after this long
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,21 @@ class ShardCache:
         self.config = config
         self.root = os.path.abspath(os.fspath(config.cache_dir))
         os.makedirs(os.path.join(self.root, _LOCKS), exist_ok=True)
+        os.makedirs(os.path.join(self.root, _META), exist_ok=True)
         self.hits = 0
         self.misses = 0
+        #: cached copies found damaged or stale (fetched again)
+        self.refetched = 0
+        #: temporaries of dead processes deleted
+        self.reclaimed = 0
+        self._expected: dict[str, str] = {}  # url -> the manifest's sha256
+        self._checked: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) hashed
+        self.reclaim()
+
+    def expect(self, url: str, sha256: str | None) -> None:
+        """The sha256 the cached copy of ``url`` must have (from the manifest)."""
+        if sha256:
+            self._expected[url] = sha256
 
     def path_for(self, url: str) -> str:
         """The local path a shard URL is cached at."""
@@ -74,10 +101,10 @@ class ShardCache:
             size: the expected size in bytes; a cached file of another size is fetched again.
         """
         path = self.path_for(url)
-        if not self._valid(path, size):
+        if not self._valid(path, size, url):
             fd = self._lock(path, wait=True)  # one download per shard on the node; others wait here
             try:
-                if not self._valid(path, size):
+                if not self._valid(path, size, url):
                     return self.store(url, opener, size=size)
             finally:
                 os.close(fd)  # releases the lock
@@ -88,17 +115,17 @@ class ShardCache:
 
     def has(self, url: str, size: int | None) -> bool:
         """Whether ``url`` is cached (with ``size`` bytes, if given)."""
-        return self._valid(self.path_for(url), size)
+        return self._valid(self.path_for(url), size, url)
 
     def claim(self, url: str, size: int | None) -> int | None:
         """Takes the download of ``url`` if it is neither cached nor being downloaded by
         another process or thread: the descriptor holding its lock (close it to release),
         else ``None``."""
         path = self.path_for(url)
-        if self._valid(path, size):
+        if self._valid(path, size, url):
             return None
         fd = self._lock(path, wait=False)
-        if fd is not None and self._valid(path, size):  # stored just before the lock was taken
+        if fd is not None and self._valid(path, size, url):  # stored just before the lock was taken
             os.close(fd)
             return None
         return fd
@@ -123,35 +150,88 @@ class ShardCache:
             raise
         return fd
 
-    def _valid(self, path: str, size: int | None) -> bool:
+    def _valid(self, path: str, size: int | None, url: str) -> bool:
+        """Whether the copy at ``path`` may be served: size, recorded and actual sha256."""
         try:
-            actual = os.path.getsize(path)
+            st = os.stat(path)
         except OSError:
             return False
-        return size is None or actual == size
+        if size is not None and st.st_size != size:
+            return False
+        want = self._expected.get(url)
+        if want is None:
+            return True
+        meta = self._meta(path)
+        if meta.get("sha256") != want:  # another version (a republish) or no record
+            return self._stale(path)
+        if self._checked.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns):
+            return True
+        if _file_sha256(path) != want:  # damaged on disk
+            log.warning("cached copy of %s does not match its sha256; fetching it again", url)
+            return self._stale(path)
+        self._checked[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return True
+
+    def _stale(self, path: str) -> bool:
+        self._checked.pop(path, None)
+        self.refetched += 1
+        return False
+
+    def _meta_path(self, path: str) -> str:
+        return os.path.join(self.root, _META, os.path.basename(path) + ".json")
+
+    def _meta(self, path: str) -> dict[str, Any]:
+        try:
+            with open(self._meta_path(path), "rb") as f:
+                meta = json.loads(f.read(1 << 16))
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def version(self, url: str) -> dict[str, Any]:
+        """The record of the cached copy of ``url``: ``sha256``, ``size`` and the object
+        ``version`` (``size``, ``etag``, ``modified``) it was fetched under; ``{}`` if none."""
+        return self._meta(self.path_for(url))
 
     def _download(
         self, url: str, opener: Callable[[], BinaryIO], path: str, size: int | None
     ) -> None:
-        tmp = f"{os.path.dirname(path)}/{_TMP}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}"
+        tmp = f"{os.path.dirname(path)}/{_TMP}{os.getpid()}-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}"
         try:
             with opener() as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 4 << 20)
-            if size is not None and os.path.getsize(tmp) != size:
-                raise ShardReadError(
-                    f"shard {url!r} has {os.path.getsize(tmp)} bytes, expected {size}"
-                )
+                digest, got = _copy_hashed(src, dst)
+                version = _version_of(src)
+            if size is not None and got != size:
+                raise ShardReadError(f"shard {url!r} has {got} bytes, expected {size}")
+            want = self._expected.get(url)
+            if want is not None and digest != want:
+                raise ShardReadError(f"shard {url!r} does not match the manifest's sha256 (got {digest[:16]}...)")
+            meta = {"url_sha256": hashlib.sha256(url.encode()).hexdigest(), "sha256": digest, "size": got,
+                    "version": version}
+            _write_atomic(self._meta_path(path), json.dumps(meta).encode())
             os.replace(tmp, path)
+            st = os.stat(path)
+            self._checked[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def reclaim(self) -> int:
+        """Deletes the temporaries of dead processes (and old ones without a process id);
+        returns how many."""
+        n = 0
+        for name in os.listdir(self.root):
+            if name.startswith(_TMP) and _abandoned(os.path.join(self.root, name), name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.root, name))
+                    n += 1
+        self.reclaimed += n
+        return n
 
     def entries(self) -> list[tuple[float, int, str]]:
         """``(mtime, bytes, path)`` of every cached shard, oldest first."""
         out = []
         for name in os.listdir(self.root):
-            if name.startswith(_TMP):
-                continue
             p = os.path.join(self.root, name)
             try:
                 st = os.stat(p)
@@ -167,18 +247,71 @@ class ShardCache:
         limit = self.config.limit_bytes
         if limit is None:
             return 0
-        entries = self.entries()
+        self.reclaim()
+        entries = self.entries()  # temporaries (downloads in progress) count, and are never deleted here
         total, freed = sum(e[1] for e in entries), 0
         for _, nbytes, p in entries:
             if total <= limit:
                 break
-            if p == keep:
+            if p == keep or os.path.basename(p).startswith(_TMP):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
+                os.unlink(self._meta_path(p))
             total -= nbytes
             freed += nbytes
         return freed
+
+
+def _copy_hashed(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        dst.write(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version_of(src: Any) -> dict[str, Any] | None:
+    """The object version a remote reader was pinned to (``storage.ranges.Pin``), if any."""
+    pin = getattr(src, "pin", None) or getattr(getattr(src, "entry", None), "pin", None)  # direct or prefetched
+    version = getattr(pin, "version", None)
+    if version is None:
+        return None
+    return {"size": version.size, "etag": version.etag, "modified": version.modified}
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _abandoned(path: str, name: str) -> bool:
+    """A temporary whose process is gone (or, without a process id, older than an hour)."""
+    pid = name[len(_TMP):].split("-", 1)[0]
+    try:
+        idle = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    if not pid.isdigit():
+        return idle > _STALE_S
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:  # gone; the idle time spares a writer in another PID namespace
+        return idle > _IDLE_S
+    except PermissionError:
+        return False
+    return False
 
 
 class CacheFiller:

@@ -1,7 +1,7 @@
 """The one sample check of every read path: sequential, batched, by-sample and ``ds[i]``.
 
 A decoded sample is delivered only after :func:`check_sample` has compared it with the
-dataset's :class:`SampleRules`: the feature spec, the label range (``classes``), the
+dataset's :class:`SampleRules`: the key rule (``[A-Za-z0-9_-]{1,80}``, as writers use), the feature spec, the label range (``classes``), the
 declared extras (shape and dtype; present in every sample when batched), teacher logits
 (their classes and top-k class indices) and, in a mix
 whose classes are unified, the label's place in the union. Every reader calls it, so a
@@ -23,7 +23,7 @@ from loffdata.errors import LoffError, SampleError
 from loffdata.format import codec
 from loffdata.format.logits import INDEX_EXTRA, LOGITS_EXTRA
 from loffdata.format.manifest import TensorSpec
-from loffdata.format.sample import Sample, features_match
+from loffdata.format.sample import Sample, check_key, features_match
 from loffdata.stream.sources import ShardSet
 
 __all__ = ["SampleRules", "IndexTypeError", "check_sample", "sample_position"]
@@ -64,6 +64,10 @@ def check_sample(sample: Sample, rules: SampleRules, *, shard: str) -> Sample:
     Raises:
         SampleError: naming ``shard`` and the sample's key, for the first rule it breaks.
     """
+    try:
+        check_key(sample.key)  # one key rule for writers, readers, verify and convert
+    except ValueError as err:
+        raise SampleError(str(err), shard=shard, key=sample.key) from None
     problem = features_match(sample.features, rules.features.shape, rules.features.dtype)
     if problem:
         raise SampleError(problem, shard=shard, key=sample.key)

@@ -158,6 +158,9 @@ class SampleReader:
         self.broken: dict[int, int] = {}  # shard -> first unreadable sample
         self.fs: dict[str, tuple[Any, str]] = {}
         self.cache = ShardCache(context.cache) if context.cache is not None else None
+        if self.cache is not None:  # a cached copy is served only if it matches the manifest
+            for url, digest in zip(self.shards.urls, self.shards.sha256 or []):
+                self.cache.expect(url, digest)
         local = context.cache is not None or all(map(is_local, self.shards.urls))
         offsets = self.shards.offsets() if self.shards.indexed else None
         #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)

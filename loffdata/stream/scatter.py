@@ -44,7 +44,7 @@ _REGULAR = (ord("0"), 0, ord("7"))
 _VARIABLE = np.zeros(_BLOCK, dtype=bool)
 for _lo, _hi in ((0, 100), (124, 156)):
     _VARIABLE[_lo:_hi] = True
-_CHKSUM, _SIZE = slice(148, 156), slice(124, 136)
+_CHKSUM, _SIZE, _MTIME = slice(148, 156), slice(124, 136), slice(136, 148)
 
 
 def _padded(n: int) -> int:
@@ -148,7 +148,8 @@ def _check_headers(h: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.
     stored, ok_sum = _octal_fields(h[:, _CHKSUM])
     actual = h.sum(axis=1, dtype=np.int64) - h[:, _CHKSUM].sum(axis=1, dtype=np.int64) + 8 * 32
     sizes, ok_size = _octal_fields(h[:, _SIZE])
-    return sizes, fixed & ok_sum & ok_size & (stored == actual)
+    _, ok_mtime = _octal_fields(h[:, _MTIME])  # mode, uid, gid are fixed: octal like the template's
+    return sizes, fixed & ok_sum & ok_size & ok_mtime & (stored == actual)
 
 
 def read_samples(

@@ -37,6 +37,7 @@ class ShardSet:
             ``None``.
         manifest: the manifest they were found with (classes, statistics), ``None`` for
             shards counted by reading them.
+        sha256: per shard, the manifest's sha256 (what a cached copy must match), or ``None``.
     """
 
     urls: list[str]
@@ -47,6 +48,7 @@ class ShardSet:
     index: list[tuple[tuple[int, ...], tuple[str, ...]]] | None = None
     num_classes: int | None = None
     manifest: Manifest | None = None
+    sha256: list[str | None] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -112,6 +114,7 @@ def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> Sha
         index=[(s.offsets, s.keys) for s in infos] if indexed else None,
         num_classes=manifest.num_classes,
         manifest=manifest,
+        sha256=[s.sha256 or None for s in infos],
     )
 
 

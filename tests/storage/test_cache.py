@@ -36,7 +36,7 @@ def test_wrong_size_is_refetched_and_bad_download_leaves_nothing(tmp_path):
     assert cache.get("u/s.tar", opener_of(b"abcd", calls), size=4) == path and len(calls) == 2
     with pytest.raises(ShardReadError, match="'u/t.tar' has 2 bytes, expected 5"):
         cache.get("u/t.tar", opener_of(b"ab", calls), size=5)
-    assert sorted(os.listdir(tmp_path)) == [".locks", os.path.basename(path)]
+    assert sorted(os.listdir(tmp_path)) == [".locks", ".meta", os.path.basename(path)]
 
 
 def test_lru_eviction_by_mtime(tmp_path):
@@ -46,7 +46,7 @@ def test_lru_eviction_by_mtime(tmp_path):
     os.utime(paths[1], (2, 2))
     cache.get("u/0.tar", opener_of(b"z" * 10, calls))  # a hit refreshes 0, so 1 is now oldest
     cache.get("u/2.tar", opener_of(b"z" * 10, calls))
-    assert sorted(os.listdir(tmp_path)) == [".locks"] + sorted(
+    assert sorted(os.listdir(tmp_path)) == [".locks", ".meta"] + sorted(
         os.path.basename(cache.path_for(f"u/{i}.tar")) for i in (0, 2)
     )
     tiny = ShardCache(CacheConfig(str(tmp_path / "tiny"), limit_bytes=1))
@@ -94,3 +94,63 @@ def test_truncated_remote_shard_is_not_cached(http_server, tmp_path):  # noqa: F
     with pytest.raises(ShardReadError, match="shard-000001.tar' has 3000 bytes"):
         list(ds)
     assert len(list((tmp_path / "c").glob("*.tar"))) == 1
+
+
+def _cached_dataset(http_server, tmp_path):  # noqa: F811
+    write_shards(Path(http_server.root), 10, 5)
+    cache_dir = tmp_path / "cache"
+
+    def read():
+        ds = StreamingDataset(http_server.url, shuffle=False, cache_dir=cache_dir, retry=RetryConfig(backoff=0.01))
+        return [(x["key"], float(x["features"].flat[0])) for x in ds]
+
+    return cache_dir, read
+
+
+def _tar_gets(server) -> int:
+    return len([r for r in server.requests if r[0] == "GET" and r[1].endswith(".tar")])
+
+
+def test_flipped_bytes_in_a_cached_shard_are_never_served(http_server, tmp_path):  # noqa: F811
+    cache_dir, read = _cached_dataset(http_server, tmp_path)
+    want = read()
+    assert _tar_gets(http_server) == 2
+    copy = next(p for p in cache_dir.glob("*-shard-000000.tar"))
+    data = bytearray(copy.read_bytes())
+    data[600] ^= 0xFF  # inside the first sample's feature payload: no tar check would notice
+    copy.write_bytes(bytes(data))
+    assert read() == want and _tar_gets(http_server) == 3  # fetched again, the good bytes served
+    assert copy.read_bytes() == (Path(http_server.root) / "shard-000000.tar").read_bytes()
+
+
+def test_a_same_size_republish_is_fetched_again(http_server, tmp_path):  # noqa: F811
+    cache_dir, read = _cached_dataset(http_server, tmp_path)
+    read()
+    root = Path(http_server.root)
+    old = (root / "shard-000000.tar").read_bytes()
+    write_shards(root, 10, 5, offset=100)  # new contents, same sizes, a new manifest
+    assert len((root / "shard-000000.tar").read_bytes()) == len(old) != 0
+    got = read()
+    assert got[0] == ("s00100", 100.0) and _tar_gets(http_server) == 4
+    record = ShardCache(CacheConfig(str(cache_dir))).version(f"{http_server.url}/shard-000000.tar")
+    assert record["size"] == len(old) and record["version"]["etag"]  # the version it was fetched under
+
+
+def test_stale_temporaries_are_reclaimed_and_live_ones_counted(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "c"
+    cache = ShardCache(CacheConfig(str(root), limit_bytes=25))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = root / f".tmp-{int(dead.stdout)}-abcdef012345-x.tar"
+    live = root / f".tmp-{os.getpid()}-abcdef012345-y.tar"
+    for p in (stale, live):
+        p.write_bytes(b"t" * 10)
+        os.utime(p, (1, 1))  # untouched for long
+    calls: list = []
+    cache.get("u/a.tar", opener_of(b"a" * 10, calls))
+    assert not stale.exists() and live.exists() and cache.reclaimed == 1
+    cache.get("u/b.tar", opener_of(b"b" * 10, calls))  # 10 live + 10 + 10 > 25: a.tar goes
+    assert not Path(cache.path_for("u/a.tar")).exists() and live.exists()
+    assert sum(e[1] for e in cache.entries()) == 20

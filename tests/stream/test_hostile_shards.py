@@ -73,7 +73,22 @@ def label(text: bytes):
     return lambda i: member(f"k{i}.feat.msgpack", features(i)) + member(f"k{i}.cls", text)
 
 
+def numeric_field(lo: int, hi: int, value: bytes):
+    """Sample ``i`` whose features header has ``value`` in bytes ``[lo, hi)`` (checksum redone)."""
+    def damage(i):
+        blk = bytearray(member(f"k{i}.feat.msgpack", features(i)))
+        blk[lo:hi] = value
+        blk[148:156] = b" " * 8
+        blk[148:156] = b"%06o\0 " % sum(blk[:512])
+        return bytes(blk) + member(f"k{i}.cls", b"0")
+
+    return damage
+
+
 CASES = {
+    "non-octal mtime": (numeric_field(136, 148, b"1700000000x\0"), ShardReadError, "mtime .* is not octal", "not octal"),
+    "non-octal mode": (numeric_field(100, 108, b"0000-644"), ShardReadError, "mode .* is not octal", "not octal"),
+    "base-256 uid": (numeric_field(108, 116, b"\x80" + bytes(7)), ShardReadError, "uid is a GNU base-256", "base-256"),
     "duplicate key": (dup_key, ShardReadError, "duplicate sample key 'k2'|'k2' goes on past byte", "duplicate sample key"),
     "non-octal size": (size_field(b"0000000x012\0"), ShardReadError, "not octal", "not octal"),
     "base-256 size": (size_field(b"\x80" + bytes(10) + b"\x40"), ShardReadError, "base-256", "base-256"),

@@ -38,11 +38,12 @@ def _deep(depth: int) -> bytes:
     return b"\x83\xa5shape" + b"\x91" * depth + b"\x00" + head[1:]
 
 
-def good(i: int, *, label: bytes | None = None, pooled=POOLED, feat: bytes | None = None, **more) -> bytes:
-    lab = str(i % 3).encode() if label is None else label
-    return (member(f"k{i}.feat.msgpack", features(i) if feat is None else feat) + member(f"k{i}.cls", lab)
-            + member(f"k{i}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32)))
-            + b"".join(member(f"k{i}.{name}.msgpack", codec.encode(x)) for name, x in more.items()))
+def good(i: int, *, label: bytes | None = None, pooled=POOLED, feat: bytes | None = None, key: str | None = None,
+         **more) -> bytes:
+    lab, k = str(i % 3).encode() if label is None else label, f"k{i}" if key is None else key
+    return (member(f"{k}.feat.msgpack", features(i) if feat is None else feat) + member(f"{k}.cls", lab)
+            + member(f"{k}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32)))
+            + b"".join(member(f"{k}.{name}.msgpack", codec.encode(x)) for name, x in more.items()))
 
 
 def teacher(index=None, k: int = 2) -> dict:
@@ -50,7 +51,9 @@ def teacher(index=None, k: int = 2) -> dict:
     return out if index is None else {**out, "logits_index": np.array([index], np.int16)}
 
 
-CASES = {  # name -> (sample 3, the message every path gives)
+CASES = {  # name -> (sample 3, the message every path gives[, the key named])
+    "key with a space": (good(3, key="k 3"), "invalid sample key 'k 3'", "k 3"),
+    "non-ASCII key": (good(3, key="k\u00e93"), "invalid sample key 'k\u00e93'", "k\u00e93"),
     "label outside classes": (good(3, label=b"7"), "label 7 outside the 3 classes"),
     "label int64 max": (good(3, label=b"9223372036854775807"), "label 9223372036854775807 outside the 3 classes"),
     "stored label -1": (good(3, label=b"-1"), "label -1 outside the 3 classes"),
@@ -79,7 +82,7 @@ def _dataset(root, bad: bytes, *, indexed: bool):
 def served(tmp_path_factory):
     """Every case's dataset (with and without index, and a second mix source), local and served."""
     www = tmp_path_factory.mktemp("www")
-    for n, (bad, _) in enumerate(CASES.values()):
+    for n, (bad, *_) in enumerate(CASES.values()):
         for indexed in (False, True):
             _dataset(www / f"c{n}-{int(indexed)}", bad, indexed=indexed)
     data = archive(*[good(i) for i in range(N)])
@@ -126,7 +129,7 @@ def test_every_read_path_refuses_the_sample_alike(served, case, transport):
         url, other = _url(served, transport, case, indexed=path != "sequential")
         with pytest.raises(SampleError) as err:
             read(path, url, other)
-        assert err.value.key == "k3" and err.value.shard.endswith("x.tar"), (path, err.value)
+        assert err.value.key == (CASES[case][2:] or ["k3"])[0] and err.value.shard.endswith("x.tar"), (path, err.value)
         said[path] = str(err.value).split(" (shard=")[0]
     assert len(set(said.values())) == 1, said
     assert next(iter(said.values())).startswith(CASES[case][1])
@@ -197,3 +200,14 @@ def test_ds_i_never_mixes_two_object_versions(tmp_path):
         server.faults.replace["x.tar"] = (len(server.gets("x.tar")) + 1, str(replaced))
         with pytest.raises(LoffError, match="changed"):
             ds[1]
+
+
+def test_an_empty_key_is_refused_by_the_stream_and_verify(tmp_path):
+    from loffdata.ops.verify import verify
+
+    root = tmp_path / "ds"
+    _dataset(root, good(3, key=""), indexed=False)  # an index cannot even name it (the manifest refuses)
+    with pytest.raises(SampleError, match="invalid sample key ''"):
+        list(StreamingDataset(str(root), shuffle=False))
+    assert [p.message for p in verify(str(root), progress=False).problems] == [
+        "invalid sample key '': use 1-80 of [A-Za-z0-9_-]"]
