@@ -104,6 +104,21 @@ def bytes_needed(size: int, count: int, samples: int, block_size: int) -> int:
     return min(size, -(-size * samples // max(1, count)) + block_size)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """The error of a block fetch, handed to the reader as a value (see ``Prefetcher._guarded``)."""
+
+    error: Exception
+
+
+def block_result(fut: Future) -> bytes:
+    """The bytes of a launched block fetch; raises the error its fetch returned."""
+    data = fut.result()
+    if isinstance(data, Failed):
+        raise data.error
+    return data
+
+
 @dataclass
 class _Entry:
     read: ShardRead
@@ -174,7 +189,7 @@ class Prefetcher:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         e.next = max(e.next, start + n)
         loop = getattr(e.read.fs, "loop", None) or _io_loop()
-        fut = asyncio.run_coroutine_threadsafe(self._fetch(e, start, start + n), loop)
+        fut = asyncio.run_coroutine_threadsafe(self._guarded(e, start, start + n), loop)
         e.blocks[start] = (n, fut)
         fut.add_done_callback(self._done)
         return fut
@@ -183,6 +198,15 @@ class Prefetcher:
         with self._lock:
             self.in_flight -= 1
         self._pump()
+
+    async def _guarded(self, e: _Entry, start: int, end: int) -> bytes | Failed:
+        """:meth:`_fetch` that returns its error instead of raising it: a block released
+        (its future cancelled) after its task failed would otherwise leave asyncio's "Task
+        exception was never retrieved" (an ``ObjectChanged`` of a block no one reads)."""
+        try:
+            return await self._fetch(e, start, end)
+        except Exception as err:
+            return Failed(err)
 
     async def _fetch(self, e: _Entry, start: int, end: int) -> bytes:
         """Bytes ``[start, end)``; a short answer (dropped connection) is completed from the
@@ -218,7 +242,7 @@ class Prefetcher:
                     self._queue.remove(e)
                 self._queue.insert(0, e)
         self._pump()
-        return start, got[1].result()
+        return start, block_result(got[1])
 
     def _release(self, e: _Entry, start: int) -> None:
         n, fut = e.blocks.pop(start)

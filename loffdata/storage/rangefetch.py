@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loffdata.storage.prefetch import MISS_BYTES, PrefetchConfig, Prefetcher, ShardRead, _Entry
+from loffdata.storage.prefetch import (
+    MISS_BYTES,
+    PrefetchConfig,
+    Prefetcher,
+    ShardRead,
+    _Entry,
+    block_result,
+)
 from loffdata.storage.ranges import Pin
 from loffdata.storage.remote import RetryConfig
 
@@ -135,7 +142,7 @@ class RangePrefetcher(Prefetcher):
             n, fut = e.blocks.pop(first)
             self.held -= n
         self._pump()
-        return first, fut.result()
+        return first, block_result(fut)
 
     def close(self) -> None:
         with self._lock:

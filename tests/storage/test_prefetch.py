@@ -203,3 +203,21 @@ def test_s3_object_replaced_between_ranges_is_refused(s3_server, tmp_path):  # n
     fs.pipe_file("pins/obj.bin", b"b" * 4096)  # same size, new version
     with pytest.raises(ObjectChanged, match="'s3://pins/obj.bin' changed while being read"):
         get_range(s3, "pins/obj.bin", 1024, 2048, pin)
+
+
+def test_a_failed_block_fetch_never_leaves_an_unretrieved_task_exception():
+    """The coroutine each block runs returns its error (the reader raises it); a released
+    block whose task failed therefore leaves no "Task exception was never retrieved"."""
+    import asyncio
+
+    from loffdata.storage.prefetch import Failed, Prefetcher, _Entry
+
+    p = Prefetcher(PrefetchConfig(requests=1), retry())
+    changed = ObjectChanged("shard 'u' changed while being read")
+
+    async def failing(e, start, end):
+        raise changed
+
+    p._fetch = failing
+    got = asyncio.run(p._guarded(_Entry(read=None, pin=Pin("u")), 0, 10))
+    assert isinstance(got, Failed) and got.error is changed
