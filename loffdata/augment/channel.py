@@ -23,8 +23,10 @@ the field instead of a zero-fill, a draw and a scatter.
 **Constant channels** (manifest std 0, e.g. the dead channels of a ReLU CNN) are allowed:
 every std is raised to the floor ``STD_FLOOR_REL * max(std)`` (``STD_FLOOR_ABS`` when all
 channels are constant) before it is used. Noise and brightness, which are in std units,
-then leave a constant channel (almost) unchanged, and normalisation maps it to ~0 instead
-of dividing by zero. A negative or non-finite std is still an error.
+then leave a constant channel (almost) unchanged; normalisation maps it to exactly 0 (its
+normalised constant: the value is its mean), with ``A = B = S = 0`` for it, rather than
+amplifying the stored value's rounding by ``1 / floor`` into noise. Both backends apply the
+same coefficients, so they agree exactly on it. A negative or non-finite std is still an error.
 """
 
 from __future__ import annotations
@@ -97,7 +99,18 @@ def channel_coefficients(
     a = con * keep
     b = (shift - mean_n) * keep
     s = params.noise_scale.astype(np.float64)[:, None] * std * keep
+    if normalize:  # a constant channel is its mean: exactly 0 once normalised
+        const = _constant_mask(std)
+        a[:, const], b[:, const], s[:, const] = 0.0, 0.0, 0.0
     return a.astype(np.float32), b.astype(np.float32), s.astype(np.float32)
+
+
+def _constant_mask(std: np.ndarray) -> np.ndarray:
+    """Channels of a floored std (:func:`channel_stats`) that are at the floor: constant."""
+    top = float(std.max()) if std.size else 0.0
+    if top <= STD_FLOOR_ABS:
+        return np.ones(std.shape, dtype=bool)
+    return std <= STD_FLOOR_REL * top * (1 + 1e-9)
 
 
 def noise_field(

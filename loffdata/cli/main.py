@@ -51,7 +51,10 @@ def summarize(manifest: Any) -> str:
     lines += [f"extra       {name}: {spec.dtype}{list(spec.shape)}" for name, spec in manifest.extras.items()]
     if manifest.stats is not None:
         s = manifest.stats
-        lines.append(f"stats       mean of channel means {s.mean.mean():.4g}, mean std {s.std.mean():.4g}")
+        from loffdata.augment.channel import constant_channels
+
+        lines.append(f"stats       mean of channel means {s.mean.mean():.4g}, mean std {s.std.mean():.4g}, "
+                     f"constant channels {constant_channels(s.std)}")
     lines += [f"source      {k}: {v}" for k, v in manifest.source.items()]
     if manifest.skipped:
         lines.append(f"skipped     {len(manifest.skipped)} inputs (see manifest 'skipped')")
