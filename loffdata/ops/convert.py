@@ -336,18 +336,20 @@ def command(
     overwrite: bool = False,
     quiet: bool = False,
     endpoint_url: str | None = None,
+    nonfinite: str = "refuse",
 ) -> None:
     """Derives a dataset from a dataset: ``loffdata convert SRC DST --pool 2 --dtype int8``.
 
     ``--crop 0,0,8,8`` (top, left, height, width), ``--extras pooled`` (comma-separated
     names to keep; ``all``, the default, keeps every one; ``none`` drops all), ``--max_samples``/``--max_bytes`` re-shard. ``--endpoint_url``
-    reaches an S3-compatible store at both ends. Re-running resumes.
+    reaches an S3-compatible store at both ends. ``--nonfinite zero`` stores NaN/infinite
+    features as 0 (default ``refuse``: an error naming the sample). Re-running resumes.
     """
     keep = {"all": None, "none": ()}.get(extras.lower(), tuple(x for x in extras.split(",") if x))
     cfg = ConvertConfig(
         pool=pool, crop=None if crop is None else tuple(int(v) for v in crop), dtype=dtype,
         extras=keep, max_samples=max_samples,
-        max_bytes=max_bytes, prefix=prefix,
+        max_bytes=max_bytes, prefix=prefix, nonfinite=nonfinite,
     )  # fmt: skip
     options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
     m = convert(src, dst, cfg, src_options=options, dst_options=options, overwrite=overwrite, progress=not quiet)
