@@ -2,7 +2,7 @@
 
 Reads through :mod:`loffdata.storage`, decodes with :mod:`loffdata.format`.
 
-Submodules: batching, config, dataset, discover, indexed, mix, mixplan, plan, policy, reader,
+Submodules: batching, checks, config, dataset, discover, indexed, mix, mixplan, plan, policy, reader,
 scatter, sources, workerstate.
 
 The names below are imported from their modules on first use (see docs/api.md).
@@ -27,6 +27,8 @@ _WHERE = {
     "Source": "loffdata.stream.mix",
     "MixedDataset": "loffdata.stream.mix",
     "IndexedDataset": "loffdata.stream.indexed",
+    "SampleRules": "loffdata.stream.checks",
+    "check_sample": "loffdata.stream.checks",
 }
 
 __all__ = sorted(_WHERE)
