@@ -1,7 +1,8 @@
-"""A hypothesis fuzz suite over tar headers and msgpack payloads, on every local read path.
+"""A hypothesis fuzz suite over tar headers and msgpack payloads, on every read path.
 
-Each generated damaged shard must end, on the sequential read, batched random access and
-``ds[i]``, in exactly-once delivery (every sample index once) or a :class:`LoffError`
+Each generated damaged shard must end, on the sequential read, batched random access
+(by-sample range requests over HTTP) and ``ds[i]``, local and over loopback HTTP, in
+exactly-once delivery (every sample index once) or a :class:`LoffError`
 naming the shard (and the key or byte offset): never a bare numpy/Python exception, never
 a hang (each example runs under a deadline enforced by ``SIGALRM``).
 """
@@ -16,17 +17,21 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from loffdata.errors import LoffError
 from loffdata.format.index import shard_index
 from loffdata.format.manifest import Manifest
+from loffdata.storage.remote import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
+from tests.servers import serving
 
 N = 4
 CLASSES = ["a", "b", "c"]
+RETRY = RetryConfig(backoff=0.01)
 DEADLINE_S = 60  # a hang, not slowness: the VM is shared
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -53,9 +58,20 @@ def sample(i: int, feat: bytes | None = None) -> bytes:
     return member(f"k{i}.feat.msgpack", features(i) if feat is None else feat) + member(f"k{i}.cls", str(i % 3).encode())
 
 
+_WWW: dict[str, str] = {}  # the served directory and its URL (see the ``served`` fixture)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def served():
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as www, serving(Path(www)) as server:
+        _WWW.update(root=www, url=server.url)
+        yield
+        _WWW.clear()
+
+
 def dataset(data: bytes, *, index_from: bytes | None) -> Path:
     """A one-shard dataset of ``data``; indexed by the offsets of ``index_from`` if given."""
-    root = Path(tempfile.mkdtemp(prefix="fuzz-")) / "ds"
+    root = Path(tempfile.mkdtemp(prefix="ds-", dir=_WWW["root"])) / "ds"
     write_crafted(root, {"x.tar": data}, {"x.tar": N}, classes=CLASSES)
     if index_from is not None:
         tmp = root.parent / "intact.tar"
@@ -68,22 +84,23 @@ def dataset(data: bytes, *, index_from: bytes | None) -> Path:
 
 
 def read(path: str, root: Path) -> list[int]:
+    path, _, transport = path.partition(" ")
+    url = str(root) if transport == "local" else f"{_WWW['url']}/{root.relative_to(_WWW['root']).as_posix()}"
     if path == "sequential":
-        return [int(s["index"]) for s in StreamingDataset(str(root), shuffle=False)]
+        return [int(s["index"]) for s in StreamingDataset(url, shuffle=False, retry=RETRY)]
     if path == "batched":
-        return [i for b in StreamingDataset(str(root), batch_size=2, shuffle=False) for i in b["index"].tolist()]
-    ds = StreamingDataset(str(root))
+        return [i for b in StreamingDataset(url, batch_size=2, shuffle=False, retry=RETRY) for i in b["index"].tolist()]
+    ds = StreamingDataset(url, retry=RETRY)
     return [int(ds[i]["index"]) for i in range(len(ds))]
 
 
 def check_outcome(data: bytes, *, index_from: bytes | None) -> None:
     """Every read path: exactly-once delivery, or a LoffError naming the shard."""
-    paths = ["sequential"] + (["batched", "ds[i]"] if index_from is not None else [])
     roots = {"sequential": _made(data, None)}
     if index_from is not None:
         roots["batched"] = roots["ds[i]"] = _made(data, index_from)
-    for path in paths:
-        root = roots[path]
+    for path in [f"{p} {t}" for p in roots for t in ("local", "http")]:
+        root = roots[path.split()[0]]
         if root is None:
             continue
         with deadline(DEADLINE_S):
