@@ -93,8 +93,11 @@ def _check_extra(sample: Sample, name: str, spec: TensorSpec, batched: bool, sha
         if batched:
             raise SampleError(f"sample has no extra {name!r}, which the manifest declares", shard=shard, key=sample.key)
         return
-    got = "int8" if isinstance(value, codec.Quantized) else (codec.dtype_name(value) or str(value.dtype))
-    if tuple(value.shape) != tuple(spec.shape) or (spec.dtype and got != spec.dtype):
+    want = codec.DTYPES.get(spec.dtype)
+    quantized = isinstance(value, codec.Quantized)
+    same_dtype = spec.dtype == "int8" if quantized else want is None or value.dtype == want
+    if tuple(value.shape) != tuple(spec.shape) or not same_dtype:
+        got = "int8" if quantized else (codec.dtype_name(value) or str(value.dtype))
         raise SampleError(
             f"extra {name!r} is {got}{list(value.shape)}, manifest says {spec.dtype}{list(spec.shape)}",
             shard=shard,

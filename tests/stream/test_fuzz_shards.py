@@ -33,6 +33,7 @@ N = 4
 CLASSES = ["a", "b", "c"]
 RETRY = RetryConfig(backoff=0.01)
 DEADLINE_S = 60  # a hang, not slowness: the VM is shared
+pytestmark = pytest.mark.slow  # about a minute on a shared 2-core VM
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
