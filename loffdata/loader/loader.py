@@ -51,7 +51,7 @@ from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
 from loffdata.util import UNSET
 
-__all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
+__all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras", "batch_samples"]
 
 _log = logging.getLogger("loffdata.loader")
 STATE_VERSION = 1
@@ -184,6 +184,7 @@ class LoffLoader:
         self._delivered, self._offset, self._epoch_set = 0, 0, False
         self._flags, self._held, self._leases, self._rest = None, {}, {}, {}
         self._dl, self._it = None, None
+        self._samples: tuple[list[str], torch.Tensor] = ([], torch.empty(0, dtype=torch.int64))
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
         self._baseline = _use_count(torch.empty(1))
@@ -428,6 +429,7 @@ class LoffLoader:
 
     def _finish(self, b: dict[str, Any]) -> Batch | BatchWithExtras:
         host = b.get("host", b)  # labels and indices as they came from the worker
+        self._samples = (list(host.get("key", ())), host["index"].clone())  # see batch_samples()
         if self.spec is not None and self.spec.mixing:
             _check_mixing_labels(host, self.spec.num_classes)
         x = b["features"]
@@ -453,6 +455,16 @@ class LoffLoader:
     def _log(self) -> None:
         if self.log_every and self.stats.batches % self.log_every == 0:
             _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
+
+
+def batch_samples(loader: LoffLoader) -> tuple[list[str], torch.Tensor]:
+    """``(keys, global indices)`` of the samples of the batch ``loader`` delivered last.
+
+    One entry per sample (with ``views > 1`` each sample's rows follow one another), in the
+    order of the batch's rows. The one place that reads a delivered batch's sample
+    identities until batches carry them as attributes.
+    """
+    return loader._samples
 
 
 def _check_mixing_labels(host: dict[str, Any], num_classes: int) -> None:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -34,9 +35,11 @@ from loffdata.stream.plan import (
     PlanState,
     RankPlan,
     WorkerPlan,
+    epoch_sequence,
+    global_order,
     rank_length,
-    rank_plan,
-    resume_plan,
+    resume_sequence_plan,
+    sequence_plan,
     window_size,
 )
 from loffdata.stream.policy import ErrorPolicy
@@ -46,7 +49,7 @@ from loffdata.util import UNSET, distributed_rank_world
 
 __all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: a plan state holds its start in the global order (was: a parent state)
 
 # ------------------------------------------------------------------------------ dataset
 
@@ -178,17 +181,19 @@ class StreamingDataset(IterableDataset):
 
     # -- plans ----------------------------------------------------------------------------
 
-    def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState, int]:
-        rank = self.rank_world()[0]
-        layout = self._layout(num_workers)
+    def global_order(self, epoch: int) -> np.ndarray:
+        """The epoch's global order of sample indices, before any split (pure; reads nothing)."""
+        seq = epoch_sequence(self.shards.counts, seed=self.config.seed, epoch=epoch, shuffle=self.config.shuffle)
+        return global_order(seq, self.config, epoch)
+
+    def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState]:
+        """``(plan, base)``: this rank's plan and the state its progress adds to."""
+        rank, layout = self.rank_world()[0], self._layout(num_workers)
         if self._resume is None:
-            base = PlanState(epoch=self.epoch, layout=layout)
-            return (
-                rank_plan(self.shards.counts, self.config, layout, rank=rank, epoch=self.epoch),
-                base,
-                0,
-            )
-        return resume_plan(self.shards.counts, self.config, self._resume, layout, rank=rank)
+            plan = sequence_plan(self.global_order(self.epoch), self.config, layout, rank=rank)
+            return plan, PlanState(epoch=self.epoch, layout=layout)
+        order = self.global_order(self._resume.epoch)
+        return resume_sequence_plan(order, self.config, self._resume, layout, rank=rank)
 
     def _base(self, num_workers: int) -> PlanState:
         """The state that progress of the current iteration adds to (no plan computed)."""
@@ -196,16 +201,12 @@ class StreamingDataset(IterableDataset):
         r = self._resume
         if r is None:
             return PlanState(epoch=self.epoch, layout=layout)
-        if (r.layout.world_size, r.layout.batch_size) == (layout.world_size, layout.batch_size):
-            return r
-        return PlanState(epoch=r.epoch, layout=layout, parent=r)
+        return PlanState(epoch=r.epoch, layout=layout, start=r.position)
 
     def worker_plan(self, worker: int = 0, num_workers: int = 1) -> WorkerPlan:
-        """What worker ``worker`` of ``num_workers`` yields this epoch (pure; reads nothing)."""
-        plan, base, start = self._plan(num_workers)
-        if start == 0 and base.layout.num_workers == max(1, num_workers):
-            return plan.worker(worker)
-        return plan.deal(start, max(1, num_workers), worker)
+        """What worker ``worker`` of ``num_workers`` yields this epoch (pure; reads nothing):
+        the rank's batches ``worker, worker + num_workers, ...``."""
+        return self._plan(num_workers)[0].worker(worker, max(1, num_workers))
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -318,7 +319,7 @@ class StreamingDataset(IterableDataset):
             epoch=base.epoch,
             layout=base.layout,
             delivered=base.delivered + done,
-            parent=base.parent,
+            start=base.start,
         )
         return {"version": STATE_VERSION, **self._fingerprint(), "plan": plan.to_dict()}
 

@@ -28,12 +28,10 @@ from loffdata.stream.discover import find_datasets
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.mixplan import (
     epoch_counts,
-    mix_rank_plan,
-    mix_resume_plan,
     mix_sequence,
     proportions,
 )
-from loffdata.stream.plan import PlanState, RankPlan, rank_length
+from loffdata.stream.plan import global_order, rank_length, sample_locations
 from loffdata.stream.reader import ReadContext, SampleReader
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
@@ -255,12 +253,9 @@ class MixedDataset(StreamingDataset):
         b = self.batch_size or 1
         return length // b if self.config.drop_last else -(-length // b)
 
-    def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState, int]:
-        rank, layout = self.rank_world()[0], self._layout(num_workers)
-        if self._resume is None:
-            plan = mix_rank_plan(self.epoch_sequence, self.config, layout, rank=rank, epoch=self.epoch)
-            return plan, PlanState(epoch=self.epoch, layout=layout), 0
-        return mix_resume_plan(self.epoch_sequence, self.config, self._resume, layout, rank=rank)
+    def global_order(self, epoch: int) -> np.ndarray:
+        """The mixed epoch's global order (the mixed sequence, window-shuffled), before any split."""
+        return global_order(self.epoch_sequence(epoch), self.config, epoch)
 
     def _fingerprint(self) -> dict[str, Any]:
         mix = [[int(s.num_samples), float(p), int(n)] for s, p, n in zip(self.source_shards, self.proportions, self.epoch_counts)]

@@ -2,7 +2,8 @@
 
 The sources' shards are concatenated, so a *global sample index* is a position in that
 list (source 0's samples first), and everything after the epoch sequence is the plain
-plan of :mod:`loffdata.stream.plan` (rank split, batches, workers, window shuffle, resume).
+plan of :mod:`loffdata.stream.plan` (window shuffle into the global order, global batches,
+rank and worker split, resume by position in the global order).
 
 1. **Epoch composition** (:func:`epoch_counts`). Source ``i`` of ``N_i`` samples and
    proportion ``p_i`` (weights normalised; default ``N_i / sum N``) contributes
@@ -22,12 +23,11 @@ plan of :mod:`loffdata.stream.plan` (rank split, batches, workers, window shuffl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
-from loffdata.stream.plan import Layout, PlanState, RankPlan, _plan_sequence, epoch_sequence
+from loffdata.stream.plan import epoch_sequence
 
 __all__ = [
     "EPOCH_POLICIES",
@@ -36,8 +36,6 @@ __all__ = [
     "source_stream",
     "interleave",
     "mix_sequence",
-    "mix_rank_plan",
-    "mix_resume_plan",
 ]
 
 EPOCH_POLICIES = ("smallest", "total")
@@ -121,38 +119,3 @@ def mix_sequence(
         for i, (c, k) in enumerate(zip(source_counts, n))
     ]
     return interleave(seqs, seed=seed, epoch=epoch, shuffle=shuffle)
-
-
-def mix_rank_plan(
-    sequence: Callable[[int], np.ndarray], cfg: Any, layout: Layout, *, rank: int, epoch: int,
-    parent: PlanState | None = None,
-) -> RankPlan:
-    """:func:`~loffdata.stream.plan.rank_plan` over ``sequence(epoch)`` instead of the shard order.
-
-    With a ``parent`` state (resumed with another world or batch size), the samples all its
-    ranks delivered are removed (by value: of a sample repeated in the epoch, every copy).
-    """
-    if not 0 <= rank < layout.world_size:
-        raise ValueError(f"rank {rank} is outside world_size {layout.world_size}")
-    seq = sequence(epoch)
-    if parent is not None:
-        planned, delivered = [], []
-        for r in range(parent.layout.world_size):
-            p = mix_rank_plan(sequence, cfg, parent.layout, rank=r, epoch=parent.epoch, parent=parent.parent)
-            planned.append(p.indices)
-            delivered.append(p.delivered_indices(parent.delivered))
-        seq = seq[np.isin(seq, np.concatenate(planned)) & ~np.isin(seq, np.concatenate(delivered))]
-    return _plan_sequence(seq, cfg, layout, rank, epoch)
-
-
-def mix_resume_plan(
-    sequence: Callable[[int], np.ndarray], cfg: Any, state: PlanState, layout: Layout, *, rank: int
-) -> tuple[RankPlan, PlanState, int]:
-    """:func:`~loffdata.stream.plan.resume_plan` for a mix: ``(plan, base, start)``."""
-    if (state.layout.world_size, state.layout.batch_size) == (layout.world_size, layout.batch_size):
-        plan = mix_rank_plan(sequence, cfg, state.layout, rank=rank, epoch=state.epoch, parent=state.parent)
-        if state.delivered > plan.num_batches:
-            raise ValueError(f"state says {state.delivered} batches delivered, the epoch has {plan.num_batches}")
-        return plan, state, state.delivered
-    base = PlanState(epoch=state.epoch, layout=layout, delivered=0, parent=state)
-    return mix_rank_plan(sequence, cfg, layout, rank=rank, epoch=state.epoch, parent=state), base, 0

@@ -1,38 +1,40 @@
-"""The epoch plan: which sample each rank and worker yields, and in what order.
+"""The epoch plan: one global sample order, split late across ranks and workers.
 
-Everything here is a pure function of (seed, epoch), the layout (world size, workers,
-batch size) and the per-shard sample counts. Nothing reads data. A *global sample index*
-is a sample's position in manifest order (shard 0's samples first).
+Everything here is a pure function of (seed, epoch) and the per-shard sample counts; the
+layout (world size, workers, batch size) only decides who delivers which part. Nothing
+reads data. A *global sample index* is a sample's position in manifest order (shard 0's
+samples first).
 
-1. **Shard order.** The shards are permuted by (seed, epoch); concatenating their samples
-   in that order gives the epoch sequence of ``N`` global indices (:func:`epoch_sequence`).
-2. **Rank split.** Rank ``r`` takes the contiguous slice ``[r * L, (r + 1) * L)`` of the
-   sequence. ``partial="pad"``: ``L = ceil(N / world)`` and the sequence is extended
-   cyclically, so the last rank(s) repeat the first ``world * L - N`` samples of the epoch
-   sequence. ``partial="drop"``: ``L = floor(N / world)``; the last ``N mod world`` samples
-   of the epoch sequence are not used this epoch.
-3. **Batches and workers.** A rank's ``L`` samples are cut into batches of ``batch_size``
-   (the last one partial, or dropped with ``drop_last``). Worker ``w`` of ``W`` takes a
-   contiguous group of whole batches (``numpy.array_split`` sizes, so workers with lower
-   ids have at least as many batches). The rank's *delivery order* is that of
-   ``torch.utils.data.DataLoader``: round robin over workers, one batch each, exhausted
-   workers skipped (:func:`delivery_order`).
-4. **Shuffle.** Inside each worker's contiguous range, windows of ``shuffle_buffer``
-   samples (rounded up to whole batches, :func:`window_size`) are permuted by a generator
-   keyed by (seed, epoch, position of the window in the padded epoch sequence): no two
-   windows, workers or ranks share a random stream. A worker reads one window at a time.
-5. **Resumption** (:func:`resume_plan`). A :class:`PlanState` records the layout and how
-   many batches the rank has delivered. With the same world size and batch size, the
-   remaining batches are dealt round robin to the (possibly different number of) workers,
-   so the loader continues with exactly the rest of the uninterrupted sequence, in the same
-   order. With a different world size or batch size, the set of samples delivered by all
-   old ranks (assumed in lockstep: each delivered the same count, as under DDP) is
-   removed, and the remaining samples of the epoch are planned afresh for the new layout.
+1. **Global order** (:func:`global_order`). The shards are permuted by (seed, epoch);
+   their samples concatenated in that order (:func:`epoch_sequence`), then shuffled within
+   consecutive windows of ``shuffle_buffer`` samples, each window by a generator keyed by
+   (seed, epoch, window position). This sequence ``G`` of ``N`` global indices is the
+   epoch's order, whatever the layout. Without shuffle it is manifest order.
+2. **Global batches.** With ``world`` ranks of ``batch_size`` samples, a *global batch*
+   is ``B = world * batch_size`` consecutive positions of ``G``; global batch ``t`` holds
+   the same samples for any world size at the same ``B``. The epoch covers positions
+   ``[0, P)``: ``partial="pad"``: ``P = world * ceil(N / world)``, positions past ``N``
+   repeat ``G`` from its start (cyclically); ``partial="drop"``: ``P = world *
+   floor(N / world)``. The last global batch holds ``P mod B`` positions (a multiple of
+   ``world``) or is dropped with ``drop_last``.
+3. **Rank split.** Rank ``r`` takes the ``r``-th of ``world`` equal contiguous parts of
+   every global batch: its batch ``t`` is its part of global batch ``t``, so every rank has
+   the same number of batches, and concatenating the ranks' batch ``t`` gives global
+   batch ``t``.
+4. **Workers.** Worker ``w`` of ``W`` yields the rank's batches ``w, w + W, w + 2W, ...``
+   (:meth:`RankPlan.worker`); torch's DataLoader delivers round robin, one batch per
+   worker in turn, so the delivery order *is* the rank's batch order, for any ``W``.
+5. **Resumption** (:func:`resume_plan`). A :class:`PlanState` records where in ``G`` the
+   plan started and how many batches the rank has delivered, so the position reached in
+   ``G`` is ``start + delivered * B`` (ranks in lockstep, as under DDP). A resumed plan
+   covers ``G`` from that position on, for any layout: the rest of the same order (cut
+   into the new layout's global batches; with the same global batch size, the same
+   global batches).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,14 +47,15 @@ __all__ = [
     "RankPlan",
     "shard_order",
     "epoch_sequence",
+    "global_order",
+    "epoch_end",
     "rank_length",
-    "rank_positions",
-    "worker_batch_counts",
-    "delivery_order",
     "window_shuffle",
     "window_size",
     "rank_plan",
+    "sequence_plan",
     "resume_plan",
+    "resume_sequence_plan",
     "sample_locations",
 ]
 
@@ -68,8 +71,8 @@ class PlanConfig:
     Attributes:
         seed: base seed.
         shuffle: permute shards and shuffle within windows; ``False`` keeps manifest order.
-        shuffle_buffer: window size of the within-worker shuffle, in samples (rounded up
-            to a multiple of the batch size).
+        shuffle_buffer: window size of the shuffle of the global order, in samples (the
+            same for any layout; a worker reads it rounded up to whole batches).
         partial: ``"pad"`` (every rank gets ``ceil(N / world)`` samples, repeating the first
             samples of the epoch) or ``"drop"`` (``floor(N / world)``).
         drop_last: drop a rank's final partial batch.
@@ -111,14 +114,19 @@ class PlanState:
         layout: the layout the ``delivered`` count refers to.
         delivered: batches (samples when ``batch_size == 1``) delivered on this rank, in
             delivery order.
-        parent: the state this plan was itself resumed from with a different world or batch
-            size (``None`` for a plan that covers the whole epoch).
+        start: position in the epoch's global order where the plan began (``0`` for a
+            plan that covers the whole epoch).
     """
 
     epoch: int
     layout: Layout
     delivered: int = 0
-    parent: PlanState | None = None
+    start: int = 0
+
+    @property
+    def position(self) -> int:
+        """Position reached in the global order: ``start + delivered * world * batch``."""
+        return self.start + self.delivered * self.layout.world_size * self.layout.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,14 +135,13 @@ class PlanState:
             "num_workers": self.layout.num_workers,
             "batch_size": self.layout.batch_size,
             "delivered": self.delivered,
-            "parent": None if self.parent is None else self.parent.to_dict(),
+            "start": self.start,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlanState:
         layout = Layout(int(d["world_size"]), int(d["num_workers"]), int(d["batch_size"]))
-        parent = None if d.get("parent") is None else cls.from_dict(d["parent"])
-        return cls(int(d["epoch"]), layout, int(d["delivered"]), parent)
+        return cls(int(d["epoch"]), layout, int(d["delivered"]), int(d.get("start", 0)))
 
 
 @dataclass(frozen=True)
@@ -147,20 +154,15 @@ class WorkerPlan:
 
 @dataclass(frozen=True)
 class RankPlan:
-    """A rank's epoch: its batches (as global indices) and the loader's delivery order.
+    """A rank's epoch: its batches (as global indices), in delivery order.
 
     Attributes:
-        indices: the rank's global sample indices, worker after worker, each worker's part
-            in its yield order.
+        indices: the rank's global sample indices, batch after batch.
         batch_starts: offset of each batch in ``indices`` (plus a final end offset).
-        worker_batches: ``(first, stop)`` batch ids of each worker.
-        order: batch ids in delivery order.
     """
 
     indices: np.ndarray
     batch_starts: np.ndarray
-    worker_batches: list[tuple[int, int]]
-    order: np.ndarray = field(repr=False)
 
     @property
     def num_batches(self) -> int:
@@ -171,17 +173,19 @@ class RankPlan:
         return self.indices[self.batch_starts[b] : self.batch_starts[b + 1]]
 
     def delivered_indices(self, k: int) -> np.ndarray:
-        """Global indices of the first ``k`` batches in delivery order."""
-        return self._gather(self.order[:k])
+        """Global indices of the first ``k`` batches."""
+        return self.indices[: self.batch_starts[min(k, self.num_batches)]]
 
     def deal(self, start: int, num_workers: int, worker: int) -> WorkerPlan:
-        """The batches from delivery position ``start`` on, dealt round robin to ``worker``.
-
-        A DataLoader with ``num_workers`` workers then delivers them in this plan's delivery
-        order, whatever the number of workers the plan was made for.
-        """
-        batches = self.order[start:][worker::num_workers]
+        """The batches from ``start`` on, dealt round robin: ``worker`` gets batches
+        ``start + worker``, ``start + worker + num_workers``, ... A DataLoader with
+        ``num_workers`` workers then delivers them in batch order."""
+        batches = np.arange(start, self.num_batches, dtype=np.int64)[worker::num_workers]
         return WorkerPlan(indices=self._gather(batches), batch_sizes=self._sizes(batches))
+
+    def worker(self, w: int, num_workers: int) -> WorkerPlan:
+        """Worker ``w``'s batches of the whole plan (``w, w + num_workers, ...``)."""
+        return self.deal(0, num_workers, w)
 
     def _sizes(self, batches: np.ndarray) -> np.ndarray:
         return (self.batch_starts[batches + 1] - self.batch_starts[batches]).astype(np.int64)
@@ -193,13 +197,6 @@ class RankPlan:
             return np.empty(0, np.int64)
         offsets = np.repeat(self.batch_starts[batches] - (np.cumsum(sizes) - sizes), sizes)
         return self.indices[offsets + np.arange(int(sizes.sum()))]
-
-    def worker(self, w: int) -> WorkerPlan:
-        """Worker ``w``'s own contiguous batches (the plan of an uninterrupted epoch)."""
-        first, stop = self.worker_batches[w]
-        lo, hi = self.batch_starts[first], self.batch_starts[stop]
-        sizes = np.diff(self.batch_starts[first : stop + 1])
-        return WorkerPlan(indices=self.indices[lo:hi], batch_sizes=sizes.astype(np.int64))
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -224,6 +221,15 @@ def epoch_sequence(counts: Any, *, seed: int, epoch: int, shuffle: bool = True) 
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
+def global_order(seq: np.ndarray, cfg: PlanConfig, epoch: int) -> np.ndarray:
+    """The epoch's order ``G``: ``seq`` shuffled within windows of ``shuffle_buffer`` samples
+    (step 1 of the module docs), or ``seq`` itself without shuffle."""
+    if not cfg.shuffle:
+        return seq
+    perm = window_shuffle(len(seq), seed=cfg.seed, epoch=epoch, start=0, window=cfg.shuffle_buffer)
+    return seq[perm]
+
+
 def rank_length(n: int, world_size: int, partial: str = "pad") -> int:
     """Samples every rank gets from a sequence of ``n``: ceil (pad) or floor (drop)."""
     if n == 0:
@@ -231,36 +237,14 @@ def rank_length(n: int, world_size: int, partial: str = "pad") -> int:
     return -(-n // world_size) if partial == "pad" else n // world_size
 
 
-def rank_positions(n: int, *, world_size: int, rank: int, partial: str = "pad") -> np.ndarray:
-    """Positions in the epoch sequence that ``rank`` takes (cyclic past ``n`` when padding)."""
-    length = rank_length(n, world_size, partial)
-    return np.arange(rank * length, (rank + 1) * length, dtype=np.int64) % max(n, 1)
-
-
-def worker_batch_counts(num_batches: int, num_workers: int) -> np.ndarray:
-    """Batches per worker: contiguous groups, sizes as ``numpy.array_split``."""
-    base, extra = divmod(num_batches, num_workers)
-    return np.array([base + (w < extra) for w in range(num_workers)], dtype=np.int64)
-
-
-def delivery_order(counts: Any) -> np.ndarray:
-    """Batch ids in DataLoader delivery order for workers holding ``counts`` contiguous batches.
-
-    Worker ``w`` holds batches ``[sum(counts[:w]), sum(counts[:w+1]))``; the loader takes one
-    batch from each worker in turn, skipping exhausted ones.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() == 0:
-        return np.empty(0, np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rounds = np.arange(counts.max())
-    grid = starts[None, :] + rounds[:, None]
-    valid = rounds[:, None] < counts[None, :]
-    return grid[valid].astype(np.int64)
+def epoch_end(n: int, start: int, world_size: int, partial: str = "pad") -> int:
+    """End ``P`` of the positions a plan from ``start`` covers in an order of ``n`` samples:
+    ``start`` plus a multiple of ``world_size`` (padded past ``n``, or short of it)."""
+    return start + world_size * rank_length(max(n - start, 0), world_size, partial)
 
 
 def window_size(shuffle_buffer: int, batch_size: int) -> int:
-    """The shuffle window in samples: ``shuffle_buffer`` rounded up to whole batches."""
+    """A worker's read window in samples: ``shuffle_buffer`` rounded up to whole batches."""
     return -(-shuffle_buffer // batch_size) * batch_size
 
 
@@ -268,8 +252,7 @@ def window_shuffle(length: int, *, seed: int, epoch: int, start: int, window: in
     """A permutation of ``range(length)`` shuffled within consecutive windows.
 
     The window beginning at offset ``o`` is permuted by a generator keyed by
-    (seed, epoch, ``start + o``), where ``start`` is the range's position in the padded epoch
-    sequence, so distinct ranges never share a random stream.
+    (seed, epoch, ``start + o``), so distinct ranges never share a random stream.
     """
     out = np.arange(length, dtype=np.int64)
     for o in range(0, length, window):
@@ -280,106 +263,69 @@ def window_shuffle(length: int, *, seed: int, epoch: int, start: int, window: in
     return out
 
 
-def _batch_starts(length: int, batch_size: int, drop_last: bool) -> np.ndarray:
-    usable = length // batch_size * batch_size if drop_last else length
-    starts = np.arange(0, usable, batch_size, dtype=np.int64)
-    return np.append(starts, usable).astype(np.int64)
+def _rank_positions(start: int, end: int, layout: Layout, rank: int, drop_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, batch_starts)`` of ``rank``: its part of every global batch in
+    ``[start, end)`` (steps 2-3 of the module docs)."""
+    world, b = layout.world_size, layout.batch_size
+    big = world * b
+    firsts = np.arange(start, end, big, dtype=np.int64)
+    sizes = np.minimum(big, end - firsts)
+    if drop_last and len(sizes) and sizes[-1] < big:
+        firsts, sizes = firsts[:-1], sizes[:-1]
+    part = sizes // world
+    lo = firsts + rank * part
+    offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int64)
+    pos = np.repeat(lo - offsets[:-1], part) + np.arange(int(offsets[-1]), dtype=np.int64)
+    return pos, offsets
 
 
-def _plan_sequence(
-    seq: np.ndarray, cfg: PlanConfig, layout: Layout, rank: int, epoch: int
+def sequence_plan(
+    order: np.ndarray, cfg: PlanConfig, layout: Layout, *, rank: int, start: int = 0
 ) -> RankPlan:
-    """Splits a sequence of global indices for ``rank`` (steps 2-4 of the module docs)."""
-    length = rank_length(len(seq), layout.world_size, cfg.partial)
-    mine = (
-        seq[rank_positions(len(seq), world_size=layout.world_size, rank=rank, partial=cfg.partial)]
-        if length
-        else seq[:0]
-    )
-    starts = _batch_starts(length, layout.batch_size, cfg.drop_last)
-    counts = worker_batch_counts(len(starts) - 1, layout.num_workers)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    worker_batches = [(int(bounds[w]), int(bounds[w + 1])) for w in range(layout.num_workers)]
-    indices = mine[: starts[-1]].copy()
-    if cfg.shuffle:
-        window = window_size(cfg.shuffle_buffer, layout.batch_size)
-        for first, stop in worker_batches:
-            lo, hi = int(starts[first]), int(starts[stop])
-            perm = window_shuffle(
-                hi - lo, seed=cfg.seed, epoch=epoch, start=rank * length + lo, window=window
-            )
-            indices[lo:hi] = indices[lo:hi][perm]
-    return RankPlan(
-        indices=indices,
-        batch_starts=starts,
-        worker_batches=worker_batches,
-        order=delivery_order(counts),
-    )
-
-
-def _sequence(counts: Any, cfg: PlanConfig, parent: PlanState | None, epoch: int) -> np.ndarray:
-    """The sequence a plan splits: the whole epoch, or what a parent state left over."""
-    seq = epoch_sequence(counts, seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle)
-    if parent is None:
-        return seq
-    planned, delivered = _all_ranks_progress(counts, cfg, parent)
-    keep = np.isin(seq, planned) & ~np.isin(seq, delivered)
-    return seq[keep]
-
-
-def _all_ranks_progress(
-    counts: Any, cfg: PlanConfig, state: PlanState
-) -> tuple[np.ndarray, np.ndarray]:
-    """(planned, delivered) global indices over all ranks of ``state``'s plan, lockstep assumed."""
-    planned, delivered = [], []
-    for r in range(state.layout.world_size):
-        plan = rank_plan(counts, cfg, state.layout, rank=r, epoch=state.epoch, parent=state.parent)
-        planned.append(plan.indices)
-        delivered.append(plan.delivered_indices(state.delivered))
-    return np.concatenate(planned), np.concatenate(delivered)
+    """The plan of ``rank`` over the global order ``order`` from position ``start`` on."""
+    if not 0 <= rank < layout.world_size:
+        raise ValueError(f"rank {rank} is outside world_size {layout.world_size}")
+    n = len(order)
+    end = epoch_end(n, start, layout.world_size, cfg.partial)
+    pos, starts = _rank_positions(min(start, end), end, layout, rank, cfg.drop_last)
+    indices = order[pos % n] if n else order[:0]
+    return RankPlan(indices=indices.astype(np.int64), batch_starts=starts)
 
 
 def rank_plan(
-    counts: Any,
-    cfg: PlanConfig,
-    layout: Layout,
-    *,
-    rank: int,
-    epoch: int,
-    parent: PlanState | None = None,
+    counts: Any, cfg: PlanConfig, layout: Layout, *, rank: int, epoch: int, start: int = 0
 ) -> RankPlan:
-    """The plan of ``rank`` for ``epoch``: of the whole epoch, or of what ``parent`` left."""
-    if not 0 <= rank < layout.world_size:
-        raise ValueError(f"rank {rank} is outside world_size {layout.world_size}")
-    return _plan_sequence(_sequence(counts, cfg, parent, epoch), cfg, layout, rank, epoch)
+    """The plan of ``rank`` for ``epoch``, from position ``start`` of the global order."""
+    seq = epoch_sequence(counts, seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle)
+    return sequence_plan(global_order(seq, cfg, epoch), cfg, layout, rank=rank, start=start)
 
 
 def resume_plan(
     counts: Any, cfg: PlanConfig, state: PlanState, layout: Layout, *, rank: int
-) -> tuple[RankPlan, PlanState, int]:
-    """Plans the rest of ``state``'s epoch for ``layout`` (number of workers free to change).
+) -> tuple[RankPlan, PlanState]:
+    """Plans the rest of ``state``'s epoch for ``layout`` (any world, workers, batch size).
 
     Returns:
-        ``(plan, base, start)``: deal ``plan``'s batches from delivery position ``start`` to
-        the workers (:meth:`RankPlan.deal`); ``base`` is the state whose ``delivered`` count
-        later progress adds to (its layout keeps the worker count the order was made for).
+        ``(plan, base)``: the plan of the global order from the position ``state`` reached,
+        and the state later progress adds to (its ``start`` is that position).
+
+    Raises:
+        ValueError: if ``state`` says more batches were delivered than its plan has.
     """
-    same = (
-        state.layout.world_size == layout.world_size
-        and state.layout.batch_size == layout.batch_size
-    )
-    if same:
-        plan = rank_plan(
-            counts, cfg, state.layout, rank=rank, epoch=state.epoch, parent=state.parent
-        )
-        if state.delivered > plan.num_batches:
-            raise ValueError(
-                f"state says {state.delivered} batches delivered, the epoch has {plan.num_batches}"
-            )
-        return plan, state, state.delivered
-    base = PlanState(epoch=state.epoch, layout=layout, delivered=0, parent=state)
-    plan = rank_plan(counts, cfg, layout, rank=rank, epoch=state.epoch, parent=state)
-    return plan, base, 0
+    seq = epoch_sequence(counts, seed=cfg.seed, epoch=state.epoch, shuffle=cfg.shuffle)
+    return resume_sequence_plan(global_order(seq, cfg, state.epoch), cfg, state, layout, rank=rank)
+
+
+def resume_sequence_plan(
+    order: np.ndarray, cfg: PlanConfig, state: PlanState, layout: Layout, *, rank: int
+) -> tuple[RankPlan, PlanState]:
+    """:func:`resume_plan` over a given global order (of a mix, say)."""
+    old = Layout(state.layout.world_size, 1, state.layout.batch_size)
+    had = sequence_plan(order, cfg, old, rank=0, start=state.start).num_batches
+    if state.delivered > had:
+        raise ValueError(f"state says {state.delivered} batches delivered, the epoch has {had}")
+    base = PlanState(epoch=state.epoch, layout=layout, delivered=0, start=state.position)
+    return sequence_plan(order, cfg, layout, rank=rank, start=base.start), base
 
 
 def sample_locations(counts: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ that id, the worker recomputes its plan (a pure function) and skips what it had 
 with the loader's own record of which worker delivers next, the resumed run continues
 exactly. Schema::
 
-    {"version": 1, <fingerprint>, "plan": PlanState.to_dict(),
+    {"version": 2, <fingerprint>, "plan": PlanState.to_dict(),
      "worker": {"id": w, "num_workers": W, "yielded": n}}
 
 Outside a worker, a state without ``delivered`` is only known for iterations in the same

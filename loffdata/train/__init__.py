@@ -2,7 +2,7 @@
 
 Needs the ``train`` extra (timm). Uses :class:`loffdata.loader.LoffLoader` like any user.
 
-Submodules: models, trainer, utils.
+Submodules: models, trainer, utils, predictions.
 
 The names below are imported from their modules on first use (see docs/api.md).
 """
@@ -22,6 +22,7 @@ _WHERE = {
     "create_classifier": "loffdata.train.models",
     "create_optimizer": "loffdata.train.utils",
     "loss_fn": "loffdata.train.utils",
+    "PredictionsFile": "loffdata.train.predictions",
 }
 
 __all__ = sorted(_WHERE)

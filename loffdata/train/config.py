@@ -22,7 +22,8 @@ CONFIG_NAME = "config.json"
 #: ``stream`` fields a run sets from its own (``seed``, ``batch_size``): not options of their own.
 STREAM_FROM_RUN = ("seed", "batch_size")
 #: Fields a resumed run may change; every other field must match the checkpoint's.
-RESUMABLE_CHANGES = ("resume", "max_steps", "num_workers", "progress", "device", "amp", "epochs", "log")
+RESUMABLE_CHANGES = ("resume", "max_steps", "num_workers", "progress", "device", "amp", "epochs", "log",
+                     "predictions")
 
 
 @dataclass
@@ -85,6 +86,9 @@ class TrainConfig:
         multiscale: multi-scale variable-batch sampling: a dict of
             :class:`~loffdata.loader.multiscale.MultiScaleConfig` fields (its ``seed`` is
             ``seed``); ``batch_size`` is then the chunk a batch is made of; ``None``: off.
+        predictions: write every ``val`` sample's ``key, label, prediction, loss`` to this
+            file after each evaluation (``.csv`` or ``.jsonl``; under DDP one file per rank,
+            ``name.rank<r>.suffix``); ``None``: not written.
     """
 
     train: str | None = None
@@ -126,6 +130,7 @@ class TrainConfig:
     distill_weight: float = 0.0
     temperature: float = 1.0
     multiscale: dict[str, Any] | None = None
+    predictions: str | None = None
 
     def __post_init__(self) -> None:
         from loffdata.train.objective import check_objective
@@ -145,6 +150,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.predictions and not str(self.predictions).lower().endswith((".csv", ".jsonl")):
+            raise ValueError(f"predictions must name a .csv or .jsonl file, got {self.predictions!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from loffdata.loader import LoffLoader
+from loffdata.loader.loader import batch_samples
 from loffdata.train.checkpoint import resume, save_checkpoint
 from loffdata.train.config import TrainConfig
 from loffdata.train.dist import Dist, all_sum
 from loffdata.train.metrics import epoch_bar, format_record
 from loffdata.train.objective import recipe_loss
+from loffdata.train.predictions import PredictionsFile, rank_path
 from loffdata.train.run import Run, count_params, setup
 from loffdata.train.utils import loss_fn, lr_at
 
@@ -101,11 +103,12 @@ def _update_bar(bar: Any, run: Run) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, autocast: Any = None,
-             world_size: int = 1) -> dict[str, float]:
+             world_size: int = 1, predictions: PredictionsFile | None = None) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy of ``model`` over one pass of ``loader``.
 
     Under DDP the sums are all-reduced, so every rank returns the global figures (the
     loader's ``partial="pad"`` policy may count up to ``world_size - 1`` samples twice).
+    With ``predictions``, every sample's key, label, prediction and loss are added to it.
 
     Returns:
         ``{"val_loss": ..., "val_acc": ..., "val_samples": ...}``.
@@ -119,9 +122,18 @@ def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, auto
         loss_sum += loss_fn(logits, labels).item() * labels.shape[0]
         correct += (logits.argmax(dim=1) == labels).sum().item()
         count += labels.shape[0]
+        if predictions is not None:
+            predictions.add(batch_samples(loader)[0], labels, logits)
     model.train(was_training)
     loss_sum, correct, count = all_sum([loss_sum, correct, count], device, Dist(world_size=world_size))
     return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_samples": int(count)}
+
+
+def _predictions_file(run: Run) -> PredictionsFile | None:
+    """Where this rank writes ``config.predictions`` (``None``: not asked for)."""
+    if not run.config.predictions:
+        return None
+    return PredictionsFile(rank_path(run.config.predictions, run.ctx.rank, run.ctx.world_size))
 
 
 def _epoch_record(run: Run, train_s: float, wall_s: float) -> dict[str, Any]:
@@ -131,9 +143,12 @@ def _epoch_record(run: Run, train_s: float, wall_s: float) -> dict[str, Any]:
               "lr": _base_lr(run.optimizer)}
     if run.val_loader is not None:
         run.val_loader.set_epoch(0)
+        preds = _predictions_file(run)
         metrics = evaluate(run.model, run.val_loader, device=run.device, autocast=run.autocast(),
-                           world_size=run.ctx.world_size)
+                           world_size=run.ctx.world_size, predictions=preds)
         record.update(val_loss=metrics["val_loss"], val_acc=metrics["val_acc"])
+        if preds is not None:
+            preds.write()  # the latest evaluation's predictions, every epoch
     samples = stats.samples * run.ctx.world_size
     record.update(samples_per_s=samples / max(train_s, 1e-9), wait_fraction=stats.wait_fraction,
                   train_time=train_s, time=time.perf_counter() - wall_s)

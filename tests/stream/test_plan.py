@@ -11,8 +11,8 @@ from loffdata.stream.plan import (
     Layout,
     PlanConfig,
     PlanState,
-    delivery_order,
     epoch_sequence,
+    global_order,
     rank_plan,
     resume_plan,
     sample_locations,
@@ -34,9 +34,8 @@ def loader_order(worker_plans):
     return out
 
 
-def delivered(plan, start=0, num_workers=None):
-    w = num_workers or len(plan.worker_batches)
-    return loader_order([plan.deal(start, w, i) for i in range(w)])
+def delivered(plan, num_workers=1):
+    return loader_order([plan.worker(i, num_workers) for i in range(num_workers)])
 
 
 layouts = st.tuples(
@@ -76,13 +75,6 @@ def test_sample_locations():
     assert shard.tolist() == [0, 0, 2, 2, 3, 3] and local.tolist() == [0, 2, 0, 1, 0, 3]
 
 
-def test_delivery_order_is_round_robin_over_contiguous_workers():
-    # 5 batches, 2 workers: worker 0 holds 0,1,2 and worker 1 holds 3,4
-    assert delivery_order([3, 2]).tolist() == [0, 3, 1, 4, 2]
-    assert delivery_order([1, 1, 0]).tolist() == [0, 1]
-    assert delivery_order([0, 0]).tolist() == []
-
-
 def test_window_shuffle_keyed_by_position():
     a = window_shuffle(10, seed=0, epoch=0, start=0, window=4)
     assert sorted(a[:4].tolist()) == [0, 1, 2, 3] and sorted(a[8:].tolist()) == [8, 9]
@@ -105,7 +97,7 @@ def test_ranks_equal_and_cover_the_epoch(case):
     assert {p.num_batches for p in plans} == {-(-usable // batch)}
     assert {len(p.indices) for p in plans} == {usable}
     everything = Counter(np.concatenate([p.indices for p in plans]).tolist())
-    seq = epoch_sequence(counts, seed=1, epoch=2)
+    seq = global_order(epoch_sequence(counts, seed=1, epoch=2), cfg, 2)
     if partial == "pad" and not drop_last:
         assert set(everything) == set(range(n))
         repeats = (
@@ -120,16 +112,34 @@ def test_ranks_equal_and_cover_the_epoch(case):
 
 @settings(max_examples=150, deadline=None)
 @given(layouts)
-def test_workers_hold_whole_contiguous_batches_and_loader_order_matches(case):
+def test_loader_order_is_the_batch_order_for_any_workers(case):
     counts, world, workers, batch, partial, drop_last, buf = case
     cfg = PlanConfig(seed=2, shuffle_buffer=buf, partial=partial, drop_last=drop_last)
     plan = rank_plan(counts, cfg, Layout(world, workers, batch), rank=world - 1, epoch=0)
-    own = loader_order([plan.worker(w) for w in range(workers)])
-    expected = [tuple(plan.batch(int(b)).tolist()) for b in plan.order]
-    assert own == expected == delivered(plan)
+    expected = [tuple(plan.batch(b).tolist()) for b in range(plan.num_batches)]
+    for w in (1, 2, 3, workers):
+        assert delivered(plan, w) == expected
     for w in range(workers):
-        sizes = plan.worker(w).batch_sizes.tolist()
+        sizes = plan.worker(w, workers).batch_sizes.tolist()
         assert all(s == batch for s in sizes[:-1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(layouts)
+def test_global_batches_are_the_same_for_any_world_at_one_global_batch_size(case):
+    counts, _, _, batch, partial, drop_last, buf = case
+    cfg = PlanConfig(seed=3, shuffle_buffer=buf, partial=partial, drop_last=drop_last)
+    big = 4 * batch
+    order = global_order(epoch_sequence(counts, seed=3, epoch=1), cfg, 1)
+    n = len(order)
+    for world in (1, 2, 4):
+        plans = [rank_plan(counts, cfg, Layout(world, 2, big // world), rank=r, epoch=1) for r in range(world)]
+        glob = [np.concatenate([p.batch(t) for p in plans]) for t in range(plans[0].num_batches)]
+        whole = n - n % world if partial == "drop" else n  # positions before any padding
+        for t, g in enumerate(glob):
+            lo, hi = t * big, min((t + 1) * big, whole)
+            if hi > lo:
+                assert g[: hi - lo].tolist() == order[lo:hi].tolist()  # global batch t = G[tB : (t + 1)B]
 
 
 def test_no_shuffle_is_manifest_order():
@@ -143,7 +153,7 @@ def test_uneven_shards_fewer_than_ranks_times_workers():
     plans = [rank_plan([7, 1, 2], cfg, Layout(2, 3, 1), rank=r, epoch=0) for r in range(2)]
     assert [len(p.indices) for p in plans] == [5, 5]
     assert sorted(np.concatenate([p.indices for p in plans]).tolist()) == list(range(10))
-    assert all(len(p.worker(w).indices) > 0 for p in plans for w in range(3))
+    assert all(len(p.worker(w, 3).indices) > 0 for p in plans for w in range(3))
 
 
 def test_pad_when_fewer_samples_than_ranks():
@@ -152,68 +162,79 @@ def test_pad_when_fewer_samples_than_ranks():
     assert Counter(np.concatenate([p.indices for p in plans]).tolist()) == Counter({0: 2, 1: 2})
 
 
-def test_random_streams_differ_between_workers_and_epochs():
+def test_random_streams_differ_between_windows_and_epochs():
     cfg = PlanConfig(seed=0, shuffle_buffer=8)
     plan = rank_plan([8] * 4, cfg, Layout(1, 2, 1), rank=0, epoch=0)
-    a, b = plan.worker(0).indices, plan.worker(1).indices
-    assert not np.array_equal(np.argsort(a), np.argsort(b))  # not the same permutation
-    again = rank_plan([8] * 4, cfg, Layout(1, 2, 1), rank=0, epoch=0)
+    first, second = plan.indices[:8], plan.indices[8:16]
+    assert not np.array_equal(np.argsort(first), np.argsort(second))  # not the same permutation
+    again = rank_plan([8] * 4, cfg, Layout(1, 3, 1), rank=0, epoch=0)
     other = rank_plan([8] * 4, cfg, Layout(1, 2, 1), rank=0, epoch=1)
     assert np.array_equal(plan.indices, again.indices) and not np.array_equal(
         plan.indices, other.indices
     )
 
 
+def _global_batches(counts, cfg, layout, epoch=0, state=None):
+    """The global batches of all ranks (of the rest of ``state``'s epoch when given)."""
+    plans = [
+        rank_plan(counts, cfg, layout, rank=r, epoch=epoch) if state is None
+        else resume_plan(counts, cfg, state, layout, rank=r)[0]
+        for r in range(layout.world_size)
+    ]
+    return [tuple(np.concatenate([p.batch(t) for p in plans]).tolist()) for t in range(plans[0].num_batches)]
+
+
 @settings(max_examples=100, deadline=None)
-@given(layouts, st.integers(1, 4), st.integers(0, 30))
-def test_resume_same_world_any_workers_continues_exactly(case, new_workers, k):
-    counts, world, workers, batch, partial, drop_last, buf = case
+@given(layouts, st.integers(1, 4), st.sampled_from([1, 2, 4]), st.integers(0, 30))
+def test_resume_any_workers_and_world_at_one_global_batch_size_continues_exactly(case, new_workers, new_world, k):
+    counts, _, workers, batch, partial, drop_last, buf = case
     cfg = PlanConfig(seed=4, shuffle_buffer=buf, partial=partial, drop_last=drop_last)
-    layout = Layout(world, workers, batch)
-    plan = rank_plan(counts, cfg, layout, rank=0, epoch=3)
-    full = delivered(plan)
-    k = min(k, len(full))
-    state = PlanState(epoch=3, layout=layout, delivered=k)
-    again, base, start = resume_plan(counts, cfg, state, Layout(world, new_workers, batch), rank=0)
-    assert base == state and start == k
-    assert full[:k] + delivered(again, start, new_workers) == full
+    big = 4 * batch
+    for world in (1, 2, 4):
+        layout = Layout(world, workers, big // world)
+        full = _global_batches(counts, cfg, layout, epoch=3)
+        k = min(k, len(full))
+        state = PlanState(epoch=3, layout=layout, delivered=k)
+        new = Layout(new_world, new_workers, big // new_world)
+        rest = _global_batches(counts, cfg, new, state=state)
+        if world == new_world:
+            assert rest == full[k:]  # the same global batches, whatever the workers
+        whole = [i for b in full for i in b]
+        joined = [i for b in full[:k] + rest for i in b]
+        m = min(len(whole), len(joined), sum(counts))  # before padding or dropping by world
+        assert joined[:m] == whole[:m]
+        if k < len(full) and not drop_last:
+            assert rest  # the rest is never lost
 
 
 @settings(max_examples=100, deadline=None)
 @given(layouts, st.integers(1, 4), st.integers(1, 4), st.integers(0, 30))
-def test_resume_changed_world_delivers_exactly_the_rest(case, new_world, new_batch, k):
+def test_resume_changed_batch_size_gives_the_rest_of_the_same_order(case, new_world, new_batch, k):
     counts, world, workers, batch, partial, drop_last, buf = case
-    cfg = PlanConfig(seed=4, shuffle_buffer=buf, partial=partial, drop_last=drop_last)
+    cfg = PlanConfig(seed=4, shuffle_buffer=buf, drop_last=drop_last)
     old = Layout(world, workers, batch)
-    plans = [rank_plan(counts, cfg, old, rank=r, epoch=1) for r in range(world)]
-    k = min(k, plans[0].num_batches)
-    done = set(np.concatenate([p.delivered_indices(k) for p in plans]).tolist())
-    planned = set(np.concatenate([p.indices for p in plans]).tolist())
-    state = PlanState(epoch=1, layout=old, delivered=k)
+    order = global_order(epoch_sequence(counts, seed=4, epoch=1), cfg, 1).tolist()
+    head = [i for b in _global_batches(counts, cfg, old, epoch=1)[:k] for i in b]
+    state = PlanState(epoch=1, layout=old, delivered=min(k, len(_global_batches(counts, cfg, old, epoch=1))))
     new = Layout(new_world, 2, new_batch)
-    if (new_world, new_batch) == (world, batch):
-        return  # covered by the test above
-    rest = [resume_plan(counts, cfg, state, new, rank=r)[0] for r in range(new_world)]
-    got = np.concatenate([p.indices for p in rest]).tolist()
-    assert len({p.num_batches for p in rest}) == 1  # still equal across ranks
-    remaining = planned - done
-    if cfg.partial == "pad" and not drop_last:
-        assert set(got) == remaining  # every remaining sample, plus padding repeats
-    assert set(got) <= remaining
-    # a second resume inside the resumed plan keeps working (chained states)
-    chained = PlanState(epoch=1, layout=new, delivered=rest[0].num_batches, parent=state)
-    tail = resume_plan(counts, cfg, chained, new, rank=0)
-    assert tail[2] == rest[0].num_batches
+    rest = [i for b in _global_batches(counts, cfg, new, state=state) for i in b]
+    n = len(order)
+    if len(head) >= n or not n:
+        return
+    joined = head + rest
+    m = min(n, len(joined))
+    assert joined[:m] == order[:m]  # the same order; then at most padding from the epoch's start
+    if not drop_last:
+        assert len(joined) >= n  # nothing lost
+    # a second resume from the resumed state keeps working (positions add up)
+    chained = PlanState(epoch=1, layout=new, delivered=1, start=state.position)
+    assert chained.position == state.position + new_world * new_batch
 
 
 def test_state_roundtrip():
-    s = PlanState(
-        epoch=2,
-        layout=Layout(2, 3, 4),
-        delivered=5,
-        parent=PlanState(epoch=2, layout=Layout(1, 1, 4), delivered=1),
-    )
+    s = PlanState(epoch=2, layout=Layout(2, 3, 4), delivered=5, start=24)
     assert PlanState.from_dict(s.to_dict()) == s
+    assert s.position == 24 + 5 * 8
 
 
 def test_invalid_inputs():
