@@ -31,7 +31,7 @@ from loffdata.stream.mixplan import (
     mix_sequence,
     proportions,
 )
-from loffdata.stream.plan import global_order, rank_length, sample_locations
+from loffdata.stream.plan import global_order, rank_length
 from loffdata.stream.reader import ReadContext, SampleReader
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
