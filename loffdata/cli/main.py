@@ -157,11 +157,26 @@ def _resolve(command: Callable[..., Any] | str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def _lazy_doc(command: str) -> str | None:
+    """The docstring of ``"module:function"``, read from its source without importing it."""
+    import ast
+    import importlib.util
+
+    module, _, name = command.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    return None if node is None else ast.get_docstring(node)
+
+
 def _usage() -> str:
     lines = ["usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its options)", "",
              "commands:"]
     for name, command in COMMANDS.items():
-        doc = command.__doc__ if callable(command) else f"see {command}"
+        doc = command.__doc__ if callable(command) else _lazy_doc(command)
         lines.append(f"  {name:<10} {cliutil.docstring_summary(doc)}")
     return "\n".join(lines) + "\n"
 
