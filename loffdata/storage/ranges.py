@@ -22,11 +22,31 @@ from typing import Any
 
 from loffdata.errors import ShardReadError
 
-__all__ = ["ObjectChanged", "Pin", "Version", "fetch_range", "get_range", "remote_size"]
+__all__ = ["ObjectChanged", "Pin", "RangeIgnored", "Version", "cat_range", "fetch_range", "get_range", "remote_size"]
 
 
 class ObjectChanged(ShardReadError):
     """The remote object changed (another ETag, Last-Modified or size) during a read."""
+
+
+class RangeIgnored(ShardReadError):
+    """The server answered a range request with more than the range (it ignored ``Range``)."""
+
+
+def cat_range(fs: Any, path: str, start: int, end: int, *, url: str) -> bytes:
+    """Bytes ``[start, end)`` of ``path`` by ``fs.cat_file``; a server that ignores ``Range``
+    (``python -m http.server`` answers 200 with the whole object) is named as such.
+
+    Raises:
+        RangeIgnored: more bytes came back than were asked for.
+    """
+    data = fs.cat_file(path, start=start, end=end)
+    if len(data) > end - start:
+        raise RangeIgnored(
+            f"shard {url!r}: the server ignored the Range header (asked for bytes {start}-{end - 1}, "
+            f"got {len(data)} bytes, i.e. the whole object); random access (ds[i], ds.indexed()) needs a "
+            "server with Range support (nginx, Caddy, S3, any object store); streaming works without it")
+    return data
 
 
 @dataclass(frozen=True)

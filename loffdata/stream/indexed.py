@@ -21,8 +21,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from loffdata.errors import SampleError, ShardReadError
+from loffdata.format.codec import Quantized
 from loffdata.format.sample import Sample, decode_sample, features_match
 from loffdata.format.tar import iter_sample_members, iter_sample_spans
+from loffdata.storage.ranges import cat_range
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
 from loffdata.stream.sources import ShardSet, resolve_source
 
@@ -30,6 +32,17 @@ __all__ = ["IndexedDataset"]
 
 _END = b"\0" * 1024  # a tar end marker, so that one sample's bytes parse as an archive
 _OPEN_FILES = 16
+
+
+def _as_tensor(value: Any) -> Any:
+    """A writable torch tensor of an array (int8 dequantised); other values as they are."""
+    import torch
+
+    if isinstance(value, Quantized):
+        value = value.dequantize()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value, copy=True))
+    return value
 
 
 class IndexedDataset(Dataset):
@@ -42,7 +55,9 @@ class IndexedDataset(Dataset):
         shards: an already resolved shard set (then ``source`` is ignored).
 
     Items are dicts ``{"key", "index", "features", "label", **extras}``, as the
-    streaming dataset yields them without ``batch_size``.
+    streaming dataset yields them without ``batch_size``, but with features and extras as
+    writable torch tensors (int8 dequantised), so a plain ``DataLoader`` collates them;
+    :meth:`item` returns the stored form (numpy views, ``Quantized``), as ``ds[i]`` does.
     """
 
     def __init__(
@@ -70,6 +85,12 @@ class IndexedDataset(Dataset):
         return int(self.starts[-1])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` ready for a plain ``DataLoader``: features and extras as writable torch
+        tensors, int8 dequantised to float32 (``item(i)`` gives the stored form)."""
+        return {k: _as_tensor(v) for k, v in self.item(i).items()}
+
+    def item(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` as stored, like the streamed items: numpy views, int8 as ``Quantized``."""
         n = len(self)
         i = int(i) + n if int(i) < 0 else int(i)
         if not 0 <= i < n:
@@ -138,7 +159,7 @@ class IndexedDataset(Dataset):
             if s not in self._fs:
                 self._fs[s] = filesystem(url, self.options[s], self.retry)
             fs, path = self._fs[s]
-            data = with_retries(lambda: fs.cat_file(path, start=lo, end=hi), url=url, retry=self.retry)
+            data = with_retries(lambda: cat_range(fs, path, lo, hi, url=url), url=url, retry=self.retry)
         if len(data) != hi - lo:
             raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
         return data

@@ -280,7 +280,7 @@ class MixedDataset(StreamingDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i`` of the concatenated sources, its label unified as when streamed."""
-        item = self.indexed()[i]
+        item = self.indexed().item(i)
         table = self.label_tables[int(self.source_of(item["index"]))]
         if table is not None and item["label"] is not None:
             item["label"] = int(table[item["label"]])
