@@ -97,25 +97,50 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
 
 
 def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: int = 4, views: int = 3,
-         seed: int = 0, storage_options: dict[str, Any] | None = None) -> None:
+         pick: str = "first", seed: int = 0, storage_options: dict[str, Any] | None = None) -> None:
     """Draws a PNG of a few samples of a dataset and their augmented views (channels as RGB by PCA).
 
     Args:
         path: dataset directory or manifest URL (local, http(s)://, s3://).
-        out: PNG file to write.
+        out: PNG file to write (its directory must exist).
         preset: augmentation preset whose views are drawn: 'loffta', 'frofa' or 'none'.
-        samples: samples (rows) to draw, the first ones of the dataset.
-        views: augmented views (columns) per sample, next to the original.
-        seed: augmentation seed.
+        samples: samples (rows) to draw, at least 1.
+        views: augmented views (columns) per sample, next to the original; at least 1.
+        pick: which samples: 'first' (the first ones), 'random' (seeded by --seed) or
+            'per-class' (one of each class in turn; reads every label once).
+        seed: augmentation seed (and the random pick's).
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.cli.show import render_views
     from loffdata.hints import check_dataset_dir
 
+    _check_show_values(out=out, preset=preset, samples=samples, views=views, pick=pick)
     check_dataset_dir(path)
-    written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed,
+    from loffdata.cli.show import render_views
+
+    written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed, pick=pick,
                            storage_options=storage_options or {})
     print(f"wrote {written}")
+
+
+def _check_show_values(*, out: str, preset: str, samples: int, views: int, pick: str) -> None:
+    """``show``'s values, checked before any work (a CliError names the flag)."""
+    import os
+
+    from loffdata.augment.spec import PRESETS
+
+    if preset not in PRESETS:
+        raise cliutil.CliError(f"--preset {preset!r}: unknown{cliutil.suggest(preset, list(PRESETS), prefix='')}; "
+                               f"presets: {', '.join(PRESETS)}")
+    picks = ("first", "random", "per-class")
+    if pick not in picks:
+        raise cliutil.CliError(f"--pick {pick!r}: expected one of {', '.join(picks)}"
+                               f"{cliutil.suggest(pick, list(picks), prefix='')}")
+    for name, value in (("samples", samples), ("views", views)):
+        if value < 1:
+            raise cliutil.CliError(f"--{name} must be at least 1, got {value}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise cliutil.CliError(f"--out {out!r}: the directory {folder!r} does not exist; create it first")
 
 
 def index(path: str, *, force: bool = False, storage_options: dict[str, Any] | None = None) -> None:
