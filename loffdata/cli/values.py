@@ -11,20 +11,16 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loffdata.errors import LoffError
+from loffdata.errors import CliError
 
 __all__ = ["BOOL_WORDS", "CliError", "coerce", "is_bool", "load_config_file", "type_name"]
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _NONE = ("none", "null", "~")
 BOOL_WORDS = _TRUE + _FALSE
-
-
-class CliError(LoffError, ValueError):
-    """A flag, value or config-file key is wrong; the message says which and what to do."""
 
 
 def _arms(kind: Any) -> tuple[Any, ...]:
@@ -37,7 +33,7 @@ def type_name(kind: Any) -> str:
     names = []
     for arm in _arms(kind):
         origin = typing.get_origin(arm) or arm
-        names.append({type(None): "null", dict: "mapping", list: "list", tuple: "list", Sequence: "list"}.get(
+        names.append({type(None): "null", dict: "mapping", Mapping: "mapping", list: "list", tuple: "list", Sequence: "list"}.get(
             origin, getattr(origin, "__name__", str(origin))))
     return " or ".join(names)
 
@@ -82,7 +78,7 @@ def _coerce_arm(value: Any, arm: Any, text: str | None) -> Any:
             return value
         if text is None and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    elif origin is dict:
+    elif origin in (dict, Mapping):
         parsed = _parse_text(value) if isinstance(value, str) else value
         if isinstance(parsed, dict):
             return dict(parsed)

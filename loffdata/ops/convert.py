@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.cli.values import CliError
-from loffdata.errors import LoffError
+from loffdata.errors import CliError, LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import Sample, decode_sample, encode_sample
