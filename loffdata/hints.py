@@ -91,6 +91,9 @@ def check_dataset_dir(source: Any) -> None:
     if below:
         more = f"; datasets below it: {', '.join(below[:5])}" if len(below) > 1 else ""
         raise ManifestError(f"no dataset at {text!r} (no {_MANIFEST}); did you mean {below[0]!r}?{more}")
+    if any(n.endswith(".tar") and not n.startswith(".") for n in os.listdir(path)):
+        raise ManifestError(f"no dataset at {text!r}: .tar shards but no {_MANIFEST} (shards from another "
+                            f"writer?); build one with: loffdata index {text}")
     raise ManifestError(f"no dataset at {text!r}: no {_MANIFEST} in it or below it "
                         "(write one with tools/shard.py, or pass a list of .tar shards)")
 

@@ -143,18 +143,51 @@ def _check_show_values(*, out: str, preset: str, samples: int, views: int, pick:
         raise cliutil.CliError(f"--out {out!r}: the directory {folder!r} does not exist; create it first")
 
 
-def index(path: str, *, force: bool = False, storage_options: dict[str, Any] | None = None) -> None:
-    """Adds each shard's index (sample offsets and keys) to the manifest, for random access.
+def index(path: str, *, force: bool = False, classes: str | None = None, quiet: bool = False,
+          storage_options: dict[str, Any] | None = None) -> None:
+    """Adds each shard's index to the manifest; for shards without one, builds the whole manifest.
+
+    ``loffdata index DIR`` on a dataset adds each shard's index (sample offsets and keys) for
+    random access. On a directory or glob of ``.tar`` shards from any tar writer (webdataset,
+    GNU tar) with no ``manifest.json``, it reads every sample once and writes the full
+    manifest: counts, shapes and dtypes (from the first sample, checked on all), channel
+    statistics, class names, sha256 and the index.
 
     Args:
-        path: dataset directory or manifest URL (local, http(s)://, s3://).
+        path: dataset directory or manifest URL (local, http(s)://, s3://), or a directory or
+            glob ('DIR/*.tar', quoted) of shards without a manifest.
         force: recompute indexes the manifest already has.
+        classes: class names for shards without a manifest: a file (JSON list or
+            {label: name} mapping, or one name per line) or comma-separated names; default:
+            the label values ('0', '1', ...).
+        quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
     from loffdata.format.index import index_dataset
 
-    m = index_dataset(path, force=force, **(storage_options or {}))
-    print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
+    so = storage_options or {}
+    if _has_manifest(path, so):
+        if classes is not None:
+            raise cliutil.CliError(f"--classes: {path!r} has a manifest already (its classes are kept)")
+        m = index_dataset(path, force=force, **so)
+        print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
+        return
+    from loffdata.ops.manifest import build_manifest
+
+    m = build_manifest(path, classes=classes, progress=not quiet, storage_options=so)
+    print(f"wrote a manifest: {len(m.shards)} shards, {m.num_samples} samples, features "
+          f"{m.features.dtype}{list(m.features.shape)}, {m.num_classes or 'no'} classes")
+
+
+def _has_manifest(path: str, storage_options: dict[str, Any]) -> bool:
+    import fsspec
+
+    from loffdata.format.manifest import manifest_url
+
+    if any(c in path for c in "*?[") or path.endswith(".tar"):
+        return False
+    fs, p = fsspec.core.url_to_fs(manifest_url(path), **storage_options)
+    return fs.exists(p) or not fs.isdir(p.rsplit("/", 1)[0])
 
 
 def doctor() -> None:
