@@ -17,6 +17,9 @@ out only when the line before its fence marks it, with the reason::
     <!-- docs-test: needs network -->    (model hubs, remote buckets, packages to install)
     <!-- docs-test: make target -->      (``make demo``, ``make test``: the suite and CI run them)
     <!-- docs-test: slow -->             (runs, but in the slow tier: a full extraction)
+
+and ``<!-- docs-test: continues -->`` runs a block after the one before it, in the same
+working directory (a script told in steps).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ CACHES = {
     "16x6x6-5cls-13": {"n": 13, "shard_size": 5, "shape": (16, 6, 6), "classes": 5},
 }
 _FENCE = re.compile(r"^(\s*)```(.*?)\s*$")
-_MARK = re.compile(r"<!--\s*docs-test:\s*(needs gpu|needs network|make target|slow)\s*-->")
+_MARK = re.compile(r"<!--\s*docs-test:\s*(needs gpu|needs network|make target|slow|continues)\s*-->")
 _SHELL = ("bash", "sh", "shell", "console")
 
 
@@ -83,11 +86,18 @@ def doc_blocks(text: str) -> list[tuple[int, str, str, str | None]]:
 
 def _command_blocks():
     for md in _docs():
+        chains: list[tuple[int, list[tuple[str, str]], str | None]] = []
         for line, lang, code, mark in doc_blocks(md.read_text()):
-            if lang in _SHELL or lang == "python":
-                marks = [pytest.mark.skip(reason=f"marked: {mark}")] if mark and mark != "slow" else []
-                marks += [pytest.mark.slow] if mark == "slow" else []
-                yield pytest.param(lang, code, id=f"{md.name}:{line}", marks=marks)
+            if lang not in _SHELL and lang != "python":
+                continue
+            if mark == "continues" and chains:
+                chains[-1][1].append((lang, code))
+            else:
+                chains.append((line, [(lang, code)], mark))
+        for line, steps, mark in chains:
+            marks = [pytest.mark.skip(reason=f"marked: {mark}")] if mark and mark != "slow" else []
+            marks += [pytest.mark.slow] if mark == "slow" else []
+            yield pytest.param(steps, id=f"{md.name}:{line}", marks=marks)
 
 
 def shell_lines(code: str) -> list[list[str]]:
@@ -148,12 +158,13 @@ def doc_workdir(tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::loffdata.train.run.FewStepsWarning", "ignore::UserWarning")
-@pytest.mark.parametrize(("lang", "code"), list(_command_blocks()))
-def test_documented_commands_run_as_written(lang, code, doc_workdir, monkeypatch):
-    if lang == "python":
-        exec(compile(code, "<doc>", "exec"), {"DATA": str(doc_workdir / "feats/mine/train"), "__name__": "__doc__"})
-    else:
-        run_shell(code, {})
+@pytest.mark.parametrize("steps", list(_command_blocks()))
+def test_documented_commands_run_as_written(steps, doc_workdir):
+    for lang, code in steps:
+        if lang == "python":
+            exec(compile(code, "<doc>", "exec"), {"DATA": str(doc_workdir / "feats/mine/train"), "__name__": "__doc__"})
+        else:
+            run_shell(code, {})
 
 
 def test_a_block_without_a_runner_fails_and_a_marker_skips_it():
