@@ -4,8 +4,8 @@
 
     loffdata inspect DIR            summary: shards, samples, feature spec, classes
     loffdata verify DIR [--quiet]   decode everything, check sizes and checksums; exit 1 on problems
-    loffdata show DIR [--preset loffta] [--out show.png]   PNG of a few samples and augmented views
-    loffdata index DIR [--force]    add each shard's sample index to the manifest (random access)
+    loffdata show DIR [--preset loffta] [--pick per-class] [--out show.png]   samples and views (PNG)
+    loffdata index DIR|GLOB [--force] [--classes F]   add the index; foreign shards get a manifest
     loffdata convert SRC DST [--pool 2] [--dtype int8] ...   derive a dataset from a dataset
     loffdata doctor                 torch/CUDA/DALI versions, the backend 'auto' picks and why
 
