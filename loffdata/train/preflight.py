@@ -48,8 +48,12 @@ def _check_cache(config: TrainConfig) -> None:
 
     try:
         manifest = load_manifest(str(config.train), dict(config.stream.storage_options), config.stream.retry)
-    except LoffError:
-        return  # no manifest (a glob, foreign shards): the run counts the shards itself
+    except LoffError:  # no manifest (a glob, foreign shards): the run needs the shapes given
+        missing = [f"--{k}" for k in ("in_chans", "grid", "num_classes") if getattr(config, k) is None]
+        if missing:
+            raise CliError(f"--train {config.train}: no manifest there, so {', '.join(missing)} must be given; "
+                           f"or build one first: loffdata index {config.train}") from None
+        return
     try:
         _check_features(config, manifest)
     except ValueError as err:

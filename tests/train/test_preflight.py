@@ -48,6 +48,17 @@ def test_train_values_are_refused_before_any_work(cache, tmp_path, capsys, monke
     assert not out.exists()
 
 
+def test_shards_without_a_manifest_name_the_fix(make_dataset, tmp_path, capsys, monkeypatch):
+    root, _ = make_dataset(n=6, shard_size=3)
+    (root / "manifest.json").unlink()
+    out = tmp_path / "run"
+    glob = str(root / "*.tar")
+    assert _code(train_cli.console, ["--train", glob, "--out", str(out), "--progress", "false"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "no manifest there, so --in_chans, --grid, --num_classes must be given" in err
+    assert f"loffdata index {glob}" in err and not out.exists()
+
+
 def test_resume_with_changed_settings_is_refused_naming_them(cache, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "run")
     base = ["--train", cache, "--out", out, "--model", "linear", "--epochs", "2", "--max_steps", "1",
