@@ -109,3 +109,5 @@ def test_labels_outside_the_names_and_no_shards_are_refused(foreign, tmp_path):
 def test_inspect_on_foreign_shards_says_how_to_build_the_manifest(foreign, capsys):
     assert _exit_code(["inspect", str(foreign)]) == 1
     assert f"build one with: loffdata index {foreign}" in capsys.readouterr().err
+    assert _exit_code(["verify", str(foreign / "*.tar")]) == 1
+    assert f"build one with: loffdata index '{foreign}/*.tar'" in capsys.readouterr().err

@@ -60,8 +60,9 @@ def summarize(manifest: Any) -> str:
 
 def _load_manifest(path: str, storage_options: dict[str, Any]) -> Any:
     from loffdata.format.manifest import Manifest
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
 
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
     return Manifest.load(path, **storage_options)
 
@@ -84,9 +85,10 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
         quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
     from loffdata.ops.verify import verify as _verify
 
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
     report = _verify(path, progress=not quiet, **(storage_options or {}))
     for problem in report.problems:
@@ -111,9 +113,10 @@ def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: i
         seed: augmentation seed (and the random pick's).
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
 
     _check_show_values(out=out, preset=preset, samples=samples, views=views, pick=pick)
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
     from loffdata.cli.show import render_views
 
