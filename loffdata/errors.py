@@ -93,3 +93,8 @@ class WorkerDiedError(LoffError, RuntimeError):
 
     def __reduce__(self):
         return (WorkerDiedError, (self.pids, self.exitcodes))
+
+
+class CliError(LoffError, ValueError):
+    """A flag, value or config-file key is wrong; the message says which and what to do
+    (the CLIs print it as one ``error:`` line and exit 2)."""

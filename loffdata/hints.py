@@ -12,12 +12,13 @@ Light: torch is imported only inside :func:`check_device`.
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
 from loffdata.errors import LoffError, ManifestError
 
-__all__ = ["DeviceError", "check_dataset_dir", "check_device", "datasets_below"]
+__all__ = ["DeviceError", "check_dataset_dir", "check_device", "check_manifest_for_glob", "datasets_below"]
 
 _MANIFEST = "manifest.json"
 _MAX_DEPTH = 3
@@ -91,8 +92,32 @@ def check_dataset_dir(source: Any) -> None:
     if below:
         more = f"; datasets below it: {', '.join(below[:5])}" if len(below) > 1 else ""
         raise ManifestError(f"no dataset at {text!r} (no {_MANIFEST}); did you mean {below[0]!r}?{more}")
+    if any(n.endswith(".tar") and not n.startswith(".") for n in os.listdir(path)):
+        raise ManifestError(f"no dataset at {text!r}: .tar shards but no {_MANIFEST} (shards from another "
+                            f"writer?); build one with: loffdata index {text}")
     raise ManifestError(f"no dataset at {text!r}: no {_MANIFEST} in it or below it "
                         "(write one with tools/shard.py, or pass a list of .tar shards)")
+
+
+def check_manifest_for_glob(source: Any) -> None:
+    """For the commands that need a manifest (``inspect``, ``verify``, ``show``): a local glob
+    of ``.tar`` shards with no manifest beside them is answered with the command that builds one.
+
+    Raises:
+        ManifestError: ``no dataset at 'DIR/*.tar': shards without a manifest.json ...``
+    """
+    text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
+    if text and _foreign_glob(text.removeprefix("file://")):
+        raise ManifestError(f"no dataset at {text!r}: shards without a {_MANIFEST} (shards from another "
+                            f"writer?); build one with: loffdata index '{text}'")
+
+
+def _foreign_glob(path: str) -> bool:
+    """A glob of ``.tar`` shards whose folder has no manifest (shards from another writer)."""
+    if not any(c in path for c in "*?["):
+        return False
+    found = [m for m in glob.glob(path) if m.endswith(".tar")]
+    return bool(found) and not any(os.path.isfile(os.path.join(os.path.dirname(m), _MANIFEST)) for m in found)
 
 
 def _existing_parent(path: str) -> str | None:

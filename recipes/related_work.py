@@ -25,6 +25,7 @@ from typing import Any
 import fire
 import torch
 
+from loffdata.train.checkpoint import load_checkpoint
 from loffdata.train.models import create_classifier
 from loffdata.train.reinforce import reinforce
 from loffdata.train.trainer import CHECKPOINT_NAME, CONFIG_NAME, load_config, train
@@ -53,7 +54,7 @@ def _teacher(run_dir: str) -> torch.nn.Module:
     r = saved["resolved"]
     model = create_classifier(saved["model"], norm=saved["norm"], in_chans=r["in_chans"], grid=r["grid"],
                               num_classes=r["num_classes"], depth=saved["depth"])
-    model.load_state_dict(torch.load(Path(run_dir) / CHECKPOINT_NAME, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)["model"])  # weights_only=True
     return model
 
 

@@ -72,7 +72,7 @@ def test_loffdata_help_lists_commands_and_their_flags(tmp_path):
     top = run(*CLIS["loffdata"], "--help", cwd=tmp_path)
     assert top.returncode == 0 and all(c in top.stdout for c in ("inspect", "verify", "show"))
     sub = run(*CLIS["loffdata"], "verify", "-h", cwd=tmp_path)
-    assert sub.returncode == 0 and "--quiet BOOL  (default: false)" in sub.stdout and "PATH" in sub.stdout
+    assert sub.returncode == 0 and "--quiet [true|false]  (default: false)" in sub.stdout and "PATH" in sub.stdout
 
 
 @pytest.mark.parametrize(("cli", "args", "wanted"), [

@@ -115,7 +115,7 @@ def test_other_settings_refused_unless_overwrite(make_dataset, tmp_path):
     with pytest.raises(LoffError, match="other settings.*overwrite"):
         convert(str(src), dst, ConvertConfig(pool=4), progress=False)
     assert convert(str(src), dst, ConvertConfig(pool=4), overwrite=True, progress=False).features.shape == (8, 1, 1)
-    with pytest.raises(ValueError, match=r"extras \['nope'\] are not in .*\['pooled'\]"):
+    with pytest.raises(ValueError, match=r"extras nope: not in .*\['pooled'\]"):
         convert(str(src), dst, ConvertConfig(extras=("nope",)), progress=False)
     with pytest.raises(ValueError, match="dtype"):
         ConvertConfig(dtype="float8")
@@ -168,3 +168,59 @@ def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(m
     with pytest.raises(LoffError, match=r"shard-000001\.tar.*s0000007"):
         convert(str(src), str(dst), ConvertConfig(pool=2), progress=False)
     assert sorted(p.name for p in dst.iterdir() if p.is_file()) == ["shard-000000.tar"]  # no tmp, no manifest
+
+
+def _cli(argv: list[str]) -> int:
+    """Runs ``loffdata ARGV`` in-process; its exit code (0 when it returns)."""
+    try:
+        cli.main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("crop", ["1,1,2,2", "[1,1,2,2]", "1, 1, 2, 2"])
+def test_cli_crop_as_documented(make_dataset, tmp_path, capsys, crop):
+    src, _ = make_dataset(4, 2)
+    assert _cli(["convert", str(src), str(tmp_path / "out"), "--crop", crop, "--quiet"]) == 0
+    assert Manifest.load(str(tmp_path / "out")).features.shape == (8, 2, 2)
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--pool", "9"], "--pool 9 is larger than the 4x4 grid"),
+    (["--crop", "0,0,2,2", "--pool", "3"], "--pool 3 is larger than the 2x2 grid after the crop"),
+    (["--crop", "3,3,2,2"], "--crop 3,3,2,2 does not fit the 4x4 grid"),
+    (["--crop", "1,2,3"], "--crop: expected list"),
+    (["--dtype", "float8"], "--dtype must be None or one of"),
+    (["--extras", "pooled,nope"], "--extras nope: not in"),
+    (["--extras", ","], "--extras ',': expected comma-separated names"),
+    (["--max_samples", "-5"], "--max_samples must be >= 1, got -5"),
+    (["--pool", "0"], "--pool must be >= 1"),
+])
+def test_cli_refusals_write_nothing(make_dataset, tmp_path, capsys, flags, says):
+    src, _ = make_dataset(4, 2, extras=True)
+    dst = tmp_path / "out"
+    assert _cli(["convert", str(src), str(dst), *flags, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and "Traceback" not in err, err
+    assert not dst.exists()  # no .convert/ state: the corrected command just runs
+    assert _cli(["convert", str(src), str(dst), "--pool", "2", "--quiet"]) == 0
+
+
+def test_cli_overwrite_is_a_switch_and_the_hint_names_it(make_dataset, tmp_path, capsys):
+    src, _ = make_dataset(4, 2)
+    dst = str(tmp_path / "out")
+    assert _cli(["convert", str(src), dst, "--pool", "2", "--quiet"]) == 0
+    assert _cli(["convert", str(src), dst, "--pool", "4", "--quiet"]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert _cli(["convert", str(src), dst, "--pool", "4", "--overwrite", "--quiet"]) == 0
+    assert Manifest.load(dst).features.shape == (8, 1, 1)
+
+
+def test_cli_help_documents_every_option(capsys):
+    assert _cli(["convert", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "(undocumented)" not in text and "--crop LIST|NULL" in text and "--overwrite [true|false]" in text
+    assert _cli(["--help"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("convert"))
+    assert "Derives a dataset from a dataset" in line and "see " not in line

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from loffdata.cli.doctor import _problems, environment, pick_backend, report
+from loffdata.cli.doctor import _notes, _problems, environment, pick_backend, report
 
 
 def test_report_names_versions_and_the_auto_backend():
@@ -35,3 +35,15 @@ def test_cli_doctor_prints_the_report():
     out = subprocess.run([sys.executable, "-c", "import sys; from loffdata.cli.main import main; sys.argv=['loffdata', 'doctor']; main()"],
                          capture_output=True, text=True, check=True)
     assert "backend='auto' picks" in out.stdout
+
+
+def test_a_cuda_mismatch_without_a_gpu_is_a_note_not_a_problem():
+    env = {"torch_cuda": "13.0", "cuda_available": False, "dali_wheels": {"nvidia-dali-cuda120": "2.4.0"}}
+    assert _problems(env) == []
+    notes = _notes(env)
+    assert len(notes) == 1 and "harmless here (no CUDA device" in notes[0] and "install nvidia-dali-cuda130" in notes[0]
+    text = report({**env, "torch": "2.x", "device": None, "driver": None, "dali": "2.4.0", "backend_auto": "torch",
+                   "backend_reason": "no CUDA device", "transfer_auto": "none", "problems": [], "notes": notes})
+    assert "PROBLEM" not in text and "NOTE " in text
+    on_gpu = {**env, "cuda_available": True}
+    assert any("install nvidia-dali-cuda130" in p for p in _problems(on_gpu)) and _notes(on_gpu) == []

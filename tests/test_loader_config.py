@@ -43,13 +43,18 @@ def test_defaults_are_the_loader_defaults():
         ({"prefetch_factor": 0}, ValueError, "prefetch_factor must be an int >= 1"),
         ({"backend": "cuda"}, ValueError, "backend must be one of"),
         ({"views": 2, "augment": None}, ValueError, "views > 1 needs an augmentation"),
-        ({"stream": StreamConfig()}, ValueError, "stream.batch_size is required"),
         ({"stream": 5}, TypeError, "stream must be a StreamConfig"),
     ],
 )
 def test_bad_settings_are_named(changes, error, message):
     with pytest.raises(error, match=message):
         LoaderConfig(**changes)
+
+
+def test_a_stream_config_without_batch_size_gets_the_default():
+    cfg = LoaderConfig(stream=StreamConfig(drop_last=True))
+    assert cfg.stream.batch_size == LoaderConfig().stream.batch_size == 256 and cfg.stream.drop_last
+    assert LoaderConfig(stream={"shuffle": False}).stream.batch_size == 256
 
 
 def test_replace_reaches_stream_fields_and_dtypes_are_normalised():

@@ -11,6 +11,7 @@ YAML), and override any field with :meth:`AugmentSpec.replace`::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,8 +126,11 @@ class AugmentSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(base) - known)
         if unknown:
+            close = {u: difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.6) for u in unknown}
+            hints = ", ".join(f"{u} -> {c[0]}" for u, c in close.items() if c)
             raise ValueError(
-                f"unknown augmentation fields {unknown}; valid fields: {sorted(known)}"
+                f"unknown augmentation fields {unknown}{f' (did you mean {hints}?)' if hints else ''}; "
+                f"valid fields: {sorted(known)}"
             )
         return cls(**{k: _as_tuple(k, v) for k, v in base.items()})
 

@@ -84,6 +84,7 @@ def environment() -> dict[str, Any]:
     env["backend_auto"], env["backend_reason"] = pick_backend(cuda, dali)
     env["transfer_auto"] = select_transfer(torch.device("cuda" if cuda else "cpu"))
     env["problems"] = _problems(env)
+    env["notes"] = _notes(env)
     return env
 
 
@@ -102,12 +103,28 @@ def _problems(env: dict[str, Any]) -> list[str]:
     if len(majors) > 1:
         out.append(f"several DALI wheels installed ({', '.join(majors)}): they overwrite each other's "
                    "nvidia/dali; keep only the one matching torch's CUDA")
+    return out + ([] if env.get("cuda_available") is False else _cuda_mismatches(env))
+
+
+def _cuda_mismatches(env: dict[str, Any]) -> list[str]:
+    """DALI wheels built for another CUDA major than torch: they break the GPU path only."""
     torch_major = int(env["torch_cuda"].split(".")[0]) if env["torch_cuda"] else None
-    for name, major in majors.items():
+    out = []
+    for name in env["dali_wheels"]:
+        major = _wheel_cuda_major(name)
         if torch_major is not None and major is not None and major != torch_major:
             out.append(f"{name} is built for CUDA {major}, torch for CUDA {torch_major}: "
                        f"install nvidia-dali-cuda{torch_major}0 instead")
     return out
+
+
+def _notes(env: dict[str, Any]) -> list[str]:
+    """What matters only on a GPU machine, said as such where there is no CUDA device."""
+    if env.get("cuda_available") is not False:
+        return []
+    return [f"{text.split(': install')[0]}; harmless here (no CUDA device: DALI runs CPU-only, and "
+            f"the torch backend is picked); on a GPU machine{text.split(':', 1)[1]}"
+            for text in _cuda_mismatches(env)]
 
 
 def report(env: dict[str, Any] | None = None) -> str:
@@ -125,6 +142,8 @@ def report(env: dict[str, Any] | None = None) -> str:
         f"transfer     'auto' picks {env['transfer_auto']}",
     ]
     lines += [f"PROBLEM      {p}" for p in env["problems"]]
+    lines += [f"NOTE         {n}" for n in env.get("notes", [])]
     if not env["problems"]:
-        lines.append("OK           no version mismatch found")
+        lines.append("OK           no version mismatch found" if not env.get("notes") else
+                     "OK           nothing that breaks on this machine (see the notes)")
     return "\n".join(lines)

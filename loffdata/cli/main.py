@@ -4,8 +4,8 @@
 
     loffdata inspect DIR            summary: shards, samples, feature spec, classes
     loffdata verify DIR [--quiet]   decode everything, check sizes and checksums; exit 1 on problems
-    loffdata show DIR [--preset loffta] [--out show.png]   PNG of a few samples and augmented views
-    loffdata index DIR [--force]    add each shard's sample index to the manifest (random access)
+    loffdata show DIR [--preset loffta] [--pick per-class] [--out show.png]   samples and views (PNG)
+    loffdata index DIR|GLOB [--force] [--classes F]   add the index; foreign shards get a manifest
     loffdata convert SRC DST [--pool 2] [--dtype int8] ...   derive a dataset from a dataset
     loffdata doctor                 torch/CUDA/DALI versions, the backend 'auto' picks and why
 
@@ -63,8 +63,9 @@ def summarize(manifest: Any) -> str:
 
 def _load_manifest(path: str, storage_options: dict[str, Any]) -> Any:
     from loffdata.format.manifest import Manifest
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
 
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
     return Manifest.load(path, **storage_options)
 
@@ -87,9 +88,10 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
         quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
     from loffdata.ops.verify import verify as _verify
 
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
     report = _verify(path, progress=not quiet, **(storage_options or {}))
     for problem in report.problems:
@@ -100,39 +102,98 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
 
 
 def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: int = 4, views: int = 3,
-         seed: int = 0, storage_options: dict[str, Any] | None = None) -> None:
+         pick: str = "first", seed: int = 0, storage_options: dict[str, Any] | None = None) -> None:
     """Draws a PNG of a few samples of a dataset and their augmented views (channels as RGB by PCA).
 
     Args:
         path: dataset directory or manifest URL (local, http(s)://, s3://).
-        out: PNG file to write.
+        out: PNG file to write (its directory must exist).
         preset: augmentation preset whose views are drawn: 'loffta', 'frofa' or 'none'.
-        samples: samples (rows) to draw, the first ones of the dataset.
-        views: augmented views (columns) per sample, next to the original.
-        seed: augmentation seed.
+        samples: samples (rows) to draw, at least 1.
+        views: augmented views (columns) per sample, next to the original; at least 1.
+        pick: which samples: 'first' (the first ones), 'random' (seeded by --seed) or
+            'per-class' (one of each class in turn; reads every label once).
+        seed: augmentation seed (and the random pick's).
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.cli.show import render_views
-    from loffdata.hints import check_dataset_dir
+    from loffdata.hints import check_dataset_dir, check_manifest_for_glob
 
+    _check_show_values(out=out, preset=preset, samples=samples, views=views, pick=pick)
+    check_manifest_for_glob(path)
     check_dataset_dir(path)
-    written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed,
+    from loffdata.cli.show import render_views
+
+    written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed, pick=pick,
                            storage_options=storage_options or {})
     print(f"wrote {written}")
 
 
-def index(path: str, *, force: bool = False, storage_options: dict[str, Any] | None = None) -> None:
-    """Adds each shard's index (sample offsets and keys) to the manifest, for random access.
+def _check_show_values(*, out: str, preset: str, samples: int, views: int, pick: str) -> None:
+    """``show``'s values, checked before any work (a CliError names the flag)."""
+    import os
+
+    from loffdata.augment.spec import PRESETS
+
+    if preset not in PRESETS:
+        raise cliutil.CliError(f"--preset {preset!r}: unknown{cliutil.suggest(preset, list(PRESETS), prefix='')}; "
+                               f"presets: {', '.join(PRESETS)}")
+    picks = ("first", "random", "per-class")
+    if pick not in picks:
+        raise cliutil.CliError(f"--pick {pick!r}: expected one of {', '.join(picks)}"
+                               f"{cliutil.suggest(pick, list(picks), prefix='')}")
+    for name, value in (("samples", samples), ("views", views)):
+        if value < 1:
+            raise cliutil.CliError(f"--{name} must be at least 1, got {value}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise cliutil.CliError(f"--out {out!r}: the directory {folder!r} does not exist; create it first")
+
+
+def index(path: str, *, force: bool = False, classes: str | None = None, quiet: bool = False,
+          storage_options: dict[str, Any] | None = None) -> None:
+    """Adds each shard's index to the manifest; for shards without one, builds the whole manifest.
+
+    ``loffdata index DIR`` on a dataset adds each shard's index (sample offsets and keys) for
+    random access. On a directory or glob of ``.tar`` shards from any tar writer (webdataset,
+    GNU tar) with no ``manifest.json``, it reads every sample once and writes the full
+    manifest: counts, shapes and dtypes (from the first sample, checked on all), channel
+    statistics, class names, sha256 and the index.
 
     Args:
-        path: dataset directory or manifest URL (local, http(s)://, s3://).
+        path: dataset directory or manifest URL (local, http(s)://, s3://), or a directory or
+            glob ('DIR/*.tar', quoted) of shards without a manifest.
         force: recompute indexes the manifest already has.
+        classes: class names for shards without a manifest: a file (JSON list or
+            {label: name} mapping, or one name per line) or comma-separated names; default:
+            the label values ('0', '1', ...).
+        quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
     from loffdata.format.index import index_dataset
 
-    m = index_dataset(path, force=force, **(storage_options or {}))
-    print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
+    so = storage_options or {}
+    if _has_manifest(path, so):
+        if classes is not None:
+            raise cliutil.CliError(f"--classes: {path!r} has a manifest already (its classes are kept)")
+        m = index_dataset(path, force=force, **so)
+        print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
+        return
+    from loffdata.ops.manifest import build_manifest
+
+    m = build_manifest(path, classes=classes, progress=not quiet, storage_options=so)
+    print(f"wrote a manifest: {len(m.shards)} shards, {m.num_samples} samples, features "
+          f"{m.features.dtype}{list(m.features.shape)}, {m.num_classes or 'no'} classes")
+
+
+def _has_manifest(path: str, storage_options: dict[str, Any]) -> bool:
+    import fsspec
+
+    from loffdata.format.manifest import manifest_url
+
+    if any(c in path for c in "*?[") or path.endswith(".tar"):
+        return False
+    fs, p = fsspec.core.url_to_fs(manifest_url(path), **storage_options)
+    return fs.exists(p) or not fs.isdir(p.rsplit("/", 1)[0])
 
 
 def doctor() -> None:
@@ -160,11 +221,26 @@ def _resolve(command: Callable[..., Any] | str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def _lazy_doc(command: str) -> str | None:
+    """The docstring of ``"module:function"``, read from its source without importing it."""
+    import ast
+    import importlib.util
+
+    module, _, name = command.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    return None if node is None else ast.get_docstring(node)
+
+
 def _usage() -> str:
     lines = ["usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its options)", "",
              "commands:"]
     for name, command in COMMANDS.items():
-        doc = command.__doc__ if callable(command) else f"see {command}"
+        doc = command.__doc__ if callable(command) else _lazy_doc(command)
         lines.append(f"  {name:<10} {cliutil.docstring_summary(doc)}")
     return "\n".join(lines) + "\n"
 

@@ -302,16 +302,24 @@ def format_help(prog: str, doc: str | None, options: Sequence[Option], *, config
         lines += ["  --config FILE", "        YAML (.yaml/.yml) or JSON (.json) file of option: value pairs;",
                   "        flags given on the command line win.", ""]
     for o in options:
-        head = o.name.upper() if o.positional else f"--{o.name} {type_name(o.type).upper().replace(' OR ', '|')}"
+        head = o.name.upper() if o.positional else f"--{o.name} {_metavar(o.type)}"
         default = "" if o.positional else f"  (default: {_default_text(o)})"
         lines += [f"  {head}{default}", *_wrap(o.doc or "(undocumented)"), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _metavar(kind: Any) -> str:
+    """``INT|NULL``; a bool is a switch: ``[true|false]`` (a bare ``--flag`` is true)."""
+    if kind is bool:
+        return "[true|false]"
+    return type_name(kind).upper().replace(" OR ", "|")
+
+
 def _wrap(text: str, width: int = 88) -> list[str]:
     import textwrap
 
-    return textwrap.wrap(text.replace("``", "'"), width, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    plain = re.sub(r"``(['\"]?)(.*?)\1``", r"'\2'", text)  # ``"pad"`` and ``pad`` print as 'pad'
+    return textwrap.wrap(plain, width, initial_indent=" " * 8, subsequent_indent=" " * 8, break_on_hyphens=False)
 
 
 def parse_command(argv: Sequence[str], options: Sequence[Option], *, prog: str, doc: str | None,

@@ -1,6 +1,6 @@
 """``loffdata show``: look at what an augmentation does to *your* features.
 
-The first ``samples`` samples of a dataset are drawn as images, next to ``views`` augmented
+A few samples of a dataset (the first ones, random ones, or one of each class in turn) are drawn as images, next to ``views`` augmented
 views under a preset. Channels are reduced to RGB by a PCA fitted on the original samples
 (as LOFF-TA's figure 4 does), one projection for every panel, so colours are comparable
 across views. Needs matplotlib (the ``show`` extra: ``pip install 'loffdata[show]'``).
@@ -16,7 +16,7 @@ import torch
 
 from loffdata.errors import LoffError
 
-__all__ = ["pca_basis", "render_views", "to_rgb"]
+__all__ = ["PICKS", "pca_basis", "pick_indices", "render_views", "to_rgb"]
 
 
 def pca_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,13 +39,45 @@ def to_rgb(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, lo: torch.T
     return ((proj - lo) / (hi - lo)).clamp(0, 1).reshape(h, w, 3).numpy()
 
 
-def _first_batch(path: str, n: int, storage_options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    from loffdata.loader import LoffLoader
+#: how ``loffdata show`` picks its samples
+PICKS = ("first", "random", "per-class")
 
-    loader = LoffLoader(path, batch_size=n, augment=None, shuffle=False, num_workers=0,
-                        storage_options=storage_options)
-    features, labels = next(iter(loader))
-    return features.float(), labels, loader.manifest
+
+def pick_indices(labels: np.ndarray, n: int, pick: str, seed: int) -> list[int]:
+    """Sample indices to draw: the first ``n``, ``n`` at random (seeded), or per class: the
+    first sample of each class in turn (classes in label order, cycling) until ``n``."""
+    total = len(labels)
+    if pick == "first":
+        return list(range(min(n, total)))
+    if pick == "random":
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(total, size=min(n, total), replace=False).tolist())
+    by_class = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    chosen: list[int] = []
+    for turn in range(max((len(b) for b in by_class), default=0)):
+        chosen += [int(b[turn]) for b in by_class if turn < len(b)]
+    return chosen[:n]
+
+
+def _picked_batch(path: str, n: int, pick: str, seed: int,
+                  storage_options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Features (float), labels and the manifest of the samples ``pick`` chooses."""
+    from loffdata.stream.dataset import StreamingDataset
+
+    ds = StreamingDataset(path, shuffle=False, storage_options=storage_options)
+    if pick == "per-class":  # labels of every sample: one pass over the dataset
+        labels = np.asarray([_label(x["label"]) for x in ds], dtype=np.int64)
+    else:
+        labels = np.zeros(len(ds), dtype=np.int64)
+    view = ds.indexed()
+    items = [view[i] for i in pick_indices(labels, n, pick, seed)]
+    x = torch.stack([item["features"].float() for item in items])
+    y = torch.tensor([_label(item["label"]) for item in items])
+    return x, y, ds.shards.manifest
+
+
+def _label(label: Any) -> int:
+    return -1 if label is None else int(np.argmax(label)) if np.ndim(label) else int(label)
 
 
 def _augmenter(preset: str, views: int, seed: int, manifest: Any) -> Any:
@@ -59,7 +91,8 @@ def _augmenter(preset: str, views: int, seed: int, manifest: Any) -> Any:
 
 
 def render_views(path: str, *, out: str | os.PathLike = "show.png", preset: str = "loffta", samples: int = 4,
-                 views: int = 3, seed: int = 0, storage_options: dict[str, Any] | None = None) -> str:
+                 views: int = 3, seed: int = 0, pick: str = "first",
+                 storage_options: dict[str, Any] | None = None) -> str:
     """Writes the PNG (see the module docstring); returns its path.
 
     Raises:
@@ -72,13 +105,13 @@ def render_views(path: str, *, out: str | os.PathLike = "show.png", preset: str 
         import matplotlib.pyplot as plt
     except ImportError:
         raise LoffError("loffdata show needs matplotlib: pip install 'loffdata[show]' (or pip install matplotlib)") from None
-    x, y, manifest = _first_batch(path, samples, storage_options or {})
+    x, y, manifest = _picked_batch(path, samples, pick, seed, storage_options or {})
     aug, _ = _augmenter(preset, views, seed, manifest)(x, y, indices=np.arange(len(x)), epoch=0)
     basis = pca_basis(x)
     classes = manifest.classes if manifest is not None else None
     fig, axes = plt.subplots(len(x), views + 1, figsize=(1.9 * (views + 1), 1.9 * len(x) + 0.6), squeeze=False)
     for i in range(len(x)):
-        label = int(y[i]) if y.ndim == 1 else int(y[i].argmax())
+        label = int(y[i])
         name = classes[label] if classes and 0 <= label < len(classes) else str(label)
         panels = [("original", x[i])] + [(f"{preset} view {v + 1}", aug[i * views + v]) for v in range(views)]
         for ax, (title, m) in zip(axes[i], panels):

@@ -11,19 +11,16 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loffdata.errors import LoffError
+from loffdata.errors import CliError
 
 __all__ = ["BOOL_WORDS", "CliError", "coerce", "is_bool", "load_config_file", "type_name"]
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _NONE = ("none", "null", "~")
 BOOL_WORDS = _TRUE + _FALSE
-
-
-class CliError(LoffError, ValueError):
-    """A flag, value or config-file key is wrong; the message says which and what to do."""
 
 
 def _arms(kind: Any) -> tuple[Any, ...]:
@@ -36,7 +33,7 @@ def type_name(kind: Any) -> str:
     names = []
     for arm in _arms(kind):
         origin = typing.get_origin(arm) or arm
-        names.append({type(None): "null", dict: "mapping", list: "list", tuple: "list"}.get(
+        names.append({type(None): "null", dict: "mapping", Mapping: "mapping", list: "list", tuple: "list", Sequence: "list"}.get(
             origin, getattr(origin, "__name__", str(origin))))
     return " or ".join(names)
 
@@ -81,13 +78,31 @@ def _coerce_arm(value: Any, arm: Any, text: str | None) -> Any:
             return value
         if text is None and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    elif origin in (dict, list, tuple):
+    elif origin in (dict, Mapping):
         parsed = _parse_text(value) if isinstance(value, str) else value
-        if isinstance(parsed, dict if origin is dict else (list, tuple)):
-            return origin(parsed)
+        if isinstance(parsed, dict):
+            return dict(parsed)
+    elif origin in (list, tuple, Sequence):
+        return _coerce_sequence(value, arm, text)
     else:
         return value
     raise ValueError
+
+
+def _coerce_sequence(value: Any, arm: Any, text: str | None) -> list[Any] | tuple[Any, ...]:
+    """A list or tuple option: ``[1, 2]`` (YAML) or ``1,2`` on the command line, items checked."""
+    parsed = _parse_text(value) if isinstance(value, str) else value
+    if isinstance(parsed, str) and text is not None:
+        parsed = [part.strip() for part in parsed.split(",")] if parsed.strip() else []
+    if not isinstance(parsed, (list, tuple)):
+        raise ValueError
+    args = [a for a in typing.get_args(arm) if a is not Ellipsis]
+    if args and len(set(args)) == 1:  # tuple[int, ...], list[int], tuple[int, int]: one item type
+        fixed = typing.get_origin(arm) is tuple and Ellipsis not in typing.get_args(arm)
+        if fixed and len(parsed) != len(args):
+            raise ValueError
+        parsed = [coerce(item, args[0], text=item if isinstance(item, str) else None) for item in parsed]
+    return tuple(parsed) if (typing.get_origin(arm) or arm) is tuple else list(parsed)
 
 
 def coerce(value: Any, kind: Any, *, text: str | None = None) -> Any:

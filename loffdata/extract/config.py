@@ -38,6 +38,10 @@ class ExtractConfig:
         input: image folder, CSV file, WebDataset URL(s) (or ``{split: urls}``), or
             ``None`` for the embedded ``shapes`` dataset.
         source: input kind: ``auto``, ``folder``, ``csv``, ``wds`` or ``shapes``.
+        classes: class names of an input with integer labels (WebDataset ``cls``, a CSV of
+            numbers): a file (JSON list or ``{label: name}`` mapping, or one name per line)
+            or comma-separated names; ``None``: the label values (``0``, ``1`` ...). A
+            folder's or named CSV labels' classes come from the input.
         model: any timm model name.
         pretrained: load the hub weights (needs a network or a warm cache).
         checkpoint: local weights file (a state dict), loaded through timm's pretrained
@@ -78,6 +82,7 @@ class ExtractConfig:
     out: str = "out/demo"
     input: Any = None
     source: str = "auto"
+    classes: Any = None
     model: str = "vit_tiny_patch16_224"
     pretrained: bool = False
     checkpoint: str | None = None

@@ -25,6 +25,7 @@ import fsspec
 import numpy as np
 import torch
 
+from loffdata.errors import LoffError, ManifestError
 from loffdata.extract.batches import MapImages, StreamImages, image_loader
 from loffdata.extract.config import CONFIG_NAME, ExtractConfig, RandomWeightsWarning, check_paths
 from loffdata.extract.finalize import finalize_split
@@ -40,6 +41,7 @@ from loffdata.extract.record import (
 from loffdata.extract.runtime import Dist, Runtime, init_distributed, select_device
 from loffdata.extract.sink import ShardSink, SplitJob
 from loffdata.extract.teacher import build_teacher
+from loffdata.format.classes import class_names
 from loffdata.format.manifest import Manifest
 from loffdata.hints import check_device
 
@@ -112,7 +114,22 @@ def _bad_items(rt: Runtime, records: list[ImageRecord], bad: list[tuple[int, str
 
 
 def _open_input(cfg: ExtractConfig) -> ImageSource:
-    return open_source(cfg.input, kind=cfg.source, shapes_counts=cfg.shapes_counts, seed=cfg.seed, storage_options=cfg.fs_options())
+    source = open_source(cfg.input, kind=cfg.source, shapes_counts=cfg.shapes_counts, seed=cfg.seed, storage_options=cfg.fs_options())
+    return _with_class_names(cfg, source)
+
+
+def _with_class_names(cfg: ExtractConfig, source: ImageSource) -> ImageSource:
+    """Class names for integer labels: ``--classes``, else the label values (checked either way)."""
+    if source.classes is not None:
+        if cfg.classes is not None:
+            raise LoffError(f"--classes: the {source.kind} input names its classes itself ({source.classes[:5]} ...)")
+        return source
+    labels = [r.label for records in source.splits.values() for r in records if r.label is not None]
+    try:
+        source.classes = class_names(cfg.classes, labels)
+    except ManifestError as err:
+        raise LoffError(f"--classes: {err}") from None
+    return source
 
 
 def _setup(cfg: ExtractConfig, ctx: Dist) -> Runtime:

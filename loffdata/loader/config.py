@@ -32,7 +32,8 @@ class LoaderConfig:
 
     Attributes:
         stream: the dataset's settings: order, batch size, error policy, storage, cache, retry
-            (``batch_size`` is required; a dict of its fields is accepted). Its
+            (a ``batch_size`` of ``None`` becomes the default, 256; a dict of its fields is
+            accepted). Its
             ``batch_dtype`` is chosen by the loader from ``dtype`` and ``device``.
         augment: preset name (``"loffta"``, ``"frofa"``, ``"none"``), a dict or
             :class:`~loffdata.augment.AugmentSpec`, or ``None`` for no augmentation step.
@@ -70,8 +71,8 @@ class LoaderConfig:
             object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
         if not isinstance(self.stream, StreamConfig):
             raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
-        if self.stream.batch_size is None:
-            raise ValueError("LoaderConfig.stream.batch_size is required: LoffLoader delivers batches")
+        if self.stream.batch_size is None:  # LoffLoader delivers batches: the documented default
+            object.__setattr__(self, "stream", dataclasses.replace(self.stream, batch_size=DEFAULT_BATCH_SIZE))
         dtype = dtype_string(self.dtype)
         if dtype not in BATCH_DTYPES:
             raise ValueError(f"dtype must be one of {BATCH_DTYPES}, got {self.dtype!r}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.errors import LoffError
+from loffdata.errors import CliError, LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import Sample, decode_sample, encode_sample
@@ -34,10 +34,15 @@ from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shar
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 
-__all__ = ["ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
+__all__ = ["ConfigMismatch", "ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
 
 RECORD_DIR = ".convert"
 _DTYPES = ("float32", "float16", "bfloat16", "int8")
+
+
+class ConfigMismatch(LoffError, ValueError):
+    """A :class:`ConvertConfig` does not fit the source (a crop or pool larger than its grid,
+    an extra it lacks); raised before anything is written. The message starts with the field."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> 
         if previous == json.loads(json.dumps(fingerprint)):
             return
         if not overwrite:
-            raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass overwrite=True to replace it")
+            raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it")
         run.fs.rm(f"{run.root}/{RECORD_DIR}", recursive=True)
     run.fs.makedirs(f"{run.root}/{RECORD_DIR}", exist_ok=True)
     _write_json(run.fs, path, fingerprint)
@@ -273,10 +278,26 @@ def _finish(run: _Run, num_shards: int) -> Manifest:
     return manifest
 
 
-def _check_extras(run: _Run) -> None:
-    unknown = set(run.config.extras or ()) - set(run.manifest.extras)
+def _check_fit(run: _Run) -> None:
+    """Refuses settings the source cannot take, before anything is written."""
+    cfg, have = run.config, sorted(run.manifest.extras)
+    unknown = sorted(set(cfg.extras or ()) - set(have))
     if unknown:
-        raise ValueError(f"extras {sorted(unknown)} are not in {run.src!r}, which has {sorted(run.manifest.extras)}")
+        raise ConfigMismatch(f"extras {','.join(unknown)}: not in {run.src!r}, which has {have or 'no extras'}")
+    shape = run.manifest.features.shape
+    if len(shape) != 3:
+        if cfg.crop is not None or cfg.pool > 1:
+            raise ConfigMismatch(f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, {run.src!r} has {list(shape)}")
+        return
+    grid = [int(shape[1]), int(shape[2])]
+    if cfg.crop is not None:
+        top, left, h, w = cfg.crop
+        if top + h > grid[0] or left + w > grid[1]:
+            raise ConfigMismatch(f"crop {','.join(map(str, cfg.crop))} does not fit the {grid[0]}x{grid[1]} grid of {run.src!r}")
+        grid = [h, w]
+    if cfg.pool > min(grid):
+        raise ConfigMismatch(f"pool {cfg.pool} is larger than the {grid[0]}x{grid[1]} grid"
+                             f"{' after the crop' if cfg.crop else ''} of {run.src!r}; at most {min(grid)}")
 
 
 def convert(
@@ -306,13 +327,13 @@ def convert(
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
     manifest = load_manifest(src, src_options, retry)
     run = _Run(src, dst, cfg, manifest, resolve_source(src, src_options, retry), src_options, dst_options, retry)
-    _check_extras(run)
+    _check_fit(run)
     run.fs, run.root = filesystem(dst, dst_options, retry)
     run.root = run.root.rstrip("/")
     starts = plan_output(run.shards.counts, _per_shard(run))
-    _check_previous(run, _fingerprint(run, starts), overwrite)
     if starts[-1] == 0:
         raise LoffError(f"{src!r} holds no samples")
+    _check_previous(run, _fingerprint(run, starts), overwrite)
     pending = [j for j in range(len(starts) - 1) if not run.fs.exists(run.record_path(j))]
     _remove_stale(run, pending)
     done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(starts[j + 1] - starts[j] for j in pending)
@@ -327,7 +348,7 @@ def command(
     dst: str,
     *,
     pool: int = 1,
-    crop: Sequence[int] | None = None,
+    crop: tuple[int, int, int, int] | None = None,
     dtype: str | None = None,
     extras: str = "all",
     max_samples: int | None = None,
@@ -338,19 +359,48 @@ def command(
     endpoint_url: str | None = None,
     nonfinite: str = "refuse",
 ) -> None:
-    """Derives a dataset from a dataset: ``loffdata convert SRC DST --pool 2 --dtype int8``.
+    """Derives a dataset from a dataset: pool, crop, change dtype, select extras, re-shard.
 
-    ``--crop 0,0,8,8`` (top, left, height, width), ``--extras pooled`` (comma-separated
-    names to keep; ``all``, the default, keeps every one; ``none`` drops all), ``--max_samples``/``--max_bytes`` re-shard. ``--endpoint_url``
-    reaches an S3-compatible store at both ends. ``--nonfinite zero`` stores NaN/infinite
-    features as 0 (default ``refuse``: an error naming the sample). Re-running resumes.
+    Example: ``loffdata convert SRC DST --pool 2 --dtype int8``. Every value is checked
+    against the source's manifest before anything is written; re-running resumes.
+
+    Args:
+        src: source dataset directory or manifest URL (local, http(s)://, s3://).
+        dst: destination directory or URL (any fsspec URL).
+        pool: average-pool the feature map by this integer factor (floor mode, as avg_pool2d).
+        crop: top,left,height,width in the source grid, applied before pooling
+            (``--crop 0,0,32,32`` or ``--crop [0,0,32,32]``).
+        dtype: storage dtype of the output: float32, float16, bfloat16 or int8; default: the
+            source's.
+        extras: comma-separated names of the extra tensors to keep; ``all`` keeps every one,
+            ``none`` drops all.
+        max_samples: most samples per output shard (default: the source's shard boundaries).
+        max_bytes: most bytes per output shard.
+        prefix: output shard name prefix.
+        overwrite: replace an existing conversion with other settings at DST (a switch:
+            ``--overwrite``).
+        quiet: no progress bar.
+        endpoint_url: an S3-compatible store's endpoint, used at both ends.
+        nonfinite: what to do with NaN/infinite features: ``refuse`` (an error naming the
+            sample) or ``zero`` (stored as 0).
     """
-    keep = {"all": None, "none": ()}.get(extras.lower(), tuple(x for x in extras.split(",") if x))
-    cfg = ConvertConfig(
-        pool=pool, crop=None if crop is None else tuple(int(v) for v in crop), dtype=dtype,
-        extras=keep, max_samples=max_samples,
-        max_bytes=max_bytes, prefix=prefix, nonfinite=nonfinite,
-    )  # fmt: skip
+    cfg = _cli_config(pool=pool, crop=crop, dtype=dtype, extras=extras, max_samples=max_samples,
+                      max_bytes=max_bytes, prefix=prefix, nonfinite=nonfinite)
     options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
-    m = convert(src, dst, cfg, src_options=options, dst_options=options, overwrite=overwrite, progress=not quiet)
+    try:
+        m = convert(src, dst, cfg, src_options=options, dst_options=options, overwrite=overwrite,
+                    progress=not quiet)
+    except ConfigMismatch as err:
+        raise CliError(f"--{err}") from None
     print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}")
+
+
+def _cli_config(*, extras: str, **values: Any) -> ConvertConfig:
+    """The :class:`ConvertConfig` of the command's flags, or a :class:`CliError` naming the flag."""
+    keep = {"all": None, "none": ()}.get(extras.lower(), tuple(x.strip() for x in extras.split(",") if x.strip()))
+    if keep == () and extras.lower() != "none":
+        raise CliError(f"--extras {extras!r}: expected comma-separated names, 'all' or 'none'")
+    try:
+        return ConvertConfig(extras=keep, **values)
+    except (TypeError, ValueError) as err:
+        raise CliError(f"--{err}") from None

@@ -22,11 +22,15 @@ from typing import Any
 
 from loffdata.errors import ShardReadError
 
-__all__ = ["ObjectChanged", "Pin", "Version", "fetch_range", "get_range", "remote_size"]
+__all__ = ["ObjectChanged", "Pin", "RangeIgnored", "Version", "fetch_range", "get_range", "remote_size"]
 
 
 class ObjectChanged(ShardReadError):
     """The remote object changed (another ETag, Last-Modified or size) during a read."""
+
+
+class RangeIgnored(ShardReadError):
+    """The server answered a range request with more than the range (it ignored ``Range``)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,16 @@ def _total(content_range: str | None) -> int | None:
     return None
 
 
-async def _http_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple[bytes, Version]:
+def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
+    return RangeIgnored(
+        f"shard {url!r}: the server ignored the Range header (asked for bytes {start}-{end - 1}, "
+        f"got {size} bytes, i.e. the whole object); random access (ds[i], ds.indexed()) needs a "
+        "server with Range support (nginx, Caddy, S3, any object store); streaming works without it")
+
+
+async def _http_range(
+    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
+) -> tuple[bytes, Version]:
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
     headers = {**kwargs.get("headers", {}), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
@@ -129,6 +142,8 @@ async def _http_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tup
         data = b"".join(parts)
         size = _total(r.headers.get("Content-Range"))
         if r.status == 200:  # the server ignored the Range header: the whole object
+            if strict and len(data) > end - start:
+                raise _range_ignored(pin.url, start, end, len(data))
             size, data = len(data), data[start:end]
         return data, Version(size, r.headers.get("ETag"), r.headers.get("Last-Modified"))
 
@@ -165,19 +180,24 @@ def _kind(fs: Any) -> str:
     return "other"
 
 
-async def fetch_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> bytes:
+async def fetch_range(
+    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
+) -> bytes:
     """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``.
 
     Runs on ``fs.loop`` (fsspec's IO loop) for HTTP and S3; other filesystems are called in
-    a thread.
+    a thread. A server that ignores ``Range`` (``python -m http.server`` answers 200 with the
+    whole object) is coped with by slicing, or, with ``strict`` (random access, where it would
+    mean a whole download per sample), named.
 
     Raises:
         ObjectChanged: the object is another version than the pinned one.
+        RangeIgnored: ``strict`` and the server sent the whole object.
     """
     kind = _kind(fs)
     try:
         if kind == "http":
-            data, version = await _http_range(fs, path, start, end, pin)
+            data, version = await _http_range(fs, path, start, end, pin, strict)
         elif kind == "s3":
             data, version = await _s3_range(fs, path, start, end, pin)
         else:
@@ -191,16 +211,18 @@ async def fetch_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> byt
     return data
 
 
-def get_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> bytes:
+def get_range(fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False) -> bytes:
     """:func:`fetch_range` from synchronous code."""
     if _kind(fs) == "other":
         data = fs.cat_file(path, start=start, end=end)
         if len(data) > end - start:  # a filesystem that ignored the range
+            if strict:
+                raise _range_ignored(pin.url, start, end, len(data))
             data = data[start:end]
         return data
     from fsspec.asyn import sync
 
-    return sync(fs.loop, fetch_range, fs, path, start, end, pin)
+    return sync(fs.loop, fetch_range, fs, path, start, end, pin, strict)
 
 
 def remote_size(fs: Any, path: str) -> int:

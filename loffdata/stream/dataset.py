@@ -131,11 +131,12 @@ class StreamingDataset(IterableDataset):
         return SampleReader(self._read_context(), self._policy, reuse_buffers=reuse_buffers)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Sample ``i`` in manifest order (map-style access: :meth:`indexed`)."""
-        return self.indexed()[i]
+        """Sample ``i`` in manifest order, as stored (map-style access for torch: :meth:`indexed`)."""
+        return self.indexed().item(i)
 
     def indexed(self) -> IndexedDataset:
-        """A map-style view of the same shards (a ``torch.utils.data.Dataset``)."""
+        """A map-style view of the same shards (a ``torch.utils.data.Dataset`` whose items are
+        writable tensors, int8 dequantised: a plain ``DataLoader`` collates them)."""
         if getattr(self, "_indexed", None) is None:
             self._indexed = IndexedDataset(shards=self.shards, storage_options=self.storage_options, retry=self.retry)
         return self._indexed

@@ -23,6 +23,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from loffdata.errors import ShardReadError
+from loffdata.format.codec import Quantized
 from loffdata.format.sample import Sample, decode_sample
 from loffdata.format.tar import iter_sample_spans, read_sample_at
 from loffdata.storage.ranges import Pin, get_range
@@ -44,6 +45,17 @@ class _Window(io.BytesIO):
         self.size = size
 
 
+def _as_tensor(value: Any) -> Any:
+    """A writable torch tensor of an array (int8 dequantised); other values as they are."""
+    import torch
+
+    if isinstance(value, Quantized):
+        value = value.dequantize()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value, copy=True))
+    return value
+
+
 class IndexedDataset(Dataset):
     """``ds[i]``: sample ``i`` of the dataset (manifest order), read by its byte offset.
 
@@ -56,7 +68,9 @@ class IndexedDataset(Dataset):
             source's classes and label table); default: the shard set's.
 
     Items are dicts ``{"key", "index", "features", "label", **extras}``, as the
-    streaming dataset yields them without ``batch_size``.
+    streaming dataset yields them without ``batch_size``, but with features and extras as
+    writable torch tensors (int8 dequantised), so a plain ``DataLoader`` collates them;
+    :meth:`item` returns the stored form (numpy views, ``Quantized``), as ``ds[i]`` does.
     """
 
     def __init__(
@@ -87,6 +101,12 @@ class IndexedDataset(Dataset):
         return int(self.starts[-1])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` ready for a plain ``DataLoader``: features and extras as writable torch
+        tensors, int8 dequantised to float32 (``item(i)`` gives the stored form)."""
+        return {k: _as_tensor(v) for k, v in self.item(i).items()}
+
+    def item(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` as stored, like the streamed items: numpy views, int8 as ``Quantized``."""
         i = sample_position(i, len(self))
         s = int(np.searchsorted(self.starts, i, side="right") - 1)
         sample = self.sample(s, i - int(self.starts[s]))
@@ -151,7 +171,9 @@ class IndexedDataset(Dataset):
                 self._fs[s] = filesystem(url, self.options[s], self.retry)
             fs, path = self._fs[s]
             pin = self._pins.setdefault(s, Pin(url, size))
-            data = with_retries(lambda: get_range(fs, path, lo, end, pin), url=url, retry=self.retry)
+            data = with_retries(
+                lambda: get_range(fs, path, lo, end, pin, strict=True), url=url, retry=self.retry
+            )
         if len(data) < hi - lo:
             raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
         return data

@@ -275,7 +275,7 @@ class MixedDataset(StreamingDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i`` of the concatenated sources, its label unified as when streamed."""
-        return self.indexed()[i]
+        return self.indexed().item(i)
 
     def source_of(self, index: Any) -> np.ndarray:
         """The source id of each global sample index (an item's or batch's ``index``)."""

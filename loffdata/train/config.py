@@ -47,9 +47,10 @@ class TrainConfig:
         norm: input normalisation: ``batch``, ``layer`` or ``none``.
         drop_path_rate: stochastic depth rate.
         probe: ViT kinds: the probe path (a linear probe on the pooled features as a second
-            head, trained on its own loss, its logits added to the ViT's), so that a short run
-            on a small cache is not worse than a linear probe (``ClassifierConfig.probe``);
-            ``False``: the plain ViT (the paper's; better where the ViT alone learns fast).
+            head, trained on its own loss; the classifier predicts with whichever head has the
+            lower running training loss), so that a short run on a small cache is not worse
+            than a linear probe (``ClassifierConfig.probe``); ``False``: the plain ViT (the
+            paper's; better where the ViT alone learns fast).
         probe_lr_scale: the probe path's learning rate over ``lr`` (10: the guide's linear
             probe rate, 0.01, at the default ``lr``).
         augment: LoffLoader augmentation: a preset name (``loffta``, ``frofa``, ``none``)

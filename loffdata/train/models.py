@@ -87,7 +87,8 @@ class ClassifierConfig:
         drop_path_rate: stochastic depth rate (DeiT-S uses 0.1).
         global_pool: ViT pooling: ``token`` (CLS) or ``avg``.
         probe: ViT kinds only: a linear probe on the mean-pooled features as a second
-            head with its own loss, its logits added to the ViT's (see the module doc).
+            head with its own loss; predictions come from the head with the lower running
+            training loss (both summed until a loss is known; see the module doc).
         probe_lr_scale: the probe path's learning rate over the run's (``param_groups``).
     """
 

@@ -204,6 +204,18 @@ def test_wds_input_with_workers(tmp_path):
     assert m.num_samples == 8 and m.skipped[0]["path"].endswith("#s0004")
     _, samples = read_split(tmp_path / "out" / "train")
     assert [s.label for s in samples] == [0, 1, 2, 0, 2, 0, 1, 2]
+    assert m.classes == ["0", "1", "2"]  # integer labels: their values name the classes
+
+
+def test_wds_input_takes_class_names(tmp_path):
+    from loffdata.errors import LoffError
+
+    url = str(make_wds(tmp_path / "w-000000.tar", 4))
+    (tmp_path / "names.txt").write_text("red\ngreen\nblue\n")
+    m = run(tmp_path, **CNN, input=url, classes=str(tmp_path / "names.txt"))["train"]
+    assert m.classes == ["red", "green", "blue"]
+    with pytest.raises(LoffError, match=r"--classes: labels \[2\] lie outside the 2 class names"):
+        run(tmp_path, **CNN, input=url, classes="red,green", out=str(tmp_path / "out2"))
 
 
 def test_random_weights_warning_and_bad_config(tmp_path):

@@ -92,3 +92,48 @@ def test_the_manifest_index_is_used_without_a_scan(make_dataset):
     ds = StreamingDataset(root)
     assert same(ds[7], next(x for x in StreamingDataset(root, shuffle=False) if x["index"] == 7))
     assert ds.indexed().scanned == 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_indexed_view_is_a_drop_in_torch_dataset(make_dataset, dtype):
+    import warnings
+
+    import torch
+
+    root, _ = make_dataset(9, 4, dtype=dtype, extras=True)
+    ds = StreamingDataset(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "The given NumPy array is not writable" would fail here
+        batches = list(DataLoader(ds.indexed(), batch_size=4))
+    features = torch.cat([b["features"] for b in batches])
+    assert features.shape[0] == 9 and features.dtype == (torch.float16 if dtype == "float16" else torch.float32)
+    stored = ds[3]["features"]
+    expected = stored.dequantize() if isinstance(stored, Quantized) else stored
+    assert np.array_equal(features[3].numpy(), expected)
+    view = ds.indexed()[3]["features"]
+    view += 1  # writable, and a copy: the stored form is untouched
+    assert np.array_equal(ds[3]["features"].dequantize() if dtype == "int8" else ds[3]["features"], expected)
+
+
+def test_a_server_that_ignores_range_is_named(make_dataset):
+    """``python -m http.server`` answers a range request with 200 and the whole file."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    root, _ = make_dataset(6, 3)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ds = StreamingDataset(f"http://127.0.0.1:{server.server_address[1]}/manifest.json", retry=FAST)
+        assert sorted(x["index"] for x in ds) == list(range(6))  # streaming works without Range
+        with pytest.raises(ShardReadError, match=r"shard-000001\.tar.*the server ignored the Range header"):
+            ds[4]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -122,8 +122,8 @@ def test_multiscale_recipe_runs_and_resumes_exactly(data, tmp_path):
     train(config(tmp_path / "b", max_steps=whole["step"] // 2 + 1))
     resumed = train(config(tmp_path / "b", resume=True))
     assert resumed["step"] == whole["step"]
-    a = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
 

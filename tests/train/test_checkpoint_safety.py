@@ -43,3 +43,14 @@ def test_checkpoint_holds_only_plain_types(data, tmp_path):  # noqa: F811
     train(_config(data, out, epochs=1, augment={"preset": "loffta", "hflip": 0.0}))
     ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["config"]["augment"] == {"preset": "loffta", "hflip": 0.0} and ckpt["epoch"] == 1
+
+
+def test_no_code_loads_checkpoints_unsafely():
+    """``weights_only=False`` nowhere but above, where it shows what the refusal prevents."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    needle = "weights_only=" + "False"
+    found = [str(p.relative_to(root)) for d in ("loffdata", "recipes", "tools", "benchmarks", "tests")
+             for p in (root / d).rglob("*.py") if needle in p.read_text(encoding="utf-8")]
+    assert found == ["tests/train/test_checkpoint_safety.py"], found
