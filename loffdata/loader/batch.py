@@ -103,8 +103,9 @@ class HostRegistry:
         copy may still read them)."""
         for t in tensors:
             ptr = t.untyped_storage().data_ptr()
-            if self._ptrs.pop(ptr, None) is not None:
+            if ptr in self._ptrs:
                 self._unregister(ptr)
+                del self._ptrs[ptr]
 
     def clear(self) -> None:
         """Waits for the device, then undoes every registration (before buffers are unmapped)."""
@@ -112,8 +113,8 @@ class HostRegistry:
             return
         self.gpu.synchronize()  # no copy may still read a buffer
         for ptr in list(self._ptrs):
-            del self._ptrs[ptr]
             self._unregister(ptr)
+            del self._ptrs[ptr]
 
     def _unregister(self, ptr: int) -> None:
         code = self.gpu.host_unregister(ptr)

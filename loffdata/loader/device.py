@@ -12,7 +12,9 @@ the ordinary test suite on a machine without a GPU):
   unregister memory a queued copy still reads; an error code stays set until
   :meth:`Gpu.last_error` clears it, and the next copy fails while it is set;
 - host syncs are counted: :meth:`Gpu.synchronize`, and ``item``/``cpu``/``tolist``/``numpy``/
-  ``bool``/``int``/``float``/``.to("cpu")`` of a tensor on the device (:attr:`StandInCuda.syncs`).
+  ``bool``/``int``/``float`` of a tensor on the device (:attr:`StandInCuda.syncs`; ``.to("cpu")``
+  is not counted: the stand-in's tensors are computed on the CPU, so ``.to(x.device)`` reads
+  the same).
 
 Tensors "on" the stand-in are CPU tensors of the subclass :class:`OnDevice`, which results of
 operations on them inherit.
@@ -127,25 +129,23 @@ class OnDevice(torch.Tensor):
     """A CPU tensor standing for one on the :class:`StandInCuda` device; reading it from the
     host (``item``, ``cpu``, ...) counts as a host sync."""
 
+    #: read by code that must not read device tensors back (e.g. the torch backend's label check)
+    loffdata_on_device = True
+
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _HOST_READS or (func is torch.Tensor.to and _to_host(args, kwargs)):
+        if func in _HOST_READS:
             _SYNCS[0] += 1
             with torch._C.DisableTorchFunctionSubclass():
                 out = func(*args, **kwargs)
-            return out.clone() if isinstance(out, torch.Tensor) else out
+                return out.as_subclass(torch.Tensor).clone() if isinstance(out, torch.Tensor) else out
         return super().__torch_function__(func, types, args, kwargs)
 
 
 _HOST_READS = {torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.tolist, torch.Tensor.numpy,
                torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__}
 _SYNCS = [0]  # host reads of OnDevice tensors, in this process
-
-
-def _to_host(args: tuple, kwargs: dict) -> bool:
-    targets = [*args[1:2], kwargs.get("device")]
-    return any(isinstance(t, (str, torch.device)) and torch.device(t).type == "cpu" for t in targets)
 
 
 class _Stream:
@@ -191,7 +191,7 @@ class StandInCuda(Gpu):
         self._default = _Stream(eager=True)
         self._current = self._default
         self._streams: weakref.WeakSet = weakref.WeakSet()
-        self._pinned: weakref.WeakSet = weakref.WeakSet()
+        self._pinned: dict[int, weakref.ref] = {}  # id -> the pinned tensor (tensors compare by value)
 
     @property
     def syncs(self) -> int:
@@ -242,11 +242,13 @@ class StandInCuda(Gpu):
         if isinstance(t, OnDevice):
             raise RuntimeError("cannot pin a tensor that is on the device")
         out = t.clone()
-        self._pinned.add(out)
+        self._pinned = {k: r for k, r in self._pinned.items() if r() is not None}
+        self._pinned[id(out)] = weakref.ref(out)
         return out
 
     def is_pinned(self, t: torch.Tensor) -> bool:
-        if t in self._pinned:
+        mine = self._pinned.get(id(t))
+        if mine is not None and mine() is t:
             return True
         ptr = t.untyped_storage().data_ptr()
         return any(p <= ptr < p + n for p, n in self.registered.items())

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from loffdata.compat import can_count_storage_uses, shutdown_workers
 from loffdata.compat import storage_use_count as _use_count
+from loffdata.errors import WorkerDiedError
 from loffdata.format import codec
 from loffdata.hints import check_device
 from loffdata.loader.batch import Batch, BatchWithExtras, HostRegistry, LoadedBatch
@@ -46,6 +47,7 @@ from loffdata.loader.transfer import device_batches, select_transfer
 from loffdata.loader.workers import (
     defer_sigchld,
     gc_frozen,
+    start_pass,
     translate_worker_death,
     warm_worker_imports,
 )
@@ -181,7 +183,7 @@ class LoffLoader:
         self._dl, self._it = None, None
         self._registry = HostRegistry(self.gpu) if self.gpu is not None else None
         # registrations are undone when this loader goes, closed or not, before buffers are unmapped
-        self._unregister = weakref.finalize(self, HostRegistry.clear, self._registry) if self._registry else None
+        self._unregister = weakref.finalize(self, HostRegistry.clear, self._registry) if self.gpu else None
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
         self._baseline = _use_count(torch.empty(1))
@@ -243,8 +245,13 @@ class LoffLoader:
             self._dl = self._dataloader()
         if self._persistent:
             self.dataset.publish_control()
-        with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
-            self._it = iter(self._dl)
+        try:
+            with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
+                self._it = start_pass(self._dl)
+        except WorkerDiedError:  # a persistent worker died while idle between passes
+            self._it = getattr(self._dl, "_iterator", None)
+            self.close()
+            raise
         defer_sigchld()  # after torch installed its handler: a dead worker is reported by next()
         return self._it
 
