@@ -24,7 +24,34 @@ from loffdata.train.objective import recipe_loss
 from loffdata.train.run import Run, count_params, setup
 from loffdata.train.utils import loss_fn, lr_at
 
-__all__ = ["evaluate", "run_training"]
+__all__ = ["LOSS_EVERY", "DeviceLoss", "evaluate", "run_training"]
+
+#: training steps between two reads of the running loss on the host (each read waits for
+#: the device; reading every step would keep the GPU's queue empty)
+LOSS_EVERY = 50
+
+
+class DeviceLoss:
+    """The running train-loss sum, kept on the device and read into ``progress`` every
+    ``every`` steps (and by :meth:`flush`): one host sync per ``every`` steps, not per step."""
+
+    def __init__(self, progress: Any, device: torch.device, every: int | None = None):
+        self.progress, self.every = progress, max(1, int(LOSS_EVERY if every is None else every))
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.n = self.steps = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        self.sum += loss.detach().to(torch.float64) * n
+        self.n, self.steps = self.n + n, self.steps + 1
+        if self.steps % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.n:
+            self.progress.loss_sum += float(self.sum)
+            self.progress.loss_n += self.n
+            self.sum.zero_()
+            self.n = 0
 
 
 def _set_lr(run: Run) -> None:
@@ -36,7 +63,8 @@ def _set_lr(run: Run) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
+def _train_step(run: Run, meter: DeviceLoss, features: torch.Tensor, labels: torch.Tensor,
+                extras: Any = None) -> None:
     _set_lr(run)
     c = run.config
     heads: list[torch.Tensor] = []  # each head's loss, with the classifier's probe path
@@ -48,10 +76,8 @@ def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: 
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    n = features.shape[0]
     run.progress.step += 1
-    run.progress.loss_sum += loss.item() * n
-    run.progress.loss_n += n
+    meter.add(loss, features.shape[0])
 
 
 def _base_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -71,13 +97,15 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
     left = len(loader) - position if 0 < position < len(loader) else len(loader)
     bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
                     enabled=run.ctx.main and run.config.progress)
+    meter = DeviceLoss(run.progress, run.device)
     try:
         for batch in loader:
-            _train_step(run, *batch)
+            _train_step(run, meter, *batch)
             _update_bar(bar, run)
             if _stop_requested(run) and loader.state_dict()["position"] < len(loader):
                 return False, time.perf_counter() - start
     finally:
+        meter.flush()  # the checkpoint and the epoch record read progress.loss_sum
         _close_bar(bar)
     return True, time.perf_counter() - start
 
