@@ -41,17 +41,27 @@ def closure(names: list[str]) -> dict[str, md.Distribution]:
 
 
 def link(dists: dict[str, md.Distribution], out: Path) -> int:
-    """Symlinks the top-level entries of every distribution's files into ``out``."""
+    """Symlinks the top-level entries of every distribution's files into ``out``; inside a
+    namespace folder shared by several distributions (``nvidia/``, no ``__init__.py``) one
+    level deeper, so that one distribution does not bring its neighbours along."""
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     for dist in dists.values():
         base = Path(dist.locate_file(""))
-        for top in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
-            src, dst = base / top, out / top
-            if src.exists() and not dst.exists():
+        files = [Path(f) for f in dist.files or [] if not str(f).startswith("..")]
+        for entry in {_entry(base, f) for f in files}:
+            src, dst = base / entry, out / entry
+            if src.exists() and not dst.exists() and not dst.is_symlink():
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.symlink_to(src)
                 count += 1
     return count
+
+
+def _entry(base: Path, f: Path) -> Path:
+    top = base / f.parts[0]
+    namespace = len(f.parts) > 2 and top.is_dir() and not (top / "__init__.py").exists() and "." not in f.parts[0]
+    return Path(*f.parts[:2]) if namespace else Path(f.parts[0])
 
 
 def main(out: str, venv: str, *names: str) -> None:
