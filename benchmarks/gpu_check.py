@@ -131,10 +131,13 @@ def _run_section(name: str, ctx, budget: float) -> dict:
 
 
 def _write(report: dict, out_dir: Path, smoke: bool, *, quiet: bool) -> None:
-    json_path = out_dir / ("gpu-check-smoke.json" if smoke else "benchmarks-gpu.json")
+    """The report as JSON and as the table of the markdown file (a stand-in or smoke run
+    never writes over the GPU figures of ``benchmarks-gpu.*``)."""
+    stem = "gpu-check-standin" if report["device"] == "standin" else "gpu-check-smoke" if smoke else None
+    json_path = out_dir / (f"{stem}.json" if stem else "benchmarks-gpu.json")
     json_path.write_text(json.dumps(report, indent=1, default=str))
     rows = sections.markdown_rows(report)
-    md = out_dir / ("gpu-check-smoke.md" if smoke else "benchmarks-gpu.md")
+    md = out_dir / (f"{stem}.md" if stem else "benchmarks-gpu.md")
     write_rows(md, rows)
     if not quiet:
         print("\n".join(rows))

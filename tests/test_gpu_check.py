@@ -81,3 +81,14 @@ def test_smoke_run_on_cpu_training_extraction_finetune(tmp_path):
     report = _smoke(tmp_path, "training,extraction,finetune")
     assert 0 <= report["sections"]["training"]["data_wait_fraction"] <= 1
     assert "speedup" in report["sections"]["finetune"]["runs"]["quick"]
+
+
+def test_standin_run_passes_and_writes_its_own_files(tmp_path):
+    """``--device standin``: the loader on the strict CUDA stand-in (the runbook's dry run)."""
+    proc = _run("--device", "standin", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-check-standin.json").read_text())
+    result = report["sections"]["standin"]
+    assert result["ok"] and set(result["transfer"]) == {"pin-thread", "register"}
+    assert all(v["syncs"] == 0 and v["same_as_cpu"] for v in result["transfer"].values())
+    assert not (tmp_path / "benchmarks-gpu.md").exists()  # GPU figures are never overwritten by it
