@@ -68,9 +68,11 @@ class SectionTimeout(Exception):
 
 
 def refusal(device: str, allow_no_cuda: bool, env: dict) -> tuple[int, str] | None:
-    """``(exit code, line)`` when the check must not run: CUDA asked for and missing (exit 2,
-    0 with ``allow_no_cuda``), or a DALI wheel mismatch reported by ``loffdata doctor`` (2)."""
-    if device != "standin" and torch.device(device).type == "cuda" and not env["cuda_available"]:
+    """``(exit code, line)`` when a CUDA check must not run: CUDA missing (exit 2, 0 with
+    ``allow_no_cuda``), or a DALI wheel mismatch reported by ``loffdata doctor`` (2)."""
+    if device == "standin" or torch.device(device).type != "cuda":
+        return None  # the CPU and the stand-in: no CUDA to find, and no DALI wheel used on a GPU
+    if not env["cuda_available"]:
         line = (f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA {env['torch_cuda'] or 'none'}) "
                 "finds no CUDA device (torch.cuda.is_available() is False; a driver older than torch's "
                 "CUDA does this): nothing checked")

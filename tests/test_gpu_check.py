@@ -42,6 +42,7 @@ def test_a_wheel_mismatch_refuses_to_pass():
     code, line = gpu_check.refusal("cuda", False, env)
     assert code == 2 and "wheel mismatch" in line and "nvidia-dali-cuda120" in line
     assert gpu_check.refusal("cuda", False, {**env, "problems": []}) is None
+    assert gpu_check.refusal("cpu", False, env) is None  # the CPU smoke run uses no DALI wheel on a GPU
 
 
 def test_a_section_past_its_budget_is_stopped_and_reported(monkeypatch):
