@@ -137,15 +137,13 @@ class LoffLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        gpu = device if isinstance(device, Gpu) else None  # a stand-in is not a configuration value
-        device = UNSET if gpu is not None else device
+        gpu, device = (device, UNSET) if isinstance(device, Gpu) else (None, device)  # a Gpu is no config value
         check_device(device if device is not UNSET else (config or LoaderConfig()).device)
         given = dict(batch_size=batch_size, augment=augment, device=device, num_workers=num_workers,
                      seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
                      on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)
         self.config = cfg = (config or LoaderConfig()).replace(**{k: v for k, v in given.items() if v is not UNSET})
-        #: every CUDA call of this loader goes through it (:mod:`loffdata.loader.device`); None on CPU
-        self.gpu = gpu if gpu is not None else as_gpu(cfg.device)
+        self.gpu = gpu or as_gpu(cfg.device)  # every CUDA call goes through it (loader/device.py); None on CPU
         self.device = self.gpu.compute if self.gpu is not None else torch.device(cfg.device)
         self.dtype, self.seed = getattr(torch, cfg.dtype), cfg.stream.seed
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
