@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench gpu-check clean
+.PHONY: demo test test-fast lint bench gpu-check gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 # written to docs/benchmarks-gpu.md and docs/benchmarks-gpu.json; elsewhere one line, exit 0
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
+
+# The device runbook (benchmarks/device/README.md) rehearsed here, offline, on the CUDA
+# stand-in; heavy (downloads the 198 MB DALI wheel), so not part of `make test`.
+gpu-dry-run: $(STAMP)
+	HOST_PY=$(BIN)/python bash benchmarks/device/dry_run.sh
 
 clean:
 	rm -rf $(VENV) out demo_out .pytest_cache

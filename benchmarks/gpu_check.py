@@ -23,8 +23,14 @@ Usage::
 
     python benchmarks/gpu_check.py                      # CUDA machine: rows into docs/benchmarks-gpu.md
     python benchmarks/gpu_check.py --smoke --device cpu --out /tmp/gc   # tiny sizes on the CPU (CI)
+    python benchmarks/gpu_check.py --device standin --out /tmp/gc       # the loader on the CUDA stand-in
 
-Without CUDA (and without ``--device cpu``) it prints one line and exits 0.
+Asked for CUDA (the default) and finding none, or finding a DALI wheel that ``loffdata doctor``
+reports as a mismatch, it prints one line and exits 2: a check that checked nothing must not
+pass. ``--allow-no-cuda`` (CI) makes the first case exit 0. Each section has a time budget
+(``BUDGETS_S``) and the whole check one (``--budget-s``, default 450 s, inside 8 minutes): a
+section past its budget is stopped and reported as such, later sections are skipped once the
+total is spent, and the report is rewritten after every section (what was measured so far).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -51,43 +58,92 @@ from loffdata.cli.doctor import environment  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 
+#: seconds each section may take on the lent machine (full sizes); the whole check: ``budget_s``
+BUDGETS_S = {"standin": 120, "equivalence": 60, "loader": 90, "h2d": 20, "throughput": 120, "resize": 40, "training": 90,
+             "extraction": 60, "finetune": 120}
+
+
+class SectionTimeout(Exception):
+    """A section ran past its time budget."""
+
+
+def refusal(device: str, allow_no_cuda: bool, env: dict) -> tuple[int, str] | None:
+    """``(exit code, line)`` when a CUDA check must not run: CUDA missing (exit 2, 0 with
+    ``allow_no_cuda``), or a DALI wheel mismatch reported by ``loffdata doctor`` (2)."""
+    if device == "standin" or torch.device(device).type != "cuda":
+        return None  # the CPU and the stand-in: no CUDA to find, and no DALI wheel used on a GPU
+    if not env["cuda_available"]:
+        line = (f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA {env['torch_cuda'] or 'none'}) "
+                "finds no CUDA device (torch.cuda.is_available() is False; a driver older than torch's "
+                "CUDA does this): nothing checked")
+        return (0, line + " (--allow-no-cuda)") if allow_no_cuda else (2, line + "; FAILED")
+    if env["problems"]:
+        return 2, "gpu-check: loffdata doctor reports a wheel mismatch: " + "; ".join(env["problems"]) + "; FAILED"
+    return None
+
 
 def run(*, smoke: bool = False, device: str = "cuda", out: str | None = None,
-        only: str | list[str] | None = None) -> int:
-    """Runs the sections; returns the exit code (0: all passed, or no CUDA device here)."""
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        print("gpu-check: no CUDA device here (torch.cuda.is_available() is False): nothing to check, "
-              "see docs/benchmarks-gpu.md")
-        return 0
+        only: str | list[str] | None = None, allow_no_cuda: bool = False, budget_s: float = 450) -> int:
+    """Runs the sections; returns the exit code (0: all passed; 1: a section failed; 2: refused)."""
+    env = environment()
+    refused = refusal(device, allow_no_cuda, env)
+    if refused is not None:
+        print(refused[1])
+        return refused[0]
     sizes = sections.SMOKE if smoke else sections.FULL
-    names = [only] if isinstance(only, str) else list(only or sections.ORDER)
+    standin = device == "standin"  # the strict CUDA stand-in of loffdata.loader.device (dry runs)
+    names = [only] if isinstance(only, str) else list(only or (["standin"] if standin else sections.ORDER))
     out_dir = Path(out) if out else (REPO / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"env": environment(), "device": device, "smoke": smoke, "sizes": sizes.__dict__, "sections": {}}
-    failed = []
+    report = {"env": env, "device": device, "smoke": smoke, "sizes": sizes.__dict__, "sections": {}}
+    failed, deadline = [], time.monotonic() + budget_s
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        ctx = sections.Context(device=torch.device(device), sizes=sizes, root=Path(tmp))
+        ctx = sections.Context(device=torch.device("cpu" if standin else device), sizes=sizes, root=Path(tmp))
         for name in names:
-            t0 = time.perf_counter()
-            try:
-                result = sections.SECTIONS[name](ctx)
-            except Exception:  # noqa: BLE001 - every section reports, whatever another did
-                result = {"ok": False, "error": traceback.format_exc(limit=8)}
-            result["seconds"] = round(time.perf_counter() - t0, 1)
+            left = deadline - time.monotonic()
+            result = _run_section(name, ctx, min(BUDGETS_S.get(name, 60), left)) if left > 1 else \
+                {"ok": False, "error": f"skipped: the check's budget of {budget_s:.0f} s is spent", "seconds": 0}
             report["sections"][name] = result
-            status = "ok" if result.get("ok", True) else "FAILED"
-            print(f"[{name}] {status} in {result['seconds']} s")
+            print(f"[{name}] {'ok' if result.get('ok', True) else 'FAILED'} in {result['seconds']} s")
             if not result.get("ok", True):
                 failed.append(name)
                 print(result.get("error") or json.dumps(result.get("failures", []), indent=1)[:4000])
-    json_path = out_dir / ("gpu-check-smoke.json" if smoke else "benchmarks-gpu.json")
+            _write(report, out_dir, smoke, quiet=True)  # what was measured so far
+    _write(report, out_dir, smoke, quiet=False)
+    print(f"failed sections: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+def _run_section(name: str, ctx, budget: float) -> dict:
+    """One section, stopped by ``SIGALRM`` after ``budget`` seconds."""
+    def expired(signum, frame):
+        raise SectionTimeout(f"section {name} ran past its budget of {budget:.0f} s")
+
+    previous, t0 = signal.signal(signal.SIGALRM, expired), time.perf_counter()
+    signal.setitimer(signal.ITIMER_REAL, max(budget, 0.1))
+    try:
+        result = sections.SECTIONS[name](ctx)
+    except Exception:  # noqa: BLE001 - every section reports, whatever another did
+        result = {"ok": False, "error": traceback.format_exc(limit=8)}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _write(report: dict, out_dir: Path, smoke: bool, *, quiet: bool) -> None:
+    """The report as JSON and as the table of the markdown file (a stand-in or smoke run
+    never writes over the GPU figures of ``benchmarks-gpu.*``)."""
+    stem = "gpu-check-standin" if report["device"] == "standin" else "gpu-check-smoke" if smoke else None
+    json_path = out_dir / (f"{stem}.json" if stem else "benchmarks-gpu.json")
     json_path.write_text(json.dumps(report, indent=1, default=str))
     rows = sections.markdown_rows(report)
-    md = out_dir / ("gpu-check-smoke.md" if smoke else "benchmarks-gpu.md")
+    md = out_dir / (f"{stem}.md" if stem else "benchmarks-gpu.md")
     write_rows(md, rows)
-    print("\n".join(rows))
-    print(f"wrote {json_path} and {md}; failed sections: {failed or 'none'}")
-    return 1 if failed else 0
+    if not quiet:
+        print("\n".join(rows))
+        print(f"wrote {json_path} and {md}")
 
 
 def write_rows(md: Path, rows: list[str]) -> None:

@@ -26,7 +26,7 @@ def _head(report: dict) -> list[str]:
 
 def _checks(sec: dict) -> list[str]:
     out = []
-    for name in ("equivalence", "loader"):
+    for name in ("equivalence", "loader", "standin"):
         r = sec.get(name)
         if r is None:
             continue

@@ -479,9 +479,40 @@ def finetune(ctx: Context) -> dict:
     return {"ok": all("error" not in r for r in runs.values()), "runs": runs, "paper": {"speedup": 37, "memory": 26}}
 
 
+# -- the CUDA stand-in (the dry run of the device runbook; no GPU needed) ---------------------
+
+
+def standin(ctx: Context) -> dict:
+    """LoffLoader on the strict CUDA stand-in (:mod:`loffdata.loader.device`), both transfer
+    modes: the batches equal the CPU loader's, a steady pass with views and mixing makes no
+    host sync, and every registration is undone by ``close()``."""
+    from loffdata.loader.device import StandInCuda
+
+    data = make_cache(ctx, "standin", 96, (8, 4, 4), classes=4)
+    kw = dict(batch_size=16, num_workers=2, views=2, seed=1,
+              augment={"preset": "loffta", "mixup": 0.5, "cutmix": 0.5, "num_classes": 4})
+    want = [_digest(x, y) for x, y in LoffLoader(data, LoaderConfig(persistent_workers=False), **kw)]
+    failures, out = [], {}
+    for mode in ("pin-thread", "register"):
+        gpu = StandInCuda()
+        loader = LoffLoader(data, LoaderConfig(persistent_workers=True), device=gpu, **kw)
+        loader.transfer = mode
+        first = list(loader)
+        before = gpu.syncs
+        held = list(loader)  # the steady pass: workers, buffers and registrations warm
+        syncs = gpu.syncs - before
+        same = [_digest(x, y) for x, y in first] == want
+        loader.close()
+        out[mode] = {"batches": len(held), "syncs": syncs, "same_as_cpu": same, "left_registered": len(gpu.registered)}
+        if not same or syncs or gpu.registered:
+            failures.append({"case": f"stand-in {mode}", **out[mode]})
+    return {"ok": not failures, "transfer": out, "failures": failures}
+
+
 SECTIONS = {"equivalence": equivalence, "loader": loader, "h2d": h2d, "throughput": throughput, "resize": resize,
             "training": training, "extraction": extraction, "finetune": finetune}
-ORDER = tuple(SECTIONS)
+ORDER = tuple(SECTIONS)  # what a plain run does; "standin" runs with --device standin
+SECTIONS["standin"] = standin
 
 
 def markdown_rows(report: dict) -> list[str]:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from loffdata.format.writer import WriterConfig, write_dataset
-from loffdata.loader.loader import LoffLoader, batch_samples
+from loffdata.loader.loader import LoffLoader
 from loffdata.loader.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.stream.mix import Mix, Source
 
@@ -38,11 +38,16 @@ def data(tmp_path_factory):
     return {"a": _write(base / "a", 45, 7), "b": _write(base / "b", 22, 5, offset=1000)}
 
 
+def _sample_keys(batch):
+    """One key per sample: ``batch.keys`` names every row, and a sample's views are adjacent."""
+    return list(dict.fromkeys(batch.keys))
+
+
 def _sequence(loader):
     """``[(keys, features)]`` of every batch, in delivery order."""
     out = []
-    for x, _ in loader:
-        out.append((batch_samples(loader)[0], x.clone()))
+    for batch in loader:
+        out.append((_sample_keys(batch), batch[0].clone()))
     loader.close()
     return out
 
@@ -82,8 +87,8 @@ def _multiscale(data, workers, shuffle):
 
 def _multiscale_sequence(ms):
     out = []
-    for x, _ in ms:
-        out.append(([], x.clone()))  # keys of a multi-scale batch: several chunks; the features say it
+    for batch in ms:
+        out.append((_sample_keys(batch), batch[0].clone()))
     ms.close()
     return out
 
@@ -127,8 +132,8 @@ def test_resume_with_other_workers_and_world_size_gives_the_rest_of_the_order(da
         it = iter(loader)
         head = []
         for _ in range(k):
-            x = next(it)[0].clone()
-            head.append((batch_samples(loader)[0], x))
+            batch = next(it)
+            head.append((_sample_keys(batch), batch[0].clone()))
         heads.append(head)
         states.append(json.loads(json.dumps(loader.state_dict())))
         loader.close()
@@ -155,8 +160,8 @@ def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
         loader = LoffLoader(root, batch_size=8 // world, augment=PER_SAMPLE, num_workers=world % 3, seed=3,
                             shuffle_buffer=8)  # rank and world from torch.distributed
         got = []
-        for x, _ in loader:
-            got.append((batch_samples(loader)[0], x.clone()))
+        for batch in loader:
+            got.append((_sample_keys(batch), batch[0].clone()))
             dist.all_reduce(torch.ones(1))  # a DDP-like collective per step
         loader.close()
         torch.save({"keys": [k for k, _ in got], "x": [x for _, x in got]}, f"{out}/w{world}r{rank}.pt")

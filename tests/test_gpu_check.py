@@ -24,13 +24,38 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_without_cuda_one_line_and_exit_0():
+def test_without_cuda_one_line_and_exit_2_unless_allowed():
     proc = _run()
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines() == [
-        "gpu-check: no CUDA device here (torch.cuda.is_available() is False): nothing to check, "
-        "see docs/benchmarks-gpu.md"
-    ]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stdout.strip().splitlines()
+    assert line.startswith("gpu-check: asked for CUDA, but torch") and line.endswith("nothing checked; FAILED")
+    proc = _run("--allow-no-cuda")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("nothing checked (--allow-no-cuda)")
+
+
+def test_a_wheel_mismatch_refuses_to_pass():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    env = {"cuda_available": True, "torch": "2.11", "torch_cuda": "13.0",
+           "problems": ["nvidia-dali-cuda120 is built for CUDA 12, torch for CUDA 13"]}
+    code, line = gpu_check.refusal("cuda", False, env)
+    assert code == 2 and "wheel mismatch" in line and "nvidia-dali-cuda120" in line
+    assert gpu_check.refusal("cuda", False, {**env, "problems": []}) is None
+    assert gpu_check.refusal("cpu", False, env) is None  # the CPU smoke run uses no DALI wheel on a GPU
+
+
+def test_a_section_past_its_budget_is_stopped_and_reported(monkeypatch):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    def forever(ctx):
+        while True:
+            pass
+
+    monkeypatch.setitem(gpu_check.sections.SECTIONS, "forever", forever)
+    result = gpu_check._run_section("forever", None, 0.5)
+    assert result["ok"] is False and "ran past its budget" in result["error"]
 
 
 def _smoke(tmp_path: Path, sections: str) -> dict:
@@ -57,3 +82,14 @@ def test_smoke_run_on_cpu_training_extraction_finetune(tmp_path):
     report = _smoke(tmp_path, "training,extraction,finetune")
     assert 0 <= report["sections"]["training"]["data_wait_fraction"] <= 1
     assert "speedup" in report["sections"]["finetune"]["runs"]["quick"]
+
+
+def test_standin_run_passes_and_writes_its_own_files(tmp_path):
+    """``--device standin``: the loader on the strict CUDA stand-in (the runbook's dry run)."""
+    proc = _run("--device", "standin", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-check-standin.json").read_text())
+    result = report["sections"]["standin"]
+    assert result["ok"] and set(result["transfer"]) == {"pin-thread", "register"}
+    assert all(v["syncs"] == 0 and v["same_as_cpu"] for v in result["transfer"].values())
+    assert not (tmp_path / "benchmarks-gpu.md").exists()  # GPU figures are never overwritten by it

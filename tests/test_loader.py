@@ -14,7 +14,8 @@ from loffdata.errors import WorkerDiedError
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
 from loffdata.loader.config import LoaderConfig
-from loffdata.loader.transfer import resolve_device, select_transfer
+from loffdata.loader.device import StandInCuda
+from loffdata.loader.transfer import select_transfer
 from loffdata.stream.config import StreamConfig
 from tests.resume_helpers import assert_resumes_exactly
 
@@ -299,23 +300,16 @@ def test_wait_time_includes_the_device_step(data):
 
 
 def test_transfer_selection():
-    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert select_transfer(cpu, "auto", register_ok=True) == "none"
-    assert select_transfer(cuda, "auto", register_ok=True) == "register"
-    assert select_transfer(cuda, "auto", register_ok=False) == "pin-thread"
-    assert select_transfer(cuda, "pin-thread", register_ok=True) == "pin-thread"
-    with pytest.raises(ValueError, match="cudaHostRegister"):
-        select_transfer(cuda, "register", register_ok=False)
+    cuda, cpu, gpu = torch.device("cuda", 0), torch.device("cpu"), StandInCuda()
+    assert select_transfer(cpu, "auto") == select_transfer(None, "register") == "none"
+    assert select_transfer(gpu, "auto") == select_transfer(cuda, "auto") == "pin-thread"  # the well-trodden default
+    assert select_transfer(gpu, "pin-thread") == "pin-thread"
+    assert select_transfer(gpu, "register") == "register"  # only when asked for
     with pytest.raises(ValueError, match="transfer must be"):
-        select_transfer(cuda, "zero-copy")
+        select_transfer(gpu, "zero-copy")
     if not torch.cuda.is_available():
-        assert select_transfer(cuda) == "pin-thread"  # can_register() is False here
-
-
-def test_cuda_device_index_comes_from_local_rank():
-    assert resolve_device("cuda", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
-    assert resolve_device("cuda:1", env={"LOCAL_RANK": "3"}) == torch.device("cuda", 1)
-    assert resolve_device("cpu", env={"LOCAL_RANK": "3"}) == torch.device("cpu")
+        with pytest.raises(ValueError, match="cudaHostRegister"):
+            select_transfer(cuda, "register")
 
 
 def test_only_short_batches_cross_as_shared_memory_handles(data):

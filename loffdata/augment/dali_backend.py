@@ -20,9 +20,10 @@ jitter, noise, normalise, channel dropout    DALI arithmetic ``x * A + B + z * S
 rot90, mixup/cutmix, final cast              torch, after the pipeline (no DALI op)
 ==========================================  =========================================
 
-A pipeline is built once per (spec, shape, dtype, batch size, device, which steps
-this batch needs) and kept in a small LRU cache on the backend object
-(``max_pipelines``, default 8).
+A pipeline is built once per (spec, sample shape, dtype, device, which steps this batch
+needs) and kept in a small LRU cache on the backend object (``max_pipelines``, default 8).
+The batch size is not part of the key: a pipeline is built for the largest batch seen and
+runs smaller ones (the last partial batch of an epoch) as they are, with no second build.
 
 On the GPU nothing makes the host wait: the big inputs (the maps, the noise field) are
 fed without a copy (``no_copy``) on torch's current stream, the pipeline is run with that
@@ -30,10 +31,14 @@ stream (``pipe.run(stream)``: outputs bound to it, not host-synchronous), and it
 reaches torch through DLPack on the same stream (no output copy). ``output="copy"``
 instead copies it into a fresh torch tensor with ``feed_ndarray`` (the fallback).
 
-``fn.resize`` treats each channel of a CHW map as a frame of its own; ``minibatch_size``
-(frames per kernel launch, DALI's default 32) and ``layout="HWC"`` (maps transposed to
-channels-last around the pipeline) are there so that ``make gpu-check`` can measure what
-is fastest on a given GPU.
+Wide maps: ``fn.resize`` treats each channel of a CHW map as a frame of its own (a 256 x
+1024x32x32 batch is 262,144 frames), and HWC needs two permute copies and fails past 32
+float32 channels in ``fn.flip``. So the resize step (crop + flips) follows one rule,
+``resize="auto"``: maps with more than :data:`WIDE_CHANNELS` channels are resized by torch
+(one batched ``grid_sample``, exactly the torch backend's step) before the pipeline, which
+then does the per-element steps; narrower maps are resized by DALI. ``resize="dali"`` /
+``"torch"`` force one; ``minibatch_size`` and ``layout="HWC"`` remain for ``gpu-check``
+to measure (its ``resize`` table confirms or corrects the threshold).
 """
 
 from __future__ import annotations
@@ -57,9 +62,15 @@ from loffdata.augment.torch_backend import (
     prepare_labels,
     repeat_views,
     rot90,
+    spatial,
 )
 
-__all__ = ["DaliBackend", "dali_available"]
+__all__ = ["DaliBackend", "dali_available", "WIDE_CHANNELS", "RESIZES"]
+
+#: above this many channels ``resize="auto"`` resizes with torch (see the module docstring)
+WIDE_CHANNELS = 32
+#: where the resize step may run
+RESIZES = ("auto", "dali", "torch")
 
 _DALI_DTYPES = {torch.float16: "FLOAT16", torch.float32: "FLOAT"}
 
@@ -85,6 +96,8 @@ class DaliBackend(TorchBackend):
         minibatch_size: frames per ``fn.resize`` kernel call (``None``: DALI's default).
         layout: ``"CHW"`` (the maps as they are) or ``"HWC"`` (transposed around the pipeline).
         output: ``"dlpack"`` (no copy, stream-ordered) or ``"copy"`` (``feed_ndarray``).
+        resize: where crop + flips run: ``"auto"`` (torch above :data:`WIDE_CHANNELS`
+            channels, else DALI), ``"dali"`` or ``"torch"``.
     """
 
     name = "dali"
@@ -100,21 +113,27 @@ class DaliBackend(TorchBackend):
         minibatch_size: int | None = None,
         layout: str = "CHW",
         output: str = "dlpack",
+        resize: str = "auto",
     ) -> None:
         if not dali_available():
             raise ImportError(
                 "the DALI backend needs nvidia-dali (pip install nvidia-dali-cuda120)"
             )
-        if layout not in ("CHW", "HWC") or output not in ("dlpack", "copy") or max_pipelines < 1:
+        if layout not in ("CHW", "HWC") or output not in ("dlpack", "copy") or max_pipelines < 1 \
+                or resize not in RESIZES:
             raise ValueError(
-                f"need layout 'CHW' or 'HWC', output 'dlpack' or 'copy', max_pipelines >= 1; "
-                f"got {layout!r}, {output!r}, {max_pipelines}"
+                f"need layout 'CHW' or 'HWC', output 'dlpack' or 'copy', max_pipelines >= 1, resize in "
+                f"{RESIZES}; got {layout!r}, {output!r}, {max_pipelines}, {resize!r}"
             )
         super().__init__(spec, mean=mean, std=std)
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.max_pipelines, self.minibatch_size = max_pipelines, minibatch_size
-        self.layout, self.output = layout, output
-        self._pipes: OrderedDict[tuple, Any] = OrderedDict()
+        self.layout, self.output, self.resize = layout, output, resize
+        self._pipes: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()  # key -> (pipeline, batch size)
+
+    def resizes_in_torch(self, channels: int) -> bool:
+        """Whether the resize step of maps with ``channels`` channels runs in torch."""
+        return self.resize == "torch" or (self.resize == "auto" and channels > WIDE_CHANNELS)
 
     def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):
         """Augment ``x`` [N, C, H, W] (and labels ``y`` [N]) with ``params``."""
@@ -130,6 +149,8 @@ class DaliBackend(TorchBackend):
     def _run(self, x: torch.Tensor, params: Params, z: torch.Tensor | None) -> torch.Tensor:
         """The pipeline's steps on ``x`` (float32 out); ``x`` itself when none is needed."""
         resize = params.resamples() or bool(params.hflip.any() or params.vflip.any())
+        if resize and self.resizes_in_torch(x.shape[1]):
+            x, resize = spatial(x, params), False  # one batched grid_sample, not a launch per channel
         a, b, s = self.coefficients(params)
         affine = not is_identity(a, b)
         if not (resize or affine or z is not None):
@@ -137,8 +158,8 @@ class DaliBackend(TorchBackend):
         x = x if x.dtype in _DALI_DTYPES else x.float()
         hwc = self.layout == "HWC"
         x = (x.permute(0, 2, 3, 1) if hwc else x).contiguous()
-        key = (tuple(x.shape), x.dtype, str(x.device), resize, affine, z is not None, params.out_hw)
-        pipe = self._pipeline(key)
+        key = (tuple(x.shape[1:]), x.dtype, str(x.device), resize, affine, z is not None, params.out_hw)
+        pipe = self._pipeline(key, x.shape[0])
         start, end = params.roi()
         per_channel = (slice(None), None, None, slice(None)) if hwc else (slice(None), slice(None), None, None)
         feeds = {"x": x}
@@ -155,14 +176,14 @@ class DaliBackend(TorchBackend):
         res = _to_torch(out, x.device, copy=self.output == "copy")
         return res.permute(0, 3, 1, 2).contiguous() if hwc else res
 
-    def _pipeline(self, key: tuple) -> Any:
-        """The cached pipeline of ``key`` (built on a miss; the oldest dropped past the bound)."""
-        pipe = self._pipes.get(key)
-        if pipe is None:
-            pipe = self._pipes[key] = _build(
-                key, num_threads=self.num_threads, minibatch_size=self.minibatch_size,
-                layout=self.layout,
-            )
+    def _pipeline(self, key: tuple, rows: int) -> Any:
+        """The cached pipeline of ``key`` for ``rows`` samples: built on a miss or for a batch
+        larger than it was built for; smaller batches run on it. The oldest dropped past the bound."""
+        pipe, size = self._pipes.get(key, (None, 0))
+        if pipe is None or rows > size:
+            pipe, size = _build(key, batch_size=rows, num_threads=self.num_threads,
+                                minibatch_size=self.minibatch_size, layout=self.layout), rows
+            self._pipes[key] = (pipe, size)
             while len(self._pipes) > self.max_pipelines:
                 self._pipes.popitem(last=False)
         self._pipes.move_to_end(key)
@@ -202,17 +223,18 @@ def _to_torch(out: Any, device: torch.device, *, copy: bool = False) -> torch.Te
     return res
 
 
-def _build(key: tuple, *, num_threads: int, minibatch_size: int | None = None, layout: str = "CHW") -> Any:
-    """Build the pipeline for one cache key."""
+def _build(key: tuple, *, batch_size: int, num_threads: int, minibatch_size: int | None = None,
+           layout: str = "CHW") -> Any:
+    """Build the pipeline for one cache key, for batches of up to ``batch_size`` samples."""
     from nvidia.dali import fn, pipeline_def, types
 
-    shape, dtype, device, resize, affine, noise, out_hw = key
+    _, dtype, device, resize, affine, noise, out_hw = key
     dev = torch.device(device)
     gpu = dev.type == "cuda"
     place = "gpu" if gpu else "cpu"
 
     @pipeline_def(
-        batch_size=shape[0],
+        batch_size=batch_size,
         num_threads=num_threads,
         device_id=(torch.cuda.current_device() if dev.index is None else dev.index) if gpu else None,
         prefetch_queue_depth=1,

@@ -125,8 +125,8 @@ def check_labels(y: torch.Tensor, num_classes: int) -> None:
     Raises:
         ValueError: a label is negative (unlabelled) or not below ``num_classes``.
     """
-    if y.device.type != "cpu" or y.numel() == 0:
-        return
+    if y.device.type != "cpu" or getattr(y, "loffdata_on_device", False) or y.numel() == 0:
+        return  # (``loffdata_on_device``: a tensor on the loader's CUDA stand-in)
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         unlabelled = int((y < 0).sum())

@@ -63,18 +63,49 @@ def _dataset(rt: Runtime, split: str, indices: list[int]) -> torch.utils.data.Da
     return MapImages(rt.source.splits[split], indices, rt.transform, rt.source.storage_options)
 
 
-def _forward(rt: Runtime, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+class _Outputs:
+    """A batch's features on their way to the host: on CUDA copied into pinned memory with
+    ``non_blocking=True`` after an event, so the host reads them (:meth:`get`) one batch
+    later, while the device already computes the next batch; on the CPU at once."""
+
+    def __init__(self, feat: torch.Tensor, vec: torch.Tensor | None, vec_dtype: torch.dtype):
+        self.done = None
+        if feat.device.type == "cuda":
+            self.feat = torch.empty(feat.shape, dtype=torch.float32, pin_memory=True)
+            self.feat.copy_(feat, non_blocking=True)
+            self.vec = None if vec is None else torch.empty(vec.shape, dtype=vec_dtype, pin_memory=True)
+            if vec is not None:
+                self.vec.copy_(vec, non_blocking=True)
+            self.done = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.feat, self.vec = feat.float(), None if vec is None else vec.to(vec_dtype)
+
+    def get(self) -> tuple[np.ndarray, torch.Tensor | None]:
+        if self.done is not None:
+            self.done.synchronize()  # the copy queued one batch ago: the device is not left idle
+        return self.feat.numpy(), self.vec
+
+
+def _forward(rt: Runtime, images: torch.Tensor) -> _Outputs:
+    """Queues the model on a batch and the copy of its outputs to the host."""
     cfg, cuda = rt.config, rt.device.type == "cuda"
     x = images.to(rt.device, non_blocking=True)
     if cuda and cfg.amp:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
         feat, vec = compute_features(rt.model, x, layer=cfg.layer, norm=cfg.norm, pooled=cfg.pooled, pool=cfg.pool)
-    feat_np = feat.float().cpu().numpy()
-    if vec is None:
-        return feat_np, None
     vec_dtype = torch.float32 if cfg.dtype in ("float32", "int8") else getattr(torch, cfg.dtype)
-    return feat_np, vec.to(vec_dtype).cpu()
+    return _Outputs(feat, vec, vec_dtype)
+
+
+def _put_outputs(sink: ShardSink, pending: tuple | None) -> None:
+    """Hands a batch's features (its copy to the host done by now) to the sink."""
+    if pending is None:
+        return
+    good, outputs, more = pending
+    feats, vecs = outputs.get()
+    sink.put([(i, (feats[k], None if vecs is None else vecs[k], more and more[k])) for k, i in enumerate(good)])
 
 
 def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None] | None) -> None:
@@ -90,14 +121,19 @@ def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None]
     sink = ShardSink(job, rt.fs, f"{rt.root}/{split}")
     show = rt.config.progress and rt.ctx.rank == 0
     bar = tqdm(total=len(indices), unit="img", desc=f"extract {split}", disable=not show, dynamic_ncols=True)
+    pending = None  # the previous batch: its outputs are read while the device runs this one
     try:
         for good, images, bad in batches:
-            sink.put(_bad_items(rt, records, bad))
+            current = None
             if images is not None:
-                feats, vecs = _forward(rt, images)
+                outputs = _forward(rt, images)
                 more = rt.teacher.extras(images.to(rt.device), good) if rt.teacher is not None else None
-                sink.put([(i, (feats[k], None if vecs is None else vecs[k], more and more[k])) for k, i in enumerate(good)])
+                current = (good, outputs, more)
+            _put_outputs(sink, pending)
+            sink.put(_bad_items(rt, records, bad))
+            pending = current
             bar.update(len(good) + len(bad))
+        _put_outputs(sink, pending)
         sink.close()
     except BaseException:
         sink.abort()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from loffdata.devices import resolve_cuda
 from loffdata.extract.config import ExtractConfig
 from loffdata.extract.images import ImageSource
 from loffdata.util import DistContext
@@ -27,11 +28,12 @@ def init_distributed() -> Dist:
 
 
 def select_device(config: ExtractConfig, ctx: Dist) -> torch.device:
-    if config.device != "auto":
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
+    """The rank's device: ``auto`` is CUDA where available; plain ``cuda`` follows the one
+    device rule (:mod:`loffdata.devices`), so torchrun ranks spread over the GPUs."""
+    kind = config.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_cuda(kind, env={"LOCAL_RANK": str(ctx.local_rank)})
 
 
 @dataclass

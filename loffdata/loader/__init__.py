@@ -2,6 +2,8 @@
 
 Modules, in the order a batch meets them: :mod:`~loffdata.loader.config` (what the loader is
 told, validated once), :mod:`~loffdata.loader.workers` (the worker processes),
+:mod:`~loffdata.loader.device` (every CUDA call, or a strict CPU stand-in),
+:mod:`~loffdata.loader.batch` (a batch and the one owner of its buffer),
 :mod:`~loffdata.loader.transfer` (host-to-device copies), :mod:`~loffdata.loader.loader`
 (:class:`LoffLoader`), :mod:`~loffdata.loader.multiscale` (batches at several grid sizes).
 
@@ -16,8 +18,9 @@ from loffdata.util import lazy_exports
 _WHERE = {
     "LoffLoader": "loffdata.loader.loader",
     "LoaderStats": "loffdata.loader.loader",
-    "Batch": "loffdata.loader.loader",
-    "BatchWithExtras": "loffdata.loader.loader",
+    "Batch": "loffdata.loader.batch",
+    "BatchWithExtras": "loffdata.loader.batch",
+    "StandInCuda": "loffdata.loader.device",
     "LoaderConfig": "loffdata.loader.config",
     "MultiScaleConfig": "loffdata.loader.multiscale",
     "MultiScaleLoader": "loffdata.loader.multiscale",

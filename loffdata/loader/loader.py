@@ -11,9 +11,11 @@
 
 Data flow per batch: a DataLoader worker reads and decodes samples and writes them into one
 preallocated shared-memory batch (:class:`~loffdata.stream.dataset.StreamingDataset` with
-``batch_size``), so nothing is pickled per sample; on CUDA the pooled buffer is page-locked
-in place once (:mod:`loffdata.loader.transfer`; the DataLoader's pin thread is the fallback) and
-copied to the device on a side stream while the previous step computes; int8 caches are
+``batch_size``), so nothing is pickled per sample; on CUDA the batch is pinned (the
+DataLoader's pin thread; page-locking the pooled buffer in place is an opt-in,
+:mod:`loffdata.loader.transfer`) and copied to the device on a side stream while the previous
+step computes (:class:`~loffdata.loader.batch.LoadedBatch` owns the buffer until its worker
+gets it back); int8 caches are
 dequantised on the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or
 torch). Nothing in that path makes the host wait for the GPU.
 """
@@ -25,22 +27,27 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from loffdata.compat import can_count_storage_uses, shutdown_workers
 from loffdata.compat import storage_use_count as _use_count
+from loffdata.errors import WorkerDiedError
 from loffdata.format import codec
 from loffdata.hints import check_device
+from loffdata.loader.batch import Batch, BatchWithExtras, HostRegistry, LoadedBatch
 from loffdata.loader.config import LoaderConfig, resolve_augment
-from loffdata.loader.transfer import HostRegistry, device_batches, resolve_device, select_transfer
+from loffdata.loader.device import Gpu, as_gpu
+from loffdata.loader.transfer import device_batches, select_transfer
 from loffdata.loader.workers import (
     defer_sigchld,
     gc_frozen,
+    start_pass,
     translate_worker_death,
     warm_worker_imports,
 )
@@ -51,25 +58,10 @@ from loffdata.stream.mix import Mix, MixedDataset
 from loffdata.stream.plan import window_size
 from loffdata.util import UNSET
 
-__all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras", "batch_samples"]
+__all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
 _log = logging.getLogger("loffdata.loader")
 STATE_VERSION = 1
-
-
-class Batch(NamedTuple):
-    """A batch as the training loop sees it: ``features, labels = batch``."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
-
-
-class BatchWithExtras(NamedTuple):
-    """A batch with the extra tensors of the dataset (``return_extras=True``)."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
-    extras: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -131,7 +123,7 @@ class LoffLoader:
         *,
         batch_size: int = UNSET,
         augment: Any = UNSET,
-        device: str | torch.device = UNSET,
+        device: str | torch.device | Gpu = UNSET,
         num_workers: int = UNSET,
         seed: int = UNSET,
         shuffle: bool = UNSET,
@@ -145,14 +137,17 @@ class LoffLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
+        gpu, device = (device, UNSET) if isinstance(device, Gpu) else (None, device)  # a Gpu is no config value
         check_device(device if device is not UNSET else (config or LoaderConfig()).device)
         given = dict(batch_size=batch_size, augment=augment, device=device, num_workers=num_workers,
                      seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
                      on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)
         self.config = cfg = (config or LoaderConfig()).replace(**{k: v for k, v in given.items() if v is not UNSET})
-        self.device, self.dtype, self.seed = resolve_device(cfg.device), getattr(torch, cfg.dtype), cfg.stream.seed
+        self.gpu = gpu or as_gpu(cfg.device)  # every CUDA call goes through it (loader/device.py); None on CPU
+        self.device = self.gpu.compute if self.gpu is not None else torch.device(cfg.device)
+        self.dtype, self.seed = getattr(torch, cfg.dtype), cfg.stream.seed
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
-        stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.device.type == "cpu" else None)
+        stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.gpu is None else None)
         kind = MixedDataset if isinstance(source, Mix) else StreamingDataset
         self.dataset = kind(source, stream, rank=rank, world_size=world_size)
         self.manifest = self.dataset.summary_manifest() if isinstance(source, Mix) else self.dataset.shards.manifest
@@ -184,7 +179,9 @@ class LoffLoader:
         self._delivered, self._offset, self._epoch_set = 0, 0, False
         self._flags, self._held, self._leases, self._rest = None, {}, {}, {}
         self._dl, self._it = None, None
-        self._samples: tuple[list[str], torch.Tensor] = ([], torch.empty(0, dtype=torch.int64))
+        self._registry = HostRegistry(self.gpu) if self.gpu is not None else None
+        # registrations are undone when this loader goes, closed or not, before buffers are unmapped
+        self._unregister = weakref.finalize(self, HostRegistry.clear, self._registry) if self.gpu else None
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
         self._baseline = _use_count(torch.empty(1))
@@ -227,7 +224,7 @@ class LoffLoader:
     def _persistent(self) -> bool:
         return self.persistent_workers and self.num_workers > 0
 
-    def _start(self) -> Iterator[dict[str, Any]]:
+    def _start(self) -> Iterator[Any]:
         """The DataLoader iterator of this pass: new workers, or the persistent ones told
         the epoch and resume state through the shared control block."""
         if self._dl is None:
@@ -246,8 +243,13 @@ class LoffLoader:
             self._dl = self._dataloader()
         if self._persistent:
             self.dataset.publish_control()
-        with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
-            self._it = iter(self._dl)
+        try:
+            with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
+                self._it = start_pass(self._dl)
+        except WorkerDiedError:  # a persistent worker died while idle between passes
+            self._it = getattr(self._dl, "_iterator", None)
+            self.close()
+            raise
         defer_sigchld()  # after torch installed its handler: a dead worker is reported by next()
         return self._it
 
@@ -271,11 +273,9 @@ class LoffLoader:
     def _start_transfer(self) -> None:
         """Picks the host-to-device path and makes the loader's GPU the current one (the pin
         thread and DALI use the current device; without this every DDP rank opens GPU 0)."""
-        self._transfer = select_transfer(self.device, self.transfer)
-        if self.device.type == "cuda" and self.device.index is not None:
-            torch.cuda.set_device(self.device)
-        if not hasattr(self, "_registry"):
-            self._registry = HostRegistry()
+        self._transfer = select_transfer(self.gpu, self.transfer)
+        if self.gpu is not None:
+            self.gpu.make_current()
 
     def close(self) -> None:
         """Stops the worker processes now (they are started again by the next pass)."""
@@ -283,10 +283,8 @@ class LoffLoader:
             _shutdown(self._it)
         self._it = self._dl = None
         self.dataset.control = None
-        registry = getattr(self, "_registry", None)
-        if registry is not None and len(registry):
-            torch.cuda.synchronize(self.device)  # no copy may still read a buffer
-            registry.clear()
+        if self._registry is not None:
+            self._registry.clear()  # waits for the device: no copy may still read a buffer
         self._held, self._leases, self._rest = {}, {}, {}
         self.dataset.batch_arena = None  # unmapped once the workers are gone and nothing uses it
 
@@ -335,25 +333,23 @@ class LoffLoader:
         slots = pool_slots(window, self.dataset.batch_size, self.prefetch_factor)
         return torch.zeros(max(1, self.num_workers), slots, dtype=torch.int32).share_memory_()
 
-    def _lease(self, batch: dict[str, Any]) -> None:
-        """Remembers a pooled host batch until nothing but the loader refers to it (and, on
-        CUDA, until the copy that reads it is done)."""
-        slot = batch.get("slot")
+    def _lease(self, batch: LoadedBatch) -> None:
+        """Keeps a pooled batch until nothing but the loader refers to it (and, on CUDA, until
+        the copy that reads it is done)."""
+        slot = batch.slot
         if slot is None:
             return
-        host = batch.get("host", batch)
-        names = [k for k, v in host.items() if isinstance(v, torch.Tensor)]
         if self.dataset.send_by_reference:  # keeps the mapping, so the buffer is not mapped again
-            self._hold(tuple(slot), host)  # (the pin thread's copies are never sent again: not kept)
-        tensors = [(host[k], self._at_rest(tuple(slot), k)) for k in names]
-        self._leases[tuple(slot)] = (tensors, batch.get("copied"))
+            self._hold(slot, batch.tensors)  # (the pin thread's copies are never sent again: not kept)
+        batch.lease(lambda name: self._at_rest(slot, name))
+        self._leases[slot] = batch
 
-    def _hold(self, slot: tuple[int, int], host: dict[str, Any]) -> None:
+    def _hold(self, slot: tuple[int, int], host: dict[str, torch.Tensor]) -> None:
         """Keeps a pooled batch mapped; a buffer it replaces is unregistered before it goes."""
         old = self._held.get(slot)
-        if old is not None and old.get("features") is not host.get("features") and len(self._registry):
-            torch.cuda.synchronize(self.device)  # rare: the worker made a new pool
-            self._registry.forget([v for v in old.values() if isinstance(v, torch.Tensor)])
+        if old is not None and old.get("features") is not host.get("features") and self._registry:
+            self.gpu.synchronize()  # rare: the worker made a new pool
+            self._registry.forget(old.values())
         self._held[slot] = host
 
     def _at_rest(self, slot: tuple[int, int], name: str) -> int:
@@ -368,10 +364,8 @@ class LoffLoader:
 
     def _return_leases(self) -> None:
         """Hands buffers back to their workers once no tensor outside the loader uses them."""
-        for slot, (tensors, copied) in list(self._leases.items()):
-            if copied is not None and not copied.query():  # the copy still reads the buffer
-                continue
-            if all(_use_count(t) <= base for t, base in tensors):
+        for slot, batch in list(self._leases.items()):
+            if batch.releasable(self.gpu):
                 self._flags[slot[0], slot[1]] = 0
                 del self._leases[slot]
 
@@ -379,27 +373,28 @@ class LoffLoader:
         workers = self.num_workers
         return DataLoader(
             self.dataset, batch_size=None, num_workers=workers,
-            pin_memory=self._transfer == "pin-thread",
+            pin_memory=self._transfer == "pin-thread" and self.gpu.pin_thread,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self._persistent, collate_fn=_as_is,
         )
 
-    def _batches(self, it: Iterator[dict[str, Any]]) -> Iterator[Batch | BatchWithExtras]:
+    def _batches(self, it: Iterator[Any]) -> Iterator[Batch | BatchWithExtras]:
         """Delivered batches; ``stats.wait_s`` counts all the time the consumer spends in
         here: waiting for workers, the copy, dequantisation and augmentation."""
         source = self._device_batches(self._received(it))
         while True:
             t0 = time.perf_counter()
-            on_device = next(source, None)
-            if on_device is None:
+            got = next(source, None)
+            if got is None:
                 return
-            batch = self._finish(on_device)
-            self._lease(on_device)
-            del on_device
+            loaded, payload = got
+            batch = self._finish(loaded, payload)
+            self._lease(loaded)
+            del got, loaded, payload
             self.stats.wait_s += time.perf_counter() - t0
             yield batch
 
-    def _received(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _received(self, it: Iterator[Any]) -> Iterator[LoadedBatch]:
         """Host batches from the workers; a dead worker becomes :class:`WorkerDiedError`."""
         while True:
             try:
@@ -413,25 +408,22 @@ class LoffLoader:
                 raise died from err
             yield self._resolve(host)
 
-    def _resolve(self, host: dict[str, Any]) -> dict[str, Any]:
-        """A batch sent by reference (a pooled buffer this loader already holds) -> the batch."""
-        if not host.get("ref"):
-            return host
-        slot = tuple(host["slot"])
-        return {**self._held[slot], "key": host["key"], "slot": slot}
+    def _resolve(self, host: dict[str, Any]) -> LoadedBatch:
+        """A worker's batch (or its reference to a pooled buffer this loader holds) -> the batch."""
+        return LoadedBatch.from_worker(host, self._held)
 
-    def _device_batches(self, hosts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _device_batches(self, hosts: Iterator[LoadedBatch]) -> Iterator[tuple[LoadedBatch, dict]]:
         """Copies batch k+1 to the device on a side stream while batch k is being used."""
-        if self.device.type != "cuda":
-            yield from hosts
+        if self.gpu is None:
+            yield from ((b, b.ready(None)) for b in hosts)
             return
-        yield from device_batches(hosts, self.device, register=self._registry if self._transfer == "register" else None)
+        registry = self._registry if self._transfer == "register" else None
+        yield from device_batches(hosts, self.gpu, registry=registry)
 
-    def _finish(self, b: dict[str, Any]) -> Batch | BatchWithExtras:
-        host = b.get("host", b)  # labels and indices as they came from the worker
-        self._samples = (list(host.get("key", ())), host["index"].clone())  # see batch_samples()
+    def _finish(self, loaded: LoadedBatch, b: dict[str, torch.Tensor]) -> Batch | BatchWithExtras:
+        """The delivered batch, from the device payload ``b`` (labels checked on the host)."""
         if self.spec is not None and self.spec.mixing:
-            _check_mixing_labels(host, self.spec.num_classes)
+            _check_mixing_labels(loaded.payload["label"], loaded.keys, self.spec.num_classes)
         x = b["features"]
         if x.dtype == torch.int8:
             x = x.to(torch.float32) * b["scale"].to(torch.float32)[:, :, None, None]
@@ -441,13 +433,15 @@ class LoffLoader:
         self.stats.samples += int(x.shape[0])
         self.stats.bytes += int(x.shape[0]) * self._sample_bytes
         if self._augmenter is not None:
-            x, y = self._augmenter(x, y, indices=host["index"].numpy(), epoch=self.epoch)
+            x, y = self._augmenter(x, y, indices=loaded.indices.numpy(), epoch=self.epoch)
             x = x.to(self.dtype)
         x, y = _alias(x, b["features"]), _alias(y, b["label"])
+        names = {"keys": [k for k in loaded.keys for _ in range(self.views)] if self.views > 1 else loaded.keys,
+                 "indices": self._repeat(loaded.indices.clone())}
         if not self.return_extras:
-            return Batch(x, y)
+            return Batch(x, y, **names)
         extras = {k: _alias(self._repeat(b[k]), b[k]) for k in self.dataset.shards.extras}
-        return BatchWithExtras(x, y, extras)
+        return BatchWithExtras(x, y, extras, **names)
 
     def _repeat(self, t: torch.Tensor) -> torch.Tensor:
         return t.repeat_interleave(self.views, dim=0) if self.views > 1 else t
@@ -457,27 +451,16 @@ class LoffLoader:
             _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
 
 
-def batch_samples(loader: LoffLoader) -> tuple[list[str], torch.Tensor]:
-    """``(keys, global indices)`` of the samples of the batch ``loader`` delivered last.
-
-    One entry per sample (with ``views > 1`` each sample's rows follow one another), in the
-    order of the batch's rows. The one place that reads a delivered batch's sample
-    identities until batches carry them as attributes.
-    """
-    return loader._samples
-
-
-def _check_mixing_labels(host: dict[str, Any], num_classes: int) -> None:
+def _check_mixing_labels(y: torch.Tensor, keys: list[str], num_classes: int) -> None:
     """Mixup/cutmix need a label for every sample: checked on the host copy of the batch,
     before the labels reach the device (where ``one_hot`` would fail with a device assert).
 
     Raises:
         ValueError: naming the keys of the unlabelled or out-of-range samples.
     """
-    y = host["label"]
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
-        keys = [k for k, b in zip(host.get("key", []), bad.tolist()) if b][:5]
+        keys = [k for k, b in zip(keys, bad.tolist()) if b][:5]
         raise ValueError(
             f"mixup/cutmix need a label in [0, {num_classes}) for every sample; {int(bad.sum())} samples "
             f"of this batch have none or another (label -1 = unlabelled), e.g. keys {keys}; "

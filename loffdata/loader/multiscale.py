@@ -133,7 +133,6 @@ class MultiScaleLoader:
         return len(self.plan())
 
     def __iter__(self) -> Iterator[tuple]:
-        import torch
 
         plan, start = self.plan(), self._batch
         if self._resume is not None:
@@ -143,12 +142,8 @@ class MultiScaleLoader:
         for b in range(start, len(plan)):
             grid, n = plan[b]
             parts = [next(chunks) for _ in range(n)]
-            x = resize_grid(torch.cat([p[0] for p in parts]), grid)
-            rest = [torch.cat([p[1] for p in parts])]
-            if len(parts[0]) > 2:
-                rest.append({k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]})
             self._batch = b + 1
-            yield (x, *rest)
+            yield _joined(parts, grid)
         self._batch = 0
         for _ in chunks:  # chunks dropped by drop_last: finish the loader's pass
             pass
@@ -176,3 +171,21 @@ class MultiScaleLoader:
         if state.get("version") != 1:
             raise ValueError(f"unsupported multi-scale state version {state.get('version')!r}")
         self.epoch, self._batch, self._resume = int(state["epoch"]), int(state["batch"]), dict(state["loader"])
+
+
+def _joined(parts: list[Any], grid: int) -> Any:
+    """One batch of the chunks ``parts`` at ``grid``: a :class:`~loffdata.loader.batch.Batch`
+    (or ``BatchWithExtras``) whose ``keys`` and ``indices`` are the chunks' in order."""
+    import torch
+
+    from loffdata.loader.batch import Batch, BatchWithExtras
+
+    x = resize_grid(torch.cat([p[0] for p in parts]), grid)
+    y = torch.cat([p[1] for p in parts])
+    keys = [k for p in parts for k in getattr(p, "keys", ())]
+    found = [getattr(p, "indices", None) for p in parts]
+    indices = torch.cat(found) if all(i is not None for i in found) else None
+    if len(parts[0]) > 2:
+        extras = {k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]}
+        return BatchWithExtras(x, y, extras, keys=keys, indices=indices)
+    return Batch(x, y, keys=keys, indices=indices)

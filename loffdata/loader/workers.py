@@ -22,7 +22,8 @@ from typing import Any
 
 from loffdata.errors import WorkerDiedError
 
-__all__ = ["defer_sigchld", "dead_workers", "translate_worker_death", "gc_frozen", "warm_worker_imports"]
+__all__ = ["defer_sigchld", "dead_workers", "translate_worker_death", "start_pass", "gc_frozen",
+           "warm_worker_imports"]
 
 #: exceptions that a dead worker produces on the consumer side
 _SYMPTOMS = (ConnectionError, EOFError)
@@ -68,6 +69,17 @@ def translate_worker_death(it: Any, err: BaseException) -> BaseException:
     return WorkerDiedError([pid for pid, _ in dead], [code for _, code in dead])
 
 
+def start_pass(dl: Any) -> Iterator[Any]:
+    """``iter(dl)``; persistent workers are told to start a pass and must answer, so one that
+    died while idle between passes is found here: it becomes :class:`WorkerDiedError`
+    (torch raises a ``RuntimeError`` naming the pid)."""
+    try:
+        return iter(dl)
+    except Exception as err:
+        died = translate_worker_death(getattr(dl, "_iterator", None), err)
+        if died is err:
+            raise
+        raise died from err
 
 
 @contextlib.contextmanager

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
+from loffdata.devices import resolve_cuda
 from loffdata.hints import check_device
 from loffdata.train.config import TrainConfig
 from loffdata.util import DistContext
@@ -19,12 +18,13 @@ Dist = DistContext
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
+    """The run's device; plain ``cuda`` by the one device rule (:mod:`loffdata.devices`:
+    ``LOCAL_RANK % device_count()``), made the current device."""
     kind = config.device
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        kind = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    device = torch.device(kind)
+    check_device(kind)  # a clear error where CUDA is missing, before an index is chosen
+    device = resolve_cuda(kind)
     if device.type == "cuda":
         check_device(device)
         torch.cuda.set_device(device)

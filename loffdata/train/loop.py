@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from loffdata.loader import LoffLoader
-from loffdata.loader.loader import batch_samples
 from loffdata.train.checkpoint import resume, save_checkpoint
 from loffdata.train.config import TrainConfig
 from loffdata.train.dist import Dist, all_sum
@@ -26,7 +25,34 @@ from loffdata.train.predictions import PredictionsFile, rank_path
 from loffdata.train.run import Run, count_params, setup
 from loffdata.train.utils import loss_fn, lr_at
 
-__all__ = ["evaluate", "run_training"]
+__all__ = ["LOSS_EVERY", "DeviceLoss", "evaluate", "run_training"]
+
+#: training steps between two reads of the running loss on the host (each read waits for
+#: the device; reading every step would keep the GPU's queue empty)
+LOSS_EVERY = 50
+
+
+class DeviceLoss:
+    """The running train-loss sum, kept on the device and read into ``progress`` every
+    ``every`` steps (and by :meth:`flush`): one host sync per ``every`` steps, not per step."""
+
+    def __init__(self, progress: Any, device: torch.device, every: int | None = None):
+        self.progress, self.every = progress, max(1, int(LOSS_EVERY if every is None else every))
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.n = self.steps = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        self.sum += loss.detach().to(torch.float64) * n
+        self.n, self.steps = self.n + n, self.steps + 1
+        if self.steps % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.n:
+            self.progress.loss_sum += float(self.sum)
+            self.progress.loss_n += self.n
+            self.sum.zero_()
+            self.n = 0
 
 
 def _set_lr(run: Run) -> None:
@@ -38,7 +64,8 @@ def _set_lr(run: Run) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: Any = None) -> None:
+def _train_step(run: Run, meter: DeviceLoss, features: torch.Tensor, labels: torch.Tensor,
+                extras: Any = None) -> None:
     _set_lr(run)
     c = run.config
     heads: list[torch.Tensor] = []  # each head's loss, with the classifier's probe path
@@ -50,10 +77,8 @@ def _train_step(run: Run, features: torch.Tensor, labels: torch.Tensor, extras: 
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    n = features.shape[0]
     run.progress.step += 1
-    run.progress.loss_sum += loss.item() * n
-    run.progress.loss_n += n
+    meter.add(loss, features.shape[0])
 
 
 def _base_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -73,13 +98,15 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
     left = len(loader) - position if 0 < position < len(loader) else len(loader)
     bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
                     enabled=run.ctx.main and run.config.progress)
+    meter = DeviceLoss(run.progress, run.device)
     try:
         for batch in loader:
-            _train_step(run, *batch)
+            _train_step(run, meter, *batch)
             _update_bar(bar, run)
             if _stop_requested(run) and loader.state_dict()["position"] < len(loader):
                 return False, time.perf_counter() - start
     finally:
+        meter.flush()  # the checkpoint and the epoch record read progress.loss_sum
         _close_bar(bar)
     return True, time.perf_counter() - start
 
@@ -116,14 +143,15 @@ def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, auto
     was_training = model.training
     model.eval()
     loss_sum = correct = count = 0.0
-    for features, labels in loader:
+    for batch in loader:
+        features, labels = batch[0], batch[1]
         with autocast or nullcontext():
             logits = model(features)
         loss_sum += loss_fn(logits, labels).item() * labels.shape[0]
         correct += (logits.argmax(dim=1) == labels).sum().item()
         count += labels.shape[0]
         if predictions is not None:
-            predictions.add(batch_samples(loader)[0], labels, logits)
+            predictions.add(batch.keys, labels, logits)
     model.train(was_training)
     loss_sum, correct, count = all_sum([loss_sum, correct, count], device, Dist(world_size=world_size))
     return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_samples": int(count)}
