@@ -168,8 +168,8 @@ class SampleReader:
         #: sample, remote ones from their prefetched ranges (see :mod:`loffdata.stream.scatter`)
         self.random_access = bool(self.shards.indexed and ((local and scatter.AVAILABLE) or self.remote.sampled))
         self.indexed = (
-            scatter.IndexedShards(self.shards.urls, offsets, [k for _, k in self.shards.index], self._open,
-                                  scatter=local)
+            scatter.IndexedShards(self.shards.urls, offsets, self.shards.keys(), self._open,
+                                  scatter=local, indexes=self.shards.index)
             if self.random_access
             else None
         )
@@ -223,7 +223,7 @@ class SampleReader:
         wants, where = [], []
         for p, (gid, s, loc) in enumerate(zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())):
             dst = destinations.get(gid)
-            if dst is not None:
+            if dst is not None and self.indexed.usable(s):
                 missed[p] = False
                 wants.append((s, loc, dst))
                 where.append(gid)
@@ -318,7 +318,7 @@ class SampleReader:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
-            index = self.shards.index[s] if self.shards.index else None
+            index = _index_of(self.shards.index, s)
             cur = _ShardCursor(
                 self.shards.urls[s], self._open(s), self.shards.counts[s],
                 reuse_buffers=self.reuse_buffers, keys=None if index is None else index[1],
@@ -369,6 +369,14 @@ class SampleReader:
             self._drop_cursor(s)
         if self.indexed is not None:
             self.indexed.close()
+
+
+def _index_of(indexes: Any, s: int) -> Any:
+    """Shard ``s``'s index, ``None`` if it has none (or an unusable sidecar: see
+    :meth:`~loffdata.stream.indexes.ShardIndexes.get`)."""
+    if not indexes:
+        return None
+    return indexes.get(s) if hasattr(indexes, "get") else indexes[s]
 
 
 def substituted(reader: SampleReader, indices: np.ndarray, window: int) -> Iterator[tuple[int, Sample]]:
