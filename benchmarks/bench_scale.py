@@ -143,18 +143,25 @@ def _projection(rows: list[tuple[int, dict]], target: int = 100_000_000) -> str:
             f"{est['make_s']:.2f} s | {est['first_s']:.2f} s | {est['rss_mb'] / 1024:.2f} GB | - |")
 
 
+def _ints(value: object) -> tuple[int, ...]:
+    """``"1,2"``, ``(1, 2)`` (as fire parses it) or ``1`` -> ``(1, 2)`` / ``(1,)``."""
+    if isinstance(value, (tuple, list)):
+        return tuple(int(x) for x in value)
+    return tuple(int(x) for x in str(value).split(","))
+
+
 def main(sizes: str = "10000,1000000,10000000", per_shard: int = 250, shape: str = "768,16,16",
          batch: int = 64, workers: int = 2, steady: int = 40, quick: bool = False, tmp: str | None = None) -> None:
     """Builds each cache, measures it in a fresh process, prints the table (markdown)."""
     if quick:
         sizes, per_shard, shape, steady = "1000,4000", 50, "8,4,4", 5
-    dims = tuple(int(x) for x in str(shape).split(","))
+    dims = _ints(shape)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=tmp))
     try:
         base = work / "base"
         manifest = _base_shard(base, per_shard, dims)
         rows = []
-        for n in [int(x) for x in str(sizes).split(",")]:
+        for n in _ints(sizes):
             root = work / f"n{n}"
             build(root, base, manifest, max(1, n // per_shard))
             r = _measure(root, batch, workers, steady)
