@@ -195,3 +195,15 @@ def test_check_coverage_accepts_an_exact_index_with_leading_non_sample_members()
     check_coverage(io.BytesIO(data), np.array([512, spans[1][1], spans[1][2]]), shard="x")
     with pytest.raises(ShardReadError):
         check_coverage(io.BytesIO(data), np.array([spans[1][1], spans[1][2]]), shard="x")
+
+
+def test_map_style_reads_check_coverage_and_fall_back_too(forgeable, make_dataset):
+    data = archive(sample("a", 0), sample("b", 1), sample("c", 2), sample("d", 0))
+    spans = _spans(data)
+    _forge(forgeable, "x.tar", data, 3, [b for _, b, _ in spans[1:]] + [spans[-1][2]], ["b", "c", "d"])
+    with pytest.raises(ShardReadError, match="first sample starts at byte 0"):
+        StreamingDataset(forgeable)[0]
+    root, _ = make_dataset(n=8, shard_size=4, name="plain")
+    (root / "shard-000001.idx").write_bytes(b"damaged")
+    ds = StreamingDataset(root)
+    assert [ds[i]["key"] for i in range(8)] == [f"s{i:07d}" for i in range(8)] and ds.indexed().scanned == 1
