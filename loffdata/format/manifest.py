@@ -237,9 +237,11 @@ def _parse_shard(d: Any) -> ShardInfo:
     if index is None:
         return info
     if isinstance(index, dict) and "file" in index:
-        if index["file"] != index_name(name):
-            raise ManifestError(f"shard {name!r}: index file {index['file']!r} is not {index_name(name)!r}")
-        return ShardInfo(info.name, info.samples, info.bytes, info.sha256, index_file=index["file"])
+        sidecar = name[:-4] + ".idx" if name.endswith(".tar") else index_name(name)
+        if index["file"] != sidecar:
+            raise ManifestError(f"shard {name!r}: index file {index['file']!r} is not {sidecar!r}")
+        object.__setattr__(info, "index_file", sidecar)  # built once: this runs per shard
+        return info
     offsets, keys = _parse_index(index, info)
     return ShardInfo(info.name, info.samples, info.bytes, info.sha256, offsets, keys)
 
