@@ -76,6 +76,15 @@ class ShardIndexes(Sequence):
             return None
         return self._load(s, info)
 
+    def loaded(self, s: int) -> Index | None:
+        """Shard ``s``'s index if it is in memory already (nothing is read)."""
+        if s in self._set:
+            return self._set[s]
+        info = self.infos[s]
+        if info.offsets is not None:
+            return info.offsets.view(np.int64), info.keys
+        return self._loaded.get(s)
+
     def _load(self, s: int, info: ShardInfo) -> Index | None:
         url = self.urls[s]
         sidecar = url[: len(url) - len(info.name)] + info.index_file if url.endswith(info.name) else None
@@ -145,6 +154,12 @@ class _Joined(ShardIndexes):
             return self._set[s]
         part, local = self._part(s)
         return part.get(local) if isinstance(part, ShardIndexes) else part[local]
+
+    def loaded(self, s: int) -> Index | None:
+        if s in self._set:
+            return self._set[s]
+        part, local = self._part(s)
+        return part.loaded(local) if isinstance(part, ShardIndexes) else part[local]
 
     def _part(self, s: int) -> tuple[Sequence[Index], int]:
         p = int(np.searchsorted(self.starts, s, side="right")) - 1

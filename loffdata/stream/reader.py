@@ -318,7 +318,7 @@ class SampleReader:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
-            index = _index_of(self.shards.index, s)
+            index = _index_of(self.shards.index, s, read=is_local(self.shards.urls[s]) or self.cache is not None)
             cur = _ShardCursor(
                 self.shards.urls[s], self._open(s), self.shards.counts[s],
                 reuse_buffers=self.reuse_buffers, keys=None if index is None else index[1],
@@ -371,12 +371,15 @@ class SampleReader:
             self.indexed.close()
 
 
-def _index_of(indexes: Any, s: int) -> Any:
+def _index_of(indexes: Any, s: int, *, read: bool = True) -> Any:
     """Shard ``s``'s index, ``None`` if it has none (or an unusable sidecar: see
-    :meth:`~loffdata.stream.indexes.ShardIndexes.get`)."""
+    :meth:`~loffdata.stream.indexes.ShardIndexes.get`). Without ``read``, only an index
+    already in memory: a remote shard read in sequence does not wait for its sidecar."""
     if not indexes:
         return None
-    return indexes.get(s) if hasattr(indexes, "get") else indexes[s]
+    if not hasattr(indexes, "get"):
+        return indexes[s]
+    return indexes.get(s) if read else indexes.loaded(s)
 
 
 def substituted(reader: SampleReader, indices: np.ndarray, window: int) -> Iterator[tuple[int, Sample]]:
