@@ -79,3 +79,9 @@ def test_every_benchmark_script_answers_help(name):
                           text=True, timeout=120, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "FLAGS" in proc.stdout or "FLAGS" in proc.stderr  # fire lists the script's own options
+
+
+def test_bench_scale_quick(tmp_path):
+    out = run_script("bench_scale.py", "--quick", "--tmp", str(tmp_path), timeout=300)
+    assert "| 4,000 |" in out and "100 M (projected)" in out and "index sidecars" in out
+    assert not list(tmp_path.iterdir())  # the caches it built are gone

@@ -167,7 +167,7 @@ def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(m
     dst = tmp_path / "out"
     with pytest.raises(LoffError, match=r"shard-000001\.tar.*s0000007"):
         convert(str(src), str(dst), ConvertConfig(pool=2), progress=False)
-    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == ["shard-000000.tar"]  # no tmp, no manifest
+    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == ["shard-000000.idx", "shard-000000.tar"]  # no tmp, no manifest
 
 
 def _cli(argv: list[str]) -> int:

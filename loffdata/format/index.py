@@ -2,20 +2,24 @@
 
 The writer records the index while it writes (:class:`~loffdata.format.writer.ShardWriter`);
 :func:`index_dataset` computes it for shards written by anything else (``loffdata index
-DIR``), by reading every shard once. Readers use an index for random access
+DIR``), by reading every shard once, and writes it as sidecars
+(:mod:`loffdata.format.shardindex`). Readers use an index for random access
 (:mod:`loffdata.stream.scatter`) and check every key they read against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from typing import Any
 
 import fsspec
 
 from loffdata.errors import ManifestError
-from loffdata.format.manifest import Manifest
+from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
+from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.tar import iter_sample_spans
+from loffdata.format.writer import write_sidecar
 
 __all__ = ["shard_index", "index_dataset"]
 
@@ -49,24 +53,39 @@ def shard_index(url: str, **storage_options: Any) -> tuple[tuple[int, ...], tupl
 
 
 def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> Manifest:
-    """Adds an index to every shard of the manifest at ``url`` that lacks one (all with
-    ``force``), checks the sample counts, and saves the manifest.
+    """Writes the index sidecar (``shard-000001.idx``, see ``docs/format.md``) of every shard
+    of the manifest at ``url`` that lacks one (all with ``force``), checks the sample counts,
+    and saves the manifest, which then names the sidecars. An old manifest's inline index is
+    moved into sidecars as it is (``force`` computes it again from the shards).
 
     Raises:
         ManifestError: naming the shard when its sample count differs from the manifest's.
         LoffError: the error of a shard that cannot be read (nothing is saved then).
     """
     manifest = Manifest.load(url, **storage_options)
-    shards = []
+    fs, root = fsspec.core.url_to_fs(posixpath.dirname(manifest_url(str(url))), **storage_options)
+    indexes = []
     for info, shard_url in zip(manifest.shards, manifest.shard_urls(url)):
-        if info.indexed and not force:
-            shards.append(info)
+        if info.index_file is not None and info.offsets is None and not force:
+            indexes.append(None)
             continue
-        offsets, keys = shard_index(shard_url, **storage_options)
-        if len(keys) != info.samples:
-            raise ManifestError(f"shard {shard_url!r} holds {len(keys)} samples, manifest says {info.samples}")
-        shards.append(dataclasses.replace(info, offsets=offsets, keys=keys))
+        index = info.index if info.index is not None and not force else _computed(shard_url, info, storage_options)
+        indexes.append(index)
+    shards = []
+    for info, index in zip(manifest.shards, indexes):  # written only once every shard was read
+        if index is not None:
+            data = index.to_bytes(shard_bytes=info.bytes, sha256=info.sha256)
+            write_sidecar(fs, f"{root.rstrip('/')}/{index_name(info.name)}", data)
+            info = dataclasses.replace(info, offsets=None, keys=None, index_file=index_name(info.name))
+        shards.append(info)
     manifest.shards = shards
-    Manifest.from_dict(manifest.to_dict(), where=repr(url))  # the index passes the reader's checks
     manifest.save(url, **storage_options)
     return manifest
+
+
+def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) -> ShardIndex:
+    offsets, keys = shard_index(shard_url, **storage_options)
+    if len(keys) != info.samples:
+        raise ManifestError(f"shard {shard_url!r} holds {len(keys)} samples, manifest says {info.samples}")
+    where = f"shard {shard_url!r}: index"
+    return ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)

@@ -18,6 +18,7 @@ import numpy as np
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
+from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
 from loffdata.util import write_json
 
@@ -26,43 +27,56 @@ __all__ = ["MANIFEST_NAME", "MAX_SAMPLES", "ShardInfo", "TensorSpec", "Manifest"
 MANIFEST_NAME = "manifest.json"
 #: Most samples a manifest may declare (17 billion): more is taken for a damaged manifest.
 MAX_SAMPLES = 1 << 34
-#: Fewest bytes a sample can take in a tar (a header and one block of features), and the
-#: end-of-archive marker after the last one.
-MIN_SAMPLE_BYTES = 1024
-_END_MARKER = 1024
+_END_MARKER = END_MARKER
 
 
 @dataclass(frozen=True)
 class ShardInfo:
     """One shard: file name (relative to the manifest), samples, bytes and sha256.
 
-    ``offsets`` and ``keys`` are the shard's optional index (see ``docs/format.md``): the
-    byte offset where each sample starts, then where the last one ends (``samples + 1``
-    values), and each sample's key.
+    The shard's index (see ``docs/format.md``: each sample's first byte, then where the last
+    one ends, and each sample's key) is either in a sidecar file, ``index_file`` (the
+    current form: read lazily by the shards a process opens), or held here as ``offsets``
+    (``uint64`` array, ``samples + 1`` values) and ``keys`` (a sequence of strings): an old
+    manifest's inline index, converted once into that compact form.
     """
 
     name: str
     samples: int
     bytes: int
     sha256: str
-    offsets: tuple[int, ...] | None = None
-    keys: tuple[str, ...] | None = None
+    offsets: Any = field(default=None, compare=False, repr=False)
+    keys: Any = field(default=None, compare=False, repr=False)
+    index_file: str | None = None
 
-    def __post_init__(self) -> None:  # lists from JSON (or sidecars) become tuples
-        for name in ("offsets", "keys"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
+    def __post_init__(self) -> None:  # lists (from JSON or the writer) become a compact index
+        if self.offsets is None or self.keys is None:
+            object.__setattr__(self, "offsets", None)
+            object.__setattr__(self, "keys", None)
+            return
+        if isinstance(self.keys, Keys) and isinstance(self.offsets, np.ndarray):
+            index = ShardIndex(self.offsets, self.keys._starts, self.keys._blob)
+        else:
+            index = ShardIndex.from_lists(list(self.offsets), list(self.keys), where=f"shard {self.name!r}: index")
+        object.__setattr__(self, "offsets", index.offsets)
+        object.__setattr__(self, "keys", index.keys)
 
     @property
     def indexed(self) -> bool:
-        """Whether the shard has an index (offsets and keys of its samples)."""
-        return self.offsets is not None and self.keys is not None
+        """Whether the shard has an index (in a sidecar or held here)."""
+        return self.index_file is not None or self.offsets is not None
+
+    @property
+    def index(self) -> ShardIndex | None:
+        """The index held here (``None`` if there is none or it is in a sidecar)."""
+        return None if self.offsets is None else ShardIndex(self.offsets, self.keys._starts, self.keys._blob)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
-        if self.indexed:
-            d["index"] = {"offsets": list(self.offsets), "keys": list(self.keys)}
+        if self.offsets is not None:  # an index held in memory is written inline (the old form)
+            d["index"] = {"offsets": self.offsets.tolist(), "keys": list(self.keys)}
+        elif self.index_file is not None:
+            d["index"] = {"file": self.index_file}
         return d
 
 
@@ -222,28 +236,26 @@ def _parse_shard(d: Any) -> ShardInfo:
     index = d.get("index")
     if index is None:
         return info
+    if isinstance(index, dict) and "file" in index:
+        sidecar = name[:-4] + ".idx" if name.endswith(".tar") else index_name(name)
+        if index["file"] != sidecar:
+            raise ManifestError(f"shard {name!r}: index file {index['file']!r} is not {sidecar!r}")
+        object.__setattr__(info, "index_file", sidecar)  # built once: this runs per shard
+        return info
     offsets, keys = _parse_index(index, info)
     return ShardInfo(info.name, info.samples, info.bytes, info.sha256, offsets, keys)
 
 
-def _parse_index(index: Any, info: ShardInfo) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The validated offsets and keys of a shard's index."""
+def _parse_index(index: Any, info: ShardInfo) -> tuple[np.ndarray, Keys]:
+    """The validated offsets and keys of a shard's inline index (the old form)."""
     where = f"shard {info.name!r}: index"
     if not isinstance(index, dict) or not isinstance(index.get("offsets"), list) or not isinstance(index.get("keys"), list):
-        raise ManifestError(f"{where} must hold lists 'offsets' and 'keys'")
+        raise ManifestError(f"{where} must hold lists 'offsets' and 'keys' (or name a 'file')")
     offsets, keys = index["offsets"], index["keys"]
     if len(offsets) != info.samples + 1 or len(keys) != info.samples:
         raise ManifestError(f"{where} has {len(offsets)} offsets and {len(keys)} keys for {info.samples} samples")
-    if not all(type(o) is int for o in offsets) or not all(isinstance(k, str) and k for k in keys):
-        raise ManifestError(f"{where}: offsets must be integers and keys non-empty strings")
-    arr = np.asarray(offsets, dtype=np.int64)
-    steps = np.diff(arr)
-    if arr[0] < 0 or (arr % 512).any() or (steps < MIN_SAMPLE_BYTES).any() or arr[-1] + _END_MARKER > info.bytes:
-        raise ManifestError(f"{where}: offsets must be block-aligned, increasing and inside the shard's {info.bytes} bytes")
-    same = [i for i in range(1, len(keys)) if keys[i] == keys[i - 1]]
-    if same:
-        raise ManifestError(f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})")
-    return tuple(offsets), tuple(keys)
+    compact = ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)
+    return compact.offsets, compact.keys
 
 
 def _parse(d: Any) -> Manifest:

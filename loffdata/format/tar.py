@@ -21,6 +21,7 @@ __all__ = [
     "iter_members",
     "iter_sample_members",
     "iter_sample_spans",
+    "key_at",
     "read_sample_at",
     "stream_size",
 ]
@@ -332,3 +333,9 @@ def _next_key(f: BinaryIO, shard: str, offset: int) -> str | None:
     except ShardReadError:
         return None
     return split_member_name(long_name or name)[0] if kind in _REGULAR else None
+
+
+def key_at(f: BinaryIO, *, shard: str, offset: int) -> str | None:
+    """The key of the sample member whose headers start at byte ``offset`` (where ``f`` is),
+    or ``None`` at the end of the archive or where no regular member starts."""
+    return _next_key(f, shard, offset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import tarfile
 import uuid
 from collections.abc import Iterable, Mapping
@@ -25,10 +26,11 @@ from loffdata.errors import SampleError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.sample import encode_sample
+from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
 from loffdata.util import fs_protocol
 
-__all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name", "NONFINITE_RULES"]
+__all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name", "write_sidecar", "NONFINITE_RULES"]
 
 #: what the writer does with NaN or infinite features (``WriterConfig.nonfinite``)
 NONFINITE_RULES = ("refuse", "zero")
@@ -39,6 +41,19 @@ _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memor
 def shard_name(prefix: str, index: int) -> str:
     """The file name of shard ``index``: ``{prefix}-{index:06d}.tar``."""
     return f"{prefix}-{index:06d}.tar"
+
+
+def write_sidecar(fs: Any, path: str, data: bytes) -> None:
+    """Writes a shard's index sidecar at ``path``: under a temporary name then renamed, or in
+    place on object stores (where an object appears only once complete)."""
+    if fs_protocol(fs) in _OBJECT_STORES:
+        fs.pipe_file(path, data)
+        return
+    root, name = posixpath.split(path)
+    tmp = f"{root}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,11 @@ class _OpenShard:
         if self.tmp != self.path:
             self.fs.mv(self.tmp, self.path)
         digest = self.hasher.sha256.hexdigest()
-        return ShardInfo(self.name, self.samples, self.hasher.nbytes, digest, (*self.offsets, end), tuple(self.keys))
+        index = ShardIndex.from_lists((*self.offsets, end), self.keys)
+        sidecar = index_name(self.name)
+        write_sidecar(self.fs, f"{posixpath.dirname(self.path)}/{posixpath.basename(sidecar)}",
+                      index.to_bytes(shard_bytes=self.hasher.nbytes, sha256=digest))
+        return ShardInfo(self.name, self.samples, self.hasher.nbytes, digest, index_file=sidecar)
 
     def abort(self) -> None:
         try:

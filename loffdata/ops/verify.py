@@ -21,6 +21,7 @@ from loffdata.errors import LoffError, ManifestError, SampleError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
 from loffdata.format.sample import decode_sample
+from loffdata.format.shardindex import read_index
 from loffdata.format.tar import iter_sample_spans
 from loffdata.stream.checks import SampleRules, check_sample
 
@@ -107,16 +108,24 @@ def _check_shard(manifest: Manifest, info: ShardInfo, url: str, seen: set, repor
     if count != info.samples:
         yield Problem(url, None, f"holds {count} samples, manifest says {info.samples}")
     elif info.indexed and offsets is not None:
-        yield from _check_index(info, url, tuple(offsets), tuple(keys))
+        yield from _check_index(info, url, tuple(offsets), tuple(keys), so)
 
 
-def _check_index(info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tuple[str, ...]) -> Iterator[Problem]:
-    """The manifest's index of the shard against where its samples really are."""
-    for i, (want, got) in enumerate(zip(info.keys, keys)):
+def _check_index(info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tuple[str, ...], so: dict) -> Iterator[Problem]:
+    """The shard's index (inline or its sidecar) against where its samples really are."""
+    index = info.index
+    if index is None:
+        sidecar = url[: len(url) - len(info.name)] + info.index_file
+        try:
+            index = read_index(sidecar, samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256, **so)
+        except LoffError as err:
+            yield Problem(url, None, str(err))
+            return
+    for i, (want, got) in enumerate(zip(index.keys, keys)):
         if want != got:
             yield Problem(url, got, f"index says sample {i} is {want!r}")
             return
-    for i, (want, got) in enumerate(zip(info.offsets, offsets)):
+    for i, (want, got) in enumerate(zip(index.offsets.tolist(), offsets)):
         if want != got:
             yield Problem(url, keys[i] if i < len(keys) else None, f"index says byte {want}, the sample is at {got}")
             return

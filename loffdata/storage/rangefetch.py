@@ -15,7 +15,7 @@ moves bytes, with the retries, resume-from-offset and object-version pin of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +53,7 @@ class RangeRead:
 
 
 def sample_ranges(
-    counts: list[int], offsets: list[np.ndarray], indices: np.ndarray, group: int, *, block_size: int
+    counts: list[int], offsets: Sequence[np.ndarray] | Mapping[int, np.ndarray], indices: np.ndarray, group: int, *, block_size: int
 ) -> Iterator[tuple[int, int, int]]:
     """``(shard, start, end)`` byte ranges covering the samples of ``indices``, in the order
     a reader that reads ``group`` of them at a time (each group in index order) needs them.

@@ -101,7 +101,9 @@ class RemoteReads:
         if self._active() is None:
             return
         if self.sampled and batch:
-            self.prefetcher.plan_ranges(self._sampled_plan(indices, window, batch, window if first is None else first))
+            first = window if first is None else first
+            offsets = self._offsets_of(indices[:first])
+            self.prefetcher.plan_ranges(self._sampled_plan(indices, window, batch, first, offsets))
             return
         reads = [r for s, n in read_order(self.counts, indices, window) if (r := self.read(s, n)) is not None]
         if self.filler is not None:
@@ -109,9 +111,17 @@ class RemoteReads:
         else:
             self.prefetcher.plan(reads)
 
-    def _sampled_plan(self, indices: np.ndarray, window: int, batch: int, first: int) -> Iterator[RangeRead]:
+    def _offsets_of(self, indices: np.ndarray) -> dict[int, np.ndarray]:
+        """The offsets of the shards ``indices`` lie in, loaded here: indexes may be sidecars
+        read on first use, which must not happen in the prefetcher's callbacks."""
+        starts = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+        shards = np.unique(np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1)
+        return {s: self.offsets[s] for s in shards.tolist()}
+
+    def _sampled_plan(self, indices: np.ndarray, window: int, batch: int, first: int,
+                      offsets: dict[int, np.ndarray]) -> Iterator[RangeRead]:
         bs = self.retry.block_size
-        yield from planned_ranges(self.read, sample_ranges(self.counts, self.offsets, indices[:first], batch,
+        yield from planned_ranges(self.read, sample_ranges(self.counts, offsets, indices[:first], batch,
                                                           block_size=bs))
         rest = [r for s, n in read_order(self.counts, indices[first:], window) if (r := self.read(s, n)) is not None]
         yield from block_ranges(rest, bs)

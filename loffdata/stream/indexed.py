@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from loffdata.errors import ShardReadError
 from loffdata.format.codec import Quantized
 from loffdata.format.sample import Sample, decode_sample
+from loffdata.format.shardindex import check_coverage
 from loffdata.format.tar import iter_sample_spans, read_sample_at
 from loffdata.storage.ranges import Pin, get_range
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
@@ -135,7 +136,12 @@ class IndexedDataset(Dataset):
     def _index(self, s: int) -> tuple[np.ndarray, tuple[str, ...]]:
         if s not in self.index:
             known = getattr(self.shards, "index", None)  # per-shard (offsets, keys) where the manifest has them
-            self.index[s] = (np.asarray(known[s][0], np.int64), tuple(known[s][1])) if known else self._scan(s)
+            got = (known.get(s) if hasattr(known, "get") else known[s]) if known else None  # None: unusable sidecar
+            entry = (np.asarray(got[0], np.int64), tuple(got[1])) if got is not None else self._scan(s)
+            if got is not None and is_local(self.shards.urls[s]):  # the index covers the shard exactly
+                with open(self.shards.urls[s].removeprefix("file://"), "rb") as f:
+                    check_coverage(f, entry[0], shard=self.shards.urls[s])
+            self.index[s] = entry
         return self.index[s]
 
     def _scan(self, s: int) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -26,6 +26,7 @@ from loffdata.stream.checks import SampleRules
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.discover import find_datasets
 from loffdata.stream.indexed import IndexedDataset
+from loffdata.stream.indexes import join_indexes
 from loffdata.stream.mixplan import (
     epoch_counts,
     mix_sequence,
@@ -158,7 +159,7 @@ def _concat(shard_sets: list[ShardSet], names: list[str]) -> ShardSet:
     names = {f.name for f in dataclasses.fields(ShardSet)}
     if "index" in names:  # per-shard sample indexes: kept when every source has them
         indexed = all(s.index is not None for s in shard_sets)
-        optional["index"] = [i for s in shard_sets for i in s.index] if indexed else None
+        optional["index"] = join_indexes([s.index for s in shard_sets]) if indexed else None
     return ShardSet(
         [u for s in shard_sets for u in s.urls], [c for s in shard_sets for c in s.counts],
         [z for s in shard_sets for z in s.sizes], first, extras, **optional,

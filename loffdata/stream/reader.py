@@ -175,8 +175,8 @@ class SampleReader:
         #: sample, remote ones from their prefetched ranges (see :mod:`loffdata.stream.scatter`)
         self.random_access = bool(self.shards.indexed and ((local and scatter.AVAILABLE) or self.remote.sampled))
         self.indexed = (
-            scatter.IndexedShards(self.shards.urls, offsets, [k for _, k in self.shards.index], self._open,
-                                  scatter=local)
+            scatter.IndexedShards(self.shards.urls, offsets, self.shards.keys(), self._open,
+                                  scatter=local, indexes=self.shards.index)
             if self.random_access
             else None
         )
@@ -230,7 +230,7 @@ class SampleReader:
         wants, where = [], []
         for p, (gid, s, loc) in enumerate(zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())):
             dst = destinations.get(gid)
-            if dst is not None:
+            if dst is not None and self.indexed.usable(s):
                 missed[p] = False
                 wants.append((s, loc, dst))
                 where.append(gid)
@@ -302,7 +302,7 @@ class SampleReader:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
-            index = self.shards.index[s] if self.shards.index else None
+            index = _index_of(self.shards.index, s, read=is_local(self.shards.urls[s]) or self.cache is not None)
             cur = _ShardCursor(
                 self.shards.urls[s], self._open(s), self.shards.counts[s],
                 reuse_buffers=self.reuse_buffers, keys=None if index is None else index[1],
@@ -353,6 +353,17 @@ class SampleReader:
             self._drop_cursor(s)
         if self.indexed is not None:
             self.indexed.close()
+
+
+def _index_of(indexes: Any, s: int, *, read: bool = True) -> Any:
+    """Shard ``s``'s index, ``None`` if it has none (or an unusable sidecar: see
+    :meth:`~loffdata.stream.indexes.ShardIndexes.get`). Without ``read``, only an index
+    already in memory: a remote shard read in sequence does not wait for its sidecar."""
+    if not indexes:
+        return None
+    if not hasattr(indexes, "get"):
+        return indexes[s]
+    return indexes.get(s) if read else indexes.loaded(s)
 
 
 def substituted(reader: SampleReader, indices: np.ndarray, window: int) -> Iterator[tuple[int, Sample]]:

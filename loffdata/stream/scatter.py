@@ -25,12 +25,13 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from loffdata.errors import ShardReadError
 from loffdata.format.sample import FEATURES_SUFFIX
+from loffdata.format.shardindex import check_coverage
 from loffdata.format.tar import SplitPayload, read_sample_at
 
 __all__ = ["SampleLayout", "IndexedShards", "learn_layout", "read_samples", "AVAILABLE"]
@@ -272,8 +273,10 @@ class IndexedShards:
         open_file: Callable[[int], BinaryIO],
         *,
         scatter: bool = True,
+        indexes: Any = None,
     ):
         self.urls, self.offsets, self.keys, self._open = urls, offsets, keys, open_file
+        self.indexes = indexes
         self.scatter = scatter and AVAILABLE
         self.files: OrderedDict[int, BinaryIO] = OrderedDict()
         self.layouts: dict[int, SampleLayout | None] = {}
@@ -338,12 +341,26 @@ class IndexedShards:
         if layout is not None:
             self.layouts[s] = _interned(layout)
 
+    def usable(self, s: int) -> bool:
+        """Whether shard ``s`` has a usable index (a sidecar may be missing or refused)."""
+        return self.indexes is None or not hasattr(self.indexes, "get") or self.indexes.get(s) is not None
+
     def _file(self, s: int) -> BinaryIO:
         file = self.files.get(s)
         if file is None:
-            file = self.files[s] = self._open(s)
+            file = self._open(s)
+            if self.scatter:  # local: the index must cover the shard exactly (one read per shard)
+                self._check_coverage(s, file)
+            self.files[s] = file
         self.files.move_to_end(s)
         return file
+
+    def _check_coverage(self, s: int, file: BinaryIO) -> None:
+        try:
+            check_coverage(file, self.offsets[s], shard=self.urls[s])
+        except BaseException:
+            file.close()
+            raise
 
     def _trim(self) -> None:
         """Closes the least recently used shard files beyond the limit."""

@@ -22,6 +22,7 @@ from loffdata.format.tar import iter_sample_members
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
 from loffdata.stream import discover
 from loffdata.stream.discover import load_manifest
+from loffdata.stream.indexes import ShardIndexes
 
 __all__ = ["ShardSet", "resolve_source", "load_manifest"]
 
@@ -31,8 +32,9 @@ class ShardSet:
     """The shards of a dataset: URLs, sample counts, byte sizes and tensor specs.
 
     Attributes:
-        index: per shard, its index ``(offsets, keys)`` from the manifest; ``None`` unless
-            every shard has one.
+        index: per shard, its index ``(offsets, keys)`` from the manifest, loaded lazily
+            (:class:`~loffdata.stream.indexes.ShardIndexes`); ``None`` unless every shard
+            has one.
         num_classes: the manifest's number of classes (labels must lie in ``[0, n)``), or
             ``None``.
         manifest: the manifest they were found with (classes, statistics), ``None`` for
@@ -45,7 +47,7 @@ class ShardSet:
     sizes: list[int | None]
     features: TensorSpec
     extras: dict[str, TensorSpec] = field(default_factory=dict)
-    index: list[tuple[tuple[int, ...], tuple[str, ...]]] | None = None
+    index: Sequence[tuple[np.ndarray, Sequence[str]]] | None = None
     num_classes: int | None = None
     manifest: Manifest | None = None
     sha256: list[str | None] | None = None
@@ -59,9 +61,17 @@ class ShardSet:
         """Whether every shard has an index (and can be read by random access)."""
         return self.index is not None
 
-    def offsets(self) -> list[np.ndarray]:
-        """The index offsets of each shard as int64 arrays."""
+    def offsets(self) -> Sequence[np.ndarray]:
+        """The index offsets of each shard as int64 arrays (a lazy sequence)."""
+        if isinstance(self.index, ShardIndexes):
+            return self.index.offsets()
         return [np.asarray(o, dtype=np.int64) for o, _ in self.index or []]
+
+    def keys(self) -> Sequence[Sequence[str]]:
+        """The index keys of each shard (a lazy sequence)."""
+        if isinstance(self.index, ShardIndexes):
+            return self.index.keys()
+        return [k for _, k in self.index or []]
 
 
 def _expand(source: str) -> list[str]:
@@ -91,7 +101,7 @@ def resolve_source(
         if globbed is None and not text.endswith(".tar") and "{" not in text:
             manifest = discover.load_or_list(text, options, retry)
             return _from_manifest(
-                manifest, manifest.shard_urls(text), [s.name for s in manifest.shards]
+                manifest, manifest.shard_urls(text), [s.name for s in manifest.shards], options
             )
         urls = globbed if globbed is not None else _expand(text)
     else:
@@ -101,9 +111,9 @@ def resolve_source(
     return _from_sibling_manifest(urls, options, retry) or _scan(urls, options, retry)
 
 
-def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> ShardSet:
+def _from_manifest(manifest: Manifest, urls: list[str], names: list[str], options: dict[str, Any]) -> ShardSet:
     by_name = {s.name: s for s in manifest.shards}
-    infos = [by_name[n] for n in names]
+    infos = [by_name[n] for n in names] if names != [s.name for s in manifest.shards] else manifest.shards
     indexed = all(s.indexed for s in infos)
     return ShardSet(
         urls,
@@ -111,7 +121,7 @@ def _from_manifest(manifest: Manifest, urls: list[str], names: list[str]) -> Sha
         [s.bytes for s in infos],
         manifest.features,
         dict(manifest.extras),
-        index=[(s.offsets, s.keys) for s in infos] if indexed else None,
+        index=ShardIndexes(urls, infos, options) if indexed else None,
         num_classes=manifest.num_classes,
         manifest=manifest,
         sha256=[s.sha256 or None for s in infos],
@@ -131,7 +141,7 @@ def _from_sibling_manifest(
     names = [posixpath.basename(u) for u in urls]
     if not set(names) <= {s.name for s in manifest.shards}:
         return None
-    return _from_manifest(manifest, urls, names)
+    return _from_manifest(manifest, urls, names, options)
 
 
 def _scan(urls: list[str], options: dict[str, Any], retry: RetryConfig) -> ShardSet:

@@ -11,6 +11,7 @@ import pytest
 from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.index import index_dataset, shard_index
 from loffdata.format.manifest import Manifest, check_shard_name
+from loffdata.format.shardindex import read_index
 from loffdata.format.tar import iter_sample_spans
 from tests.craft import archive, member, sample, write_crafted
 
@@ -20,18 +21,35 @@ def spans(path):
         return [(k, s.begin, s.end) for k, _, s in iter_sample_spans(f, shard=str(path))]
 
 
+def sidecar(root, info):
+    return read_index(str(root / info.index_file), samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256)
+
+
+def inline(root):
+    """The dataset at ``root`` rewritten with the old inline index (sidecars removed)."""
+    d = json.loads((root / "manifest.json").read_text())
+    for s, info in zip(d["shards"], Manifest.load(str(root)).shards):
+        index = sidecar(root, info)
+        s["index"] = {"offsets": index.offsets.tolist(), "keys": list(index.keys)}
+        (root / info.index_file).unlink()
+    (root / "manifest.json").write_text(json.dumps(d))
+    return root
+
+
 def test_writer_records_each_samples_offset_and_key(make_dataset):
     root, m = make_dataset(n=10, shard_size=4)
     for info in Manifest.load(str(root)).shards:
         found = spans(root / info.name)
-        assert info.keys == tuple(k for k, _, _ in found)
-        assert info.offsets == (*(b for _, b, _ in found), found[-1][2])
+        assert info.index_file == info.name.replace(".tar", ".idx") and info.offsets is None
+        assert sidecar(root, info).keys == tuple(k for k, _, _ in found)
+        assert sidecar(root, info).offsets.tolist() == [*(b for _, b, _ in found), found[-1][2]]
 
 
 def test_old_readers_see_only_an_additive_field(make_dataset):
     root, _ = make_dataset(n=6, shard_size=3)
     d = json.loads((root / "manifest.json").read_text())
     assert set(d["shards"][0]) == {"name", "samples", "bytes", "sha256", "index"}
+    assert d["shards"][0]["index"] == {"file": "shard-000000.idx"}
     for s in d["shards"]:
         del s["index"]
     (root / "manifest.json").write_text(json.dumps(d))
@@ -45,8 +63,9 @@ def test_loffdata_index_computes_the_index_of_foreign_shards(tmp_path):
     run = subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True)
     assert run.returncode == 0 and "indexed: 1 shards, 3 samples" in run.stdout
     info = Manifest.load(str(root)).shards[0]
-    assert info.keys == ("a", "b", "c") and info.offsets == shard_index(str(root / "x.tar"))[0]
-    assert info.offsets[1] - info.offsets[0] == 3 * 1024 and info.offsets[-1] == len(data) - 1024
+    index = sidecar(root, info)
+    assert index.keys == ("a", "b", "c") and tuple(index.offsets.tolist()) == shard_index(str(root / "x.tar"))[0]
+    assert index.offsets[1] - index.offsets[0] == 3 * 1024 and index.offsets[-1] == len(data) - 1024
 
 
 def test_loffdata_index_refuses_duplicate_keys_and_wrong_counts(tmp_path):
@@ -61,7 +80,7 @@ def test_loffdata_index_refuses_duplicate_keys_and_wrong_counts(tmp_path):
 
 
 def _mutated(make_dataset, mutate):
-    root, _ = make_dataset(n=8, shard_size=4)
+    root = inline(make_dataset(n=8, shard_size=4)[0])
     d = json.loads((root / "manifest.json").read_text())
     mutate(d)
     (root / "manifest.json").write_text(json.dumps(d))

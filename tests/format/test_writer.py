@@ -13,7 +13,7 @@ from tests.conftest import synthetic_samples
 def test_shards_bounded_by_count_and_manifest_roundtrip(make_dataset):
     root, manifest = make_dataset(n=21, shard_size=8)
     assert [s.samples for s in manifest.shards] == [8, 8, 5]
-    assert sorted(os.listdir(root)) == ["manifest.json", "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert sorted(os.listdir(root)) == ["manifest.json", *(f"shard-00000{i}.{e}" for i in range(3) for e in ("idx", "tar"))]
     loaded = Manifest.load(str(root))
     a, b = loaded.to_dict(), manifest.to_dict()
     np.testing.assert_allclose(a.pop("stats")["std"], b.pop("stats")["std"], rtol=1e-12)
@@ -50,7 +50,7 @@ def test_interrupted_writer_leaves_no_visible_partial_shard(tmp_path):
             if i == 6:
                 raise RuntimeError("crash")
             w.write(key, feats, label=label)
-    assert sorted(os.listdir(tmp_path)) == ["shard-000000.tar"]  # the complete one only
+    assert sorted(os.listdir(tmp_path)) == ["shard-000000.idx", "shard-000000.tar"]  # the complete one only
     assert [s.samples for s in w.shards] == [4]
 
 
@@ -61,7 +61,7 @@ def test_partial_shard_under_temporary_name_until_commit(tmp_path):
     visible = [n for n in os.listdir(tmp_path) if not n.startswith(".")]
     assert visible == [] and any(".tmp-" in n for n in os.listdir(tmp_path))
     w.close()
-    assert os.listdir(tmp_path) == ["shard-000000.tar"]
+    assert sorted(os.listdir(tmp_path)) == ["shard-000000.idx", "shard-000000.tar"]
 
 
 def test_feature_shape_must_not_change(tmp_path):

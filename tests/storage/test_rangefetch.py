@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from loffdata.format.manifest import Manifest
+from loffdata.format.shardindex import read_index
 from loffdata.storage.prefetch import PrefetchConfig, ShardRead
 from loffdata.storage.rangefetch import (
     GAP_BYTES,
@@ -32,7 +33,8 @@ def big(http_server):  # noqa: F811
 
 def _offsets(root: str) -> list[np.ndarray]:
     m = Manifest.load(str(Path(root) / "manifest.json"))
-    return [np.asarray(s.offsets, dtype=np.int64) for s in m.shards]
+    return [read_index(str(Path(root) / s.index_file), samples=s.samples, shard_bytes=s.bytes,
+                       sha256=s.sha256).offsets.astype(np.int64) for s in m.shards]
 
 
 def _gets(server) -> list[int]:

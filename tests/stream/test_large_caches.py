@@ -1,0 +1,55 @@
+"""Very large caches: what a process holds for the index grows with shards, not samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from loffdata.format.manifest import Manifest
+from loffdata.format.writer import WriterConfig, write_dataset
+from loffdata.stream import indexes
+from loffdata.stream.dataset import StreamingDataset
+
+PER_SHARD, SHARDS = 250, 4000  # 1 M samples
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory):
+    """1 M samples: 4,000 hardlinks of one 250-sample shard (and of its sidecar), one manifest."""
+    base, root = tmp_path_factory.mktemp("base"), tmp_path_factory.mktemp("million")
+    samples = ((f"s{i:06d}", np.full((4, 2, 2), i, np.float16), i % 3) for i in range(PER_SHARD))
+    m = write_dataset(str(base), samples, config=WriterConfig(max_samples=PER_SHARD), classes=["a", "b", "c"])
+    info, infos = m.shards[0], []
+    for s in range(SHARDS):
+        name = f"shard-{s:06d}.tar"
+        os.link(base / info.name, root / name)
+        os.link(base / info.index_file, root / name.replace(".tar", ".idx"))
+        infos.append(dataclasses.replace(info, name=name, index_file=name.replace(".tar", ".idx")))
+    Manifest(shards=infos, features=m.features, classes=m.classes).save(str(root))
+    return root
+
+
+def test_the_manifest_and_what_a_worker_receives_grow_with_shards_only(million):
+    assert (million / "manifest.json").stat().st_size < 300 * SHARDS  # about 250 bytes a shard
+    ds = StreamingDataset(million, batch_size=64, seed=0)
+    assert ds.shards.num_samples == PER_SHARD * SHARDS
+    sent = len(pickle.dumps(ds))  # what a spawned DataLoader worker gets
+    assert sent < 2 * PER_SHARD * SHARDS  # < 2 bytes a sample: no per-sample data (an index is >= 16)
+
+
+def test_the_index_bytes_a_reader_holds_stay_bounded(million, monkeypatch):
+    monkeypatch.setattr(indexes, "MAX_LOADED", 4)
+    ds = StreamingDataset(million, batch_size=64, seed=0, shuffle_buffer=64 * PER_SHARD)
+    it, seen = iter(ds), set()
+    for _ in range(40):
+        b = next(it)
+        assert (b["features"][:, 0, 0, 0].numpy() == (b["index"].numpy() % PER_SHARD)).all()
+        seen |= set((b["index"].numpy() // PER_SHARD).tolist())
+    held = ds.shards.index
+    assert len(seen) > 4 and len(held._loaded) <= 4  # more shards read than indexes held
+    one = 16 * (PER_SHARD + 1) + 7 * PER_SHARD  # offsets, key starts and keys of one shard
+    assert held.held_bytes <= 4 * one
