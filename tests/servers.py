@@ -1,7 +1,10 @@
 """Loopback servers for the streaming tests: a fault-injecting HTTP server and moto S3.
 
-Use the fixtures in a test module with
-``from tests.servers import http_server, s3_server  # noqa: F401``.
+The fixtures ``http_server`` and ``s3_server`` are registered for every test in
+tests/conftest.py; importing them here (``from tests.servers import http_server, s3_server
+# noqa: F401``) still works. Both run once per session (per xdist worker): ``http_server`` is
+the session's :func:`http_origin` reset for each test (fresh root, no faults, no latency, an
+empty request log); ``s3_server`` is the session's :func:`moto_s3`.
 
 :class:`FaultyHTTPServer` is also the *cloud simulator* of the benchmarks: with
 ``latency`` (seconds to first byte of every request) and ``conn_bytes_per_s`` (a bandwidth
@@ -34,7 +37,9 @@ __all__ = [
     "Faults",
     "FaultyHTTPServer",
     "S3Server",
+    "http_origin",
     "http_server",
+    "moto_s3",
     "s3_server",
     "make_items",
     "write_shards",
@@ -281,13 +286,33 @@ def serving(root: Path) -> Iterator[FaultyHTTPServer]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def http_origin(tmp_path_factory):
+    """ONE fault-injecting server per session (per xdist worker); tests take :func:`http_server`."""
+    with serving(tmp_path_factory.mktemp("www-origin")) as server:
+        yield server
+
+
+def _fresh(server: FaultyHTTPServer, root: Path) -> FaultyHTTPServer:
+    """Points the session's server at ``root`` and forgets what earlier tests set or asked."""
+    old = server.stopping
+    server.stopping = threading.Event()
+    old.set()  # stalls injected by an earlier test end now
+    with server.lock:
+        server.root, server.latency, server.conn_bytes_per_s = str(root), 0.0, None
+        server.faults, server.requests = Faults(), []
+        server.peak_in_flight = server.in_flight
+    return server
+
+
 @pytest.fixture
-def http_server(tmp_path):
-    """A fresh fault-injecting server over ``tmp_path / "www"``; yields the server."""
+def http_server(http_origin, tmp_path):
+    """The session's server, serving a fresh ``tmp_path / "www"``, with no faults, latency or
+    request log left from an earlier test; yields the server."""
     root = tmp_path / "www"
     root.mkdir()
-    with serving(root) as server:
-        yield server
+    yield _fresh(http_origin, root)
+    http_origin.stopping.set()  # no stall outlives its test
 
 
 @dataclass
@@ -323,8 +348,9 @@ _AWS_ENV = {
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 on 127.0.0.1 (one per session), with dummy credentials in the environment."""
+def moto_s3():
+    """moto's S3 on 127.0.0.1, ONE per session (per xdist worker), with dummy credentials in
+    the environment. Registered in tests/conftest.py; tests take :func:`s3_server`."""
     from moto.server import ThreadedMotoServer
 
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
@@ -341,3 +367,10 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server(moto_s3):
+    """The session's moto S3 (:func:`moto_s3`): a module importing this name shares it. Each
+    test uses its own bucket or prefix (``upload(..., prefix=request.node.name)``)."""
+    return moto_s3
