@@ -103,12 +103,19 @@ class Faults:
             that stopped responding), one GET per entry, in turn.
         replace: ``(n, path)``: before serving the ``n``-th GET of a file (counted from 1),
             the file is replaced by a copy of ``path`` (a new object version, same name).
+        gather: hold every GET of a ``.tar`` until this many requests are in flight at once (then the gate
+            stays open; 0: no gate). A client that keeps that many requests in flight gets
+            its answers at once; one that does not waits ``gather_timeout`` seconds, and
+            ``peak_in_flight`` shows it. Overlap as a state, not as latency luck.
+        gather_timeout: seconds a held request waits for the gate at most.
     """
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
     stall: dict[str, list[float]] = field(default_factory=dict)
     replace: dict[str, tuple[int, str]] = field(default_factory=dict)
+    gather: int = 0
+    gather_timeout: float = 30.0
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
@@ -129,8 +136,10 @@ class FaultyHTTPServer(ThreadingHTTPServer):
         self.faults = Faults()
         self.requests: list[tuple[str, str, str | None]] = []  # (method, file name, Range)
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)  # notified when a request comes in
         self.stopping = threading.Event()  # ends stalls when the server shuts down
         self.in_flight = 0  # requests received and not yet fully answered
+        self.prefix = ""  # the URL path the server answers under ("/t3": the session's 3rd test)
         self.peak_in_flight = 0
 
     def handle_error(self, request, client_address) -> None:
@@ -148,7 +157,7 @@ class FaultyHTTPServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"http://127.0.0.1:{self.server_address[1]}{self.prefix}"
 
     def gets(self, name: str) -> list[str | None]:
         """Range headers of the GETs of file ``name`` so far."""
@@ -174,14 +183,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, head: bool) -> None:
         srv = self.server
+        if not self.path.startswith(srv.prefix + "/"):
+            return self._send_status(404, head=head)  # a client left from an earlier test
+        self.path = self.path[len(srv.prefix):]
         with srv.lock:
             srv.in_flight += 1
             srv.peak_in_flight = max(srv.peak_in_flight, srv.in_flight)
+            srv.arrived.notify_all()
         try:
+            self._gather()
             self._answer(head=head)
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+
+    def _gather(self) -> None:
+        """Holds a GET of a shard until ``faults.gather`` requests are in flight (then opens)."""
+        srv = self.server
+        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(".tar"):
+            return
+        with srv.lock:
+            want = srv.faults.gather
+            if want:
+                srv.arrived.wait_for(lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout)
+                srv.faults.gather = 0  # reached (or given up) once: every later request passes
 
     def _answer(self, *, head: bool) -> None:
         srv, faults = self.server, self.server.faults
@@ -294,13 +319,15 @@ def http_origin(tmp_path_factory):
 
 
 def _fresh(server: FaultyHTTPServer, root: Path) -> FaultyHTTPServer:
-    """Points the session's server at ``root`` and forgets what earlier tests set or asked."""
+    """Points the session's server at ``root`` under a new URL prefix (clients left from an
+    earlier test get 404s, unlogged, uncounted) and forgets what earlier tests set or asked."""
     old = server.stopping
     server.stopping = threading.Event()
     old.set()  # stalls injected by an earlier test end now
     with server.lock:
         server.root, server.latency, server.conn_bytes_per_s = str(root), 0.0, None
         server.faults, server.requests = Faults(), []
+        server.prefix = f"/t{int(server.prefix[2:] or 0) + 1}"  # stale clients get 404s
         server.peak_in_flight = server.in_flight
     return server
 
@@ -311,6 +338,10 @@ def http_server(http_origin, tmp_path):
     request log left from an earlier test; yields the server."""
     root = tmp_path / "www"
     root.mkdir()
+    if http_origin.in_flight:  # an earlier test left requests running: a server of its own
+        with serving(root) as server:
+            yield server
+        return
     yield _fresh(http_origin, root)
     http_origin.stopping.set()  # no stall outlives its test
 
