@@ -8,6 +8,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# pytest-xdist: 4 worker processes even on 2 cores, because many tests wait (servers, worker
+# start-up, retries) rather than compute; each worker runs its own session servers
+# (tests/conftest.py). --durations=15 prints the slowest tests of every run.
+PYTEST_XDIST ?= -n 4 --dist loadgroup
 
 .PHONY: demo test test-fast lint bench gpu-check gpu-dry-run clean
 
@@ -20,10 +24,10 @@ demo: $(STAMP)
 	$(BIN)/python recipes/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST) --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # ruff, then the import contracts of pyproject.toml [tool.importlinter] (layers, no circles,
 # a core without the extras' packages); see docs/architecture.md.

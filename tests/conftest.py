@@ -1,4 +1,19 @@
-"""Shared fixtures: tiny synthetic shard sets written into tmp directories."""
+"""Shared fixtures and the mechanisms that keep the suite fast; reuse them in new tests.
+
+- ``make_dataset``: tiny synthetic shard sets written into ``tmp_path``.
+- ``http_server`` / ``s3_server`` (tests/servers.py, registered here for every test): ONE
+  loopback HTTP origin and ONE moto S3 per session (per xdist worker). ``http_server`` is
+  reset for each test (fresh root, no faults, latency or request log); on S3, give each test
+  its own prefix (``s3_server.upload(root, "bucket", request.node.name)``).
+- ``tests.inproc.run_cli("loffdata", "verify", root)``: a command line run in-process through
+  its ``main(argv)`` (exit status, stdout, stderr, tracebacks as a subprocess would show
+  them). Keep one real subprocess per command line; every other CLI test runs in-process.
+- Hypothesis profiles: ``default`` (few, strong examples; ``tests.props.examples(n)`` scales a
+  test's count) and ``ci-long`` (``pytest --hypothesis-profile=ci-long``: 10x deeper).
+- Waiting: inject short deadlines through the config objects
+  (``RetryConfig(backoff=0.01, timeout=0.5, deadline=3.0)``) and wait on events or state,
+  never on ``time.sleep`` or wall-clock bounds; the suite runs under pytest-xdist.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from loffdata.format.manifest import Manifest
 from loffdata.format.writer import WriterConfig, write_dataset
+from tests.servers import http_origin, http_server, moto_s3, s3_server  # noqa: F401
+
+settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("ci-long", max_examples=400, deadline=None)
+settings.load_profile("default")
 
 
 def synthetic_samples(n: int, shape=(8, 4, 4), *, classes: int = 3, seed: int = 0, extras: bool = False):

@@ -1,7 +1,10 @@
 """Loopback servers for the streaming tests: a fault-injecting HTTP server and moto S3.
 
-Use the fixtures in a test module with
-``from tests.servers import http_server, s3_server  # noqa: F401``.
+The fixtures ``http_server`` and ``s3_server`` are registered for every test in
+tests/conftest.py; importing them here (``from tests.servers import http_server, s3_server
+# noqa: F401``) still works. Both run once per session (per xdist worker): ``http_server`` is
+the session's :func:`http_origin` reset for each test (fresh root, no faults, no latency, an
+empty request log); ``s3_server`` is the session's :func:`moto_s3`.
 
 :class:`FaultyHTTPServer` is also the *cloud simulator* of the benchmarks: with
 ``latency`` (seconds to first byte of every request) and ``conn_bytes_per_s`` (a bandwidth
@@ -34,7 +37,9 @@ __all__ = [
     "Faults",
     "FaultyHTTPServer",
     "S3Server",
+    "http_origin",
     "http_server",
+    "moto_s3",
     "s3_server",
     "make_items",
     "write_shards",
@@ -98,12 +103,19 @@ class Faults:
             that stopped responding), one GET per entry, in turn.
         replace: ``(n, path)``: before serving the ``n``-th GET of a file (counted from 1),
             the file is replaced by a copy of ``path`` (a new object version, same name).
+        gather: hold every GET of a ``.tar`` until this many requests are in flight at once (then the gate
+            stays open; 0: no gate). A client that keeps that many requests in flight gets
+            its answers at once; one that does not waits ``gather_timeout`` seconds, and
+            ``peak_in_flight`` shows it. Overlap as a state, not as latency luck.
+        gather_timeout: seconds a held request waits for the gate at most.
     """
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
     stall: dict[str, list[float]] = field(default_factory=dict)
     replace: dict[str, tuple[int, str]] = field(default_factory=dict)
+    gather: int = 0
+    gather_timeout: float = 30.0
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
@@ -124,8 +136,10 @@ class FaultyHTTPServer(ThreadingHTTPServer):
         self.faults = Faults()
         self.requests: list[tuple[str, str, str | None]] = []  # (method, file name, Range)
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)  # notified when a request comes in
         self.stopping = threading.Event()  # ends stalls when the server shuts down
         self.in_flight = 0  # requests received and not yet fully answered
+        self.prefix = ""  # the URL path the server answers under ("/t3": the session's 3rd test)
         self.peak_in_flight = 0
 
     def handle_error(self, request, client_address) -> None:
@@ -143,7 +157,7 @@ class FaultyHTTPServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"http://127.0.0.1:{self.server_address[1]}{self.prefix}"
 
     def gets(self, name: str) -> list[str | None]:
         """Range headers of the GETs of file ``name`` so far."""
@@ -169,14 +183,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, head: bool) -> None:
         srv = self.server
+        if not self.path.startswith(srv.prefix + "/"):
+            return self._send_status(404, head=head)  # a client left from an earlier test
+        self.path = self.path[len(srv.prefix):]
         with srv.lock:
             srv.in_flight += 1
             srv.peak_in_flight = max(srv.peak_in_flight, srv.in_flight)
+            srv.arrived.notify_all()
         try:
+            self._gather()
             self._answer(head=head)
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+
+    def _gather(self) -> None:
+        """Holds a GET of a shard until ``faults.gather`` requests are in flight (then opens)."""
+        srv = self.server
+        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(".tar"):
+            return
+        with srv.lock:
+            want = srv.faults.gather
+            if want:
+                srv.arrived.wait_for(lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout)
+                srv.faults.gather = 0  # reached (or given up) once: every later request passes
 
     def _answer(self, *, head: bool) -> None:
         srv, faults = self.server, self.server.faults
@@ -281,13 +311,39 @@ def serving(root: Path) -> Iterator[FaultyHTTPServer]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def http_origin(tmp_path_factory):
+    """ONE fault-injecting server per session (per xdist worker); tests take :func:`http_server`."""
+    with serving(tmp_path_factory.mktemp("www-origin")) as server:
+        yield server
+
+
+def _fresh(server: FaultyHTTPServer, root: Path) -> FaultyHTTPServer:
+    """Points the session's server at ``root`` under a new URL prefix (clients left from an
+    earlier test get 404s, unlogged, uncounted) and forgets what earlier tests set or asked."""
+    old = server.stopping
+    server.stopping = threading.Event()
+    old.set()  # stalls injected by an earlier test end now
+    with server.lock:
+        server.root, server.latency, server.conn_bytes_per_s = str(root), 0.0, None
+        server.faults, server.requests = Faults(), []
+        server.prefix = f"/t{int(server.prefix[2:] or 0) + 1}"  # stale clients get 404s
+        server.peak_in_flight = server.in_flight
+    return server
+
+
 @pytest.fixture
-def http_server(tmp_path):
-    """A fresh fault-injecting server over ``tmp_path / "www"``; yields the server."""
+def http_server(http_origin, tmp_path):
+    """The session's server, serving a fresh ``tmp_path / "www"``, with no faults, latency or
+    request log left from an earlier test; yields the server."""
     root = tmp_path / "www"
     root.mkdir()
-    with serving(root) as server:
-        yield server
+    if http_origin.in_flight:  # an earlier test left requests running: a server of its own
+        with serving(root) as server:
+            yield server
+        return
+    yield _fresh(http_origin, root)
+    http_origin.stopping.set()  # no stall outlives its test
 
 
 @dataclass
@@ -323,8 +379,9 @@ _AWS_ENV = {
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 on 127.0.0.1 (one per session), with dummy credentials in the environment."""
+def moto_s3():
+    """moto's S3 on 127.0.0.1, ONE per session (per xdist worker), with dummy credentials in
+    the environment. Registered in tests/conftest.py; tests take :func:`s3_server`."""
     from moto.server import ThreadedMotoServer
 
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
@@ -341,3 +398,10 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server(moto_s3):
+    """The session's moto S3 (:func:`moto_s3`): a module importing this name shares it. Each
+    test uses its own bucket or prefix (``upload(..., prefix=request.node.name)``)."""
+    return moto_s3

@@ -1,13 +1,17 @@
 """Every CLI checks its flags, values and config file before any work, and explains itself.
 
-tools/shard.py, recipes/train.py, the ``loffdata`` command and ``python -m loffdata`` run as a
-user runs them (subprocesses); the shared layer (loffdata.cli.parse) is also tested directly.
+tools/shard.py, recipes/train.py and the ``loffdata`` command run in-process through their
+``main(argv)`` (tests/inproc.py: exit status, stdout, stderr and tracebacks as a subprocess
+shows them); each also runs once as the user runs it, a subprocess
+(``test_each_command_line_runs_as_a_subprocess``). The shared layer (loffdata.cli.parse) is
+also tested directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import typing
@@ -20,20 +24,38 @@ from loffdata.cli import parse as cliutil
 from loffdata.extract.config import ExtractConfig
 from loffdata.train.config import STREAM_FROM_RUN
 from loffdata.train.trainer import TrainConfig
+from tests.inproc import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD = str(ROOT / "tools" / "shard.py")
 TRAIN = str(ROOT / "recipes" / "train.py")
-CLIS = {
+CLIS = {"shard": [SHARD], "train": [TRAIN], "loffdata": ["loffdata"]}
+#: the command lines as a user types them, each run once as a subprocess
+PROCESSES = {
     "shard": [sys.executable, SHARD],
     "train": [sys.executable, TRAIN],
     "loffdata": [sys.executable, "-m", "loffdata"],
 }
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+def run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``command args`` in-process (``command``: "loffdata" or a script's path)."""
+    return run_cli(command, *args, cwd=cwd)
+
+
+@pytest.mark.parametrize(("cli", "args", "wanted"), [
+    ("shard", ["--img_sz", "64"], "unknown flag --img_sz (did you mean --img_size?)"),
+    ("train", ["--epoch", "3"], "unknown flag --epoch (did you mean --epochs?)"),
+    ("loffdata", ["inspct", "some/dir"], "unknown command 'inspct' (did you mean inspect?)"),
+])
+def test_each_command_line_runs_as_a_subprocess(cli, args, wanted, tmp_path):
+    """The one real interpreter launch per command line: its entry point, exit status, stderr."""
+    proc = subprocess.run([*PROCESSES[cli], *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    assert proc.returncode == 2 and wanted in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == "" and not list(tmp_path.iterdir())
+    assert run(CLIS[cli][0], *args, cwd=tmp_path).stderr == proc.stderr  # in-process: the same
 
 
 def _fields(cls) -> list[str]:

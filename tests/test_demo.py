@@ -28,9 +28,17 @@ def test_quick_demo_library_path(demo, tmp_path, capsys):
     rows = {r["augment"]: r for r in report["rows"]}
     assert set(rows) == {"loffta", "none"}
     for r in rows.values():
-        assert 0.0 <= r["val_acc"] <= 1.0 and r["samples_per_s"] > 0 and 0.0 <= r["wait_fraction"] <= 1.0
         log = [json.loads(line) for line in (Path(r["out"]) / "log.jsonl").read_text().splitlines()]
         assert len(log) == 2 and (Path(r["out"]) / "checkpoint.pt").exists()
+        # the row is the run's log: final and best accuracy, train-time-weighted rates
+        assert r["val_acc"] == log[-1]["val_acc"] and r["best_val_acc"] == max(e["val_acc"] for e in log)
+        assert all((e["val_acc"] * 20) == pytest.approx(round(e["val_acc"] * 20)) for e in log)  # of 20 val samples
+        seen = [e["samples_per_s"] * e["train_time"] for e in log]  # samples trained on per epoch
+        assert seen == pytest.approx([40, 40], rel=1e-6), seen
+        train_s = sum(e["train_time"] for e in log)
+        assert r["samples_per_s"] == pytest.approx(80 / train_s, rel=1e-6)
+        waits = sum(e["wait_fraction"] * e["train_time"] for e in log) / train_s
+        assert r["wait_fraction"] == pytest.approx(waits) and all(0 <= e["wait_fraction"] <= 1 for e in log)
     table = demo.format_table(report["rows"])
     assert re.search(r"^loffta\s+\d+\.\d%", table, re.M) and re.search(r"^none\s+\d+\.\d%", table, re.M)
     capsys.readouterr()

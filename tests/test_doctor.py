@@ -1,11 +1,9 @@
 """``loffdata doctor``: versions, the backend ``auto`` picks, and wheel mismatches."""
 
-import subprocess
-import sys
-
 import torch
 
 from loffdata.cli.doctor import _notes, _problems, environment, pick_backend, report
+from tests.inproc import run_cli
 
 
 def test_report_names_versions_and_the_auto_backend():
@@ -18,9 +16,12 @@ def test_report_names_versions_and_the_auto_backend():
 
 
 def test_pick_backend_rule():
-    assert pick_backend(False, True)[0] == "torch"
-    assert pick_backend(True, False) == ("torch", pick_backend(True, False)[1]) and "not installed" in pick_backend(True, False)[1]
-    assert pick_backend(True, True)[0] == "dali"
+    """All four cases, each with its backend and the reason it names."""
+    picks = {(cuda, dali): pick_backend(cuda, dali) for cuda in (False, True) for dali in (False, True)}
+    assert {k: b for k, (b, _) in picks.items()} == {
+        (False, False): "torch", (False, True): "torch", (True, False): "torch", (True, True): "dali"}
+    assert "no CUDA device" in picks[False, True][1] and picks[False, False] == picks[False, True]
+    assert "DALI is not installed" in picks[True, False][1] and "both present" in picks[True, True][1]
 
 
 def test_dali_wheel_of_another_cuda_major_is_a_problem():
@@ -32,9 +33,9 @@ def test_dali_wheel_of_another_cuda_major_is_a_problem():
 
 
 def test_cli_doctor_prints_the_report():
-    out = subprocess.run([sys.executable, "-c", "import sys; from loffdata.cli.main import main; sys.argv=['loffdata', 'doctor']; main()"],
-                         capture_output=True, text=True, check=True)
-    assert "backend='auto' picks" in out.stdout
+    out = run_cli("loffdata", "doctor")  # in-process (tests/inproc.py)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert report(environment()) in out.stdout  # the report, whole
 
 
 def test_a_cuda_mismatch_without_a_gpu_is_a_note_not_a_problem():

@@ -1,6 +1,7 @@
 """The package as installed: light imports, public names, dependencies declared by use."""
 
 import ast
+import importlib
 import importlib.metadata
 import re
 import subprocess
@@ -24,7 +25,13 @@ def test_import_is_light_and_lazy():
 def test_public_names_resolve_without_importing_dali():
     resolve = "[getattr(loffdata, n) for n in loffdata.__all__]"
     assert _python(f"import sys, loffdata; {resolve}; print('nvidia.dali' in sys.modules)") == "False"
-    assert all(getattr(loffdata, n) is not None for n in loffdata.__all__)
+    for name in loffdata.__all__:  # each public name is the loffdata object of that name
+        obj = getattr(loffdata, name)
+        if name == "__version__":
+            assert isinstance(obj, str) and obj[:1].isdigit()
+            continue
+        assert obj.__module__.startswith("loffdata.") and obj.__name__ in (name, name.removesuffix("_features")), name
+        assert getattr(importlib.import_module(obj.__module__), obj.__name__) is obj, name
 
 
 def test_unknown_name_is_an_attribute_error():

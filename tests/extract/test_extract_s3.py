@@ -1,4 +1,4 @@
-"""Extraction straight to S3: a moto server on loopback, s3fs, dummy credentials."""
+"""Extraction straight to S3: the session's moto server on loopback, s3fs, dummy credentials."""
 
 from __future__ import annotations
 
@@ -11,17 +11,11 @@ from loffdata.format.manifest import Manifest
 
 
 @pytest.fixture
-def s3_endpoint(monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
+def s3_endpoint(s3_server, monkeypatch):
+    """The session's moto S3 (tests/conftest.py), with a session token to keep out of records."""
     pytest.importorskip("s3fs")
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    return s3_server.endpoint
 
 
 def test_extract_to_s3_and_resume(s3_endpoint):

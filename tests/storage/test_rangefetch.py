@@ -1,6 +1,5 @@
 """Prefetch by sample: byte ranges of planned samples, coalesced, many in flight (loopback HTTP)."""
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from loffdata.storage.rangefetch import (
 from loffdata.storage.remote import RetryConfig, filesystem
 from loffdata.stream.dataset import StreamingDataset
 from tests.servers import http_server, write_shards  # noqa: F401
+from tests.storage.test_prefetch import settled
 
 SHAPE = (64, 8, 8)  # 8 KiB of float16 a sample
 
@@ -62,7 +62,7 @@ def test_ranges_follow_the_groups_and_coalesce_neighbours_only():
 
 
 def test_range_prefetcher_keeps_its_depth_within_the_budget(big):
-    big.latency = 0.1
+    big.faults.gather = 5  # no answer before 5 requests are in flight at once
     fs, _ = filesystem(big.url, None, RetryConfig())
     shard = Path(big.root) / "shard-000000.tar"
     url = f"{big.url}/{shard.name}"
@@ -72,11 +72,9 @@ def test_range_prefetcher_keeps_its_depth_within_the_budget(big):
     pf = RangePrefetcher(PrefetchConfig(sample_requests=5, budget_bytes=int(o[8])), RetryConfig())
     big.reset_peak()
     pf.plan_ranges(iter(jobs))
-    deadline = time.monotonic() + 10
-    while (pf.requests < 5 or pf.in_flight) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    assert pf.held <= int(o[8]) and pf.requests <= 8 and big.reset_peak() == 5  # the depth, then the budget
+    settled(pf)
+    assert big.faults.gather == 0 and big.reset_peak() == 5  # 5 at once (the gate opened), no more
+    assert pf.held <= int(o[8]) and pf.requests <= 8  # then the budget
     f = pf.open(read)
     data = shard.read_bytes()
     for i in (0, 1, 5):  # planned samples, whole, from their blocks

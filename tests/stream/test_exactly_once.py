@@ -28,6 +28,7 @@ from loffdata.format.tar import iter_sample_members
 from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
+from tests.props import examples
 from tests.servers import serving
 
 _EXTRAS = ["unknown", "txt", "more.msgpack"]
@@ -67,10 +68,20 @@ def _write(root: Path, shards, indexed: bool) -> Path:
             parts += [_extra(key, x, n) for x, n in extras]
         files[f"shard-{s}.tar"], counts[f"shard-{s}.tar"] = archive(*parts), len(samples)
     write_crafted(root, files, counts)
-    if indexed:  # consecutive duplicate keys cannot be indexed: those shards stay unindexed
-        with contextlib.suppress(ShardReadError):
-            index_dataset(str(root))
+    if indexed:
+        _index(root, shards)
     return root
+
+
+def _index(root: Path, shards) -> None:
+    """Indexes the dataset; consecutive duplicate keys are refused (it stays unindexed), and
+    any other case must come out indexed, so that no indexed case silently reads unindexed."""
+    dup = any(a[0] == b[0] for samples in shards for a, b in zip(samples, samples[1:]))
+    if dup:
+        with pytest.raises(ShardReadError, match="duplicate sample key"):
+            index_dataset(str(root))
+    else:
+        assert all(info.indexed for info in index_dataset(str(root)).shards)
 
 
 def _sequential(root: Path, names: list[str]) -> list[tuple[str, int, int]] | ShardReadError:
@@ -117,20 +128,20 @@ def check(shards, indexed: bool, workers: tuple[int, ...] = (0, 2), *, http: boo
                     assert {i: rest for i, *rest in got} == {i: list(e) for i, e in enumerate(expected)}
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shard_sets())
 def test_batched_reading_is_sequential_reading_exactly_once(case):
     check(*case)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shard_sets())
 def test_batched_reading_over_http_by_sample_is_sequential_reading_exactly_once(case):
     check(*case, workers=(0,), http=True)
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shard_sets(max_shards=4, max_samples=20))
 def test_batched_reading_is_sequential_reading_exactly_once_many(case):
     check(*case, workers=(0,))

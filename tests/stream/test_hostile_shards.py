@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -22,6 +21,7 @@ from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, header, member, sample, write_crafted
+from tests.inproc import run_cli
 from tests.servers import http_server, s3_server  # noqa: F401
 
 N = 6  # samples k0..k5, labels i % 3, features[0, 0, 0] == i
@@ -55,8 +55,9 @@ def delivered(ld: LoffLoader) -> list[int]:
 
 
 def verify_cli(root) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "loffdata.cli", "verify", str(root), "--quiet"],
-                         capture_output=True, text=True)
+    """``loffdata verify ROOT --quiet``, in-process (tests/inproc.py; test_cli.py runs the
+    command once as a subprocess)."""
+    run = run_cli("loffdata", "verify", str(root), "--quiet")
     assert "Traceback" not in run.stderr, run.stderr
     return run
 
@@ -137,7 +138,7 @@ def test_samples_of_different_sizes_are_each_delivered_once(tmp_path, indexed):
     data = archive(*[_varied(i) for i in range(n)])
     root = write_crafted(tmp_path / "ds", {"x.tar": data}, {"x.tar": n}, classes=CLASSES)
     if indexed:
-        subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], check=True, capture_output=True)
+        assert run_cli("loffdata", "index", str(root)).returncode == 0
     for shuffle in (False, True):
         got = Counter(delivered(loader(root, shuffle=shuffle)))
         assert got == Counter(range(n))
@@ -165,7 +166,7 @@ def test_prefixed_and_absolute_names_give_one_key_everywhere(tmp_path, indexed):
     parts += [member(f"./k{i}.feat.msgpack", features(i)) for i in range(6, 8)]
     root = write_crafted(tmp_path / "ds", {"x.tar": archive(*parts)}, {"x.tar": 8})
     if indexed:
-        subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], check=True, capture_output=True)
+        assert run_cli("loffdata", "index", str(root)).returncode == 0
     singles = [s["key"] for s in StreamingDataset(root, shuffle=False)]
     batched = [k for b in StreamingDataset(root, shuffle=False, batch_size=3) for k in b["key"]]
     assert singles == batched == [f"k{i}" for i in range(8)]

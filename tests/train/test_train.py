@@ -9,11 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.train.trainer import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -22,29 +20,16 @@ from loffdata.train.trainer import (
     load_config,
     train,
 )
+from tests.train.synthetic import write_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "recipes" / "train.py"
 pytestmark = pytest.mark.filterwarnings("ignore::loffdata.train.run.FewStepsWarning")
 
 
-def _samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):
-    """Noisy class-dependent maps: learnable in a few epochs, not at once."""
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).standard_normal((classes, shape[0], 1, 1))
-    for i in range(n):
-        y = i % classes
-        x = centers[y] * 0.5 + rng.standard_normal(shape)
-        yield f"s{i:06d}", x.astype(np.float32), y
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("train_data")
-    for split, n, seed in (("train", 96, 1), ("val", 30, 2)):
-        write_dataset(str(root / split), _samples(n, seed=seed), config=WriterConfig(max_samples=32),
-                      classes=["a", "b", "c"], source={"model": "synthetic"})
-    return {"train": str(root / "train"), "val": str(root / "val")}
+    return write_splits(tmp_path_factory.mktemp("train_data"), train=96, val=30, shard=32)
 
 
 def _config(data: dict[str, str], out: Path, **overrides) -> TrainConfig:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.train.objective import check_objective, recipe_loss
 from loffdata.train.trainer import CONFIG_NAME, LOG_NAME, TrainConfig, train
 from loffdata.train.views import per_row_loss, view_averaged_loss
+from tests.train.synthetic import write_splits
 
 
 def _hand_ce(row: list[float], label: int, eps: float, classes: int) -> float:
@@ -52,21 +51,9 @@ def test_per_row_loss_soft_labels():
     torch.testing.assert_close(per_row_loss(logits, soft), expected)
 
 
-def _samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).standard_normal((classes, shape[0], 1, 1))
-    for i in range(n):
-        y = i % classes
-        yield f"s{i:06d}", (centers[y] * 0.5 + rng.standard_normal(shape)).astype(np.float32), y
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("views_data")
-    for split, n, seed in (("train", 48, 1), ("val", 18, 2)):
-        write_dataset(str(root / split), _samples(n, seed=seed), config=WriterConfig(max_samples=16),
-                      classes=["a", "b", "c"], source={"model": "synthetic"})
-    return {"train": str(root / "train"), "val": str(root / "val")}
+    return write_splits(tmp_path_factory.mktemp("views_data"), train=48, val=18, shard=16)
 
 
 def test_views_recipe_runs(data, tmp_path):
