@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loffdata.train.command import console  # noqa: E402
+from loffdata.train.command import console, main  # noqa: E402, F401 (main: for in-process tests)
 
 if __name__ == "__main__":
     console()

@@ -52,7 +52,8 @@ def test_logits_extra_round_trip_through_shards_and_loader(tmp_path, topk):
     z = _logits(n, classes, targets)
     samples = [(f"s{i:03d}", np.full((4, 2, 2), i, np.float32), i % 3, encode_logits(z[i], topk=topk))
                for i in range(n)]
-    write_dataset(str(tmp_path / "d"), iter(samples), config=WriterConfig(max_samples=5), classes=list("abc"))
+    write_dataset(str(tmp_path / "d"), iter(samples), config=WriterConfig(max_samples=5),
+                  classes=[f"c{j}" for j in range(classes)])  # the teacher's classes are the dataset's
     manifest, stored = read_split(tmp_path / "d")
     k = topk or classes
     assert manifest.extras[LOGITS_EXTRA].shape == (targets, k)
