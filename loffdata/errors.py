@@ -16,6 +16,7 @@ __all__ = [
     "ShardReadError",
     "SampleError",
     "WorkerDiedError",
+    "LocationError",
 ]
 
 
@@ -93,3 +94,7 @@ class WorkerDiedError(LoffError, RuntimeError):
 
     def __reduce__(self):
         return (WorkerDiedError, (self.pids, self.exitcodes))
+
+
+class LocationError(LoffError, ValueError):
+    """An output location is unsafe: inside its own input, or a name that leaves its directory."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
+from loffdata.format.names import decode_fully, first_duplicate, is_dot_file, resolve_name
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.stats import ChannelStats
 from loffdata.util import write_json
@@ -180,27 +181,26 @@ _UNSAFE = set("\\?#") | {chr(c) for c in range(32)} | {chr(127)}
 
 def check_shard_name(name: str) -> str:
     """The normalised form of a shard name (``./a.tar`` -> ``a.tar``) if it stays inside the
-    dataset's directory once percent-decoded, for local, HTTP and S3 alike.
+    dataset's directory once resolved (:func:`~loffdata.format.names.resolve_name`:
+    percent-decoded, dot segments removed), for local, HTTP and S3 alike.
 
     Raises:
         ManifestError: for an empty or absolute name, a ``..`` segment (``%2e%2e`` too), a
-            URL, or a character that a server could read another way (``\\ ? #``, controls).
+            URL, a character that a server could read another way (``\\ ? #``, controls), or
+            a dot-file (``.a.tar``, ``%2ea.tar``: names starting with ``.`` are never shards).
     """
     if not isinstance(name, str) or not name:
         raise ManifestError(f"shard name {name!r} is not a non-empty string")
-    forms, text = [name], name
-    for _ in range(4):  # percent-decoding until nothing changes (%252e -> %2e -> .)
-        text = unquote(text)
-        if text == forms[-1]:
-            break
-        forms.append(text)
+    forms = [name, unquote(name), decode_fully(name)]
     for form in forms:
         bad = form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
         if bad:
             raise ManifestError(f"shard name {name!r} leaves the dataset's directory or is not a plain path")
     normal = posixpath.normpath(name)
-    if normal in (".", "") or normal.startswith("../"):
+    if normal in (".", "") or normal.startswith("../") or resolve_name(name) in ("", "."):
         raise ManifestError(f"shard name {name!r} does not name a file inside the dataset's directory")
+    if is_dot_file(name):
+        raise ManifestError(f"shard name {name!r} is a dot-file (names starting with '.' are never shards)")
     return normal
 
 
@@ -275,9 +275,11 @@ def _check_consistent(m: Manifest, d: dict) -> None:
     channels = m.features.shape[0] if m.features.shape else 0
     if m.stats is not None and m.stats.mean.shape != (channels,):
         raise ManifestError(f"stats have {m.stats.mean.size} channels, features have {channels}")
-    names = [unquote(s.name) for s in m.shards]  # normalised by _parse_shard; %61 is a on HTTP
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ManifestError(f"duplicate shard names: {dup!r} is listed more than once (after normalisation)")
+    dup = first_duplicate(s.name for s in m.shards)  # resolved: %2e/a.tar is a.tar on HTTP
+    if dup is not None:
+        raise ManifestError(
+            f"duplicate shard names: {dup!r} is listed more than once (as {resolve_name(dup)!r}, "
+            "after percent-decoding and dot-segment removal)"
+        )
     if m.num_samples > MAX_SAMPLES:
         raise ManifestError(f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})")

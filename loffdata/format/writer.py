@@ -23,6 +23,7 @@ import numpy as np
 
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.names import check_prefix
 from loffdata.format.sample import encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.util import fs_protocol
@@ -54,6 +55,9 @@ class WriterConfig:
     max_bytes: int = 1 << 30
     dtype: str | None = "float16"
     start_index: int = 0
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)  # shards stay in the writer's directory
 
 
 class _HashingWriter(io.RawIOBase):

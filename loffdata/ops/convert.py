@@ -17,6 +17,7 @@ front (:func:`plan_output`), so a re-run resumes: shards whose record
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 from loffdata.errors import LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.names import check_destination, check_prefix
 from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
@@ -67,6 +69,7 @@ class ConvertConfig:
     prefix: str = "shard"
 
     def __post_init__(self) -> None:
+        check_prefix(self.prefix)
         if int(self.pool) < 1:
             raise ValueError(f"pool must be >= 1, got {self.pool}")
         if self.dtype not in (None, *_DTYPES):
@@ -287,6 +290,8 @@ def convert(
     ``dst_options`` are fsspec storage options of either end.
 
     Raises:
+        LocationError: if ``dst`` is ``src`` or inside it (or, with ``overwrite``, ``src`` is
+            inside ``dst``).
         LoffError: if ``dst`` holds a conversion with other settings (unless ``overwrite``),
             or the source is unreadable (naming the shard and sample key).
     """
@@ -295,6 +300,7 @@ def convert(
     cfg, retry = config or ConvertConfig(), retry or RetryConfig()
     src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
+    check_destination(posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite)
     manifest = load_manifest(src, src_options, retry)
     run = _Run(src, dst, cfg, manifest, resolve_source(src, src_options, retry), src_options, dst_options, retry)
     _check_extras(run)

@@ -17,6 +17,7 @@ from typing import Any
 
 from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
+from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
 
@@ -48,6 +49,8 @@ def expand_glob(
 ) -> list[str] | None:
     """The sorted ``.tar`` URLs matching a glob pattern; ``None`` if ``text`` is not one.
 
+    Dot-files (``.shard-000001.tar``, a writer's temporaries) never match: they are not shards.
+
     Raises:
         ValueError: for a pattern on HTTP(S), which has no listing.
         ShardReadError: when nothing matches (naming the pattern).
@@ -60,7 +63,7 @@ def expand_glob(
             "use a brace pattern such as shard-{000000..000009}.tar, or the dataset's directory URL"
         )
     fs, path = filesystem(text, storage_options, retry or RetryConfig())
-    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar"))
+    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar") and not is_dot_file(p))  # never shards
     if not matches:
         raise ShardReadError(f"no .tar shards match {text!r}")
     return [_url_of(fs, p, text) for p in matches]
