@@ -9,13 +9,14 @@ DIR``), by reading every shard once. Readers use an index for random access
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
-import fsspec
-
-from loffdata.errors import ManifestError
-from loffdata.format.manifest import Manifest
+from loffdata.errors import LoffError, ManifestError
+from loffdata.format.manifest import Manifest, manifest_url
 from loffdata.format.tar import iter_sample_spans
+from loffdata.safeio import open_binary
+from loffdata.util import is_local
 
 __all__ = ["shard_index", "index_dataset"]
 
@@ -40,7 +41,7 @@ def shard_index(url: str, **storage_options: Any) -> tuple[tuple[int, ...], tupl
         ShardReadError: naming the shard for a damaged tar or consecutive duplicate keys.
     """
     offsets, keys, end, arena = [], [], 0, _Arena()
-    with fsspec.open(url, "rb", **storage_options) as f:
+    with open_binary(url, what="shard", **storage_options) as f:  # local: regular files only
         for key, _, span in iter_sample_spans(f, shard=url, alloc=arena.alloc):
             offsets.append(span.begin)
             keys.append(key)
@@ -54,8 +55,11 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
 
     Raises:
         ManifestError: naming the shard when its sample count differs from the manifest's.
-        LoffError: the error of a shard that cannot be read (nothing is saved then).
+        LoffError: the error of a shard that cannot be read (nothing is saved then); up front
+            for a dataset read over HTTP, which cannot be written; a manifest that cannot be
+            written (read-only directory) names it.
     """
+    _check_writable(url)
     manifest = Manifest.load(url, **storage_options)
     shards = []
     for info, shard_url in zip(manifest.shards, manifest.shard_urls(url)):
@@ -68,5 +72,21 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
         shards.append(dataclasses.replace(info, offsets=offsets, keys=keys))
     manifest.shards = shards
     Manifest.from_dict(manifest.to_dict(), where=repr(url))  # the index passes the reader's checks
-    manifest.save(url, **storage_options)
+    try:
+        manifest.save(url, **storage_options)
+    except OSError as err:
+        raise LoffError(f"cannot write the manifest of {url!r} ({type(err).__name__}: {err.strerror or err}): "
+                        "index needs a writable dataset; copy it somewhere writable first") from None
     return manifest
+
+
+def _check_writable(url: str) -> None:
+    """Refuses, before any shard is read, a dataset that the index could not be saved to."""
+    if str(url).startswith(("http://", "https://")):
+        raise LoffError(f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
+                        "cannot be written: copy the dataset to local disk, index it there, and publish "
+                        "its manifest.json")
+    if is_local(url):
+        folder = os.path.dirname(manifest_url(str(url)).removeprefix("file://")) or "."
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+            raise LoffError(f"{folder!r} is read-only: index needs a writable local dataset")

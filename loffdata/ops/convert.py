@@ -32,8 +32,10 @@ from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import ShardWriter, WriterConfig, shard_name
+from loffdata.redact import redact_json_text, redact_text
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+from loffdata.util import write_json
 
 __all__ = ["ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
 
@@ -164,16 +166,7 @@ class _Run:
 
 
 def _write_json(fs: Any, path: str, obj: Any) -> None:
-    local = _protocol(fs) in ("file", "local")
-    target = f"{path}.tmp" if local else path  # object stores: an object appears once uploaded
-    with fs.open(target, "w") as f:
-        f.write(json.dumps(obj, indent=1))
-    if local:
-        fs.mv(target, path)
-
-
-def _protocol(fs: Any) -> str:
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    write_json(path, obj, fs=fs)  # atomic on local disk, secrets redacted
 
 
 def _remove_stale(run: _Run, pending: list[int]) -> None:
@@ -219,7 +212,7 @@ def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> 
     path = f"{run.root}/{RECORD_DIR}/config.json"
     if run.fs.exists(path):
         previous = _read_json(run.fs, path)
-        if previous == json.loads(json.dumps(fingerprint)):
+        if previous == json.loads(redact_json_text(json.dumps(fingerprint))):
             return
         if not overwrite:
             raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass overwrite=True to replace it")
@@ -251,7 +244,7 @@ def _finish(run: _Run, num_shards: int) -> Manifest:
         d = r["stats"]
         stats.merge(ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"])))
     first = records[0]
-    source = {**run.manifest.source, "converted_from": run.src, "convert": asdict(run.config)}
+    source = {**run.manifest.source, "converted_from": redact_text(run.src), "convert": asdict(run.config)}
     if run.config.pool > 1 and isinstance(source.get("pool"), int):
         source["pool"] = source["pool"] * run.config.pool
     manifest = Manifest(

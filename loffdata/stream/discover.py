@@ -10,7 +10,6 @@ list of those datasets (:class:`DatasetDirectoryError`); mix them with
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from typing import Any
@@ -101,13 +100,9 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
         data = ResumableReader(murl, fs, path, retry=retry).read()
     except ShardReadError as err:
         missing = isinstance(err.__cause__, FileNotFoundError)
-        raise ManifestError(
-            f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {err}"
-        ) from None
-    try:
-        return Manifest.from_dict(json.loads(data), where=repr(murl))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"manifest {murl!r} is not valid JSON: {err}") from None
+        why = str(err).replace(f"shard {murl!r}", "it")  # the reader speaks of shards; this is the manifest
+        raise ManifestError(f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {why}") from None
+    return Manifest.from_bytes(data, where=repr(murl))
 
 
 def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:

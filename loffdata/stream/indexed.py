@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from loffdata.errors import SampleError, ShardReadError
 from loffdata.format.sample import Sample, decode_sample, features_match
 from loffdata.format.tar import iter_sample_members, iter_sample_spans
+from loffdata.safeio import open_regular
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
 from loffdata.stream.sources import ShardSet, resolve_source
 
@@ -148,7 +149,7 @@ class IndexedDataset(Dataset):
         if f is None:
             path = self.shards.urls[s].removeprefix("file://")
             try:
-                f = self._files[s] = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open across calls
+                f = self._files[s] = open_regular(path, what="shard", buffering=0)  # kept open across calls
             except OSError as err:
                 raise ShardReadError(f"shard {self.shards.urls[s]!r} is missing or not readable: {err}") from err
             while len(self._files) > _OPEN_FILES:
