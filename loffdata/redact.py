@@ -29,7 +29,7 @@ __all__ = [
 MASK = "***"
 _WORDS = {"key", "secret", "token", "password", "passwd", "pwd", "authorization", "credential",
           "credentials", "apikey", "auth", "signature"}
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#@\s'\"<>]+)@")
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]+)@")
 _QUERY = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z0-9_.-]+)=)(?P<value>[^&#\s'\"<>]*)")
 _PAIR = re.compile(  # 'name': 'value' / "name": "value" / name: value (reprs, YAML, headers)
     r"(?P<head>(?P<q>['\"]?)(?P<name>[A-Za-z0-9_.-]+)(?P=q)\s*:\s*)"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loffdata.cli import main as cli_main  # the function: loffdata.cli re-exports it
+from loffdata.cli.main import main as cli_main
 from loffdata.cli.values import CliError, coerce, load_config_file
 from loffdata.errors import LoffError, ManifestError
 from loffdata.format.index import index_dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loffdata.cli import main as cli_main  # the function: loffdata.cli re-exports it
+from loffdata.cli.main import main as cli_main
 from loffdata.errors import LocationError
 from loffdata.extract.config import ExtractConfig
 from loffdata.format.writer import WriterConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loffdata.cli import main as cli_main  # the function: loffdata.cli re-exports it
+from loffdata.cli.main import main as cli_main
 from loffdata.errors import LoffError, SampleError
 from loffdata.redact import is_secret_key, redact, redact_text
 from loffdata.storage.remote import RetryConfig
