@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 
+from loffdata.redact import redact_text
+
 __all__ = [
     "LoffError",
     "CodecError",
@@ -16,11 +18,23 @@ __all__ = [
     "ShardReadError",
     "SampleError",
     "WorkerDiedError",
+    "LocationError",
 ]
 
 
 class LoffError(Exception):
-    """Base class of every error raised by loffdata."""
+    """Base class of every error raised by loffdata.
+
+    Its text never holds a secret: URL userinfo and secret-like values are replaced by
+    ``***`` when the error is made (:mod:`loffdata.redact`), whichever subclass or call site
+    made it.
+    """
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class CodecError(LoffError, ValueError):
@@ -48,7 +62,7 @@ class SampleError(LoffError, ValueError):
     """
 
     def __init__(self, message: str, *, shard: str | None = None, key: str | None = None):
-        self.shard = shard
+        self.shard = redact_text(shard) if isinstance(shard, str) else shard
         self.key = key
         super().__init__(f"{message} (shard={shard!r}, key={key!r})")
 
@@ -98,3 +112,7 @@ class WorkerDiedError(LoffError, RuntimeError):
 class CliError(LoffError, ValueError):
     """A flag, value or config-file key is wrong; the message says which and what to do
     (the CLIs print it as one ``error:`` line and exit 2)."""
+
+
+class LocationError(LoffError, ValueError):
+    """An output location is unsafe: inside its own input, or a name that leaves its directory."""

@@ -73,13 +73,16 @@ def write_json(
     default: Callable[[Any], Any] | None = None,
     **storage_options: Any,
 ) -> None:
-    """Writes ``obj`` as JSON to ``path`` (a path or fsspec URL, or a path on ``fs``).
+    """Writes ``obj`` as JSON to ``path`` (a path or fsspec URL, or a path on ``fs``), secrets
+    (URL userinfo, values of secret-like keys) replaced by ``***`` (:mod:`loffdata.redact`).
 
     On a local disk the text goes to ``<path>.tmp`` first and is renamed into place, so
     readers see the old file or the new one, never half of one; object stores make an object
     visible only once it is fully uploaded, so it is written in place there.
     """
-    text = json.dumps(obj, indent=indent, default=default)
+    from loffdata.redact import redact_json_text
+
+    text = redact_json_text(json.dumps(obj, indent=indent, default=default))  # no secret reaches a file
     path = os.fspath(path)
     if fs is None:
         import fsspec

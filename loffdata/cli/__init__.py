@@ -3,14 +3,13 @@ every CLI of the project shares (:mod:`~loffdata.cli.parse`, :mod:`~loffdata.cli
 and the commands that only the command line uses (:mod:`~loffdata.cli.doctor`,
 :mod:`~loffdata.cli.show`).
 
-``main`` is imported on first use, so the parser modules can be imported alone.
+``main`` is bound when the package is imported (the module is light: commands import their
+heavy parts when they run), so ``loffdata.cli.main`` stays the function even after the
+submodule of that name has been imported (``from loffdata.cli.main import COMMANDS``).
 """
 
 from __future__ import annotations
 
-from loffdata.util import lazy_exports
+from loffdata.cli.main import main
 
-_WHERE = {"main": "loffdata.cli.main"}
-
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+__all__ = ["main"]

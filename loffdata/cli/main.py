@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loffdata.cli import parse as cliutil
+from loffdata.redact import redact_text
 
 __all__ = ["COMMANDS", "doctor", "index", "inspect", "main", "show", "summarize", "verify"]
 
@@ -58,7 +59,12 @@ def summarize(manifest: Any) -> str:
     lines += [f"source      {k}: {v}" for k, v in manifest.source.items()]
     if manifest.skipped:
         lines.append(f"skipped     {len(manifest.skipped)} inputs (see manifest 'skipped')")
-    return "\n".join(lines)
+    return redact_text("\n".join(_clip(line) for line in lines))  # an old manifest may hold a password
+
+
+def _clip(line: str, width: int = 300) -> str:
+    """A summary line of at most ``width`` characters (a manifest may hold megabytes in one value)."""
+    return line if len(line) <= width else f"{line[:width - 40]} ... ({len(line)} characters)"
 
 
 def _load_manifest(path: str, storage_options: dict[str, Any]) -> Any:

@@ -6,7 +6,6 @@ Used by :mod:`loffdata.cli.parse`; a flag's text and a config file's value go th
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import types
@@ -14,7 +13,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loffdata.errors import CliError
+from loffdata.errors import CliError, LoffError
+from loffdata.safeio import MAX_CONFIG_BYTES, MAX_DEPTH, loads_json, read_regular
 
 __all__ = ["BOOL_WORDS", "CliError", "coerce", "is_bool", "load_config_file", "type_name"]
 
@@ -38,11 +38,62 @@ def type_name(kind: Any) -> str:
     return " or ".join(names)
 
 
+#: Most nodes a YAML document may expand to (aliases counted at every use) and deepest nesting.
+MAX_YAML_NODES, MAX_YAML_DEPTH = 100_000, MAX_DEPTH
+
+
+def _children(node: Any) -> list[Any]:
+    if node.id == "mapping":
+        return [c for pair in node.value for c in pair]
+    return list(node.value) if node.id == "sequence" else []
+
+
+def _expanded(node: Any, where: str) -> None:
+    """Refuses a composed YAML graph that expands past the limits (an alias bomb, deep nesting)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, int, bool]] = [(node, 1, False)]
+    while stack:
+        item, depth, done = stack.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise CliError(f"{where}: nested more than {MAX_YAML_DEPTH} levels deep")
+        kids = _children(item)
+        if done:
+            sizes[id(item)] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[id(item)] > MAX_YAML_NODES:
+                raise CliError(f"{where}: expands to more than {MAX_YAML_NODES} values (YAML aliases); refused")
+        elif id(item) not in sizes:
+            stack.append((item, depth, True))
+            stack.extend((k, depth + 1, False) for k in kids if id(k) not in sizes)
+
+
+def load_yaml(text: str, *, where: str) -> Any:
+    """``yaml.safe_load`` within limits: aliases may not expand past :data:`MAX_YAML_NODES`
+    values, nesting past :data:`MAX_YAML_DEPTH` levels.
+
+    Raises:
+        CliError: naming ``where`` for a document past the limits.
+        yaml.YAMLError: for text that is not YAML.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded(node, where)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise CliError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def _parse_text(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, where=f"value {text[:40]!r}")
     except yaml.YAMLError:
         return text
 
@@ -133,14 +184,18 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        data = read_regular(path, limit=MAX_CONFIG_BYTES, what="config file")
+    except LoffError as err:  # a FIFO, a device (/dev/zero), too large
+        raise CliError(f"--config {path}: {err}") from None
     except OSError as err:
         raise CliError(f"--config {path}: cannot read the file ({err.strerror or err})") from None
     try:
-        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise CliError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        text = data.decode("utf-8")
+        values = loads_json(text, where=path) if path.endswith(".json") else load_yaml(text, where=path)
+    except UnicodeDecodeError as err:
+        raise CliError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except ValueError as err:  # strict JSON: not JSON, NaN, too deep
+        raise CliError(str(err).replace(f"{path} is not valid JSON", f"{path}: not valid JSON")) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

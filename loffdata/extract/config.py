@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata.errors import LoffError
+from loffdata.format.names import check_destination, check_prefix
 
 __all__ = [
     "CONFIG_NAME", "DTYPES", "HUB_HOST", "SOURCES", "ExtractConfig", "RandomWeightsWarning", "check_paths",
@@ -121,6 +122,9 @@ class ExtractConfig:
         for name in ("pool", "shard_size", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        check_prefix(self.prefix)
+        if isinstance(self.input, (str, os.PathLike)) and os.fspath(self.input) not in SOURCES:
+            check_destination(os.fspath(self.input), self.out, both_ways=self.overwrite)  # inputs stay unharmed
         if self.workers is None:
             self.workers = max(1, min(8, (os.cpu_count() or 2) // 2))
         if self.workers < 0:

@@ -2,7 +2,7 @@
 
 Bottom layer: depends only on :mod:`loffdata.errors` (and numpy/msgpack).
 
-Submodules: codec, index, manifest, sample, stats, tar, writer.
+Submodules: codec, index, manifest, names, sample, stats, tar, writer.
 
 The names below are imported from their modules on first use (see docs/api.md).
 """

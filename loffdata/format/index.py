@@ -10,16 +10,19 @@ DIR``), by reading every shard once, and writes it as sidecars
 from __future__ import annotations
 
 import dataclasses
+import os
 import posixpath
 from typing import Any
 
 import fsspec
 
-from loffdata.errors import ManifestError
+from loffdata.errors import LoffError, ManifestError
 from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
 from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.tar import iter_sample_spans
 from loffdata.format.writer import write_sidecar
+from loffdata.safeio import open_binary
+from loffdata.util import is_local
 
 __all__ = ["shard_index", "index_dataset"]
 
@@ -44,7 +47,7 @@ def shard_index(url: str, **storage_options: Any) -> tuple[tuple[int, ...], tupl
         ShardReadError: naming the shard for a damaged tar or consecutive duplicate keys.
     """
     offsets, keys, end, arena = [], [], 0, _Arena()
-    with fsspec.open(url, "rb", **storage_options) as f:
+    with open_binary(url, what="shard", **storage_options) as f:  # local: regular files only
         for key, _, span in iter_sample_spans(f, shard=url, alloc=arena.alloc):
             offsets.append(span.begin)
             keys.append(key)
@@ -60,8 +63,11 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
 
     Raises:
         ManifestError: naming the shard when its sample count differs from the manifest's.
-        LoffError: the error of a shard that cannot be read (nothing is saved then).
+        LoffError: the error of a shard that cannot be read (nothing is saved then); up front
+            for a dataset read over HTTP, which cannot be written; a manifest that cannot be
+            written (read-only directory) names it.
     """
+    _check_writable(url)
     manifest = Manifest.load(url, **storage_options)
     fs, root = fsspec.core.url_to_fs(posixpath.dirname(manifest_url(str(url))), **storage_options)
     indexes = []
@@ -79,7 +85,12 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
             info = dataclasses.replace(info, offsets=None, keys=None, index_file=index_name(info.name))
         shards.append(info)
     manifest.shards = shards
-    manifest.save(url, **storage_options)
+    Manifest.from_dict(manifest.to_dict(), where=repr(url))  # the index passes the reader's checks
+    try:
+        manifest.save(url, **storage_options)
+    except OSError as err:
+        raise LoffError(f"cannot write the manifest of {url!r} ({type(err).__name__}: {err.strerror or err}): "
+                        "index needs a writable dataset; copy it somewhere writable first") from None
     return manifest
 
 
@@ -89,3 +100,15 @@ def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) 
         raise ManifestError(f"shard {shard_url!r} holds {len(keys)} samples, manifest says {info.samples}")
     where = f"shard {shard_url!r}: index"
     return ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)
+
+
+def _check_writable(url: str) -> None:
+    """Refuses, before any shard is read, a dataset that the index could not be saved to."""
+    if str(url).startswith(("http://", "https://")):
+        raise LoffError(f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
+                        "cannot be written: copy the dataset to local disk, index it there, and publish "
+                        "its manifest.json")
+    if is_local(url):
+        folder = os.path.dirname(manifest_url(str(url)).removeprefix("file://")) or "."
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+            raise LoffError(f"{folder!r} is read-only: index needs a writable local dataset")

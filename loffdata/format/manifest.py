@@ -6,7 +6,7 @@ everything it reads and raises :class:`~loffdata.errors.ManifestError` naming th
 
 from __future__ import annotations
 
-import json
+import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +17,18 @@ import numpy as np
 
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
+from loffdata.format.names import decode_fully, first_duplicate, is_dot_file, resolve_name
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
+from loffdata.safeio import brief, check_inside, loads_json, read_regular
 from loffdata.util import write_json
 
 __all__ = ["MANIFEST_NAME", "MAX_SAMPLES", "ShardInfo", "TensorSpec", "Manifest", "manifest_url", "check_shard_name"]
 
 MANIFEST_NAME = "manifest.json"
+#: Largest manifest read (2 GiB: ten million indexed samples take about 210 MB).
+MAX_MANIFEST_BYTES = 1 << 31
 #: Most samples a manifest may declare (17 billion): more is taken for a damaged manifest.
 MAX_SAMPLES = 1 << 34
 _END_MARKER = END_MARKER
@@ -137,8 +141,25 @@ class Manifest:
             return _parse(d)
         except ManifestError as err:
             raise ManifestError(f"invalid manifest {where}: {err}") from None
-        except (KeyError, TypeError, ValueError, OverflowError) as err:
-            raise ManifestError(f"invalid manifest {where}: {type(err).__name__}: {err}") from None
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+            raise ManifestError(f"invalid manifest {where}: {type(err).__name__}: {brief(err)[:300]}") from None
+        except RecursionError:
+            raise ManifestError(f"invalid manifest {where}: nested too deeply") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, where: str) -> Manifest:
+        """Parses a manifest file's bytes: strict UTF-8 JSON (no ``NaN``), bounded depth.
+
+        Raises:
+            ManifestError: naming ``where``.
+        """
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest {where} is {len(data)} bytes, more than {MAX_MANIFEST_BYTES}")
+        try:
+            d = loads_json(data, where=f"manifest {where}")
+        except ValueError as err:
+            raise ManifestError(str(err)) from None
+        return cls.from_dict(d, where=where)
 
     def save(self, url: str, **storage_options: Any) -> str:
         """Writes the manifest (atomically on local disk) to ``url`` or ``url/manifest.json``."""
@@ -151,18 +172,42 @@ class Manifest:
         """Reads a manifest from a file URL, or from ``manifest.json`` in a directory URL."""
         url = manifest_url(url)
         try:
-            with fsspec.open(url, "r", **storage_options) as f:
-                d = json.load(f)
+            data = _read_manifest(url, storage_options)
         except FileNotFoundError:
             raise ManifestError(f"no manifest at {url!r}") from None
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"manifest {url!r} is not valid JSON: {err}") from None
-        return cls.from_dict(d, where=repr(url))
+        except OSError as err:  # a FIFO, a device, too large, unreadable
+            raise ManifestError(f"cannot read manifest {url!r}: {err}") from None
+        return cls.from_bytes(data, where=repr(url))
 
     def shard_urls(self, base: str) -> list[str]:
-        """Absolute URLs of the shards for a manifest stored at (or in) ``base``."""
+        """Absolute URLs of the shards for a manifest stored at (or in) ``base``.
+
+        Raises:
+            ManifestError: for a local shard that resolves outside the manifest's directory
+                (a symlink to a shard of another dataset, or to a device).
+        """
         root = posixpath.dirname(manifest_url(base))
-        return [f"{root}/{check_shard_name(s.name)}" for s in self.shards]
+        urls = [f"{root}/{check_shard_name(s.name)}" for s in self.shards]
+        if "://" not in root or root.startswith("file://"):
+            _check_local_shards(urls, root.removeprefix("file://") or ".")
+        return urls
+
+
+def _check_local_shards(urls: list[str], root: str) -> None:
+    real_root = os.path.realpath(root)
+    for url in urls:  # a symlink (of the file or a folder on the way) must stay in the dataset
+        if os.path.islink(url) or os.path.realpath(os.path.dirname(url)) != real_root:
+            try:
+                check_inside(url, root)
+            except OSError as err:
+                raise ManifestError(str(err)) from None
+
+
+def _read_manifest(url: str, storage_options: dict[str, Any]) -> bytes:
+    if "://" not in url or url.startswith("file://"):
+        return read_regular(url.removeprefix("file://"), limit=MAX_MANIFEST_BYTES, what="manifest")
+    with fsspec.open(url, "rb", **storage_options) as f:
+        return f.read(MAX_MANIFEST_BYTES + 1)
 
 
 def manifest_url(url: str) -> str:
@@ -182,10 +227,10 @@ def _spec_dict(spec: TensorSpec) -> dict[str, Any]:
 
 def _parse_spec(d: Any, what: str) -> TensorSpec:
     if not isinstance(d, dict) or d.get("dtype") not in DTYPES:
-        raise ManifestError(f"{what}: needs a known 'dtype', got {d!r}")
+        raise ManifestError(f"{what}: needs a known 'dtype', got {brief(d)}")
     shape = d.get("shape")
     if not isinstance(shape, list) or not all(isinstance(x, int) and x >= 0 for x in shape):
-        raise ManifestError(f"{what}: 'shape' must be a list of non-negative ints, got {shape!r}")
+        raise ManifestError(f"{what}: 'shape' must be a list of non-negative ints, got {brief(shape)}")
     return TensorSpec(shape=tuple(shape), dtype=d["dtype"], layout=d.get("layout"))
 
 
@@ -194,40 +239,39 @@ _UNSAFE = set("\\?#") | {chr(c) for c in range(32)} | {chr(127)}
 
 def check_shard_name(name: str) -> str:
     """The normalised form of a shard name (``./a.tar`` -> ``a.tar``) if it stays inside the
-    dataset's directory once percent-decoded, for local, HTTP and S3 alike.
+    dataset's directory once resolved (:func:`~loffdata.format.names.resolve_name`:
+    percent-decoded, dot segments removed), for local, HTTP and S3 alike.
 
     Raises:
         ManifestError: for an empty or absolute name, a ``..`` segment (``%2e%2e`` too), a
-            URL, or a character that a server could read another way (``\\ ? #``, controls).
+            URL, a character that a server could read another way (``\\ ? #``, controls), or
+            a dot-file (``.a.tar``, ``%2ea.tar``: names starting with ``.`` are never shards).
     """
     if not isinstance(name, str) or not name:
-        raise ManifestError(f"shard name {name!r} is not a non-empty string")
-    forms, text = [name], name
-    for _ in range(4):  # percent-decoding until nothing changes (%252e -> %2e -> .)
-        text = unquote(text)
-        if text == forms[-1]:
-            break
-        forms.append(text)
+        raise ManifestError(f"shard name {brief(name)} is not a non-empty string")
+    forms = [name, unquote(name), decode_fully(name)]
     for form in forms:
         bad = form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
         if bad:
-            raise ManifestError(f"shard name {name!r} leaves the dataset's directory or is not a plain path")
+            raise ManifestError(f"shard name {brief(name)} leaves the dataset's directory or is not a plain path")
     normal = posixpath.normpath(name)
-    if normal in (".", "") or normal.startswith("../"):
-        raise ManifestError(f"shard name {name!r} does not name a file inside the dataset's directory")
+    if normal in (".", "") or normal.startswith("../") or resolve_name(name) in ("", "."):
+        raise ManifestError(f"shard name {brief(name)} does not name a file inside the dataset's directory")
+    if is_dot_file(name):
+        raise ManifestError(f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)")
     return normal
 
 
 def _parse_shard(d: Any) -> ShardInfo:
     if not isinstance(d, dict):
-        raise ManifestError(f"shard entry {d!r} is not an object")
+        raise ManifestError(f"shard entry {brief(d)} is not an object")
     try:
         name = check_shard_name(d["name"])
     except ManifestError as err:
         raise ManifestError(f"bad shard entry: {err}") from None
     info = ShardInfo(name=name, samples=int(d["samples"]), bytes=int(d["bytes"]), sha256=str(d["sha256"]))
     if info.samples < 0 or info.bytes < 0:
-        raise ManifestError(f"bad shard entry {d!r}")
+        raise ManifestError(f"bad shard entry {brief(d)}")
     if info.samples > MAX_SAMPLES or (info.samples and info.samples * MIN_SAMPLE_BYTES + _END_MARKER > info.bytes):
         raise ManifestError(
             f"shard {name!r}: {info.samples} samples cannot fit in {info.bytes} bytes "
@@ -262,9 +306,10 @@ def _parse(d: Any) -> Manifest:
     if not isinstance(d, dict):
         raise ManifestError("top level is not a JSON object")
     if d.get("format") != FORMAT_NAME:
-        raise ManifestError(f"'format' is {d.get('format')!r}, expected {FORMAT_NAME!r}")
+        raise ManifestError(f"'format' is {brief(d.get('format'))}, expected {FORMAT_NAME!r}")
     if d.get("version") != FORMAT_VERSION:
-        raise ManifestError(f"unsupported version {d.get('version')!r} (this loffdata reads {FORMAT_VERSION})")
+        raise ManifestError(f"unsupported version {brief(d.get('version'))} (this loffdata reads {FORMAT_VERSION})")
+    _check_field_types(d)
     features = _parse_spec(d["features"], "features")
     m = Manifest(
         shards=[_parse_shard(s) for s in d["shards"]],
@@ -279,6 +324,26 @@ def _parse(d: Any) -> Manifest:
     return m
 
 
+#: field -> (JSON types it may have, what to write); ``None`` is allowed for optional fields.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "shards": ((list,), "a list of shard objects"),
+    "features": ((dict,), "an object with 'shape' and 'dtype'"),
+    "classes": ((list, type(None)), "a list of strings or null"),
+    "extras": ((dict, type(None)), "an object of name -> {shape, dtype}"),
+    "stats": ((dict, type(None)), "an object or null"),
+    "source": ((dict, type(None)), "an object"),
+    "skipped": ((list, type(None)), "a list of objects"),
+}
+
+
+def _check_field_types(d: dict) -> None:
+    for name, (kinds, want) in _FIELD_TYPES.items():
+        if name in d and not isinstance(d[name], kinds):
+            raise ManifestError(f"field {name!r} must be {want}, got {type(d[name]).__name__} {brief(d[name])}")
+    if not all(isinstance(s, dict) for s in d.get("skipped") or []):
+        raise ManifestError("field 'skipped' must be a list of objects (input, reason)")
+
+
 def _check_consistent(m: Manifest, d: dict) -> None:
     if "num_samples" in d and d["num_samples"] != m.num_samples:
         raise ManifestError(f"num_samples {d['num_samples']} != sum of shard samples {m.num_samples}")
@@ -287,9 +352,11 @@ def _check_consistent(m: Manifest, d: dict) -> None:
     channels = m.features.shape[0] if m.features.shape else 0
     if m.stats is not None and m.stats.mean.shape != (channels,):
         raise ManifestError(f"stats have {m.stats.mean.size} channels, features have {channels}")
-    names = [unquote(s.name) for s in m.shards]  # normalised by _parse_shard; %61 is a on HTTP
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ManifestError(f"duplicate shard names: {dup!r} is listed more than once (after normalisation)")
+    dup = first_duplicate(s.name for s in m.shards)  # resolved: %2e/a.tar is a.tar on HTTP
+    if dup is not None:
+        raise ManifestError(
+            f"duplicate shard names: {dup!r} is listed more than once (as {resolve_name(dup)!r}, "
+            "after percent-decoding and dot-segment removal)"
+        )
     if m.num_samples > MAX_SAMPLES:
         raise ManifestError(f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})")

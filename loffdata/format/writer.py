@@ -25,6 +25,7 @@ import numpy as np
 from loffdata.errors import SampleError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.names import check_prefix
 from loffdata.format.sample import encode_sample
 from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
@@ -83,6 +84,7 @@ class WriterConfig:
     def __post_init__(self) -> None:
         if self.nonfinite not in NONFINITE_RULES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_RULES}, got {self.nonfinite!r}")
+        check_prefix(self.prefix)  # shards stay in the writer's directory
 
 
 class _HashingWriter(io.RawIOBase):

@@ -17,6 +17,7 @@ front (:func:`plan_output`), so a re-run resumes: shards whose record
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,13 +27,16 @@ import numpy as np
 from loffdata.errors import CliError, LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.names import check_destination, check_prefix
 from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
+from loffdata.redact import redact_json_text, redact_text
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+from loffdata.util import write_json
 
 __all__ = ["ConfigMismatch", "ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
 
@@ -79,6 +83,7 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         if self.nonfinite not in NONFINITE_RULES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_RULES}, got {self.nonfinite!r}")
+        check_prefix(self.prefix)
         if int(self.pool) < 1:
             raise ValueError(f"pool must be >= 1, got {self.pool}")
         if self.dtype not in (None, *_DTYPES):
@@ -174,16 +179,7 @@ class _Run:
 
 
 def _write_json(fs: Any, path: str, obj: Any) -> None:
-    local = _protocol(fs) in ("file", "local")
-    target = f"{path}.tmp" if local else path  # object stores: an object appears once uploaded
-    with fs.open(target, "w") as f:
-        f.write(json.dumps(obj, indent=1))
-    if local:
-        fs.mv(target, path)
-
-
-def _protocol(fs: Any) -> str:
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    write_json(path, obj, fs=fs)  # atomic on local disk, secrets redacted
 
 
 def _remove_stale(run: _Run, pending: list[int]) -> None:
@@ -229,7 +225,7 @@ def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> 
     path = f"{run.root}/{RECORD_DIR}/config.json"
     if run.fs.exists(path):
         previous = _read_json(run.fs, path)
-        if previous == json.loads(json.dumps(fingerprint)):
+        if previous == json.loads(redact_json_text(json.dumps(fingerprint))):
             return
         if not overwrite:
             raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it")
@@ -262,7 +258,7 @@ def _finish(run: _Run, num_shards: int) -> Manifest:
         d = r["stats"]
         stats.merge(ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"])))
     first = records[0]
-    source = {**run.manifest.source, "converted_from": run.src, "convert": asdict(run.config)}
+    source = {**run.manifest.source, "converted_from": redact_text(run.src), "convert": asdict(run.config)}
     if run.config.pool > 1 and isinstance(source.get("pool"), int):
         source["pool"] = source["pool"] * run.config.pool
     manifest = Manifest(
@@ -317,6 +313,8 @@ def convert(
     ``dst_options`` are fsspec storage options of either end.
 
     Raises:
+        LocationError: if ``dst`` is ``src`` or inside it (or, with ``overwrite``, ``src`` is
+            inside ``dst``).
         LoffError: if ``dst`` holds a conversion with other settings (unless ``overwrite``),
             or the source is unreadable (naming the shard and sample key).
     """
@@ -325,6 +323,7 @@ def convert(
     cfg, retry = config or ConvertConfig(), retry or RetryConfig()
     src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
+    check_destination(posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite)
     manifest = load_manifest(src, src_options, retry)
     run = _Run(src, dst, cfg, manifest, resolve_source(src, src_options, retry), src_options, dst_options, retry)
     _check_fit(run)

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -23,6 +22,8 @@ from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
 from loffdata.format.sample import decode_sample
 from loffdata.format.shardindex import read_index
 from loffdata.format.tar import iter_sample_spans
+from loffdata.redact import redact_text
+from loffdata.safeio import open_binary
 from loffdata.stream.checks import SampleRules, check_sample
 
 __all__ = ["Problem", "VerifyReport", "verify"]
@@ -38,7 +39,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.shard if self.key is None else f"{self.shard} [{self.key}]"
-        return f"{where}: {self.message}"
+        return redact_text(f"{where}: {self.message}")
 
 
 @dataclass
@@ -65,10 +66,10 @@ def verify(url: str, *, progress: bool = True, **storage_options: Any) -> Verify
     report, seen = VerifyReport(), set()
     try:
         manifest = Manifest.load(url, **storage_options)
+        urls = manifest.shard_urls(url)
     except ManifestError as err:
         report.problems.append(Problem(manifest_url(url), None, str(err)))
         return report
-    urls = manifest.shard_urls(url)
     for info, shard_url in tqdm(list(zip(manifest.shards, urls)), desc="verify", unit="shard", disable=not progress):
         report.shards += 1
         try:
@@ -79,7 +80,7 @@ def verify(url: str, *, progress: bool = True, **storage_options: Any) -> Verify
 
 
 def _read(url: str, storage_options: dict) -> bytes:
-    with fsspec.open(url, "rb", **storage_options) as f:
+    with open_binary(url, what="shard", **storage_options) as f:  # local: regular files only
         return f.read()
 
 

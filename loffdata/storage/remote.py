@@ -26,6 +26,8 @@ import fsspec
 
 from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
+from loffdata.redact import install_log_redaction, redact_text
+from loffdata.safeio import open_regular
 from loffdata.storage.ranges import Pin, get_range, remote_size
 from loffdata.util import is_local, url_protocol
 
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+install_log_redaction()  # this module and the storage libraries log URLs: never with a password
 T = TypeVar("T")
 
 #: Buffer of local shard files: small, so that large members are read straight into their
@@ -144,7 +147,7 @@ def _give_up(err: Exception, *, url: str, retry: RetryConfig, what: str, failure
         return ShardReadError(
             f"cannot {what} shard {url!r} after {failures} attempts ({spent:.1f} s): {type(err).__name__}: {err}"
         )
-    log.warning("retrying %s of %s after %s: %s", what, url, type(err).__name__, err)
+    log.warning("%s", redact_text(f"retrying {what} of {url} after {type(err).__name__}: {err}"))
     return None
 
 
@@ -398,7 +401,7 @@ def open_shard(
     if is_local(url) and fs is None:
         local = url[len("file://") :] if url.startswith("file://") else url
         try:
-            return open(local, "rb", buffering=_LOCAL_BUFFER)  # noqa: SIM115
+            return open_regular(local, what="shard", buffering=_LOCAL_BUFFER)  # no FIFO, no device
         except OSError as err:
             raise ShardReadError(
                 f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"

@@ -10,13 +10,13 @@ list of those datasets (:class:`DatasetDirectoryError`); mix them with
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from typing import Any
 
 from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
+from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
 
@@ -48,6 +48,8 @@ def expand_glob(
 ) -> list[str] | None:
     """The sorted ``.tar`` URLs matching a glob pattern; ``None`` if ``text`` is not one.
 
+    Dot-files (``.shard-000001.tar``, a writer's temporaries) never match: they are not shards.
+
     Raises:
         ValueError: for a pattern on HTTP(S), which has no listing.
         ShardReadError: when nothing matches (naming the pattern).
@@ -60,7 +62,7 @@ def expand_glob(
             "use a brace pattern such as shard-{000000..000009}.tar, or the dataset's directory URL"
         )
     fs, path = filesystem(text, storage_options, retry or RetryConfig())
-    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar"))
+    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar") and not is_dot_file(p))  # never shards
     if not matches:
         raise ShardReadError(f"no .tar shards match {text!r}")
     return [_url_of(fs, p, text) for p in matches]
@@ -98,13 +100,9 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
         data = ResumableReader(murl, fs, path, retry=retry).read()
     except ShardReadError as err:
         missing = isinstance(err.__cause__, FileNotFoundError)
-        raise ManifestError(
-            f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {err}"
-        ) from None
-    try:
-        return Manifest.from_dict(json.loads(data), where=repr(murl))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"manifest {murl!r} is not valid JSON: {err}") from None
+        why = str(err).replace(f"shard {murl!r}", "it")  # the reader speaks of shards; this is the manifest
+        raise ManifestError(f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {why}") from None
+    return Manifest.from_bytes(data, where=repr(murl))
 
 
 def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:

@@ -27,6 +27,7 @@ from loffdata.format.codec import Quantized
 from loffdata.format.sample import Sample, decode_sample
 from loffdata.format.shardindex import check_coverage
 from loffdata.format.tar import iter_sample_spans, read_sample_at
+from loffdata.safeio import open_regular
 from loffdata.storage.ranges import Pin, get_range
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
 from loffdata.stream.checks import SampleRules, check_sample, sample_position
@@ -139,7 +140,7 @@ class IndexedDataset(Dataset):
             got = (known.get(s) if hasattr(known, "get") else known[s]) if known else None  # None: unusable sidecar
             entry = (np.asarray(got[0], np.int64), tuple(got[1])) if got is not None else self._scan(s)
             if got is not None and is_local(self.shards.urls[s]):  # the index covers the shard exactly
-                with open(self.shards.urls[s].removeprefix("file://"), "rb") as f:
+                with open_regular(self.shards.urls[s].removeprefix("file://"), what="shard") as f:
                     check_coverage(f, entry[0], shard=self.shards.urls[s])
             self.index[s] = entry
         return self.index[s]
@@ -189,7 +190,7 @@ class IndexedDataset(Dataset):
         if f is None:
             path = self.shards.urls[s].removeprefix("file://")
             try:
-                f = self._files[s] = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open across calls
+                f = self._files[s] = open_regular(path, what="shard", buffering=0)  # kept open across calls
             except OSError as err:
                 raise ShardReadError(f"shard {self.shards.urls[s]!r} is missing or not readable: {err}") from err
             while len(self._files) > _OPEN_FILES:

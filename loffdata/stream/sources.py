@@ -17,6 +17,7 @@ import numpy as np
 from loffdata.errors import LoffError, ShardReadError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, TensorSpec
+from loffdata.format.names import first_duplicate, is_dot_file, url_identity
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
 from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
@@ -108,7 +109,21 @@ def resolve_source(
         urls = [os.fspath(u) for u in source]
     if not urls:
         raise ValueError("no shards given")
+    _check_urls(urls)
     return _from_sibling_manifest(urls, options, retry) or _scan(urls, options, retry)
+
+
+def _check_urls(urls: list[str]) -> None:
+    """Refuses dot-files and one shard listed twice under two spellings (resolved first)."""
+    dots = [u for u in urls if is_dot_file(u)]
+    if dots:
+        raise ShardReadError(f"{dots[0]!r} is a dot-file: names starting with '.' are never shards")
+    dup = first_duplicate(urls, url_identity)
+    if dup is not None:
+        raise ShardReadError(
+            f"shard {dup!r} is listed twice (as {url_identity(dup)!r}, after percent-decoding and "
+            "dot-segment removal): it would be read twice"
+        )
 
 
 def _from_manifest(manifest: Manifest, urls: list[str], names: list[str], options: dict[str, Any]) -> ShardSet:

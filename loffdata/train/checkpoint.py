@@ -17,9 +17,10 @@ import torch
 
 from loffdata import util
 from loffdata.errors import LoffError
+from loffdata.redact import redact
 from loffdata.train.config import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
 
-__all__ = ["Progress", "load_checkpoint", "resume", "save_checkpoint", "write_json"]
+__all__ = ["NoCheckpointError", "Progress", "ResumeError", "load_checkpoint", "resume", "save_checkpoint", "write_json"]
 
 
 @dataclass
@@ -32,6 +33,14 @@ class Progress:
     loss_n: float = 0.0
     mid_epoch: bool = False  # resumed from a mid-epoch checkpoint: the loader holds the position
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ResumeError(LoffError, ValueError):
+    """A resume asked with settings other than the checkpoint's."""
+
+
+class NoCheckpointError(LoffError, FileNotFoundError):
+    """A resume asked where there is no checkpoint."""
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -52,7 +61,7 @@ def save_checkpoint(run: Any, *, loader_state: dict[str, Any] | None) -> None:
         return
     p = run.progress
     payload = {
-        "version": 1, "config": dataclasses.asdict(run.config), "model": run.model.state_dict(),
+        "version": 1, "config": redact(dataclasses.asdict(run.config)), "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "step": p.step, "epoch": p.epoch,
         "loss_sum": p.loss_sum, "loss_n": p.loss_n, "history": p.history,
         "loader": loader_state, "rng": _rng_state(),
@@ -83,17 +92,18 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
 
 
 def _check_resumable(config: TrainConfig, saved: dict[str, Any]) -> None:
-    diff = sorted(k for k, v in dataclasses.asdict(config).items()
-                  if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
+    now = redact(dataclasses.asdict(config))  # the checkpoint holds the redacted config
+    diff = sorted(k for k, v in now.items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
     if diff:
-        detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in diff)
-        raise ValueError(f"cannot resume: the config differs from the checkpoint's ({detail})")
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
+        raise ResumeError(f"cannot resume: the config differs from the checkpoint's ({detail}); "
+                        "resume with the same settings, or start a fresh run in another --out")
 
 
 def resume(run: Any) -> None:
     path = run.out / CHECKPOINT_NAME
     if not path.exists():
-        raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}")
+        raise NoCheckpointError(f"resume=True but there is no checkpoint at {path}")
     ckpt = load_checkpoint(path, map_location=run.device)
     _check_resumable(run.config, ckpt["config"])
     run.model.load_state_dict(ckpt["model"])
