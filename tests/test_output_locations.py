@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loffdata.cli.main import main as cli_main
+from loffdata.cli.parse import run
 from loffdata.errors import LocationError
 from loffdata.extract.config import ExtractConfig
 from loffdata.format.writer import WriterConfig
@@ -84,7 +85,7 @@ def test_tools_shard_cli_refuses_prefix_and_location_in_one_line(tmp_path, capsy
              ["--input", str(images), "--out", str(images / "o")]]
     for argv in cases:
         with pytest.raises(SystemExit) as exit_:
-            shard.cliutil.run(lambda argv=argv: shard.main(argv))
+            run(lambda argv=argv: shard.main(argv))
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o").exists()

@@ -175,8 +175,9 @@ def index(path: str, *, force: bool = False, classes: str | None = None, quiet: 
         quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.format.index import index_dataset
+    from loffdata.format.index import check_writable, index_dataset
 
+    check_writable(path)  # before any read: the manifest is written next to the shards
     so = storage_options or {}
     if _has_manifest(path, so):
         if classes is not None:

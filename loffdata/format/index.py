@@ -24,7 +24,7 @@ from loffdata.format.writer import write_sidecar
 from loffdata.safeio import open_binary
 from loffdata.util import is_local
 
-__all__ = ["shard_index", "index_dataset"]
+__all__ = ["shard_index", "index_dataset", "check_writable"]
 
 
 class _Arena:
@@ -67,7 +67,7 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
             for a dataset read over HTTP, which cannot be written; a manifest that cannot be
             written (read-only directory) names it.
     """
-    _check_writable(url)
+    check_writable(url)
     manifest = Manifest.load(url, **storage_options)
     fs, root = fsspec.core.url_to_fs(posixpath.dirname(manifest_url(str(url))), **storage_options)
     indexes = []
@@ -102,7 +102,7 @@ def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) 
     return ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)
 
 
-def _check_writable(url: str) -> None:
+def check_writable(url: str) -> None:
     """Refuses, before any shard is read, a dataset that the index could not be saved to."""
     if str(url).startswith(("http://", "https://")):
         raise LoffError(f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
