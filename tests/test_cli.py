@@ -51,7 +51,7 @@ def run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_each_command_line_runs_as_a_subprocess(cli, args, wanted, tmp_path):
     """The one real interpreter launch per command line: its entry point, exit status, stderr."""
     proc = subprocess.run([*PROCESSES[cli], *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                          timeout=600, check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                               [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert proc.returncode == 2 and wanted in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == "" and not list(tmp_path.iterdir())

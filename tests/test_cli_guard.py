@@ -76,7 +76,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 def test_every_cli_answers_in_one_line(tmp_path, script, argv):
     args = [a.format(missing=tmp_path / "missing") for a in argv]
     cmd = [sys.executable, *script.split(), *args] if script.startswith("-m") else [sys.executable, str(ROOT / script), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode in (parse.EXIT_PROBLEM, parse.EXIT_USAGE), proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr

@@ -49,7 +49,7 @@ def test_quick_demo_library_path(demo, tmp_path, capsys):
 @pytest.mark.slow
 def test_quick_cli_prints_table(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path / "q")],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^augment\s+val acc", proc.stdout, re.M)
     assert re.search(r"^loffta\s+\d", proc.stdout, re.M) and re.search(r"^none\s+\d", proc.stdout, re.M)

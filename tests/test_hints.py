@@ -40,11 +40,11 @@ def test_parent_dir_names_the_closest_dataset(demo_like, monkeypatch):
 def test_inspect_cli_answers_in_one_line(demo_like):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "loffdata", "inspect", "out/demo"], cwd=demo_like.parents[1],
-                          capture_output=True, text=True, timeout=120, env=env, check=False)
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "did you mean 'out/demo/train'" in proc.stderr
     ok = subprocess.run([sys.executable, "-m", "loffdata", "inspect", "out/demo/train"], cwd=demo_like.parents[1],
-                        capture_output=True, text=True, timeout=120, env=env, check=False)
+                        capture_output=True, text=True, timeout=600, env=env, check=False)
     assert ok.returncode == 0 and "samples     6 in 2 shards" in ok.stdout
 
 

@@ -53,7 +53,7 @@ def test_torchrun_ddp_equal_batches_and_exactly_once(tmp_path):
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(tmp_path / "ddp.py"), str(data), str(tmp_path)]
-    subprocess.run(cmd, check=True, cwd=ROOT, timeout=240, capture_output=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["len"] == ranks[1]["len"] == 5  # ceil(37 / 2) = 19 samples -> 5 batches
     for epoch in range(2):

@@ -19,7 +19,7 @@ def test_bench_quick_runs():
         [sys.executable, str(ROOT / "benchmarks/bench_augment.py"), "--quick"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
@@ -34,7 +34,7 @@ def test_plot_tool_writes_png(tmp_path):
         [sys.executable, str(ROOT / "tools/plot_augmentations.py"), "--out", str(target)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr

@@ -29,7 +29,7 @@ def _shard_hashes(out: Path) -> dict[str, str]:
 def test_two_identical_shard_runs_write_identical_shards(tmp_path):
     for run in ("a", "b"):
         proc = subprocess.run([sys.executable, str(ROOT / "tools" / "shard.py"), *TINY, "--out", run],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _shard_hashes(tmp_path / "a"), _shard_hashes(tmp_path / "b")
     assert len(a) == 2 and a == b

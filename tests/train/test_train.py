@@ -124,10 +124,10 @@ def test_cli_with_config_file_and_resume(data, tmp_path):
     out = tmp_path / "cli"
     config = ROOT / "recipes" / "configs" / "demo.yaml"
     base = [sys.executable, str(SCRIPT), "--config", str(config), *_cli_args(data, out, 2)]
-    proc = subprocess.run([*base, "--max_steps", "6"], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([*base, "--max_steps", "6"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1/2" in proc.stdout and "stopped at step 6" in proc.stdout
-    proc = subprocess.run([*base, "--resume"], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([*base, "--resume"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stdout and "epoch 2/2" in proc.stdout and "done: val_acc" in proc.stdout
     assert len((out / LOG_NAME).read_text().splitlines()) == 2
@@ -146,7 +146,7 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT),
            *_cli_args(data, out, 1)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("epoch 1/1") == 1 and proc.stdout.count("done: val_acc") == 1  # rank 0 only
     (record,) = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
