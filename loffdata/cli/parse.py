@@ -41,6 +41,7 @@ __all__ = [
     "docstring_entries",
     "format_help",
     "build",
+    "parse_config",
     "load_config_file",
     "nest",
     "options_from_dataclass",
@@ -273,6 +274,14 @@ def build(cls: type, values: dict[str, Any]) -> Any:
         text = str(err)
         first = text.split(" ", 1)[0]
         raise CliError(f"--{text}" if first in values else text) from None
+
+
+def parse_config(cls: type, options: Sequence[Option], argv: Sequence[str] | None, *, prog: str,
+                 doc: str | None) -> Any:
+    """The config dataclass ``cls`` of a command line (``sys.argv[1:]`` when ``argv`` is
+    None), every flag checked; None when it asked for ``--help``."""
+    values = parse_command(sys.argv[1:] if argv is None else list(argv), options, prog=prog, doc=doc)
+    return None if values is None else build(cls, values)
 
 
 def nest(values: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ Re-running the same command resumes; see docs/extract.md.
 from __future__ import annotations
 
 import os
-import sys
 
 from loffdata.cli import parse as cliutil
 from loffdata.extract.config import ExtractConfig, check_paths
@@ -50,11 +49,9 @@ def check_model(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Checks every flag, then extracts each split of the input into ``<out>/<split>``."""
-    values = cliutil.parse_command(sys.argv[1:] if argv is None else argv, OPTIONS,
-                                   prog="loffdata-shard", doc=__doc__)
-    if values is None:
+    config = cliutil.parse_config(ExtractConfig, OPTIONS, argv, prog="loffdata-shard", doc=__doc__)
+    if config is None:
         return
-    config = cliutil.build(ExtractConfig, values)
     check_paths(config)
     check_model(config.model)
     from loffdata.extract.pipeline import extract  # heavy (torch): only after the checks

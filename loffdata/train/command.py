@@ -16,8 +16,6 @@ and ``checkpoint.pt`` (written atomically every epoch).
 
 from __future__ import annotations
 
-import sys
-
 from loffdata.cli import parse as cliutil
 from loffdata.train.config import STREAM_FROM_RUN, TrainConfig
 
@@ -28,11 +26,9 @@ OPTIONS = cliutil.options_from_dataclass(TrainConfig, exclude=[f"stream.{k}" for
 
 def main(argv: list[str] | None = None) -> None:
     """Checks every flag, the config file and the values against the cache, then trains."""
-    values = cliutil.parse_command(sys.argv[1:] if argv is None else argv, OPTIONS,
-                                   prog="loffdata-train", doc=__doc__)
-    if values is None:
+    config = cliutil.parse_config(TrainConfig, OPTIONS, argv, prog="loffdata-train", doc=__doc__)
+    if config is None:
         return
-    config = cliutil.build(TrainConfig, values)
     from loffdata.train.preflight import preflight
     from loffdata.train.trainer import train  # heavy (torch, the loader): only after the flags
 
