@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 # a core without the extras' packages); see docs/architecture.md.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 bench: $(STAMP)

@@ -29,7 +29,9 @@ from bench_loader import build_data, isolated, parse_shape, serve
 from clients import CLIENTS
 
 
-def _measure(name: str, urls: list[str], sizes: list[int], block: int, depth: int, extra_path: str) -> tuple:
+def _measure(
+    name: str, urls: list[str], sizes: list[int], block: int, depth: int, extra_path: str
+) -> tuple:
     if extra_path:
         sys.path.append(extra_path)
     cpu = time.process_time()
@@ -37,10 +39,19 @@ def _measure(name: str, urls: list[str], sizes: list[int], block: int, depth: in
     return got, time.process_time() - cpu
 
 
-def main(n: int = 1024, shape: str = "768,16,16", shard_samples: int = 256, block: int = 8 << 20,
-         depths: str = "1,4,16", latency_ms: float = 30.0, conn_mbps: float = 100.0,
-         root: str = "/tmp/loffdata-bench", extra_path: str = "", clients: str = "fsspec-async,fsspec-threads,obstore",
-         repeats: int = 1) -> dict:
+def main(
+    n: int = 1024,
+    shape: str = "768,16,16",
+    shard_samples: int = 256,
+    block: int = 8 << 20,
+    depths: str = "1,4,16",
+    latency_ms: float = 30.0,
+    conn_mbps: float = 100.0,
+    root: str = "/tmp/loffdata-bench",
+    extra_path: str = "",
+    clients: str = "fsspec-async,fsspec-threads,obstore",
+    repeats: int = 1,
+) -> dict:
     """Runs every client at every depth; prints MB/s and CPU s/GB."""
     dims = parse_shape(shape)
     path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
@@ -49,19 +60,27 @@ def main(n: int = 1024, shape: str = "768,16,16", shard_samples: int = 256, bloc
     out: dict = {}
     with serve("http", path, (latency_ms / 1e3, conn_mbps * 1e6 or None)) as (url, _):
         urls = [f"{url.rstrip('/')}/{nm}" for nm in names]
-        print(f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, simulator "
-              f"{latency_ms:.0f} ms / {conn_mbps:.0f} MB/s per connection, {os.cpu_count()} CPUs")
+        print(
+            f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, simulator "
+            f"{latency_ms:.0f} ms / {conn_mbps:.0f} MB/s per connection, {os.cpu_count()} CPUs"
+        )
         print(f"{'client':<16}{'in flight':>10}{'MB/s':>10}{'CPU s/GB':>10}")
         for name in clients.split(","):
             for depth in parse_shape(depths):
                 try:
-                    runs = [isolated(_measure, name, urls, sizes, block, depth, extra_path) for _ in range(repeats)]
+                    runs = [
+                        isolated(_measure, name, urls, sizes, block, depth, extra_path)
+                        for _ in range(repeats)
+                    ]
                 except RuntimeError as err:
                     print(f"{name:<16}{depth:>10}   failed: {err}")
                     break
                 (got, cpu), secs = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
                 out[(name, depth)] = (got / secs / 1e6, cpu / (got / 1e9))
-                print(f"{name:<16}{depth:>10}{got / secs / 1e6:>10,.0f}{cpu / (got / 1e9):>10.2f}", flush=True)
+                print(
+                    f"{name:<16}{depth:>10}{got / secs / 1e6:>10,.0f}{cpu / (got / 1e9):>10.2f}",
+                    flush=True,
+                )
     return out
 
 

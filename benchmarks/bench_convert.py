@@ -27,7 +27,9 @@ __all__ = ["main"]
 
 
 def _extract(out: str, n: int, img_size: int | None, **kw) -> float:
-    cfg = ExtractConfig(out=out, shapes_counts={"train": n}, img_size=img_size, progress=False, **kw)
+    cfg = ExtractConfig(
+        out=out, shapes_counts={"train": n}, img_size=img_size, progress=False, **kw
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
@@ -35,8 +37,15 @@ def _extract(out: str, n: int, img_size: int | None, **kw) -> float:
     return time.perf_counter() - start
 
 
-def main(*, quick: bool = False, n: int = 1000, pool: int = 2, dtype: str = "int8", img_size: int | None = None,
-         root: str | None = None) -> None:
+def main(
+    *,
+    quick: bool = False,
+    n: int = 1000,
+    pool: int = 2,
+    dtype: str = "int8",
+    img_size: int | None = None,
+    root: str | None = None,
+) -> None:
     """Prints the seconds of re-extraction and of convert, and their ratio."""
     if quick:
         n, img_size = 32, img_size or 64
@@ -44,11 +53,20 @@ def main(*, quick: bool = False, n: int = 1000, pool: int = 2, dtype: str = "int
     _extract(f"{root}/fp16", n, img_size, dtype="float16")
     t_extract = _extract(f"{root}/reextract", n, img_size, dtype=dtype, pool=pool)
     start = time.perf_counter()
-    m = convert(f"{root}/fp16/train", f"{root}/converted", ConvertConfig(pool=pool, dtype=dtype), progress=False)
+    m = convert(
+        f"{root}/fp16/train",
+        f"{root}/converted",
+        ConvertConfig(pool=pool, dtype=dtype),
+        progress=False,
+    )
     t_convert = time.perf_counter() - start
     print(f"{n} samples -> {m.features.dtype}{list(m.features.shape)}, pool {pool}")
-    print(f"re-extraction with --pool {pool} --dtype {dtype}: {t_extract:.2f} s ({n / t_extract:.0f} samples/s)")
-    print(f"convert from the fp16 cache:            {t_convert:.2f} s ({n / t_convert:.0f} samples/s)")
+    print(
+        f"re-extraction with --pool {pool} --dtype {dtype}: {t_extract:.2f} s ({n / t_extract:.0f} samples/s)"
+    )
+    print(
+        f"convert from the fp16 cache:            {t_convert:.2f} s ({n / t_convert:.0f} samples/s)"
+    )
     print(f"convert / re-extraction speed: {t_extract / t_convert:.1f}x")
 
 

@@ -57,8 +57,16 @@ def full_extraction(cfg: ExtractConfig) -> float:
     return n / (time.perf_counter() - start)
 
 
-def main(*, quick: bool = False, n: int = 512, model: str = "vit_tiny_patch16_224", img_size: int = 112,
-         batch_size: int = 64, workers: int | None = None, dtype: str = "float16") -> None:
+def main(
+    *,
+    quick: bool = False,
+    n: int = 512,
+    model: str = "vit_tiny_patch16_224",
+    img_size: int = 112,
+    batch_size: int = 64,
+    workers: int | None = None,
+    dtype: str = "float16",
+) -> None:
     """Runs both measurements and prints images/s and their ratio.
 
     Args:
@@ -73,12 +81,22 @@ def main(*, quick: bool = False, n: int = 512, model: str = "vit_tiny_patch16_22
     n = 16 if quick else n
     warnings.simplefilter("ignore", RandomWeightsWarning)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ExtractConfig(out=tmp, model=model, img_size=img_size, batch_size=min(batch_size, n), workers=workers,
-                            dtype=dtype, shapes_counts={"train": n}, progress=False)
+        cfg = ExtractConfig(
+            out=tmp,
+            model=model,
+            img_size=img_size,
+            batch_size=min(batch_size, n),
+            workers=workers,
+            dtype=dtype,
+            shapes_counts={"train": n},
+            progress=False,
+        )
         plain = plain_inference(cfg, n)
         full = full_extraction(cfg)
-    print(f"model={model} img_size={img_size} batch={cfg.batch_size} workers={cfg.workers} dtype={dtype} "
-          f"images={n} threads={torch.get_num_threads()} cpus={os.cpu_count()}")
+    print(
+        f"model={model} img_size={img_size} batch={cfg.batch_size} workers={cfg.workers} dtype={dtype} "
+        f"images={n} threads={torch.get_num_threads()} cpus={os.cpu_count()}"
+    )
     print(f"plain inference: {plain:8.1f} images/s")
     print(f"extraction:      {full:8.1f} images/s")
     print(f"ratio extraction/plain: {full / plain:.2f}")

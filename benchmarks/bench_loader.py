@@ -61,7 +61,11 @@ from loffdata.stream.batching import pool_slots
 from loffdata.stream.plan import window_size
 
 REPO = Path(__file__).resolve().parents[1]
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def build_data(root: Path, n: int, shape: tuple[int, ...], shard_samples: int) -> Manifest:
@@ -75,7 +79,9 @@ def build_data(root: Path, n: int, shape: tuple[int, ...], shard_samples: int) -
     rng = np.random.default_rng(0)
     base = rng.standard_normal((64, *shape)).astype(np.float16)
     items = ((f"b{i:08d}", base[i % 64], i % 10) for i in range(n))
-    return write_dataset(str(root), items, config=WriterConfig(max_samples=shard_samples, dtype=None))
+    return write_dataset(
+        str(root), items, config=WriterConfig(max_samples=shard_samples, dtype=None)
+    )
 
 
 def raw_read(urls: list[str]) -> int:
@@ -122,7 +128,9 @@ def isolated(fn: Callable, *args) -> tuple[float, float]:
             with contextlib.suppress(queues.Empty):
                 return queue.get(timeout=1)
             if not proc.is_alive():
-                raise RuntimeError(f"{fn.__name__} failed in its process (exit code {proc.exitcode})")
+                raise RuntimeError(
+                    f"{fn.__name__} failed in its process (exit code {proc.exitcode})"
+                )
     finally:
         proc.join()
 
@@ -161,10 +169,17 @@ def webdataset_pipeline(urls: list[str], batch: int, options: dict | None):
     from webdataset import tariterators
 
     if options is None:
-        return wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(_decode).batched(batch)
+        return (
+            wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(_decode).batched(batch)
+        )
     return wds.DataPipeline(
-        wds.SimpleShardList(urls), wds.split_by_worker, functools.partial(_fsspec_streams, options=options),
-        tariterators.tar_file_expander, tariterators.group_by_keys, wds.map(_decode), wds.batched(batch),
+        wds.SimpleShardList(urls),
+        wds.split_by_worker,
+        functools.partial(_fsspec_streams, options=options),
+        tariterators.tar_file_expander,
+        tariterators.group_by_keys,
+        wds.map(_decode),
+        wds.batched(batch),
     )
 
 
@@ -181,29 +196,57 @@ def consume(x: torch.Tensor) -> int:
     return len(x)
 
 
-def loffdata_epoch(root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype,
-                   options: dict | None = None, prefetch: dict | None = None) -> int:
+def loffdata_epoch(
+    root: str,
+    batch: int,
+    workers: int,
+    augment: str | None,
+    dtype: torch.dtype,
+    options: dict | None = None,
+    prefetch: dict | None = None,
+) -> int:
     from loffdata.loader import LoffLoader
     from loffdata.loader.config import LoaderConfig
     from loffdata.storage.prefetch import PrefetchConfig
 
-    loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers, augment=augment,
-                        dtype=dtype, storage_options=options or {})
+    loader = LoffLoader(
+        root,
+        LoaderConfig(backend="torch"),
+        batch_size=batch,
+        num_workers=workers,
+        augment=augment,
+        dtype=dtype,
+        storage_options=options or {},
+    )
     if prefetch is not None:
         loader.dataset.prefetch = PrefetchConfig(**prefetch)
     return sum(consume(x) for x, _ in loader)
 
 
-def remote_epochs(url: str, batch: int, workers: int, options: dict, prefetch: dict | None,
-                  cache_dir: str | None = None, epochs: int = 1) -> dict:
+def remote_epochs(
+    url: str,
+    batch: int,
+    workers: int,
+    options: dict,
+    prefetch: dict | None,
+    cache_dir: str | None = None,
+    epochs: int = 1,
+) -> dict:
     """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
     from loffdata.loader import LoffLoader
     from loffdata.loader.config import LoaderConfig
     from loffdata.storage.prefetch import PrefetchConfig
 
-    loader = LoffLoader(url, LoaderConfig(backend="torch", persistent_workers=True), batch_size=batch,
-                        num_workers=workers, augment=None, dtype=torch.float16, storage_options=options,
-                        cache_dir=cache_dir)
+    loader = LoffLoader(
+        url,
+        LoaderConfig(backend="torch", persistent_workers=True),
+        batch_size=batch,
+        num_workers=workers,
+        augment=None,
+        dtype=torch.float16,
+        storage_options=options,
+        cache_dir=cache_dir,
+    )
     if prefetch is not None:
         loader.dataset.prefetch = PrefetchConfig(**prefetch)
     sampler, rates = RssSampler(), []
@@ -217,7 +260,11 @@ def remote_epochs(url: str, batch: int, workers: int, options: dict, prefetch: d
     sampler.stop.set()
     loader.close()
     peaks = sampler.peaks
-    return {"rates": rates, "worker_rss": peaks.get("worker VmRSS", 0), "worker_anon": peaks.get("worker RssAnon", 0)}
+    return {
+        "rates": rates,
+        "worker_rss": peaks.get("worker VmRSS", 0),
+        "worker_anon": peaks.get("worker RssAnon", 0),
+    }
 
 
 def concurrent_gets(urls: list[str], sizes: list[int], depth: int) -> int:
@@ -245,12 +292,16 @@ class WarmLoader:
     their shared-memory batch buffers already mapped (see docs/loader.md).
     """
 
-    def __init__(self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype):
+    def __init__(
+        self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype
+    ):
         from loffdata.loader import LoffLoader
         from loffdata.loader.config import LoaderConfig
 
         config = LoaderConfig(backend="torch", persistent_workers=True)
-        self.loader = LoffLoader(root, config, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype)
+        self.loader = LoffLoader(
+            root, config, batch_size=batch, num_workers=workers, augment=augment, dtype=dtype
+        )
         self.epoch = 0
         self()
 
@@ -260,7 +311,9 @@ class WarmLoader:
         return sum(consume(x) for x, _ in self.loader)
 
 
-def augment_alone(n: int, shape: tuple[int, ...], batch: int, augment: str, dtype: torch.dtype, mean, std) -> int:
+def augment_alone(
+    n: int, shape: tuple[int, ...], batch: int, augment: str, dtype: torch.dtype, mean, std
+) -> int:
     """The loader's device-side work on batches already in memory; returns samples."""
     from loffdata.augment import Augmenter, AugmentSpec
 
@@ -334,7 +387,9 @@ def serve(source: str, root: Path, sim: tuple = ()) -> Iterator[tuple[str, dict 
         os.environ.update(AWS_ENV)  # the loader's workers inherit the dummy credentials
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(str(root), queue, *(sim if source == "http" else ())), daemon=True)
+    proc = ctx.Process(
+        target=target, args=(str(root), queue, *(sim if source == "http" else ())), daemon=True
+    )
     proc.start()
     try:
         yield queue.get(timeout=600)
@@ -356,21 +411,32 @@ def row_functions(cfg: dict, url: str, options: dict | None) -> dict[str, Callab
         rows["loffdata"] = lambda: loffdata_epoch(url, b, w, None, torch.float16)
         rows["loffdata, later epochs"] = _lazy(lambda: WarmLoader(url, b, w, None, torch.float16))
     else:
-        rows[f"raw read {cfg['source']}"] = lambda: _per_sample(isolated(raw_read_remote, remote_urls, options), cfg)
+        rows[f"raw read {cfg['source']}"] = lambda: _per_sample(
+            isolated(raw_read_remote, remote_urls, options), cfg
+        )
         rows["webdataset"] = lambda: isolated(webdataset_epoch, remote_urls, b, w, options)
         rows["loffdata"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options)
-        rows["loffdata, by shard"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options,
-                                                      {"by_sample": False})
-        rows["loffdata, prefetch off"] = lambda: isolated(loffdata_epoch, url, b, w, None, torch.float16, options,
-                                                          {"requests": 0})
+        rows["loffdata, by shard"] = lambda: isolated(
+            loffdata_epoch, url, b, w, None, torch.float16, options, {"by_sample": False}
+        )
+        rows["loffdata, prefetch off"] = lambda: isolated(
+            loffdata_epoch, url, b, w, None, torch.float16, options, {"requests": 0}
+        )
     if options is None:
         rows.update(identity_rows(url, b, w))
     if aug and aug != "none":  # the identity preset has its rows above (float16, against no step)
-        rows[f"{aug} alone"] = lambda: augment_alone(cfg["n"], cfg["dims"], b, aug, torch.float32, *cfg["stats"])
-        rows[f"loffdata + {aug}"] = lambda: (loffdata_epoch(url, b, w, aug, torch.float32) if options is None
-                                             else isolated(loffdata_epoch, url, b, w, aug, torch.float32, options))
+        rows[f"{aug} alone"] = lambda: augment_alone(
+            cfg["n"], cfg["dims"], b, aug, torch.float32, *cfg["stats"]
+        )
+        rows[f"loffdata + {aug}"] = lambda: (
+            loffdata_epoch(url, b, w, aug, torch.float32)
+            if options is None
+            else isolated(loffdata_epoch, url, b, w, aug, torch.float32, options)
+        )
         if options is None:
-            rows[f"loffdata + {aug}, later"] = _lazy(lambda: WarmLoader(url, b, w, aug, torch.float32))
+            rows[f"loffdata + {aug}, later"] = _lazy(
+                lambda: WarmLoader(url, b, w, aug, torch.float32)
+            )
     return rows
 
 
@@ -391,8 +457,14 @@ def first_epoch(root: str, batch: int, workers: int) -> tuple[int, float]:
     from loffdata.loader.config import LoaderConfig
 
     t0 = time.perf_counter()
-    loader = LoffLoader(root, LoaderConfig(backend="torch"), batch_size=batch, num_workers=workers,
-                        augment=None, dtype=torch.float16)
+    loader = LoffLoader(
+        root,
+        LoaderConfig(backend="torch"),
+        batch_size=batch,
+        num_workers=workers,
+        augment=None,
+        dtype=torch.float16,
+    )
     done = sum(consume(x) for x, _ in loader)
     secs = time.perf_counter() - t0
     loader.close()
@@ -402,11 +474,15 @@ def first_epoch(root: str, batch: int, workers: int) -> tuple[int, float]:
 def _print_identity_and_first_epoch(r: dict[str, float]) -> None:
     if "loffdata + none" not in r:
         return
-    print(f"  first epoch / raw read       {r['loffdata, first epoch'] / r['raw read']:.2f}   (target >= 0.6; "
-          f"later epochs {r['loffdata, later epochs'] / r['raw read']:.2f}; with teardown "
-          f"{r['loffdata'] / r['raw read']:.2f})")
-    print(f"  augment='none' / None        {r['loffdata + none'] / r['loffdata']:.2f}   (target >= 0.9; "
-          f"later epochs {r['loffdata + none, later'] / r['loffdata, later epochs']:.2f})")
+    print(
+        f"  first epoch / raw read       {r['loffdata, first epoch'] / r['raw read']:.2f}   (target >= 0.6; "
+        f"later epochs {r['loffdata, later epochs'] / r['raw read']:.2f}; with teardown "
+        f"{r['loffdata'] / r['raw read']:.2f})"
+    )
+    print(
+        f"  augment='none' / None        {r['loffdata + none'] / r['loffdata']:.2f}   (target >= 0.9; "
+        f"later epochs {r['loffdata + none, later'] / r['loffdata, later epochs']:.2f})"
+    )
 
 
 class _lazy:  # noqa: N801 (used like a function)
@@ -428,7 +504,9 @@ def _per_sample(got: tuple[int, float], cfg: dict) -> tuple[float, float]:
     return got[0] / cfg["per_sample"], got[1]
 
 
-def measure(rows: dict[str, Callable], repeats: int, cold_paths: list[str] | None) -> dict[str, float]:
+def measure(
+    rows: dict[str, Callable], repeats: int, cold_paths: list[str] | None
+) -> dict[str, float]:
     """Medians of ``repeats`` interleaved runs of every row (evicting before each if cold)."""
     rates: dict[str, list[float]] = {}
     for _ in range(repeats):  # interleave the rows so that machine noise hits all alike
@@ -447,15 +525,19 @@ def prefetch_study(cfg: dict, url: str, options: dict, depths: list[int], repeat
 
     b, w = cfg["batch"], cfg["workers"]
     out: dict = {"sweep": {}}
-    modes = {"by shard": lambda d: {"requests": d, "by_sample": False},
-             "by sample": lambda d: {"sample_requests": d, "by_sample": True}}
+    modes = {
+        "by shard": lambda d: {"requests": d, "by_sample": False},
+        "by sample": lambda d: {"sample_requests": d, "by_sample": True},
+    }
     for depth in depths:
         for mode, prefetch in modes.items():
             runs = []
             for _ in range(repeats):
                 peak_in_flight(url)
                 got, _ = isolated(remote_epochs, url, b, w, options, prefetch(depth), None, 2)
-                runs.append((*got["rates"], peak_in_flight(url), got["worker_rss"], got["worker_anon"]))
+                runs.append(
+                    (*got["rates"], peak_in_flight(url), got["worker_rss"], got["worker_anon"])
+                )
             out["sweep"][f"{depth} {mode}"] = sorted(runs)[len(runs) // 2]
     remote = [f"{url.rstrip('/')}/{Path(u).name}" for u in cfg["urls"]]
     sizes = [os.path.getsize(u) for u in cfg["urls"]]
@@ -468,32 +550,50 @@ def prefetch_study(cfg: dict, url: str, options: dict, depths: list[int], repeat
     out["cache"] = [statistics.median(c[i] for c in caches) for i in range(2)]
     local = str(cfg["path"])
     out["local"] = median_rate(lambda: loffdata_epoch(local, b, w, None, torch.float16), repeats)[0]
-    out["local, later epochs"] = median_rate(_lazy(lambda: WarmLoader(local, b, w, None, torch.float16)), repeats)[0]
+    out["local, later epochs"] = median_rate(
+        _lazy(lambda: WarmLoader(local, b, w, None, torch.float16)), repeats
+    )[0]
     return out
 
 
 def _print_study(st: dict, r: dict, cfg: dict, sim: tuple) -> None:
     per = cfg["per_sample"]
-    print(f"\ncloud simulator: {sim[0] * 1e3:.0f} ms to first byte, {(sim[1] or 0) / 1e6:.0f} MB/s per connection")
-    print(f"{'requests/worker, mode':<26}{'samples/s':>10}{'later':>8}{'GB/s':>7}{'peak in flight':>16}"
-          f"{'worker RSS':>12}{'anon':>7} (MiB)")
+    print(
+        f"\ncloud simulator: {sim[0] * 1e3:.0f} ms to first byte, {(sim[1] or 0) / 1e6:.0f} MB/s per connection"
+    )
+    print(
+        f"{'requests/worker, mode':<26}{'samples/s':>10}{'later':>8}{'GB/s':>7}{'peak in flight':>16}"
+        f"{'worker RSS':>12}{'anon':>7} (MiB)"
+    )
     for depth, (rate, later, peak, rss, anon) in st["sweep"].items():
-        print(f"{depth:<26}{rate:>10,.0f}{later:>8,.0f}{later * per / 1e9:>7.2f}{peak:>16}"
-              f"{rss / (1 << 20):>12,.0f}{anon / (1 << 20):>7,.0f}")
-    print(f"{'16 range GETs, no decoding':<26}{st['gets']:>10,.0f}{'':>8}{st['gets'] * per / 1e9:>7.2f}")
+        print(
+            f"{depth:<26}{rate:>10,.0f}{later:>8,.0f}{later * per / 1e9:>7.2f}{peak:>16}"
+            f"{rss / (1 << 20):>12,.0f}{anon / (1 << 20):>7,.0f}"
+        )
+    print(
+        f"{'16 range GETs, no decoding':<26}{st['gets']:>10,.0f}{'':>8}{st['gets'] * per / 1e9:>7.2f}"
+    )
     c1, c2 = st["cache"]
-    for name, rate in [("cache_dir, epoch 1", c1), ("cache_dir, epoch 2", c2), ("local page cache", st["local"]),
-                       ("local, later epochs", st["local, later epochs"])]:
+    for name, rate in [
+        ("cache_dir, epoch 1", c1),
+        ("cache_dir, epoch 2", c2),
+        ("local page cache", st["local"]),
+        ("local, later epochs", st["local, later epochs"]),
+    ]:
         print(f"{name:<26}{rate:>10,.0f}{rate * per / 1e9:>7.2f}")
     one = r[f"raw read {cfg['source']}"]
     print("ratios:")
     print(f"  loffdata / one connection      {r['loffdata'] / one:.2f}   (target >= 4)")
     print(f"  loffdata / webdataset          {r['loffdata'] / r['webdataset']:.2f}   (target >= 2)")
-    print(f"  loffdata / by shard            {r['loffdata'] / r['loffdata, by shard']:.2f}   (by sample: the default)")
+    print(
+        f"  loffdata / by shard            {r['loffdata'] / r['loffdata, by shard']:.2f}   (by sample: the default)"
+    )
     print(f"  loffdata / prefetch off        {r['loffdata'] / r['loffdata, prefetch off']:.2f}")
     best = max(v[1] for v in st["sweep"].values())
     print(f"  best later epoch / one conn.   {best / one:.2f}")
-    print(f"  loffdata / 16 range GETs       {r['loffdata'] / st['gets']:.2f}   (a fresh process, new connections)")
+    print(
+        f"  loffdata / 16 range GETs       {r['loffdata'] / st['gets']:.2f}   (a fresh process, new connections)"
+    )
     print(f"  cache epoch 2 / local          {c2 / st['local']:.2f}   (target >= 0.6)")
     print(f"  cache epoch 2 / local, later   {c2 / st['local, later epochs']:.2f}")
 
@@ -548,13 +648,22 @@ class RssSampler(threading.Thread):
         self._peak("workers VmRSS", sum(s.get("VmRSS", 0) for s in kids))
 
 
-def memory_epochs(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int) -> list[dict[str, int]]:
+def memory_epochs(
+    cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int
+) -> list[dict[str, int]]:
     """Peak RSS figures of each of ``epochs`` epochs of one loader (no augmentation, float16)."""
     from loffdata.loader import LoffLoader
     from loffdata.loader.config import LoaderConfig
 
-    loader = LoffLoader(url, LoaderConfig(prefetch_factor=prefetch), batch_size=cfg["batch"], num_workers=cfg["workers"],
-                        augment=None, dtype=torch.float16, shuffle_buffer=shuffle_buffer)
+    loader = LoffLoader(
+        url,
+        LoaderConfig(prefetch_factor=prefetch),
+        batch_size=cfg["batch"],
+        num_workers=cfg["workers"],
+        augment=None,
+        dtype=torch.float16,
+        shuffle_buffer=shuffle_buffer,
+    )
     sampler = RssSampler()
     sampler.start()
     out = []
@@ -577,19 +686,39 @@ def memory_bound(cfg: dict, shuffle_buffer: int, prefetch: int) -> dict[str, int
     return {"slots": slots, "per worker": per_worker, "main": per_worker * max(1, cfg["workers"])}
 
 
-def _print_memory(epochs: list[dict], bound: dict, cfg: dict, shuffle_buffer: int, prefetch: int) -> None:
+def _print_memory(
+    epochs: list[dict], bound: dict, cfg: dict, shuffle_buffer: int, prefetch: int
+) -> None:
     mib = 1 << 20
-    print(f"\nmemory: {cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16, batch {cfg['batch']}, "
-          f"{cfg['workers']} workers, shuffle_buffer {shuffle_buffer}, prefetch {prefetch}, {os.cpu_count()} CPUs")
-    cols = ["main VmRSS", "main RssAnon", "main RssShmem", "worker VmRSS", "worker RssAnon", "worker RssShmem"]
+    print(
+        f"\nmemory: {cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16, batch {cfg['batch']}, "
+        f"{cfg['workers']} workers, shuffle_buffer {shuffle_buffer}, prefetch {prefetch}, {os.cpu_count()} CPUs"
+    )
+    cols = [
+        "main VmRSS",
+        "main RssAnon",
+        "main RssShmem",
+        "worker VmRSS",
+        "worker RssAnon",
+        "worker RssShmem",
+    ]
     print(f"{'epoch':<7}{'samples/s':>10}" + "".join(f"{c:>16}" for c in cols) + "   (peak MiB)")
     for i, e in enumerate(epochs):
-        print(f"{i:<7}{e['samples/s']:>10,.0f}" + "".join(f"{e.get(c, 0) / mib:>16,.0f}" for c in cols))
-    print(f"bound (pool of {bound['slots']} batch buffers per worker): shared memory <= "
-          f"{bound['per worker'] / mib:,.0f} MiB per worker, {bound['main'] / mib:,.0f} MiB mapped in the main process")
-    growth = max(e["main VmRSS"] for e in epochs[1:]) - epochs[0]["main VmRSS"] if len(epochs) > 1 else 0
-    print(f"main VmRSS growth after epoch 0: {growth / mib:+,.0f} MiB; "
-          f"children ru_maxrss {_children_maxrss() / mib:,.0f} MiB")
+        print(
+            f"{i:<7}{e['samples/s']:>10,.0f}"
+            + "".join(f"{e.get(c, 0) / mib:>16,.0f}" for c in cols)
+        )
+    print(
+        f"bound (pool of {bound['slots']} batch buffers per worker): shared memory <= "
+        f"{bound['per worker'] / mib:,.0f} MiB per worker, {bound['main'] / mib:,.0f} MiB mapped in the main process"
+    )
+    growth = (
+        max(e["main VmRSS"] for e in epochs[1:]) - epochs[0]["main VmRSS"] if len(epochs) > 1 else 0
+    )
+    print(
+        f"main VmRSS growth after epoch 0: {growth / mib:+,.0f} MiB; "
+        f"children ru_maxrss {_children_maxrss() / mib:,.0f} MiB"
+    )
 
 
 def _children_maxrss() -> int:
@@ -613,16 +742,43 @@ def _config(n, shape, batch, workers, shard_samples, augment, root, source) -> d
     path = Path(root) / f"{n}x{'x'.join(map(str, dims))}"
     manifest = build_data(path, n, dims, shard_samples)
     feat = int(np.prod(dims)) * codec.DTYPES[manifest.features.dtype].itemsize
-    return {"n": n, "dims": dims, "batch": batch, "workers": workers, "augment": augment, "source": source,
-            "path": path, "urls": manifest.shard_urls(str(path)), "per_sample": manifest.num_bytes / n,
-            "per_sample_feat": feat, "stats": (manifest.stats.mean.tolist(), manifest.stats.std.tolist())}
+    return {
+        "n": n,
+        "dims": dims,
+        "batch": batch,
+        "workers": workers,
+        "augment": augment,
+        "source": source,
+        "path": path,
+        "urls": manifest.shard_urls(str(path)),
+        "per_sample": manifest.num_bytes / n,
+        "per_sample_feat": feat,
+        "stats": (manifest.stats.mean.tolist(), manifest.stats.std.tolist()),
+    }
 
 
-def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int = 2, shard_samples: int = 256,
-         repeats: int = 3, augment: str = "loffta", root: str = "/tmp/loffdata-bench", quick: bool = False,
-         json_out: str | None = None, source: str = "local", cold: bool = False, memory: bool = False,
-         epochs: int = 4, shuffle_buffer: int = 1024, prefetch: int = 2, latency_ms: float = 0.0,
-         conn_mbps: float = 0.0, depths: str = "1,2,4,8,16,32", plot_out: str | None = None) -> dict:
+def main(
+    n: int = 8192,
+    shape: str = "768,16,16",
+    batch: int = 64,
+    workers: int = 2,
+    shard_samples: int = 256,
+    repeats: int = 3,
+    augment: str = "loffta",
+    root: str = "/tmp/loffdata-bench",
+    quick: bool = False,
+    json_out: str | None = None,
+    source: str = "local",
+    cold: bool = False,
+    memory: bool = False,
+    epochs: int = 4,
+    shuffle_buffer: int = 1024,
+    prefetch: int = 2,
+    latency_ms: float = 0.0,
+    conn_mbps: float = 0.0,
+    depths: str = "1,2,4,8,16,32",
+    plot_out: str | None = None,
+) -> dict:
     """Runs every row (or the memory run) and prints the table; returns the figures.
 
     ``latency_ms``/``conn_mbps`` (MB/s per connection, 0: no cap): the HTTP cloud simulator.
@@ -650,14 +806,19 @@ def main(n: int = 8192, shape: str = "768,16,16", batch: int = 64, workers: int 
 
             plot_prefetch(study, result, cfg, sim, plot_out)
     if json_out:
-        config = {k: cfg[k] for k in ("n", "dims", "batch", "workers", "source")} | {"cold": cold, "repeats": repeats}
+        config = {k: cfg[k] for k in ("n", "dims", "batch", "workers", "source")} | {
+            "cold": cold,
+            "repeats": repeats,
+        }
         config |= {"latency_ms": latency_ms, "conn_mbps": conn_mbps}
         out = {"config": config, "samples_per_s": result} | ({"simulator": study} if study else {})
         Path(json_out).write_text(json.dumps(out, indent=1, default=str))
     return result
 
 
-def _memory(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int, json_out: str | None) -> dict:
+def _memory(
+    cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int, json_out: str | None
+) -> dict:
     figures = memory_epochs(cfg, url, epochs, shuffle_buffer, prefetch)
     bound = memory_bound(cfg, shuffle_buffer, prefetch)
     _print_memory(figures, bound, cfg, shuffle_buffer, prefetch)
@@ -670,15 +831,19 @@ def _memory(cfg: dict, url: str, epochs: int, shuffle_buffer: int, prefetch: int
 def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
     per_sample, augment = cfg["per_sample"], cfg["augment"]
     where = "page cache evicted before each row" if cold else "page cache warm"
-    print(f"\n{cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16 ({per_sample / 1024:.0f} KiB), "
-          f"batch {cfg['batch']}, {cfg['workers']} workers, {os.cpu_count()} CPUs, source {cfg['source']}, {where}")
+    print(
+        f"\n{cfg['n']} samples of {'x'.join(map(str, cfg['dims']))} float16 ({per_sample / 1024:.0f} KiB), "
+        f"batch {cfg['batch']}, {cfg['workers']} workers, {os.cpu_count()} CPUs, source {cfg['source']}, {where}"
+    )
     print(f"{'row':<24}{'samples/s':>12}{'GB/s':>8}")
     for name, rate in r.items():
         print(f"{name:<24}{rate:>12,.0f}{rate * per_sample / 1e9:>8.2f}")
     print("ratios:")
     print(f"  loffdata / raw read          {r['loffdata'] / r['raw read']:.2f}   (target >= 0.6)")
     if cfg["source"] != "local":
-        print(f"  loffdata / raw read {cfg['source']:<8} {r['loffdata'] / r['raw read ' + cfg['source']]:.2f}")
+        print(
+            f"  loffdata / raw read {cfg['source']:<8} {r['loffdata'] / r['raw read ' + cfg['source']]:.2f}"
+        )
     print(f"  loffdata / webdataset        {r['loffdata'] / r['webdataset']:.2f}   (target >= 2.5)")
     if "loffdata, later epochs" in r:
         warm = r["loffdata, later epochs"]
@@ -686,9 +851,13 @@ def _print(r: dict[str, float], cfg: dict, cold: bool) -> None:
         print(f"  later epochs / webdataset    {warm / r['webdataset']:.2f}   (target >= 2.5)")
     _print_identity_and_first_epoch(r)
     if augment and augment != "none":
-        print(f"  loffdata+{augment} / {augment} alone  {r[f'loffdata + {augment}'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
+        print(
+            f"  loffdata+{augment} / {augment} alone  {r[f'loffdata + {augment}'] / r[f'{augment} alone']:.2f}   (target >= 0.7)"
+        )
         if f"loffdata + {augment}, later" in r:
-            print(f"  later epochs, {augment} / alone  {r[f'loffdata + {augment}, later'] / r[f'{augment} alone']:.2f}   (target >= 0.7)")
+            print(
+                f"  later epochs, {augment} / alone  {r[f'loffdata + {augment}, later'] / r[f'{augment} alone']:.2f}   (target >= 0.7)"
+            )
 
 
 @functools.wraps(main)  # fire reads main's options (and --help) through __wrapped__

@@ -66,7 +66,9 @@ def build(root: Path, base: Path, manifest: object, shards: int) -> None:
             fields["index_file"] = f"shard-{i:06d}.idx"
             os.link(base / _sidecar_of(info), root / fields["index_file"])
         infos.append(dataclasses.replace(info, **fields))
-    Manifest(shards=infos, features=manifest.features, classes=manifest.classes, stats=manifest.stats).save(str(root))
+    Manifest(
+        shards=infos, features=manifest.features, classes=manifest.classes, stats=manifest.stats
+    ).save(str(root))
 
 
 def _hwm_kb(pid: int) -> int:
@@ -97,7 +99,9 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
     from loffdata.loader import LoffLoader
 
     t1 = time.perf_counter()
-    loader = LoffLoader(root, batch_size=batch, augment=None, device="cpu", num_workers=workers, seed=0)
+    loader = LoffLoader(
+        root, batch_size=batch, augment=None, device="cpu", num_workers=workers, seed=0
+    )
     t_make = time.perf_counter() - t1
     t2 = time.perf_counter()
     it = iter(loader)
@@ -113,13 +117,30 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
     rate = n / (time.perf_counter() - t3)
     rss = _hwm_kb(os.getpid()) + sum(worker_hwm.values())
     del it
-    print(json.dumps({"load_s": t_load, "make_s": t_make, "first_s": t_first, "rate": rate,
-                      "rss_mb": rss / 1024, "workers_seen": len(worker_hwm)}))
+    print(
+        json.dumps(
+            {
+                "load_s": t_load,
+                "make_s": t_make,
+                "first_s": t_first,
+                "rate": rate,
+                "rss_mb": rss / 1024,
+                "workers_seen": len(worker_hwm),
+            }
+        )
+    )
 
 
 def _measure(root: Path, batch: int, workers: int, steady: int) -> dict:
-    cmd = [sys.executable, str(_SELF), "child", str(root), f"--batch={batch}", f"--workers={workers}",
-           f"--steady={steady}"]
+    cmd = [
+        sys.executable,
+        str(_SELF),
+        "child",
+        str(root),
+        f"--batch={batch}",
+        f"--workers={workers}",
+        f"--steady={steady}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"measurement failed: {out.stderr[-3000:]}")
@@ -131,16 +152,22 @@ def _dir_bytes(root: Path, suffix: str) -> int:
 
 
 def _row(label: str, r: dict) -> str:
-    return (f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB | {r['load_s']:.2f} s | "
-            f"{r['make_s']:.2f} s | {r['first_s']:.2f} s | {r['rss_mb'] / 1024:.2f} GB | {r['rate']:,.0f} |")
+    return (
+        f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB | {r['load_s']:.2f} s | "
+        f"{r['make_s']:.2f} s | {r['first_s']:.2f} s | {r['rss_mb'] / 1024:.2f} GB | {r['rate']:,.0f} |"
+    )
 
 
 def _projection(rows: list[tuple[int, dict]], target: int = 100_000_000) -> str:
     (n1, a), (n2, b) = rows[-2], rows[-1]
-    est = {k: b[k] + (b[k] - a[k]) / (n2 - n1) * (target - n2)
-           for k in ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb")}
-    return (f"| 100 M (projected) | {est['manifest_mb']:.1f} MB | {est['index_mb']:.0f} MB | {est['load_s']:.2f} s | "
-            f"{est['make_s']:.2f} s | {est['first_s']:.2f} s | {est['rss_mb'] / 1024:.2f} GB | - |")
+    est = {
+        k: b[k] + (b[k] - a[k]) / (n2 - n1) * (target - n2)
+        for k in ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb")
+    }
+    return (
+        f"| 100 M (projected) | {est['manifest_mb']:.1f} MB | {est['index_mb']:.0f} MB | {est['load_s']:.2f} s | "
+        f"{est['make_s']:.2f} s | {est['first_s']:.2f} s | {est['rss_mb'] / 1024:.2f} GB | - |"
+    )
 
 
 def _ints(value: object) -> tuple[int, ...]:
@@ -150,8 +177,16 @@ def _ints(value: object) -> tuple[int, ...]:
     return tuple(int(x) for x in str(value).split(","))
 
 
-def main(sizes: str = "10000,1000000,10000000", per_shard: int = 250, shape: str = "768,16,16",
-         batch: int = 64, workers: int = 2, steady: int = 40, quick: bool = False, tmp: str | None = None) -> None:
+def main(
+    sizes: str = "10000,1000000,10000000",
+    per_shard: int = 250,
+    shape: str = "768,16,16",
+    batch: int = 64,
+    workers: int = 2,
+    steady: int = 40,
+    quick: bool = False,
+    tmp: str | None = None,
+) -> None:
     """Builds each cache, measures it in a fresh process, prints the table (markdown)."""
     if quick:
         sizes, per_shard, shape, steady = "1000,4000", 50, "8,4,4", 5
@@ -170,9 +205,13 @@ def main(sizes: str = "10000,1000000,10000000", per_shard: int = 250, shape: str
             rows.append((n, r))
             shutil.rmtree(root)
             print(f"measured {n:,} samples: {json.dumps(r)}", file=sys.stderr, flush=True)
-        print(f"shape {dims} float16, {per_shard} samples a shard, batch {batch}, {workers} workers\n")
-        print("| samples | manifest | index sidecars (hardlinked) | `Manifest.load` | `LoffLoader(...)` "
-              "| first batch | peak RSS main + workers | steady samples/s |")
+        print(
+            f"shape {dims} float16, {per_shard} samples a shard, batch {batch}, {workers} workers\n"
+        )
+        print(
+            "| samples | manifest | index sidecars (hardlinked) | `Manifest.load` | `LoffLoader(...)` "
+            "| first batch | peak RSS main + workers | steady samples/s |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for n, r in rows:
             print(_row(f"{n:,}", r))

@@ -38,7 +38,11 @@ def fsspec_threads(urls: list[str], sizes: list[int], block: int, depth: int) ->
 
     fs, _ = filesystem(urls[0], None, RetryConfig())
     with ThreadPoolExecutor(depth) as pool:
-        return sum(pool.map(lambda r: len(fs.cat_file(r[0], start=r[1], end=r[2])), _ranges(urls, sizes, block)))
+        return sum(
+            pool.map(
+                lambda r: len(fs.cat_file(r[0], start=r[1], end=r[2])), _ranges(urls, sizes, block)
+            )
+        )
 
 
 def obstore_async(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
@@ -53,7 +57,9 @@ def obstore_async(urls: list[str], sizes: list[int], block: int, depth: int) -> 
 
         async def one(u: str, s: int, e: int) -> int:
             async with sem:
-                return len(await obstore.get_range_async(store, u.rsplit("/", 1)[1], start=s, end=e))
+                return len(
+                    await obstore.get_range_async(store, u.rsplit("/", 1)[1], start=s, end=e)
+                )
 
         return sum(await asyncio.gather(*(one(*r) for r in _ranges(urls, sizes, block))))
 

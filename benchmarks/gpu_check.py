@@ -59,8 +59,17 @@ from loffdata.cli.doctor import environment  # noqa: E402
 MARK_BEGIN, MARK_END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 
 #: seconds each section may take on the lent machine (full sizes); the whole check: ``budget_s``
-BUDGETS_S = {"standin": 120, "equivalence": 60, "loader": 90, "h2d": 20, "throughput": 120, "resize": 40, "training": 90,
-             "extraction": 60, "finetune": 120}
+BUDGETS_S = {
+    "standin": 120,
+    "equivalence": 60,
+    "loader": 90,
+    "h2d": 20,
+    "throughput": 120,
+    "resize": 40,
+    "training": 90,
+    "extraction": 60,
+    "finetune": 120,
+}
 
 
 class SectionTimeout(Exception):
@@ -73,17 +82,28 @@ def refusal(device: str, allow_no_cuda: bool, env: dict) -> tuple[int, str] | No
     if device == "standin" or torch.device(device).type != "cuda":
         return None  # the CPU and the stand-in: no CUDA to find, and no DALI wheel used on a GPU
     if not env["cuda_available"]:
-        line = (f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA {env['torch_cuda'] or 'none'}) "
-                "finds no CUDA device (torch.cuda.is_available() is False; a driver older than torch's "
-                "CUDA does this): nothing checked")
+        line = (
+            f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA {env['torch_cuda'] or 'none'}) "
+            "finds no CUDA device (torch.cuda.is_available() is False; a driver older than torch's "
+            "CUDA does this): nothing checked"
+        )
         return (0, line + " (--allow-no-cuda)") if allow_no_cuda else (2, line + "; FAILED")
     if env["problems"]:
-        return 2, "gpu-check: loffdata doctor reports a wheel mismatch: " + "; ".join(env["problems"]) + "; FAILED"
+        return 2, "gpu-check: loffdata doctor reports a wheel mismatch: " + "; ".join(
+            env["problems"]
+        ) + "; FAILED"
     return None
 
 
-def run(*, smoke: bool = False, device: str = "cuda", out: str | None = None,
-        only: str | list[str] | None = None, allow_no_cuda: bool = False, budget_s: float = 450) -> int:
+def run(
+    *,
+    smoke: bool = False,
+    device: str = "cuda",
+    out: str | None = None,
+    only: str | list[str] | None = None,
+    allow_no_cuda: bool = False,
+    budget_s: float = 450,
+) -> int:
     """Runs the sections; returns the exit code (0: all passed; 1: a section failed; 2: refused)."""
     env = environment()
     refused = refusal(device, allow_no_cuda, env)
@@ -92,22 +112,39 @@ def run(*, smoke: bool = False, device: str = "cuda", out: str | None = None,
         return refused[0]
     sizes = sections.SMOKE if smoke else sections.FULL
     standin = device == "standin"  # the strict CUDA stand-in of loffdata.loader.device (dry runs)
-    names = [only] if isinstance(only, str) else list(only or (["standin"] if standin else sections.ORDER))
+    names = (
+        [only]
+        if isinstance(only, str)
+        else list(only or (["standin"] if standin else sections.ORDER))
+    )
     out_dir = Path(out) if out else (REPO / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"env": env, "device": device, "smoke": smoke, "sizes": sizes.__dict__, "sections": {}}
     failed, deadline = [], time.monotonic() + budget_s
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        ctx = sections.Context(device=torch.device("cpu" if standin else device), sizes=sizes, root=Path(tmp))
+        ctx = sections.Context(
+            device=torch.device("cpu" if standin else device), sizes=sizes, root=Path(tmp)
+        )
         for name in names:
             left = deadline - time.monotonic()
-            result = _run_section(name, ctx, min(BUDGETS_S.get(name, 60), left)) if left > 1 else \
-                {"ok": False, "error": f"skipped: the check's budget of {budget_s:.0f} s is spent", "seconds": 0}
+            result = (
+                _run_section(name, ctx, min(BUDGETS_S.get(name, 60), left))
+                if left > 1
+                else {
+                    "ok": False,
+                    "error": f"skipped: the check's budget of {budget_s:.0f} s is spent",
+                    "seconds": 0,
+                }
+            )
             report["sections"][name] = result
-            print(f"[{name}] {'ok' if result.get('ok', True) else 'FAILED'} in {result['seconds']} s")
+            print(
+                f"[{name}] {'ok' if result.get('ok', True) else 'FAILED'} in {result['seconds']} s"
+            )
             if not result.get("ok", True):
                 failed.append(name)
-                print(result.get("error") or json.dumps(result.get("failures", []), indent=1)[:4000])
+                print(
+                    result.get("error") or json.dumps(result.get("failures", []), indent=1)[:4000]
+                )
             _write(report, out_dir, smoke, quiet=True)  # what was measured so far
     _write(report, out_dir, smoke, quiet=False)
     print(f"failed sections: {failed or 'none'}")
@@ -116,6 +153,7 @@ def run(*, smoke: bool = False, device: str = "cuda", out: str | None = None,
 
 def _run_section(name: str, ctx, budget: float) -> dict:
     """One section, stopped by ``SIGALRM`` after ``budget`` seconds."""
+
     def expired(signum, frame):
         raise SectionTimeout(f"section {name} ran past its budget of {budget:.0f} s")
 
@@ -135,7 +173,13 @@ def _run_section(name: str, ctx, budget: float) -> dict:
 def _write(report: dict, out_dir: Path, smoke: bool, *, quiet: bool) -> None:
     """The report as JSON and as the table of the markdown file (a stand-in or smoke run
     never writes over the GPU figures of ``benchmarks-gpu.*``)."""
-    stem = "gpu-check-standin" if report["device"] == "standin" else "gpu-check-smoke" if smoke else None
+    stem = (
+        "gpu-check-standin"
+        if report["device"] == "standin"
+        else "gpu-check-smoke"
+        if smoke
+        else None
+    )
     json_path = out_dir / (f"{stem}.json" if stem else "benchmarks-gpu.json")
     json_path.write_text(json.dumps(report, indent=1, default=str))
     rows = sections.markdown_rows(report)

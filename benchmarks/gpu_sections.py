@@ -31,15 +31,25 @@ from loffdata.loader.config import LoaderConfig
 REPO = Path(__file__).resolve().parents[1]
 
 OPS = {
-    "hflip": {"hflip": 0.5}, "vflip": {"vflip": 0.5}, "crop": {"crop": 1.0, "crop_scale": (0.1, 1.0)},
+    "hflip": {"hflip": 0.5},
+    "vflip": {"vflip": 0.5},
+    "crop": {"crop": 1.0, "crop_scale": (0.1, 1.0)},
     "crop_out_size": {"crop": 0.7, "out_size": (5, 6), "hflip": 0.5, "vflip": 0.5},
-    "rot90": {"rot90": 0.8, "hflip": 0.5}, "noise": {"noise": 0.8, "noise_std": (0.1, 0.5)},
+    "rot90": {"rot90": 0.8, "hflip": 0.5},
+    "noise": {"noise": 0.8, "noise_std": (0.1, 0.5)},
     "jitter": {"jitter": 0.8, "brightness": 0.5, "contrast": 0.3},
     "channel_dropout": {"channel_dropout": 0.8, "channel_dropout_rate": 0.3},
-    "normalize": {"normalize": True, "noise": 1.0}, "pool_factor": {"pool_factor": 2, "crop": 1.0},
-    "pool_size": {"pool_size": (3, 5), "hflip": 0.5}, "mixup": {"mixup": 1.0, "num_classes": 4, "noise": 1.0},
+    "normalize": {"normalize": True, "noise": 1.0},
+    "pool_factor": {"pool_factor": 2, "crop": 1.0},
+    "pool_size": {"pool_size": (3, 5), "hflip": 0.5},
+    "mixup": {"mixup": 1.0, "num_classes": 4, "noise": 1.0},
     "cutmix": {"cutmix": 1.0, "num_classes": 4, "crop": 1.0},
-    "trivial": {"trivial": True, "brightness": 0.5, "channel_dropout_rate": 0.5, "noise_std": (0, 0.5)},
+    "trivial": {
+        "trivial": True,
+        "brightness": 0.5,
+        "channel_dropout_rate": 0.5,
+        "noise_std": (0, 0.5),
+    },
     "views": {"views": 3, "crop": 1.0, "noise": 1.0},
 }
 DTYPES = (torch.float16, torch.float32, torch.bfloat16)
@@ -62,13 +72,30 @@ class Sizes:
     h2d_bytes: int
 
 
-FULL = Sizes(eq_shape=(64, 16, 16), loader_shapes=((768, 16, 16), (1024, 32, 32)), loader_n=(4096, 1536),
-             batch=256, workers=min(8, os.cpu_count() or 1), transfer_batches=200, train_epochs=2,
-             extract_images=1024, finetune_models=("vit_base_patch14_dinov2", "vit_giant_patch14_dinov2"),
-             h2d_bytes=512 << 20)
-SMOKE = Sizes(eq_shape=(6, 8, 8), loader_shapes=((8, 4, 4),), loader_n=(64,), batch=8, workers=1,
-              transfer_batches=12, train_epochs=1, extract_images=8, finetune_models=(),
-              h2d_bytes=1 << 20)
+FULL = Sizes(
+    eq_shape=(64, 16, 16),
+    loader_shapes=((768, 16, 16), (1024, 32, 32)),
+    loader_n=(4096, 1536),
+    batch=256,
+    workers=min(8, os.cpu_count() or 1),
+    transfer_batches=200,
+    train_epochs=2,
+    extract_images=1024,
+    finetune_models=("vit_base_patch14_dinov2", "vit_giant_patch14_dinov2"),
+    h2d_bytes=512 << 20,
+)
+SMOKE = Sizes(
+    eq_shape=(6, 8, 8),
+    loader_shapes=((8, 4, 4),),
+    loader_n=(64,),
+    batch=8,
+    workers=1,
+    transfer_batches=12,
+    train_epochs=1,
+    extract_images=8,
+    finetune_models=(),
+    h2d_bytes=1 << 20,
+)
 
 
 @dataclass
@@ -88,16 +115,26 @@ class Context:
             torch.cuda.synchronize(self.device)
 
 
-def make_cache(ctx: Context, name: str, n: int, shape: tuple[int, ...], dtype: str = "float16",
-               classes: int = 10) -> str:
+def make_cache(
+    ctx: Context,
+    name: str,
+    n: int,
+    shape: tuple[int, ...],
+    dtype: str = "float16",
+    classes: int = 10,
+) -> str:
     """A random feature cache of ``n`` samples under the scratch directory (written once)."""
     root = ctx.root / name
     if not (root / "manifest.json").exists():
         rng = np.random.default_rng(0)
         base = rng.standard_normal((16, *shape)).astype(np.float32)
         items = ((f"k{i:07d}", base[i % 16] + np.float32(i % 7), i % classes) for i in range(n))
-        write_dataset(str(root), items, config=WriterConfig(max_samples=256, dtype=dtype),
-                      classes=[f"c{i}" for i in range(classes)])
+        write_dataset(
+            str(root),
+            items,
+            config=WriterConfig(max_samples=256, dtype=dtype),
+            classes=[f"c{i}" for i in range(classes)],
+        )
     return str(root)
 
 
@@ -110,7 +147,9 @@ def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
 # -- equivalence -------------------------------------------------------------------------------
 
 
-def _compare(ctx: Context, name: str, spec: AugmentSpec, dtype: torch.dtype, **dali_options) -> dict | None:
+def _compare(
+    ctx: Context, name: str, spec: AugmentSpec, dtype: torch.dtype, **dali_options
+) -> dict | None:
     """DALI vs torch on the device for one spec; returns a failure record or None."""
     from loffdata.augment.dali_backend import DaliBackend
 
@@ -134,7 +173,13 @@ def _compare(ctx: Context, name: str, spec: AugmentSpec, dtype: torch.dtype, **d
     labels = ya is None or torch.allclose(ya.float(), yb.float())
     if err <= TOL[dtype] * 10 and a.dtype == b.dtype and labels:
         return None
-    return {"case": name, "dtype": str(dtype), "max_err": err, "dtype_out": str(b.dtype), "labels_equal": labels}
+    return {
+        "case": name,
+        "dtype": str(dtype),
+        "max_err": err,
+        "dtype_out": str(b.dtype),
+        "labels_equal": labels,
+    }
 
 
 def equivalence(ctx: Context) -> dict:
@@ -151,8 +196,12 @@ def equivalence(ctx: Context) -> dict:
             cases += 1
             failures.append(_compare(ctx, name, spec, dtype))
     loffta = AugmentSpec.preset("loffta", rot90=0.5, jitter=0.5, brightness=0.3)
-    for label, options in {"output=copy": {"output": "copy"}, "layout=HWC": {"layout": "HWC"},
-                           "minibatch_size=256": {"minibatch_size": 256}, "side stream": {"_side": True}}.items():
+    for label, options in {
+        "output=copy": {"output": "copy"},
+        "layout=HWC": {"layout": "HWC"},
+        "minibatch_size=256": {"minibatch_size": 256},
+        "side stream": {"_side": True},
+    }.items():
         cases += 1
         failures.append(_compare(ctx, f"loffta {label}", loffta, torch.float16, **options))
     failures = [f for f in failures if f]
@@ -173,7 +222,13 @@ def _batches(loader: LoffLoader, limit: int | None = None) -> list[str]:
 
 def _int8(ctx: Context) -> dict | None:
     q = make_cache(ctx, "int8", 48, (8, 4, 4), dtype="int8")
-    on_dev = next(iter(LoffLoader(q, batch_size=48, num_workers=0, augment=None, shuffle=False, device=ctx.device)))
+    on_dev = next(
+        iter(
+            LoffLoader(
+                q, batch_size=48, num_workers=0, augment=None, shuffle=False, device=ctx.device
+            )
+        )
+    )
     on_cpu = next(iter(LoffLoader(q, batch_size=48, num_workers=0, augment=None, shuffle=False)))
     err = float((on_dev.features.cpu() - on_cpu.features).abs().max())
     return None if err <= 1e-6 else {"case": "int8 dequantised on the device", "max_err": err}
@@ -190,7 +245,9 @@ def _views_and_mixing(ctx: Context) -> list[dict]:
         err = float((dev.features.cpu() - cpu.features).abs().max())
         soft = torch.allclose(dev.labels.sum(1).cpu(), torch.ones(len(dev.labels)))
         if err > 1e-4 or not soft or dev.features.shape[0] != 32:
-            failures.append({"case": f"views + mixup/cutmix ({backend})", "max_err": err, "soft_sum_1": soft})
+            failures.append(
+                {"case": f"views + mixup/cutmix ({backend})", "max_err": err, "soft_sum_1": soft}
+            )
     return failures
 
 
@@ -198,7 +255,9 @@ def _resume(ctx: Context) -> dict | None:
     data = make_cache(ctx, "small", 96, (8, 4, 4), classes=4)
 
     def make() -> LoffLoader:
-        loader = LoffLoader(data, batch_size=8, num_workers=2, augment="loffta", seed=5, device=ctx.device)
+        loader = LoffLoader(
+            data, batch_size=8, num_workers=2, augment="loffta", seed=5, device=ctx.device
+        )
         loader.set_epoch(1)
         return loader
 
@@ -212,7 +271,9 @@ def _resume(ctx: Context) -> dict | None:
     rest = make()
     rest.load_state_dict(state)
     got = head + _batches(rest)
-    return None if got == full else {"case": "exact resume", "batches": len(full), "resumed": len(got)}
+    return (
+        None if got == full else {"case": "exact resume", "batches": len(full), "resumed": len(got)}
+    )
 
 
 def _host_memory() -> int:
@@ -229,8 +290,15 @@ def _transfer_modes(ctx: Context) -> tuple[dict, list[dict]]:
     figures, digests = {}, {}
     modes = ("register", "pin-thread") if ctx.cuda else ("auto",)
     for mode in modes:
-        loader = LoffLoader(data, batch_size=s.batch, num_workers=s.workers, augment=None, seed=1,
-                            device=ctx.device, dtype=torch.float16)
+        loader = LoffLoader(
+            data,
+            batch_size=s.batch,
+            num_workers=s.workers,
+            augment=None,
+            seed=1,
+            device=ctx.device,
+            dtype=torch.float16,
+        )
         loader.transfer = mode
         got, mem, t0, done = [], [], time.perf_counter(), 0
         epoch = 0
@@ -250,14 +318,19 @@ def _transfer_modes(ctx: Context) -> tuple[dict, list[dict]]:
         registered = len(getattr(loader, "_registry", []) or [])
         loader.close()
         digests[mode] = got
-        figures[mode] = {"samples_per_s": done * s.batch / secs, "pinned_growth_bytes": mem[-1] - mem[0] if mem else 0,
-                         "registered_buffers": registered}
+        figures[mode] = {
+            "samples_per_s": done * s.batch / secs,
+            "pinned_growth_bytes": mem[-1] - mem[0] if mem else 0,
+            "registered_buffers": registered,
+        }
     failures = []
     if len(set(map(tuple, digests.values()))) > 1:
         failures.append({"case": "register and pin-thread give the same batches"})
     for mode, f in figures.items():
         if f["pinned_growth_bytes"] > 64 << 20:
-            failures.append({"case": f"pinned memory bounded ({mode})", "growth": f["pinned_growth_bytes"]})
+            failures.append(
+                {"case": f"pinned memory bounded ({mode})", "growth": f["pinned_growth_bytes"]}
+            )
     return figures, failures
 
 
@@ -268,8 +341,14 @@ def _syncs(ctx: Context) -> dict:
     data = make_cache(ctx, "small", 96, (8, 4, 4), classes=4)
     out = {}
     for backend in ("torch", "dali"):
-        loader = LoffLoader(data, LoaderConfig(backend=backend), batch_size=16, num_workers=1, augment="loffta",
-                            device=ctx.device)
+        loader = LoffLoader(
+            data,
+            LoaderConfig(backend=backend),
+            batch_size=16,
+            num_workers=1,
+            augment="loffta",
+            device=ctx.device,
+        )
         next(iter(loader))  # warm-up pass outside the count (pipelines built, buffers registered)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -278,8 +357,11 @@ def _syncs(ctx: Context) -> dict:
                 n = sum(1 for _ in loader)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        out[backend] = {"batches": n, "syncs": len(caught),
-                        "where": sorted({str(w.message)[:120] for w in caught})[:5]}
+        out[backend] = {
+            "batches": n,
+            "syncs": len(caught),
+            "where": sorted({str(w.message)[:120] for w in caught})[:5],
+        }
         loader.close()
     return out
 
@@ -289,7 +371,9 @@ def loader(ctx: Context) -> dict:
     transfer, more = _transfer_modes(ctx)
     syncs = _syncs(ctx)
     failures = [f for f in failures + more if f]
-    failures += [{"case": f"no host sync per batch ({k})", **v} for k, v in syncs.items() if v["syncs"]]
+    failures += [
+        {"case": f"no host sync per batch ({k})", **v} for k, v in syncs.items() if v["syncs"]
+    ]
     return {"ok": not failures, "transfer": transfer, "syncs": syncs, "failures": failures}
 
 
@@ -303,8 +387,10 @@ def h2d(ctx: Context) -> dict:
     n = ctx.sizes.h2d_bytes
     dev = torch.empty(n, dtype=torch.uint8, device=ctx.device)
     out = {}
-    for name, host in (("pinned", torch.empty(n, dtype=torch.uint8, pin_memory=True)),
-                       ("pageable", torch.empty(n, dtype=torch.uint8))):
+    for name, host in (
+        ("pinned", torch.empty(n, dtype=torch.uint8, pin_memory=True)),
+        ("pageable", torch.empty(n, dtype=torch.uint8)),
+    ):
         host.fill_(1)
         rates = []
         for _ in range(6):
@@ -351,17 +437,34 @@ def throughput(ctx: Context) -> dict:
         for backend, augment in (("torch", None), ("torch", "loffta"), ("dali", "loffta")):
             if backend == "dali" and not ctx.cuda:
                 continue
-            ld = LoffLoader(root, LoaderConfig(backend=backend), batch_size=s.batch, num_workers=s.workers,
-                            augment=augment, device=ctx.device, dtype=torch.float16)
+            ld = LoffLoader(
+                root,
+                LoaderConfig(backend=backend),
+                batch_size=s.batch,
+                num_workers=s.workers,
+                augment=augment,
+                device=ctx.device,
+                dtype=torch.float16,
+            )
             first = _epoch(ld, ctx, 0)
             later = _epoch(ld, ctx, 1)
             ld.close()
             rate = later[0] / later[1]
             gbs = rate * sample_bytes / 1e9
-            rows.append({"shape": shape, "backend": backend, "augment": augment or "None", "samples_per_s": rate,
-                         "gb_s": gbs, "first_epoch_samples_per_s": first[0] / first[1], "raw_read_samples_per_s": raw,
-                         "ratio_raw": rate / raw, "ratio_h2d": gbs / ceiling if ceiling else None,
-                         "wait_fraction": ld.stats.wait_fraction})
+            rows.append(
+                {
+                    "shape": shape,
+                    "backend": backend,
+                    "augment": augment or "None",
+                    "samples_per_s": rate,
+                    "gb_s": gbs,
+                    "first_epoch_samples_per_s": first[0] / first[1],
+                    "raw_read_samples_per_s": raw,
+                    "ratio_raw": rate / raw,
+                    "ratio_h2d": gbs / ceiling if ceiling else None,
+                    "wait_fraction": ld.stats.wait_fraction,
+                }
+            )
     return {"ok": True, "h2d_pinned_gb_s": ceiling, "rows": rows}
 
 
@@ -402,10 +505,18 @@ def training(ctx: Context) -> dict:
     s = ctx.sizes
     shape = s.loader_shapes[0]
     root = make_cache(ctx, "x".join(map(str, shape)), s.loader_n[0], shape)  # the throughput cache
-    ld = LoffLoader(root, batch_size=s.batch, num_workers=s.workers, augment="loffta", device=ctx.device,
-                    dtype=torch.float16)
+    ld = LoffLoader(
+        root,
+        batch_size=s.batch,
+        num_workers=s.workers,
+        augment="loffta",
+        device=ctx.device,
+        dtype=torch.float16,
+    )
     kind = "deit_s" if ctx.cuda else "linear"  # smoke: the loop, not the model
-    model = create_classifier(kind, in_chans=shape[0], grid=shape[1:], num_classes=10).to(ctx.device)
+    model = create_classifier(kind, in_chans=shape[0], grid=shape[1:], num_classes=10).to(
+        ctx.device
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     figures = []
     for epoch in range(s.train_epochs + 1):  # the first epoch warms up (compilation, buffers)
@@ -418,30 +529,55 @@ def training(ctx: Context) -> dict:
             loss.backward()
             opt.step()
         ctx.sync()
-        figures.append({"epoch": epoch, "seconds": time.perf_counter() - t0, "wait_s": ld.stats.wait_s,
-                        "wait_fraction": ld.stats.wait_s / (time.perf_counter() - t0)})
+        figures.append(
+            {
+                "epoch": epoch,
+                "seconds": time.perf_counter() - t0,
+                "wait_s": ld.stats.wait_s,
+                "wait_fraction": ld.stats.wait_s / (time.perf_counter() - t0),
+            }
+        )
     ld.close()
     later = figures[1:] or figures
     frac = statistics.mean(f["wait_fraction"] for f in later)
-    return {"ok": bool(torch.isfinite(loss)), "model": kind, "data_wait_fraction": frac, "epochs": figures}
+    return {
+        "ok": bool(torch.isfinite(loss)),
+        "model": kind,
+        "data_wait_fraction": frac,
+        "epochs": figures,
+    }
 
 
 def extraction(ctx: Context) -> dict:
     """images/s of ``loffdata.extract`` vs the same model's plain batched inference."""
     from loffdata.extract.pipeline import ExtractConfig, build_model, compute_features, extract
 
-    n, model = ctx.sizes.extract_images, ("vit_small_patch14_dinov2" if ctx.cuda else "vit_tiny_patch16_224")
+    n, model = (
+        ctx.sizes.extract_images,
+        ("vit_small_patch14_dinov2" if ctx.cuda else "vit_tiny_patch16_224"),
+    )
     size = 224 if ctx.cuda else 64
-    cfg = ExtractConfig(out=str(ctx.root / "extract"), source="shapes", model=model, img_size=size,
-                        shapes_counts={"train": n}, batch_size=64 if ctx.cuda else 4, device=str(ctx.device),
-                        progress=False, workers=ctx.sizes.workers)
+    cfg = ExtractConfig(
+        out=str(ctx.root / "extract"),
+        source="shapes",
+        model=model,
+        img_size=size,
+        shapes_counts={"train": n},
+        batch_size=64 if ctx.cuda else 4,
+        device=str(ctx.device),
+        progress=False,
+        workers=ctx.sizes.workers,
+    )
     t0 = time.perf_counter()
     extract(cfg)
     ctx.sync()
     pipeline = n / (time.perf_counter() - t0)
     net = build_model(cfg).to(ctx.device).eval()
     x = torch.randn(cfg.batch_size, 3, size, size, device=ctx.device)
-    with torch.inference_mode(), torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cuda):
+    with (
+        torch.inference_mode(),
+        torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cuda),
+    ):
         compute_features(net, x)
         ctx.sync()
         t0 = time.perf_counter()
@@ -449,8 +585,13 @@ def extraction(ctx: Context) -> dict:
             compute_features(net, x)
         ctx.sync()
     plain = max(1, n // cfg.batch_size) * cfg.batch_size / (time.perf_counter() - t0)
-    return {"ok": True, "model": model, "extract_images_per_s": pipeline, "plain_images_per_s": plain,
-            "ratio": pipeline / plain}
+    return {
+        "ok": True,
+        "model": model,
+        "extract_images_per_s": pipeline,
+        "plain_images_per_s": plain,
+        "ratio": pipeline / plain,
+    }
 
 
 def finetune(ctx: Context) -> dict:
@@ -459,12 +600,38 @@ def finetune(ctx: Context) -> dict:
     models = ctx.sizes.finetune_models or ("quick",)
     for model in models:
         out = ctx.root / f"finetune-{model}.json"
-        args = ["--quick", "--device", "cpu", "--steps", "1", "--warmup", "0"] if model == "quick" else [
-            "--model", model, "--img_size", "224", "--device", str(ctx.device), "--batch_size", "32",
-            "--steps", "6", "--warmup", "2"]
+        args = (
+            ["--quick", "--device", "cpu", "--steps", "1", "--warmup", "0"]
+            if model == "quick"
+            else [
+                "--model",
+                model,
+                "--img_size",
+                "224",
+                "--device",
+                str(ctx.device),
+                "--batch_size",
+                "32",
+                "--steps",
+                "6",
+                "--warmup",
+                "2",
+            ]
+        )
         try:
-            proc = subprocess.run([sys.executable, str(REPO / "recipes" / "compare_finetune.py"), *args, "--out",
-                                   str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "recipes" / "compare_finetune.py"),
+                    *args,
+                    "--out",
+                    str(out),
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
         except subprocess.TimeoutExpired:
             runs[model] = {"error": "timed out after 240 s"}
             continue
@@ -474,9 +641,16 @@ def finetune(ctx: Context) -> dict:
         import json
 
         r = json.loads(out.read_text())
-        runs[model] = {"speedup": r.get("speedup"), "speedup_best": r.get("speedup_best"),
-                       "memory_ratio": r.get("memory_ratio")}
-    return {"ok": all("error" not in r for r in runs.values()), "runs": runs, "paper": {"speedup": 37, "memory": 26}}
+        runs[model] = {
+            "speedup": r.get("speedup"),
+            "speedup_best": r.get("speedup_best"),
+            "memory_ratio": r.get("memory_ratio"),
+        }
+    return {
+        "ok": all("error" not in r for r in runs.values()),
+        "runs": runs,
+        "paper": {"speedup": 37, "memory": 26},
+    }
 
 
 # -- the CUDA stand-in (the dry run of the device runbook; no GPU needed) ---------------------
@@ -489,9 +663,16 @@ def standin(ctx: Context) -> dict:
     from loffdata.loader.device import StandInCuda
 
     data = make_cache(ctx, "standin", 96, (8, 4, 4), classes=4)
-    kw = dict(batch_size=16, num_workers=2, views=2, seed=1,
-              augment={"preset": "loffta", "mixup": 0.5, "cutmix": 0.5, "num_classes": 4})
-    want = [_digest(x, y) for x, y in LoffLoader(data, LoaderConfig(persistent_workers=False), **kw)]
+    kw = dict(
+        batch_size=16,
+        num_workers=2,
+        views=2,
+        seed=1,
+        augment={"preset": "loffta", "mixup": 0.5, "cutmix": 0.5, "num_classes": 4},
+    )
+    want = [
+        _digest(x, y) for x, y in LoffLoader(data, LoaderConfig(persistent_workers=False), **kw)
+    ]
     failures, out = [], {}
     for mode in ("pin-thread", "register"):
         gpu = StandInCuda()
@@ -503,14 +684,27 @@ def standin(ctx: Context) -> dict:
         syncs = gpu.syncs - before
         same = [_digest(x, y) for x, y in first] == want
         loader.close()
-        out[mode] = {"batches": len(held), "syncs": syncs, "same_as_cpu": same, "left_registered": len(gpu.registered)}
+        out[mode] = {
+            "batches": len(held),
+            "syncs": syncs,
+            "same_as_cpu": same,
+            "left_registered": len(gpu.registered),
+        }
         if not same or syncs or gpu.registered:
             failures.append({"case": f"stand-in {mode}", **out[mode]})
     return {"ok": not failures, "transfer": out, "failures": failures}
 
 
-SECTIONS = {"equivalence": equivalence, "loader": loader, "h2d": h2d, "throughput": throughput, "resize": resize,
-            "training": training, "extraction": extraction, "finetune": finetune}
+SECTIONS = {
+    "equivalence": equivalence,
+    "loader": loader,
+    "h2d": h2d,
+    "throughput": throughput,
+    "resize": resize,
+    "training": training,
+    "extraction": extraction,
+    "finetune": finetune,
+}
 ORDER = tuple(SECTIONS)  # what a plain run does; "standin" runs with --device standin
 SECTIONS["standin"] = standin
 

@@ -32,7 +32,9 @@ def rate(fn) -> float:
     return fn() / (time.perf_counter() - t0)
 
 
-def sweep(root: str, points: list[tuple[int, int]], repeats: int, urls: list[str], per_sample: float) -> dict:
+def sweep(
+    root: str, points: list[tuple[int, int]], repeats: int, urls: list[str], per_sample: float
+) -> dict:
     """samples/s per (batch, workers) point (warm loader, median of ``repeats`` epochs) and
     for the raw read (median over the points)."""
     rates: dict = {"raw": []}
@@ -45,15 +47,19 @@ def sweep(root: str, points: list[tuple[int, int]], repeats: int, urls: list[str
     return rates
 
 
-def plot(r: dict, batches: list[int], workers: list[int], fixed: tuple[int, int], title: str, out: Path) -> None:
+def plot(
+    r: dict, batches: list[int], workers: list[int], fixed: tuple[int, int], title: str, out: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    panels = [(axes[0], batches, lambda b: (b, fixed[1]), f"batch size ({fixed[1]} workers)"),
-              (axes[1], workers, lambda w: (fixed[0], w), f"DataLoader workers (batch {fixed[0]})")]
+    panels = [
+        (axes[0], batches, lambda b: (b, fixed[1]), f"batch size ({fixed[1]} workers)"),
+        (axes[1], workers, lambda w: (fixed[0], w), f"DataLoader workers (batch {fixed[0]})"),
+    ]
     for ax, xs, key, label in panels:
         ax.plot(xs, [r[key(x)] for x in xs], "o-", label="LoffLoader")
         ax.axhline(r["raw"], color="grey", ls="--", label="raw sequential read")
@@ -71,9 +77,18 @@ def plot(r: dict, batches: list[int], workers: list[int], fixed: tuple[int, int]
     fig.savefig(out, dpi=110)
 
 
-def main(n: int = 8192, shape: str = "768,16,16", batches: tuple = (16, 64, 256), workers: tuple = (0, 1, 2, 4),
-         batch: int = 64, fixed_workers: int = 2, repeats: int = 3, root: str = "/tmp/loffdata-bench",
-         out: str = str(OUT), quick: bool = False) -> dict:
+def main(
+    n: int = 8192,
+    shape: str = "768,16,16",
+    batches: tuple = (16, 64, 256),
+    workers: tuple = (0, 1, 2, 4),
+    batch: int = 64,
+    fixed_workers: int = 2,
+    repeats: int = 3,
+    root: str = "/tmp/loffdata-bench",
+    out: str = str(OUT),
+    quick: bool = False,
+) -> dict:
     """Measures every point, prints them and writes the two-panel plot to ``out``."""
     if quick:
         n, shape, batches, workers, batch, repeats = 128, "32,8,8", (8, 32), (0, 2), 16, 1
@@ -85,9 +100,13 @@ def main(n: int = 8192, shape: str = "768,16,16", batches: tuple = (16, 64, 256)
     points = sorted({(b, fixed_workers) for b in batches} | {(batch, w) for w in workers})
     r = sweep(str(path), points, repeats, urls, per_sample)
     for k, v in r.items():
-        print(f"{'raw read' if k == 'raw' else f'batch {k[0]:>4}, workers {k[1]}':<24}{v:>10,.0f} samples/s")
-    title = (f"LoffLoader (warm, later epochs), {n} x {'x'.join(map(str, dims))} float16 from page cache, "
-             f"no augmentation (medians of {repeats})\n{machine()}")
+        print(
+            f"{'raw read' if k == 'raw' else f'batch {k[0]:>4}, workers {k[1]}':<24}{v:>10,.0f} samples/s"
+        )
+    title = (
+        f"LoffLoader (warm, later epochs), {n} x {'x'.join(map(str, dims))} float16 from page cache, "
+        f"no augmentation (medians of {repeats})\n{machine()}"
+    )
     plot(r, list(batches), list(workers), (batch, fixed_workers), title, Path(out))
     print(f"wrote {out}")
     return r

@@ -18,7 +18,13 @@ from typing import Any
 
 from loffdata.errors import LoffError, ManifestError
 
-__all__ = ["DeviceError", "check_dataset_dir", "check_device", "check_manifest_for_glob", "datasets_below"]
+__all__ = [
+    "DeviceError",
+    "check_dataset_dir",
+    "check_device",
+    "check_manifest_for_glob",
+    "datasets_below",
+]
 
 _MANIFEST = "manifest.json"
 _MAX_DEPTH = 3
@@ -43,7 +49,9 @@ def check_device(device: Any) -> None:
         )
     count = torch.cuda.device_count()
     if dev.index is not None and dev.index >= count:
-        raise DeviceError(f"device={str(device)!r}, but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+        raise DeviceError(
+            f"device={str(device)!r}, but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+        )
 
 
 def datasets_below(path: str, *, max_depth: int = _MAX_DEPTH) -> list[str]:
@@ -51,7 +59,7 @@ def datasets_below(path: str, *, max_depth: int = _MAX_DEPTH) -> list[str]:
     found: list[tuple[int, str]] = []
     root = os.path.abspath(path)
     for folder, dirs, files in os.walk(root):
-        depth = folder[len(root):].count(os.sep)
+        depth = folder[len(root) :].count(os.sep)
         if depth >= max_depth:
             dirs[:] = []
         dirs.sort()
@@ -86,17 +94,25 @@ def check_dataset_dir(source: Any) -> None:
     if not os.path.exists(path):
         parent = _existing_parent(path)
         near = f"; closest existing directory: {parent!r}" if parent and parent != "." else ""
-        raise ManifestError(f"no dataset at {text!r}: the directory does not exist{near} "
-                            "(check the path, or write the dataset first with tools/shard.py)")
+        raise ManifestError(
+            f"no dataset at {text!r}: the directory does not exist{near} "
+            "(check the path, or write the dataset first with tools/shard.py)"
+        )
     below = datasets_below(path)
     if below:
         more = f"; datasets below it: {', '.join(below[:5])}" if len(below) > 1 else ""
-        raise ManifestError(f"no dataset at {text!r} (no {_MANIFEST}); did you mean {below[0]!r}?{more}")
+        raise ManifestError(
+            f"no dataset at {text!r} (no {_MANIFEST}); did you mean {below[0]!r}?{more}"
+        )
     if any(n.endswith(".tar") and not n.startswith(".") for n in os.listdir(path)):
-        raise ManifestError(f"no dataset at {text!r}: .tar shards but no {_MANIFEST} (shards from another "
-                            f"writer?); build one with: loffdata index {text}")
-    raise ManifestError(f"no dataset at {text!r}: no {_MANIFEST} in it or below it "
-                        "(write one with tools/shard.py, or pass a list of .tar shards)")
+        raise ManifestError(
+            f"no dataset at {text!r}: .tar shards but no {_MANIFEST} (shards from another "
+            f"writer?); build one with: loffdata index {text}"
+        )
+    raise ManifestError(
+        f"no dataset at {text!r}: no {_MANIFEST} in it or below it "
+        "(write one with tools/shard.py, or pass a list of .tar shards)"
+    )
 
 
 def check_manifest_for_glob(source: Any) -> None:
@@ -108,8 +124,10 @@ def check_manifest_for_glob(source: Any) -> None:
     """
     text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
     if text and _foreign_glob(text.removeprefix("file://")):
-        raise ManifestError(f"no dataset at {text!r}: shards without a {_MANIFEST} (shards from another "
-                            f"writer?); build one with: loffdata index '{text}'")
+        raise ManifestError(
+            f"no dataset at {text!r}: shards without a {_MANIFEST} (shards from another "
+            f"writer?); build one with: loffdata index '{text}'"
+        )
 
 
 def _foreign_glob(path: str) -> bool:
@@ -117,7 +135,9 @@ def _foreign_glob(path: str) -> bool:
     if not any(c in path for c in "*?["):
         return False
     found = [m for m in glob.glob(path) if m.endswith(".tar")]
-    return bool(found) and not any(os.path.isfile(os.path.join(os.path.dirname(m), _MANIFEST)) for m in found)
+    return bool(found) and not any(
+        os.path.isfile(os.path.join(os.path.dirname(m), _MANIFEST)) for m in found
+    )
 
 
 def _existing_parent(path: str) -> str | None:

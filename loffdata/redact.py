@@ -22,13 +22,29 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "MASK", "install_log_redaction", "is_secret_key", "redact", "redact_text",
+    "MASK",
+    "install_log_redaction",
+    "is_secret_key",
+    "redact",
+    "redact_text",
     "redact_json_text",
 ]
 
 MASK = "***"
-_WORDS = {"key", "secret", "token", "password", "passwd", "pwd", "authorization", "credential",
-          "credentials", "apikey", "auth", "signature"}
+_WORDS = {
+    "key",
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "authorization",
+    "credential",
+    "credentials",
+    "apikey",
+    "auth",
+    "signature",
+}
 _USERINFO = re.compile(r"://(?P<info>[^/@\s]+)@")  # a literal start: fast on a large text
 _QUERY = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z0-9_.-]+)=)(?P<value>[^&#\s'\"<>]*)")
 _PAIR = re.compile(  # 'name': 'value' / "name": "value" / name: value (reprs, YAML, headers)
@@ -36,7 +52,9 @@ _PAIR = re.compile(  # 'name': 'value' / "name": "value" / name: value (reprs, Y
     r"(?P<value>b?'(?:[^'\\]|\\.)*'|b?\"(?:[^\"\\]|\\.)*\"|(?:Bearer|Basic|Token)\s+[^\s,'\"{}\[\]]+|[^\s,'\"{}\[\]]+)",
     re.IGNORECASE,
 )
-_ASSIGN = re.compile(r"(?P<head>\b(?P<name>[A-Za-z0-9_.-]+)=)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,&'\")]+)")
+_ASSIGN = re.compile(
+    r"(?P<head>\b(?P<name>[A-Za-z0-9_.-]+)=)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,&'\")]+)"
+)
 _BEARER = re.compile(r"(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 _NOT_KEYS = ("Error", "Exception", "Warning")  # "KeyError: 'k0'" names an exception, not a key
 _QUICK = re.compile(r"key|secret|token|pass|pwd|auth|credential|signature", re.IGNORECASE)
@@ -63,7 +81,11 @@ def _pair(match: re.Match) -> str:
 
 
 def _assign(match: re.Match) -> str:  # name=value; key= is a sample key in loffdata's messages
-    if match["name"].lower() == "key" or not is_secret_key(match["name"]) or match["value"] in ("None", "''"):
+    if (
+        match["name"].lower() == "key"
+        or not is_secret_key(match["name"])
+        or match["value"] in ("None", "''")
+    ):
         return match[0]
     return match["head"] + _mask_value(match["value"])
 
@@ -93,8 +115,16 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, str):
         return redact_text(obj)
     if isinstance(obj, Mapping):
-        return {k: (MASK if is_secret_key(k) and obj[k] not in (None, "", {}, []) and not isinstance(obj[k], bool)
-                    else redact(obj[k])) for k in obj}
+        return {
+            k: (
+                MASK
+                if is_secret_key(k)
+                and obj[k] not in (None, "", {}, [])
+                and not isinstance(obj[k], bool)
+                else redact(obj[k])
+            )
+            for k in obj
+        }
     if isinstance(obj, (list, tuple)):
         items = [redact(v) for v in obj]
         return items if isinstance(obj, list) else tuple(items)
@@ -115,10 +145,10 @@ def _mask_json_pairs(text: str) -> str:
     while at >= 0:
         start = text.rfind('"', 0, at)
         nxt = at + 2
-        if start >= 0 and is_secret_key(text[start + 1:at]):
+        if start >= 0 and is_secret_key(text[start + 1 : at]):
             value = _JSON_VALUE.match(text, at + 2)
             if value is not None and value.group(1) != '""':
-                parts += [text[last:value.start(1)], f'"{MASK}"']
+                parts += [text[last : value.start(1)], f'"{MASK}"']
                 last = nxt = value.end(1)
         at = text.find('":', nxt)
     return "".join(parts) + text[last:] if parts else text

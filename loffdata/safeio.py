@@ -24,16 +24,29 @@ from typing import Any, BinaryIO
 from loffdata.errors import LoffError
 
 __all__ = [
-    "MAX_CONFIG_BYTES", "MAX_DEPTH", "NotRegularFileError", "TooLargeError", "brief", "check_inside",
-    "loads_json", "open_binary", "open_regular", "read_regular",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "NotRegularFileError",
+    "TooLargeError",
+    "brief",
+    "check_inside",
+    "loads_json",
+    "open_binary",
+    "open_regular",
+    "read_regular",
 ]
 
 #: Largest config file read (``--config``): 16 MiB.
 MAX_CONFIG_BYTES = 16 << 20
 #: Deepest nesting accepted in a manifest or config (objects and lists).
 MAX_DEPTH = 64
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
 _BRIEF = reprlib.Repr()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 2, 80, 80, 4, 4
 
@@ -66,7 +79,9 @@ def open_regular(path: str | os.PathLike, *, what: str = "file", buffering: int 
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-            raise NotRegularFileError(f"{what} {os.fspath(path)!r} is {kind}, not a regular file; refused")
+            raise NotRegularFileError(
+                f"{what} {os.fspath(path)!r} is {kind}, not a regular file; refused"
+            )
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb", buffering=buffering)
     except BaseException:
@@ -84,8 +99,10 @@ def read_regular(path: str | os.PathLike, *, limit: int, what: str = "file") -> 
         size = os.fstat(f.fileno()).st_size
         data = f.read(limit + 1) if size <= limit else b""
     if size > limit or len(data) > limit:
-        raise TooLargeError(f"{what} {os.fspath(path)!r} is {max(size, len(data))} bytes, more than the "
-                            f"{limit} a {what} may have")
+        raise TooLargeError(
+            f"{what} {os.fspath(path)!r} is {max(size, len(data))} bytes, more than the "
+            f"{limit} a {what} may have"
+        )
     return data
 
 
@@ -97,8 +114,10 @@ def check_inside(path: str, root: str, *, what: str = "shard") -> None:
     """
     real, base = os.path.realpath(path), os.path.realpath(root)
     if real != base and not real.startswith(base.rstrip("/") + "/"):
-        raise NotRegularFileError(f"{what} {path!r} resolves outside its dataset's directory {root!r} "
-                                  "(a symlink to another place); refused")
+        raise NotRegularFileError(
+            f"{what} {path!r} resolves outside its dataset's directory {root!r} "
+            "(a symlink to another place); refused"
+        )
 
 
 def _refuse_constant(token: str) -> Any:
@@ -134,11 +153,15 @@ def loads_json(data: bytes | str, *, where: str, max_depth: int = MAX_DEPTH) -> 
         try:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{where} is not UTF-8 text (byte {err.start}); write it as UTF-8 JSON") from None
+            raise ValueError(
+                f"{where} is not UTF-8 text (byte {err.start}); write it as UTF-8 JSON"
+            ) from None
     try:
         value = json.loads(data, parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        raise ValueError(
+            f"{where} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from None
     except RecursionError:
         raise ValueError(f"{where} is nested too deeply (more than {max_depth} levels)") from None
     except ValueError as err:

@@ -82,7 +82,9 @@ def write_json(
     """
     from loffdata.redact import redact_json_text
 
-    text = redact_json_text(json.dumps(obj, indent=indent, default=default))  # no secret reaches a file
+    text = redact_json_text(
+        json.dumps(obj, indent=indent, default=default)
+    )  # no secret reaches a file
     path = os.fspath(path)
     if fs is None:
         import fsspec
@@ -180,7 +182,9 @@ def merge(config: Any, **given: Any) -> Any:
 # -- lazy package exports -----------------------------------------------------------------------
 
 
-def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, where: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package`` whose public names (keys) live in the
     modules named by the values (``"loffdata.format.codec"`` or ``"module:attribute"``);
     a module is imported when one of its names is first used, so importing a package stays

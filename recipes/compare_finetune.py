@@ -55,16 +55,37 @@ from loffdata.cli import parse as cliutil
 from loffdata.train.models import create_classifier
 from loffdata.train.utils import create_optimizer, loss_fn
 
-__all__ = ["BenchSpec", "augment_features", "augment_images", "compare", "feature_shape", "run_setting"]
+__all__ = [
+    "BenchSpec",
+    "augment_features",
+    "augment_images",
+    "compare",
+    "feature_shape",
+    "run_setting",
+]
 
 SETTINGS = ("finetune", "loffta")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: defaults of a full run and of ``--quick``; an explicitly given option wins over both.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"model": "vit_base_patch16_224", "img_size": 224, "classifier": "deit_s",
-                "batch_size": 4, "steps": 4, "warmup": 1, "threads": None},
-    "quick": {"model": "vit_small_patch16_224", "img_size": 112, "classifier": "deit_t",
-              "batch_size": 4, "steps": 2, "warmup": 1, "threads": 1},
+    "default": {
+        "model": "vit_base_patch16_224",
+        "img_size": 224,
+        "classifier": "deit_s",
+        "batch_size": 4,
+        "steps": 4,
+        "warmup": 1,
+        "threads": None,
+    },
+    "quick": {
+        "model": "vit_small_patch16_224",
+        "img_size": 112,
+        "classifier": "deit_t",
+        "batch_size": 4,
+        "steps": 2,
+        "warmup": 1,
+        "threads": 1,
+    },
 }
 _RESULT_TAG = "RESULT_JSON "
 
@@ -108,6 +129,7 @@ class BenchSpec:
 
 # --------------------------------------------------------------------------- augmentation
 
+
 def _crop_flip_theta(n: int, *, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
     """Per-sample affine matrices ``(n, 2, 3)`` of a random resized crop with a random hflip.
 
@@ -128,7 +150,9 @@ def _crop_flip_theta(n: int, *, scale: tuple[float, float], gen: torch.Generator
 
 
 def _resample(x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(x.device, x.dtype), [x.shape[0], x.shape[1], *size], align_corners=False)
+    grid = F.affine_grid(
+        theta.to(x.device, x.dtype), [x.shape[0], x.shape[1], *size], align_corners=False
+    )
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -141,7 +165,9 @@ def augment_images(images: torch.Tensor, *, size: int, gen: torch.Generator) -> 
     return (x - mean) / std
 
 
-def augment_features(feats: torch.Tensor, *, gen: torch.Generator, noise: float = 0.1) -> torch.Tensor:
+def augment_features(
+    feats: torch.Tensor, *, gen: torch.Generator, noise: float = 0.1
+) -> torch.Tensor:
     """float16 ``(N, C, H, W)`` -> float32, same shape: RRC(0.25, 1) + hflip + Gaussian noise."""
     x = feats.float()
     x = _resample(x, _crop_flip_theta(x.shape[0], scale=(0.25, 1.0), gen=gen), tuple(x.shape[2:]))
@@ -151,14 +177,19 @@ def augment_features(feats: torch.Tensor, *, gen: torch.Generator, noise: float 
 
 # --------------------------------------------------------------------------- settings
 
+
 def feature_shape(model: str, img_size: int) -> tuple[int, int, int]:
     """``(C, H, W)`` of ``model``'s last spatial feature map at ``img_size``, on the meta device."""
     import timm
 
     with torch.device("meta"):
         net = _create_timm(timm, model, img_size=img_size, pretrained=False, num_classes=0)
-        maps = net.forward_intermediates(torch.empty(1, 3, img_size, img_size), indices=1,
-                                         intermediates_only=True, output_fmt="NCHW")
+        maps = net.forward_intermediates(
+            torch.empty(1, 3, img_size, img_size),
+            indices=1,
+            intermediates_only=True,
+            output_fmt="NCHW",
+        )
     return tuple(int(d) for d in maps[-1].shape[1:])  # type: ignore[return-value]
 
 
@@ -172,22 +203,33 @@ def _create_timm(timm: Any, model: str, *, img_size: int, **kwargs: Any) -> torc
 def _build_finetune(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Module, Callable]:
     import timm
 
-    model = _create_timm(timm, spec.model, img_size=spec.img_size, pretrained=spec.pretrained,
-                         num_classes=spec.num_classes)
+    model = _create_timm(
+        timm,
+        spec.model,
+        img_size=spec.img_size,
+        pretrained=spec.pretrained,
+        num_classes=spec.num_classes,
+    )
     src = int(round(spec.img_size * 256 / 224))
-    pool = torch.randint(0, 256, (2, spec.batch_size, 3, src, src), dtype=torch.uint8, generator=gen)
+    pool = torch.randint(
+        0, 256, (2, spec.batch_size, 3, src, src), dtype=torch.uint8, generator=gen
+    )
     pool = pool.to(spec.device)
     return model, lambda i: augment_images(pool[i % 2], size=spec.img_size, gen=gen)
 
 
 def _build_loffta(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Module, Callable]:
     c, h, w = spec.feature_shape
-    model = create_classifier(spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes)
+    model = create_classifier(
+        spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes
+    )
     pool = torch.randn((2, spec.batch_size, c, h, w), generator=gen).to(spec.device, torch.float16)
     return model, lambda i: augment_features(pool[i % 2], gen=gen)
 
 
-def _train_steps(model: torch.nn.Module, batch: Callable, spec: BenchSpec, gen: torch.Generator) -> list[float]:
+def _train_steps(
+    model: torch.nn.Module, batch: Callable, spec: BenchSpec, gen: torch.Generator
+) -> list[float]:
     """Run ``warmup + steps`` training steps; return the wall time of the timed ones."""
     model.to(spec.device).train()
     opt = create_optimizer(model, lr=1e-4, weight_decay=0.05)
@@ -229,20 +271,35 @@ def run_setting(spec: BenchSpec) -> dict[str, Any]:
     build = _build_finetune if spec.setting == "finetune" else _build_loffta
     model, batch = build(spec, gen)
     times = _train_steps(model, batch, spec, gen)
-    peak = torch.cuda.max_memory_allocated(spec.device) / 2**20 if cuda else _peak_rss_mb() - base_rss
+    peak = (
+        torch.cuda.max_memory_allocated(spec.device) / 2**20 if cuda else _peak_rss_mb() - base_rss
+    )
     step = statistics.median(times)
-    return {"setting": spec.setting, "samples_per_s": spec.batch_size / step, "step_ms": 1e3 * step,
-            "best_step_ms": 1e3 * min(times), "step_ms_all": [1e3 * t for t in times], "peak_mem_mb": peak,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "setting": spec.setting,
+        "samples_per_s": spec.batch_size / step,
+        "step_ms": 1e3 * step,
+        "best_step_ms": 1e3 * min(times),
+        "step_ms_all": [1e3 * t for t in times],
+        "peak_mem_mb": peak,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 def _run_in_subprocess(spec: BenchSpec) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(dataclasses.asdict(spec))]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_worker",
+        json.dumps(dataclasses.asdict(spec)),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT_TAG)]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec.setting} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len(_RESULT_TAG):])
+        raise RuntimeError(
+            f"{spec.setting} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1][len(_RESULT_TAG) :])
 
 
 def _worker(spec_json: str) -> None:
@@ -252,6 +309,7 @@ def _worker(spec_json: str) -> None:
 
 
 # --------------------------------------------------------------------------- report
+
 
 def _machine(device: str) -> str:
     if device.startswith("cuda"):
@@ -263,15 +321,21 @@ def _machine(device: str) -> str:
 
 def _table(spec: BenchSpec, results: dict[str, dict[str, Any]]) -> str:
     c, h, w = spec.feature_shape
-    inputs = {"finetune": (f"{spec.model} + head", f"images 3x{spec.img_size}x{spec.img_size}"),
-              "loffta": (f"{spec.classifier} classifier", f"features {c}x{h}x{w} fp16")}
+    inputs = {
+        "finetune": (f"{spec.model} + head", f"images 3x{spec.img_size}x{spec.img_size}"),
+        "loffta": (f"{spec.classifier} classifier", f"features {c}x{h}x{w} fp16"),
+    }
     mem = "peak mem MB (cuda alloc)" if spec.device.startswith("cuda") else "peak RSS growth MB"
-    rows = [f"{'setting':<9} {'model':<30} {'input':<24} {'params M':>8} {'samples/s':>10} "
-            f"{'step ms':>8} {'best ms':>8} {mem:>24}"]
+    rows = [
+        f"{'setting':<9} {'model':<30} {'input':<24} {'params M':>8} {'samples/s':>10} "
+        f"{'step ms':>8} {'best ms':>8} {mem:>24}"
+    ]
     for name, r in results.items():
         model, inp = inputs[name]
-        rows.append(f"{name:<9} {model:<30} {inp:<24} {r['params_m']:>8.1f} {r['samples_per_s']:>10.2f} "
-                    f"{r['step_ms']:>8.1f} {r['best_step_ms']:>8.1f} {r['peak_mem_mb']:>24.0f}")
+        rows.append(
+            f"{name:<9} {model:<30} {inp:<24} {r['params_m']:>8.1f} {r['samples_per_s']:>10.2f} "
+            f"{r['step_ms']:>8.1f} {r['best_step_ms']:>8.1f} {r['peak_mem_mb']:>24.0f}"
+        )
     return "\n".join(rows)
 
 
@@ -322,14 +386,30 @@ def compare(
         speed-up is the ratio of median step times, ``speedup_best`` that of the fastest
         steps (less sensitive to other jobs on a shared machine).
     """
-    opts = _resolve(quick, {"model": model, "img_size": img_size, "classifier": classifier,
-                            "batch_size": batch_size, "steps": steps, "warmup": warmup,
-                            "threads": threads})
+    opts = _resolve(
+        quick,
+        {
+            "model": model,
+            "img_size": img_size,
+            "classifier": classifier,
+            "batch_size": batch_size,
+            "steps": steps,
+            "warmup": warmup,
+            "threads": threads,
+        },
+    )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = BenchSpec(setting="finetune", feature_shape=feature_shape(opts["model"], opts["img_size"]),
-                     num_classes=num_classes, device=device, pretrained=pretrained, amp=amp,
-                     seed=seed, **{**opts, "threads": opts["threads"] or os.cpu_count() or 1})
+    base = BenchSpec(
+        setting="finetune",
+        feature_shape=feature_shape(opts["model"], opts["img_size"]),
+        num_classes=num_classes,
+        device=device,
+        pretrained=pretrained,
+        amp=amp,
+        seed=seed,
+        **{**opts, "threads": opts["threads"] or os.cpu_count() or 1},
+    )
     machine = _machine(device)  # before the runs: the load average is the background load
     results = {s: _run_in_subprocess(dataclasses.replace(base, setting=s)) for s in SETTINGS}
     ft, lt = results["finetune"], results["loffta"]
@@ -338,11 +418,19 @@ def compare(
     memory = ft["peak_mem_mb"] / max(lt["peak_mem_mb"], 1e-6)
     print(f"machine: {machine}")
     print(_table(base, results))
-    print(f"LOFF-TA vs fine-tuning: {speedup:.2f}x faster (median step; {best:.2f}x on the best "
-          f"step), {memory:.2f}x less peak memory")
+    print(
+        f"LOFF-TA vs fine-tuning: {speedup:.2f}x faster (median step; {best:.2f}x on the best "
+        f"step), {memory:.2f}x less peak memory"
+    )
     print(f"RATIO speedup={speedup:.3f} memory_ratio={memory:.3f} speedup_best={best:.3f}")
-    report = {"machine": machine, "spec": dataclasses.asdict(base), "results": results,
-              "speedup": speedup, "speedup_best": best, "memory_ratio": memory}
+    report = {
+        "machine": machine,
+        "spec": dataclasses.asdict(base),
+        "results": results,
+        "speedup": speedup,
+        "speedup_best": best,
+        "memory_ratio": memory,
+    }
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
@@ -351,8 +439,12 @@ def compare(
 
 def _cli(argv: list[str]) -> None:
     """Checks every flag (the keyword arguments of :func:`compare`), then compares."""
-    values = cliutil.parse_command(argv, cliutil.options_from_function(compare), prog="recipes/compare_finetune.py",
-                                   doc=compare.__doc__)
+    values = cliutil.parse_command(
+        argv,
+        cliutil.options_from_function(compare),
+        prog="recipes/compare_finetune.py",
+        doc=compare.__doc__,
+    )
     if values is not None:
         compare(**values)
 

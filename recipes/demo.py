@@ -55,8 +55,10 @@ class DemoSettings:
 
 
 FULL = {"counts": {"train": 1000, "val": 200}, "overrides": {}}
-QUICK = {"counts": {"train": 64, "val": 32},
-         "overrides": {"epochs": 2, "depth": 1, "batch_size": 32, "warmup_epochs": 0}}
+QUICK = {
+    "counts": {"train": 64, "val": 32},
+    "overrides": {"epochs": 2, "depth": 1, "batch_size": 32, "warmup_epochs": 0},
+}
 
 
 def build_cache(*, out: str, counts: dict[str, int], progress: bool = True) -> dict[str, Manifest]:
@@ -80,12 +82,21 @@ def _sizes(manifests: dict[str, Manifest]) -> str:
 
 
 def _train_one(settings: DemoSettings, augment: str) -> dict[str, Any]:
-    config = load_config(CONFIG, **{
-        "train": f"{settings.out}/train", "val": f"{settings.out}/val",
-        "out": f"{settings.out}/runs/{augment}", "augment": augment, **settings.overrides,
-    })
-    print(f"\n== training {config.model} (depth {config.depth or 'default'}) with augment={augment!r}, "
-          f"{config.epochs} epochs ==", flush=True)
+    config = load_config(
+        CONFIG,
+        **{
+            "train": f"{settings.out}/train",
+            "val": f"{settings.out}/val",
+            "out": f"{settings.out}/runs/{augment}",
+            "augment": augment,
+            **settings.overrides,
+        },
+    )
+    print(
+        f"\n== training {config.model} (depth {config.depth or 'default'}) with augment={augment!r}, "
+        f"{config.epochs} epochs ==",
+        flush=True,
+    )
     with warnings.catch_warnings():  # the shapes classes are easy: few steps are enough here
         warnings.simplefilter("ignore", FewStepsWarning)
         results = train(config)
@@ -93,17 +104,27 @@ def _train_one(settings: DemoSettings, augment: str) -> dict[str, Any]:
     train_s = sum(r["train_time"] for r in history)
     samples = sum(r["samples_per_s"] * r["train_time"] for r in history)
     waits = sum(r["wait_fraction"] * r["train_time"] for r in history)
-    return {"augment": augment, "val_acc": results["final"]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-            "samples_per_s": samples / train_s, "wait_fraction": waits / train_s, "wall_s": results["wall_s"],
-            "out": results["out"]}
+    return {
+        "augment": augment,
+        "val_acc": results["final"]["val_acc"],
+        "best_val_acc": max(r["val_acc"] for r in history),
+        "samples_per_s": samples / train_s,
+        "wait_fraction": waits / train_s,
+        "wall_s": results["wall_s"],
+        "out": results["out"],
+    }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Render the demo's result rows as a fixed-width table."""
-    lines = [f"{'augment':<8} {'val acc':>8} {'best':>7} {'samples/s':>10} {'data wait':>10} {'wall s':>7}"]
+    lines = [
+        f"{'augment':<8} {'val acc':>8} {'best':>7} {'samples/s':>10} {'data wait':>10} {'wall s':>7}"
+    ]
     for r in rows:
-        lines.append(f"{r['augment']:<8} {r['val_acc']:>8.1%} {r['best_val_acc']:>7.1%} "
-                     f"{r['samples_per_s']:>10,.0f} {r['wait_fraction']:>10.1%} {r['wall_s']:>7.1f}")
+        lines.append(
+            f"{r['augment']:<8} {r['val_acc']:>8.1%} {r['best_val_acc']:>7.1%} "
+            f"{r['samples_per_s']:>10,.0f} {r['wait_fraction']:>10.1%} {r['wall_s']:>7.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -129,25 +150,45 @@ def main(quick: bool = False, out: str | None = None, **overrides: Any) -> None:
         **overrides: training-config values (any ``TrainConfig`` field), e.g. ``--epochs 20``.
     """
     preset = QUICK if quick else FULL
-    settings = DemoSettings(out=out or ("out/demo_quick" if quick else "out/demo"), counts=preset["counts"],
-                            overrides={**preset["overrides"], **overrides})
+    settings = DemoSettings(
+        out=out or ("out/demo_quick" if quick else "out/demo"),
+        counts=preset["counts"],
+        overrides={**preset["overrides"], **overrides},
+    )
     report = run_demo(settings)
-    print("\nLOFF-TA on cached random-weight vit_tiny features of the shapes dataset (10 classes, chance 10%):")
+    print(
+        "\nLOFF-TA on cached random-weight vit_tiny features of the shapes dataset (10 classes, chance 10%):"
+    )
     print(format_table(report["rows"]))
     print(f"\nfeature cache: {report['extract_s']:.1f}s; total: {report['total_s']:.1f}s")
-    print(f"outputs: cache in {settings.out}/{{train,val}}, runs (config.json, log.jsonl, checkpoint.pt) "
-          f"in {settings.out}/runs/{{{','.join(AUGMENTS)}}}")
+    print(
+        f"outputs: cache in {settings.out}/{{train,val}}, runs (config.json, log.jsonl, checkpoint.pt) "
+        f"in {settings.out}/runs/{{{','.join(AUGMENTS)}}}"
+    )
 
 
 _RUN_KEYS = ("train", "val", "out", "augment")  # set by the demo itself
-OPTIONS = [*cliutil.options_from_function(main),
-           *(o for o in cliutil.options_from_dataclass(TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN]) if o.name not in _RUN_KEYS)]
+OPTIONS = [
+    *cliutil.options_from_function(main),
+    *(
+        o
+        for o in cliutil.options_from_dataclass(
+            TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN]
+        )
+        if o.name not in _RUN_KEYS
+    ),
+]
 
 
 def cli(argv: list[str] | None = None) -> None:
     """Checks every flag (the demo's own and the training fields), then runs the demo."""
-    values = cliutil.parse_command(sys.argv[1:] if argv is None else argv, OPTIONS, prog="recipes/demo.py",
-                                   doc=__doc__, config_file=False)
+    values = cliutil.parse_command(
+        sys.argv[1:] if argv is None else argv,
+        OPTIONS,
+        prog="recipes/demo.py",
+        doc=__doc__,
+        config_file=False,
+    )
     if values is None:
         return
     _, given = cliutil.parse_flags(sys.argv[1:] if argv is None else argv, OPTIONS)

@@ -18,8 +18,15 @@ from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 SHAPE = (4, 2, 2)
 
 
-def header(name: str, size: int, *, kind: bytes = b"0", prefix: str = "", linkname: str = "",
-           size_field: bytes | None = None) -> bytes:
+def header(
+    name: str,
+    size: int,
+    *,
+    kind: bytes = b"0",
+    prefix: str = "",
+    linkname: str = "",
+    size_field: bytes | None = None,
+) -> bytes:
     """One ustar header block, checksum included."""
     b = bytearray(512)
     b[0:100] = name.encode()[:100].ljust(100, b"\0")
@@ -58,8 +65,12 @@ def sample(key: str, i: int, *, label: int | None = 0) -> bytes:
     return out + (member(f"{key}.cls", str(label).encode()) if label is not None else b"")
 
 
-def write_crafted(root: Path, shards: dict[str, bytes], counts: dict[str, int] | None = None,
-                  classes: list[str] | None = None) -> Path:
+def write_crafted(
+    root: Path,
+    shards: dict[str, bytes],
+    counts: dict[str, int] | None = None,
+    classes: list[str] | None = None,
+) -> Path:
     """Writes shards (name -> bytes) and a manifest for them (no index); returns ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     infos = []
@@ -67,5 +78,7 @@ def write_crafted(root: Path, shards: dict[str, bytes], counts: dict[str, int] |
         (root / name).write_bytes(data)
         n = (counts or {}).get(name, 1)
         infos.append(ShardInfo(name, n, len(data), hashlib.sha256(data).hexdigest()))
-    Manifest(shards=infos, features=TensorSpec(SHAPE, "float16", "CHW"), classes=classes).save(str(root))
+    Manifest(shards=infos, features=TensorSpec(SHAPE, "float16", "CHW"), classes=classes).save(
+        str(root)
+    )
     return root

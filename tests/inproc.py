@@ -49,8 +49,9 @@ def _exit_status(err: SystemExit, stderr: io.StringIO) -> int:
     return 1
 
 
-def run_main(main: Callable[[], object], *, args: Sequence[str] = (),
-             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+def run_main(
+    main: Callable[[], object], *, args: Sequence[str] = (), cwd: str | Path | None = None
+) -> subprocess.CompletedProcess:
     """Calls ``main()`` with stdout/stderr captured and ``cwd`` as the working directory."""
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
@@ -71,7 +72,9 @@ def run_main(main: Callable[[], object], *, args: Sequence[str] = (),
     return subprocess.CompletedProcess(list(args), status, out.getvalue(), err.getvalue())
 
 
-def run_cli(command: str | Path, *argv: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    command: str | Path, *argv: str, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess:
     """Runs a command line in-process: ``command`` is ``"loffdata"`` or a script's path.
 
     ``run_cli("loffdata", "verify", str(root))`` is ``loffdata verify ROOT``;
@@ -90,4 +93,5 @@ def run_cli(command: str | Path, *argv: str, cwd: str | Path | None = None) -> s
 
         def call() -> None:
             cliutil.run(lambda: script(argv))  # what the script's ``__main__`` block does
+
     return run_main(call, args=[sys.executable, str(command), *argv], cwd=cwd)

@@ -18,7 +18,9 @@ def read_split(url: str | Path) -> tuple[Manifest, list]:
     samples = []
     for shard in manifest.shard_urls(str(url)):
         with open(shard, "rb") as f:
-            samples += [decode_sample(k, m, shard=shard) for k, m in iter_sample_members(f, shard=shard)]
+            samples += [
+                decode_sample(k, m, shard=shard) for k, m in iter_sample_members(f, shard=shard)
+            ]
     return manifest, samples
 
 

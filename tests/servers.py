@@ -185,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         if not self.path.startswith(srv.prefix + "/"):
             return self._send_status(404, head=head)  # a client left from an earlier test
-        self.path = self.path[len(srv.prefix):]
+        self.path = self.path[len(srv.prefix) :]
         with srv.lock:
             srv.in_flight += 1
             srv.peak_in_flight = max(srv.peak_in_flight, srv.in_flight)
@@ -205,7 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             want = srv.faults.gather
             if want:
-                srv.arrived.wait_for(lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout)
+                srv.arrived.wait_for(
+                    lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout
+                )
                 srv.faults.gather = 0  # reached (or given up) once: every later request passes
 
     def _answer(self, *, head: bool) -> None:
@@ -221,7 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = queued.pop(0) if queued and not head else None
             stalls = faults.stall.get(name)
             stall = stalls.pop(0) if stalls and not head else 0.0
-            if not head and name in faults.replace and faults.replace[name][0] == len(self.server.gets(name)):
+            if (
+                not head
+                and name in faults.replace
+                and faults.replace[name][0] == len(self.server.gets(name))
+            ):
                 _replace(p, faults.replace.pop(name)[1])
         if srv.latency or stall:
             srv.stopping.wait(srv.latency + stall)
@@ -277,7 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _paced(self, f, start: int, end: int) -> None:
         """Sends bytes ``[start, end)`` of ``f`` (``sendfile``), no faster than the cap."""
         rate, sock = self.server.conn_bytes_per_s, self.connection
-        t0, pos, step = time.perf_counter(), start, (256 << 10) if self.server.conn_bytes_per_s else (8 << 20)
+        t0, pos, step = (
+            time.perf_counter(),
+            start,
+            (256 << 10) if self.server.conn_bytes_per_s else (8 << 20),
+        )
         while pos < end:
             sent = os.sendfile(sock.fileno(), f.fileno(), pos, min(step, end - pos))
             if sent == 0:

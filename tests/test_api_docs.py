@@ -7,10 +7,26 @@ from pathlib import Path
 import pytest
 
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
-PACKAGES = ["loffdata", "loffdata.errors", "loffdata.format", "loffdata.storage", "loffdata.stream",
-            "loffdata.augment", "loffdata.loader.config", "loffdata.loader", "loffdata.ops", "loffdata.ops.verify",
-            "loffdata.cli", "loffdata.cli.main",
-            "loffdata.extract", "loffdata.train", "loffdata.util", "loffdata.compat", "loffdata.redact", "loffdata.safeio"]
+PACKAGES = [
+    "loffdata",
+    "loffdata.errors",
+    "loffdata.format",
+    "loffdata.storage",
+    "loffdata.stream",
+    "loffdata.augment",
+    "loffdata.loader.config",
+    "loffdata.loader",
+    "loffdata.ops",
+    "loffdata.ops.verify",
+    "loffdata.cli",
+    "loffdata.cli.main",
+    "loffdata.extract",
+    "loffdata.train",
+    "loffdata.util",
+    "loffdata.compat",
+    "loffdata.redact",
+    "loffdata.safeio",
+]
 
 
 def _sections() -> dict[str, set[str]]:

@@ -28,7 +28,8 @@ from loffdata.stream.dataset import StreamingDataset
 from tests.servers import http_server  # noqa: F401
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
+)
 
 
 def _finishes(fn, seconds: float = 60.0):
@@ -65,11 +66,19 @@ def fifo(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["alias bomb", "/dev/zero", "fifo", "deep json", "deep yaml", "utf-16", "nan json"])
+@pytest.mark.parametrize(
+    "case", ["alias bomb", "/dev/zero", "fifo", "deep json", "deep yaml", "utf-16", "nan json"]
+)
 def test_config_files_are_bounded(tmp_path, fifo, case):
-    path = {"alias bomb": tmp_path / "bomb.yaml", "/dev/zero": Path("/dev/zero"), "fifo": fifo,
-            "deep json": tmp_path / "deep.json", "deep yaml": tmp_path / "deep.yaml",
-            "utf-16": tmp_path / "u16.yaml", "nan json": tmp_path / "nan.json"}[case]
+    path = {
+        "alias bomb": tmp_path / "bomb.yaml",
+        "/dev/zero": Path("/dev/zero"),
+        "fifo": fifo,
+        "deep json": tmp_path / "deep.json",
+        "deep yaml": tmp_path / "deep.yaml",
+        "utf-16": tmp_path / "u16.yaml",
+        "nan json": tmp_path / "nan.json",
+    }[case]
     if case == "alias bomb":
         path.write_text("storage_options:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()))
     elif case == "deep json":
@@ -86,12 +95,16 @@ def test_config_files_are_bounded(tmp_path, fifo, case):
 
 
 def test_an_alias_bomb_in_a_flag_value_is_refused():
-    err = _finishes(lambda: coerce("{" + BOMB.replace("\n", ", ").rstrip(", ") + "}", dict, text="x"))
+    err = _finishes(
+        lambda: coerce("{" + BOMB.replace("\n", ", ").rstrip(", ") + "}", dict, text="x")
+    )
     assert isinstance(err, ValueError), err
 
 
 def test_config_file_limits_through_a_cli(tmp_path, capsys):
-    (tmp_path / "bomb.yaml").write_text("storage_options:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()))
+    (tmp_path / "bomb.yaml").write_text(
+        "storage_options:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines())
+    )
     for path in (tmp_path / "bomb.yaml", "/dev/zero"):
         code, _, err = _cli(["inspect", str(tmp_path), "--config", str(path)], capsys)
         assert code == 2 and err.startswith("error:") and "Traceback" not in err, err
@@ -104,13 +117,17 @@ def _mutated(make_dataset, change) -> Path:
     root, _ = make_dataset(6, 3)
     d = json.loads((root / "manifest.json").read_text())
     text = change(d)
-    (root / "manifest.json").write_bytes(text if isinstance(text, bytes) else
-                                         (json.dumps(d) if text is None else text).encode())
+    (root / "manifest.json").write_bytes(
+        text if isinstance(text, bytes) else (json.dumps(d) if text is None else text).encode()
+    )
     return root
 
 
 MANIFEST_CASES = {
-    "3000 deep": (lambda d: json.dumps(d)[:-1] + ', "deep": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),
+    "3000 deep": (
+        lambda d: json.dumps(d)[:-1] + ', "deep": ' + "[" * 3000 + "]" * 3000 + "}",
+        "nested too deeply",
+    ),
     "utf-16": (lambda d: json.dumps(d).encode("utf-16"), "not UTF-8"),
     "NaN token": (lambda d: json.dumps(d).replace('"version": 1', '"version": 1, "x": NaN'), "NaN"),
     "extras as a list": (lambda d: d.update(extras=["pooled"]), "'extras'"),
@@ -131,7 +148,9 @@ def test_bad_manifests_are_manifest_errors_on_every_path(make_dataset, capsys, c
     report = verify(str(root), progress=False)
     assert not report.ok and message.strip("'") in str(report.problems[0])
     for command in ("inspect", "verify", "index"):
-        code, _, err = _cli([command, str(root), *(["--quiet"] if command == "verify" else [])], capsys)
+        code, _, err = _cli(
+            [command, str(root), *(["--quiet"] if command == "verify" else [])], capsys
+        )
         assert code == 1 and "Traceback" not in err
 
 
@@ -139,7 +158,9 @@ def test_inspect_never_prints_a_huge_line(make_dataset, capsys):
     root = _mutated(make_dataset, lambda d: d["source"].update(note="x" * 5_000_000))
     cli_main(["inspect", str(root)])
     out = capsys.readouterr().out
-    assert max(len(line) for line in out.splitlines()) <= 400 and re.search(r"\(50000\d\d characters\)", out)
+    assert max(len(line) for line in out.splitlines()) <= 400 and re.search(
+        r"\(50000\d\d characters\)", out
+    )
 
 
 def test_a_manifest_that_is_a_fifo_is_refused(make_dataset):
@@ -166,7 +187,9 @@ def _replace_shard(make_dataset, tmp_path, kind: str) -> tuple[Path, str]:
     elif kind == "other dataset":
         other = tmp_path / "other"
         other.mkdir()
-        (other / name).write_bytes(shard.read_bytes())  # the same bytes: only where it lies is wrong
+        (other / name).write_bytes(
+            shard.read_bytes()
+        )  # the same bytes: only where it lies is wrong
         shard.unlink()
         shard.symlink_to(other / name)
     return root, name
@@ -177,9 +200,15 @@ def test_special_files_named_like_shards_are_refused_on_every_path(make_dataset,
     root, name = _replace_shard(make_dataset, tmp_path, kind)
 
     def read():
-        return sum(len(x) for x, _ in LoffLoader(str(root), batch_size=2, num_workers=0, augment=None))
+        return sum(
+            len(x) for x, _ in LoffLoader(str(root), batch_size=2, num_workers=0, augment=None)
+        )
 
-    for fn in (read, lambda: index_dataset(str(root), force=True), lambda: list(StreamingDataset(str(root)))):
+    for fn in (
+        read,
+        lambda: index_dataset(str(root), force=True),
+        lambda: list(StreamingDataset(str(root))),
+    ):
         err = _finishes(fn)
         assert isinstance(err, LoffError) and name in str(err), (kind, err)
         assert "\\x00" not in str(err)  # no bytes of what the link points at

@@ -32,6 +32,7 @@ def _run(fn, capsys) -> tuple[int, str]:
 def _raise(err: BaseException):
     def fn():
         raise err
+
     return fn
 
 
@@ -60,22 +61,31 @@ def test_interrupt_is_one_line(capsys):
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
     code = "from loffdata.cli.parse import run\nrun(lambda: [print('x' * 1000) for _ in range(100000)])\n"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before the first write: every write meets EPIPE
     err = proc.stderr.read().decode()
     assert proc.wait() == parse.EXIT_BROKEN_PIPE and err == "", err
 
 
-@pytest.mark.parametrize("script, argv", [
-    ("-m loffdata", ["inspect", "{missing}"]),
-    ("-m loffdata", ["verify", "{missing}", "--config", "/dev/zero"]),
-    ("tools/shard.py", ["--prefix", "../x", "--out", "{missing}"]),
-    ("recipes/train.py", ["--config", "/dev/zero"]),
-    ("recipes/demo.py", ["--config", "{missing}/none.yaml"]),
-])
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("-m loffdata", ["inspect", "{missing}"]),
+        ("-m loffdata", ["verify", "{missing}", "--config", "/dev/zero"]),
+        ("tools/shard.py", ["--prefix", "../x", "--out", "{missing}"]),
+        ("recipes/train.py", ["--config", "/dev/zero"]),
+        ("recipes/demo.py", ["--config", "{missing}/none.yaml"]),
+    ],
+)
 def test_every_cli_answers_in_one_line(tmp_path, script, argv):
     args = [a.format(missing=tmp_path / "missing") for a in argv]
-    cmd = [sys.executable, *script.split(), *args] if script.startswith("-m") else [sys.executable, str(ROOT / script), *args]
+    cmd = (
+        [sys.executable, *script.split(), *args]
+        if script.startswith("-m")
+        else [sys.executable, str(ROOT / script), *args]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode in (parse.EXIT_PROBLEM, parse.EXIT_USAGE), proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -36,7 +36,10 @@ def test_without_use_count_every_batch_is_fresh_and_right(make_dataset, monkeypa
     fresh = LoffLoader(str(root), **kwargs)
     got = _batches(fresh) + _batches(fresh)
     assert fresh._flags is None and not fresh._leases  # nothing pooled, nothing leased
-    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(expected, got, strict=True))
+    assert all(
+        torch.equal(a, c) and torch.equal(b, d)
+        for (a, b), (c, d) in zip(expected, got, strict=True)
+    )
 
 
 def _worker_pids(before):

@@ -29,9 +29,18 @@ def extracted(tmp_path_factory):
     torch.save(timm.create_model("test_vit").state_dict(), ckpt)
 
     def run(name: str, **kw) -> str:
-        cfg = ExtractConfig(out=str(root / name), model="test_vit", img_size=128, checkpoint=str(ckpt),
-                            shapes_counts={"train": 12}, shard_size=5, batch_size=6, workers=0,
-                            progress=False, **kw)
+        cfg = ExtractConfig(
+            out=str(root / name),
+            model="test_vit",
+            img_size=128,
+            checkpoint=str(ckpt),
+            shapes_counts={"train": 12},
+            shard_size=5,
+            batch_size=6,
+            workers=0,
+            progress=False,
+            **kw,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)
             extract(cfg)
@@ -43,15 +52,26 @@ def extracted(tmp_path_factory):
 @pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 1e-2), ("int8", None)])
 def test_pooled_from_fp16_equals_extraction(extracted, tmp_path, dtype, tol):
     reference = extracted["run"](f"pool2-{dtype}", dtype=dtype, pool=2)
-    out = convert(extracted["fp16"], str(tmp_path / "conv"), ConvertConfig(pool=2, dtype=dtype, extras=()),
-                  progress=False)
+    out = convert(
+        extracted["fp16"],
+        str(tmp_path / "conv"),
+        ConvertConfig(pool=2, dtype=dtype, extras=()),
+        progress=False,
+    )
     ref_m, ref = read_split(reference)
     got_m, got = read_split(tmp_path / "conv")
     assert got_m.features == ref_m.features == out.features and got_m.features.shape == (64, 4, 4)
-    assert [s.key for s in got] == [s.key for s in ref] and [s.label for s in got] == [s.label for s in ref]
+    assert [s.key for s in got] == [s.key for s in ref] and [s.label for s in got] == [
+        s.label for s in ref
+    ]
     assert got_m.classes == ref_m.classes and got_m.source["pool"] == 2 and got_m.extras == {}
-    a, b = np.stack([as_float(s.features) for s in got]), np.stack([as_float(s.features) for s in ref])
-    if dtype == "int8":  # the same per-channel quantisation: within one step of the scale (+ fp16 input)
+    a, b = (
+        np.stack([as_float(s.features) for s in got]),
+        np.stack([as_float(s.features) for s in ref]),
+    )
+    if (
+        dtype == "int8"
+    ):  # the same per-channel quantisation: within one step of the scale (+ fp16 input)
         scale = np.stack([s.features.scale for s in ref])[:, :, None, None]
         assert np.all(np.abs(a - b) <= 1.01 * scale + 2e-3 * np.abs(b))
     else:
@@ -69,9 +89,16 @@ def test_crop_reshard_extras_and_exact_stats(make_dataset, tmp_path):
     manifest, got = read_split(tmp_path / "out")
     assert [s.samples for s in manifest.shards] == [7, 7, 7, 2] and manifest.num_samples == 23
     assert manifest.features.shape == (8, 2, 2) and set(manifest.extras) == {"pooled"}
-    expect = [as_float(s.features)[:, 1:5, 0:5][:, :4, :4].reshape(8, 2, 2, 2, 2).mean(axis=(2, 4)) for s in source]
-    np.testing.assert_allclose(np.stack([s.features for s in got]), np.stack(expect), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(np.stack([s.extras["pooled"] for s in got]), np.stack([s.extras["pooled"] for s in source]))
+    expect = [
+        as_float(s.features)[:, 1:5, 0:5][:, :4, :4].reshape(8, 2, 2, 2, 2).mean(axis=(2, 4))
+        for s in source
+    ]
+    np.testing.assert_allclose(
+        np.stack([s.features for s in got]), np.stack(expect), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        np.stack([s.extras["pooled"] for s in got]), np.stack([s.extras["pooled"] for s in source])
+    )
     stats = ChannelStats()
     for s in got:
         stats.update(s.features, channel_axis=0)
@@ -114,7 +141,9 @@ def test_other_settings_refused_unless_overwrite(make_dataset, tmp_path):
     convert(str(src), dst, ConvertConfig(pool=2), progress=False)
     with pytest.raises(LoffError, match="other settings.*overwrite"):
         convert(str(src), dst, ConvertConfig(pool=4), progress=False)
-    assert convert(str(src), dst, ConvertConfig(pool=4), overwrite=True, progress=False).features.shape == (8, 1, 1)
+    assert convert(
+        str(src), dst, ConvertConfig(pool=4), overwrite=True, progress=False
+    ).features.shape == (8, 1, 1)
     with pytest.raises(ValueError, match=r"extras nope: not in .*\['pooled'\]"):
         convert(str(src), dst, ConvertConfig(extras=("nope",)), progress=False)
     with pytest.raises(ValueError, match="dtype"):
@@ -125,19 +154,42 @@ def test_s3_to_s3(make_dataset, s3_server, tmp_path):  # noqa: F811
     src, _ = make_dataset(9, 4)
     url = s3_server.upload(src, "loff", "convert-src")
     so = s3_server.storage_options
-    m = convert(url, "s3://loff/convert-dst", ConvertConfig(pool=2, dtype="bfloat16"), src_options=so,
-                dst_options=so, progress=False)
+    m = convert(
+        url,
+        "s3://loff/convert-dst",
+        ConvertConfig(pool=2, dtype="bfloat16"),
+        src_options=so,
+        dst_options=so,
+        progress=False,
+    )
     assert m.num_samples == 9 and m.features.dtype == "bfloat16"
     assert verify("s3://loff/convert-dst", progress=False, **so).ok
-    again = convert(url, "s3://loff/convert-dst", ConvertConfig(pool=2, dtype="bfloat16"), src_options=so,
-                    dst_options=so, progress=False)  # resumes: nothing left to do
+    again = convert(
+        url,
+        "s3://loff/convert-dst",
+        ConvertConfig(pool=2, dtype="bfloat16"),
+        src_options=so,
+        dst_options=so,
+        progress=False,
+    )  # resumes: nothing left to do
     assert again.to_dict() == m.to_dict()
 
 
 def test_cli(make_dataset, tmp_path, capsys, monkeypatch):
     src, _ = make_dataset(6, 3, extras=True)
-    argv = ["loffdata", "convert", str(src), str(tmp_path / "out"), "--pool", "2", "--extras", "none",
-            "--max_samples", "4", "--quiet"]
+    argv = [
+        "loffdata",
+        "convert",
+        str(src),
+        str(tmp_path / "out"),
+        "--pool",
+        "2",
+        "--extras",
+        "none",
+        "--max_samples",
+        "4",
+        "--quiet",
+    ]
     monkeypatch.setattr("sys.argv", argv)
     cli.main()
     assert "wrote 6 samples in 2 shards" in capsys.readouterr().out
@@ -151,13 +203,20 @@ def test_bench_convert_quick(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "benchmarks/bench_convert.py", "--quick", "--root", str(tmp_path)],
-                          cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_convert.py", "--quick", "--root", str(tmp_path)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "convert / re-extraction speed" in proc.stdout
 
 
-def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(make_dataset, tmp_path):
+def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(
+    make_dataset, tmp_path
+):
     src, _ = make_dataset(10, 5)
     shard = src / "shard-000001.tar"
     data = bytearray(shard.read_bytes())
@@ -167,7 +226,10 @@ def test_corrupt_source_sample_names_shard_and_key_and_leaves_no_partial_shard(m
     dst = tmp_path / "out"
     with pytest.raises(LoffError, match=r"shard-000001\.tar.*s0000007"):
         convert(str(src), str(dst), ConvertConfig(pool=2), progress=False)
-    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == ["shard-000000.idx", "shard-000000.tar"]  # no tmp, no manifest
+    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == [
+        "shard-000000.idx",
+        "shard-000000.tar",
+    ]  # no tmp, no manifest
 
 
 def _cli(argv: list[str]) -> int:
@@ -186,17 +248,23 @@ def test_cli_crop_as_documented(make_dataset, tmp_path, capsys, crop):
     assert Manifest.load(str(tmp_path / "out")).features.shape == (8, 2, 2)
 
 
-@pytest.mark.parametrize(("flags", "says"), [
-    (["--pool", "9"], "--pool 9 is larger than the 4x4 grid"),
-    (["--crop", "0,0,2,2", "--pool", "3"], "--pool 3 is larger than the 2x2 grid after the crop"),
-    (["--crop", "3,3,2,2"], "--crop 3,3,2,2 does not fit the 4x4 grid"),
-    (["--crop", "1,2,3"], "--crop: expected list"),
-    (["--dtype", "float8"], "--dtype must be None or one of"),
-    (["--extras", "pooled,nope"], "--extras nope: not in"),
-    (["--extras", ","], "--extras ',': expected comma-separated names"),
-    (["--max_samples", "-5"], "--max_samples must be >= 1, got -5"),
-    (["--pool", "0"], "--pool must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--pool", "9"], "--pool 9 is larger than the 4x4 grid"),
+        (
+            ["--crop", "0,0,2,2", "--pool", "3"],
+            "--pool 3 is larger than the 2x2 grid after the crop",
+        ),
+        (["--crop", "3,3,2,2"], "--crop 3,3,2,2 does not fit the 4x4 grid"),
+        (["--crop", "1,2,3"], "--crop: expected list"),
+        (["--dtype", "float8"], "--dtype must be None or one of"),
+        (["--extras", "pooled,nope"], "--extras nope: not in"),
+        (["--extras", ","], "--extras ',': expected comma-separated names"),
+        (["--max_samples", "-5"], "--max_samples must be >= 1, got -5"),
+        (["--pool", "0"], "--pool must be >= 1"),
+    ],
+)
 def test_cli_refusals_write_nothing(make_dataset, tmp_path, capsys, flags, says):
     src, _ = make_dataset(4, 2, extras=True)
     dst = tmp_path / "out"
@@ -220,7 +288,11 @@ def test_cli_overwrite_is_a_switch_and_the_hint_names_it(make_dataset, tmp_path,
 def test_cli_help_documents_every_option(capsys):
     assert _cli(["convert", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "(undocumented)" not in text and "--crop LIST|NULL" in text and "--overwrite [true|false]" in text
+    assert (
+        "(undocumented)" not in text
+        and "--crop LIST|NULL" in text
+        and "--overwrite [true|false]" in text
+    )
     assert _cli(["--help"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("convert"))
     assert "Derives a dataset from a dataset" in line and "see " not in line

@@ -11,10 +11,17 @@ from loffdata.devices import cuda_index, resolve_cuda
 from loffdata.util import DistContext
 
 
-@pytest.mark.parametrize(("local_rank", "count", "want"), [
-    (None, 1, 0), ("0", 1, 0), ("3", 1, 0),  # one visible device (CUDA_VISIBLE_DEVICES per rank): that one
-    ("3", 8, 3), ("5", 4, 1), (None, 4, 0),  # several: LOCAL_RANK % device_count()
-])
+@pytest.mark.parametrize(
+    ("local_rank", "count", "want"),
+    [
+        (None, 1, 0),
+        ("0", 1, 0),
+        ("3", 1, 0),  # one visible device (CUDA_VISIBLE_DEVICES per rank): that one
+        ("3", 8, 3),
+        ("5", 4, 1),
+        (None, 4, 0),  # several: LOCAL_RANK % device_count()
+    ],
+)
 def test_cuda_index_rule(local_rank, count, want):
     env = {} if local_rank is None else {"LOCAL_RANK": local_rank}
     assert cuda_index(env, count) == want
@@ -32,7 +39,9 @@ def test_cuda_index_refuses_nonsense():
 def test_explicit_index_and_cpu_are_kept():
     assert resolve_cuda("cuda:1", {"LOCAL_RANK": "3"}, 4) == torch.device("cuda", 1)
     assert resolve_cuda("cpu", {"LOCAL_RANK": "3"}, 4) == torch.device("cpu")
-    assert resolve_cuda("cuda", {"LOCAL_RANK": "3"}, 1) == torch.device("cuda", 0)  # not the invalid cuda:3
+    assert resolve_cuda("cuda", {"LOCAL_RANK": "3"}, 1) == torch.device(
+        "cuda", 0
+    )  # not the invalid cuda:3
 
 
 @pytest.fixture
@@ -53,7 +62,14 @@ def test_loader_training_and_extraction_use_the_rule(two_gpus):
     assert isinstance(gpu, CudaGpu) and gpu.compute == torch.device("cuda", 1)
     assert resolve_device(types.SimpleNamespace(device="cuda")) == torch.device("cuda", 1)
     assert resolve_device(types.SimpleNamespace(device="auto")) == torch.device("cuda", 1)
-    for device in ("cuda", "auto"):  # --device cuda under torchrun no longer puts every rank on GPU 0
+    for device in (
+        "cuda",
+        "auto",
+    ):  # --device cuda under torchrun no longer puts every rank on GPU 0
         cfg = types.SimpleNamespace(device=device)
-        assert select_device(cfg, DistContext(rank=3, world_size=4, local_rank=3)) == torch.device("cuda", 1)
-        assert select_device(cfg, DistContext(rank=0, world_size=4, local_rank=0)) == torch.device("cuda", 0)
+        assert select_device(cfg, DistContext(rank=3, world_size=4, local_rank=3)) == torch.device(
+            "cuda", 1
+        )
+        assert select_device(cfg, DistContext(rank=0, world_size=4, local_rank=0)) == torch.device(
+            "cuda", 0
+        )

@@ -41,7 +41,9 @@ CACHES = {
     "16x6x6-5cls-13": {"n": 13, "shard_size": 5, "shape": (16, 6, 6), "classes": 5},
 }
 _FENCE = re.compile(r"^(\s*)```(.*?)\s*$")
-_MARK = re.compile(r"<!--\s*docs-test:\s*(needs gpu|needs network|make target|slow|continues)\s*-->")
+_MARK = re.compile(
+    r"<!--\s*docs-test:\s*(needs gpu|needs network|make target|slow|continues)\s*-->"
+)
 _SHELL = ("bash", "sh", "shell", "console")
 
 
@@ -111,9 +113,14 @@ def _clis() -> dict[tuple[str, ...], Callable[[list[str]], None]]:
     from loffdata.extract.command import main as shard_main
     from loffdata.train.command import main as train_main
 
-    return {("loffdata",): loffdata_main, ("python", "-m", "loffdata"): loffdata_main,
-            ("loffdata-shard",): shard_main, ("python", "tools/shard.py"): shard_main,
-            ("loffdata-train",): train_main, ("python", "recipes/train.py"): train_main}
+    return {
+        ("loffdata",): loffdata_main,
+        ("python", "-m", "loffdata"): loffdata_main,
+        ("loffdata-shard",): shard_main,
+        ("python", "tools/shard.py"): shard_main,
+        ("loffdata-train",): train_main,
+        ("python", "recipes/train.py"): train_main,
+    }
 
 
 def run_shell(code: str, env: dict[str, str]) -> None:
@@ -128,9 +135,11 @@ def run_shell(code: str, env: dict[str, str]) -> None:
             env[words[0].split("=", 1)[0]] = words[0].split("=", 1)[1]
             continue
         head = next((k for k in clis if tuple(words[: len(k)]) == k), None)
-        assert head is not None, f"no in-process runner for {' '.join(words)!r}: mark the block (see this module)"
+        assert head is not None, (
+            f"no in-process runner for {' '.join(words)!r}: mark the block (see this module)"
+        )
         try:
-            cliutil.run(functools.partial(clis[head], words[len(head):]))
+            cliutil.run(functools.partial(clis[head], words[len(head) :]))
         except SystemExit as exit_:
             assert not exit_.code, f"{' '.join(words)!r} exited with {exit_.code}"
 
@@ -142,13 +151,23 @@ def doc_workdir(tmp_path, monkeypatch):
     from tests.conftest import synthetic_samples
 
     work = tmp_path / "work"
-    demo = {"model": "vit_tiny_patch16_224", "img_size": 112, "pool": 1}  # what recipes/configs/demo.yaml checks
-    for base, shape, classes, source in (("feats/mine", (8, 4, 4), 3, {"model": "synthetic"}),
-                                         ("out/demo", (192, 7, 7), 10, demo)):
+    demo = {
+        "model": "vit_tiny_patch16_224",
+        "img_size": 112,
+        "pool": 1,
+    }  # what recipes/configs/demo.yaml checks
+    for base, shape, classes, source in (
+        ("feats/mine", (8, 4, 4), 3, {"model": "synthetic"}),
+        ("out/demo", (192, 7, 7), 10, demo),
+    ):
         for split, n in (("train", 24), ("val", 12)):
-            write_dataset(str(work / base / split), synthetic_samples(n, shape, classes=classes, seed=n),
-                          config=WriterConfig(max_samples=8), classes=[f"c{i}" for i in range(classes)],
-                          source=source)
+            write_dataset(
+                str(work / base / split),
+                synthetic_samples(n, shape, classes=classes, seed=n),
+                config=WriterConfig(max_samples=8),
+                classes=[f"c{i}" for i in range(classes)],
+                source=source,
+            )
     for name in ("recipes", "tools"):
         (work / name).symlink_to(ROOT / name)
     monkeypatch.chdir(work)
@@ -162,16 +181,23 @@ def doc_workdir(tmp_path, monkeypatch):
 def test_documented_commands_run_as_written(steps, doc_workdir):
     for lang, code in steps:
         if lang == "python":
-            exec(compile(code, "<doc>", "exec"), {"DATA": str(doc_workdir / "feats/mine/train"), "__name__": "__doc__"})
+            exec(
+                compile(code, "<doc>", "exec"),
+                {"DATA": str(doc_workdir / "feats/mine/train"), "__name__": "__doc__"},
+            )
         else:
             run_shell(code, {})
 
 
 def test_a_block_without_a_runner_fails_and_a_marker_skips_it():
-    text = "<!-- docs-test: needs network -->\n```bash\npip install x\n```\n```bash\nmake demo\n```\n"
+    text = (
+        "<!-- docs-test: needs network -->\n```bash\npip install x\n```\n```bash\nmake demo\n```\n"
+    )
     (_, _, _, mark), (_, _, code, none) = doc_blocks(text)
     assert mark == "needs network" and none is None
     with pytest.raises(AssertionError, match="no in-process runner for 'make demo'"):
         run_shell(code, {})
     assert shell_lines("loffdata convert a b \\\n   --crop 0,0,2,2  # a comment\nX=1") == [
-        ["loffdata", "convert", "a", "b", "--crop", "0,0,2,2"], ["X=1"]]
+        ["loffdata", "convert", "a", "b", "--crop", "0,0,2,2"],
+        ["X=1"],
+    ]

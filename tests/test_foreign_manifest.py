@@ -24,8 +24,18 @@ def _samples(n, *, shape=(6, 3, 3), classes=4, start=0, dtype="float16"):
     rng = np.random.default_rng(start)
     for i in range(start, start + n):
         x = rng.standard_normal(shape).astype(np.float32) + i % classes
-        yield f"img{i:05d}", x, i % classes, encode_sample(f"img{i:05d}", x, label=i % classes, dtype=dtype,
-                                                             extras={"pooled": x.mean(axis=(1, 2))})
+        yield (
+            f"img{i:05d}",
+            x,
+            i % classes,
+            encode_sample(
+                f"img{i:05d}",
+                x,
+                label=i % classes,
+                dtype=dtype,
+                extras={"pooled": x.mean(axis=(1, 2))},
+            ),
+        )
 
 
 def _gnu_tar(path, samples) -> None:
@@ -65,11 +75,21 @@ def foreign(tmp_path):
 
 
 def test_index_builds_the_full_manifest(foreign, tmp_path, capsys):
-    (tmp_path / "names.json").write_text(json.dumps({"0": "cat", "1": "dog", "2": "owl", "3": "yak"}))
-    assert _exit_code(["index", str(foreign), "--classes", str(tmp_path / "names.json"), "--quiet"]) == 0
-    assert "wrote a manifest: 2 shards, 12 samples, features float16[6, 3, 3], 4 classes" in capsys.readouterr().out
+    (tmp_path / "names.json").write_text(
+        json.dumps({"0": "cat", "1": "dog", "2": "owl", "3": "yak"})
+    )
+    assert (
+        _exit_code(["index", str(foreign), "--classes", str(tmp_path / "names.json"), "--quiet"])
+        == 0
+    )
+    assert (
+        "wrote a manifest: 2 shards, 12 samples, features float16[6, 3, 3], 4 classes"
+        in capsys.readouterr().out
+    )
     m = Manifest.load(str(foreign))
-    assert [s.name for s in m.shards] == ["part-a.tar", "part-b.tar"] and [s.samples for s in m.shards] == [7, 5]
+    assert [s.name for s in m.shards] == ["part-a.tar", "part-b.tar"] and [
+        s.samples for s in m.shards
+    ] == [7, 5]
     assert m.classes == ["cat", "dog", "owl", "yak"] and set(m.extras) == {"pooled"}
     for s in m.shards:
         data = (foreign / s.name).read_bytes()

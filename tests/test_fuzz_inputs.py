@@ -25,19 +25,39 @@ from loffdata.format.manifest import Manifest, check_shard_name
 from loffdata.format.names import check_prefix, resolve_name
 from loffdata.redact import redact_text
 
-FUZZ = settings(max_examples=150, deadline=timedelta(seconds=10),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=150,
+    deadline=timedelta(seconds=10),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 VALID = {
-    "format": "loffdata.shards", "version": 1, "num_samples": 2,
+    "format": "loffdata.shards",
+    "version": 1,
+    "num_samples": 2,
     "features": {"shape": [8, 4, 4], "dtype": "float16", "layout": "CHW"},
-    "classes": ["a", "b"], "extras": {}, "stats": None, "source": {"model": "m"}, "skipped": [],
+    "classes": ["a", "b"],
+    "extras": {},
+    "stats": None,
+    "source": {"model": "m"},
+    "skipped": [],
     "shards": [{"name": "shard-000000.tar", "samples": 2, "bytes": 10240, "sha256": "0" * 64}],
 }
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=30)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
 def _mutate(draw_field: str, value) -> bytes:
@@ -58,7 +78,9 @@ def _manifest_or_error(data: bytes) -> None:
     except ManifestError as err:
         assert "fuzz.json" in str(err) or "shard" in str(err), err
         return
-    assert m.num_samples >= 0 and all(not resolve_name(s.name).startswith(("../", "/")) for s in m.shards)
+    assert m.num_samples >= 0 and all(
+        not resolve_name(s.name).startswith(("../", "/")) for s in m.shards
+    )
 
 
 @FUZZ
@@ -74,14 +96,23 @@ def test_manifest_bytes(data):
 
 
 @FUZZ
-@given(st.integers(1, 5000), st.sampled_from(["[", "{\"a\":"]))
+@given(st.integers(1, 5000), st.sampled_from(["[", '{"a":']))
 def test_manifest_nesting(depth, opener):
     closer = "]" if opener == "[" else "}"
-    text = json.dumps(VALID)[:-1] + ', "deep": ' + opener * depth + ("0" if opener != "[" else "") + closer * depth + "}"
+    text = (
+        json.dumps(VALID)[:-1]
+        + ', "deep": '
+        + opener * depth
+        + ("0" if opener != "[" else "")
+        + closer * depth
+        + "}"
+    )
     _manifest_or_error(text.encode())
 
 
-names = st.lists(st.sampled_from(list("ab./%2eE5Cf\\?#-_ ") + ["%2e", "%2f", "%25", "..", "%00"]), max_size=12).map("".join)
+names = st.lists(
+    st.sampled_from(list("ab./%2eE5Cf\\?#-_ ") + ["%2e", "%2f", "%25", "..", "%00"]), max_size=12
+).map("".join)
 
 
 @FUZZ
@@ -104,14 +135,38 @@ def test_prefixes_are_plain_stems(prefix):
     except LocationError:
         return
     name = f"{prefix}-000000.tar"
-    assert "/" not in name and "\\" not in name and resolve_name(name) == name and not name.startswith(".")
+    assert (
+        "/" not in name
+        and "\\" not in name
+        and resolve_name(name) == name
+        and not name.startswith(".")
+    )
 
 
 yaml_docs = st.one_of(
     st.text(max_size=200),
-    st.lists(st.sampled_from(["a: &a [1, 2]", "b: [*a, *a, *a]", "c: {x: *a}", "- x", "epochs: 3", "? [a]",
-                              "{", "[[[[", "*b", "&x y", ": :", "'", "!!python/object:os.system 1",
-                              "storage_options: {key: 1}", "d: " + "[" * 200 + "]" * 200]), max_size=8).map("\n".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "a: &a [1, 2]",
+                "b: [*a, *a, *a]",
+                "c: {x: *a}",
+                "- x",
+                "epochs: 3",
+                "? [a]",
+                "{",
+                "[[[[",
+                "*b",
+                "&x y",
+                ": :",
+                "'",
+                "!!python/object:os.system 1",
+                "storage_options: {key: 1}",
+                "d: " + "[" * 200 + "]" * 200,
+            ]
+        ),
+        max_size=8,
+    ).map("\n".join),
 )
 
 
@@ -139,10 +194,39 @@ def _command_options():
 
 
 COMMAND_OPTIONS = _command_options()
-tokens = st.sampled_from(["--pool", "--dtype", "--quiet", "--noquiet", "--samples", "--storage_options", "--config",
-                          "--prefix", "--force", "--max_samples", "--crop", "x", "0", "-5", "2", "int8",
-                          "float8", "{a: 1}", "[1, 2]", "{key: &a [1], b: [*a, *a]}", "none", "true", "4.7",
-                          "--", "--=", "--pool=3", "--unknown", "DIR", "/dev/zero"])
+tokens = st.sampled_from(
+    [
+        "--pool",
+        "--dtype",
+        "--quiet",
+        "--noquiet",
+        "--samples",
+        "--storage_options",
+        "--config",
+        "--prefix",
+        "--force",
+        "--max_samples",
+        "--crop",
+        "x",
+        "0",
+        "-5",
+        "2",
+        "int8",
+        "float8",
+        "{a: 1}",
+        "[1, 2]",
+        "{key: &a [1], b: [*a, *a]}",
+        "none",
+        "true",
+        "4.7",
+        "--",
+        "--=",
+        "--pool=3",
+        "--unknown",
+        "DIR",
+        "/dev/zero",
+    ]
+)
 
 
 @FUZZ
@@ -167,8 +251,14 @@ def test_the_fuzzed_parser_is_sharp():
 
 
 @FUZZ
-@given(st.text(st.characters(blacklist_characters="@/:", blacklist_categories=("Cs", "Zs", "Cc")), min_size=6, max_size=20),
-       st.text(max_size=30))
+@given(
+    st.text(
+        st.characters(blacklist_characters="@/:", blacklist_categories=("Cs", "Zs", "Cc")),
+        min_size=6,
+        max_size=20,
+    ),
+    st.text(max_size=30),
+)
 def test_userinfo_never_survives_redaction(password, around):
     text = f"{around} http://u:{password}@host/x {around}"
     assert f":{password}@" not in redact_text(text)

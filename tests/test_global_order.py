@@ -22,13 +22,27 @@ from loffdata.stream.mix import Mix, Source
 WORKERS = (0, 1, 2, 3)
 #: per-sample draws only: the noise field and mixup/cutmix partners are drawn per rank batch,
 #: so they change with the per-rank batch size, i.e. the world size (docs/streaming.md)
-PER_SAMPLE = {"hflip": 0.5, "crop": 1.0, "crop_scale": (0.25, 1.0), "jitter": 1.0, "brightness": 0.5}
+PER_SAMPLE = {
+    "hflip": 0.5,
+    "crop": 1.0,
+    "crop_scale": (0.25, 1.0),
+    "jitter": 1.0,
+    "brightness": 0.5,
+}
 
 
 def _write(root, n, per_shard, offset=0):
     rng = np.random.default_rng(offset)
-    items = ((f"s{i:04d}", rng.standard_normal((3, 6, 6)).astype(np.float32), i % 3) for i in range(offset, offset + n))
-    write_dataset(str(root), items, config=WriterConfig(max_samples=per_shard, dtype="float32"), classes=list("abc"))
+    items = (
+        (f"s{i:04d}", rng.standard_normal((3, 6, 6)).astype(np.float32), i % 3)
+        for i in range(offset, offset + n)
+    )
+    write_dataset(
+        str(root),
+        items,
+        config=WriterConfig(max_samples=per_shard, dtype="float32"),
+        classes=list("abc"),
+    )
     return str(root)
 
 
@@ -69,19 +83,41 @@ def _assert_same_but_padding(a, b):
 
 
 def _plain(data, workers, shuffle):
-    return LoffLoader(data["a"], batch_size=4, augment="loffta", views=2, num_workers=workers, seed=3,
-                      shuffle=shuffle, shuffle_buffer=8)
+    return LoffLoader(
+        data["a"],
+        batch_size=4,
+        augment="loffta",
+        views=2,
+        num_workers=workers,
+        seed=3,
+        shuffle=shuffle,
+        shuffle_buffer=8,
+    )
 
 
 def _mixed(data, workers, shuffle):
     mix = Mix([Source(data["a"], weight=2), Source(data["b"], weight=1)], epoch_size=48)
-    return LoffLoader(mix, batch_size=4, augment="loffta", num_workers=workers, seed=3, shuffle=shuffle,
-                      shuffle_buffer=8)
+    return LoffLoader(
+        mix,
+        batch_size=4,
+        augment="loffta",
+        num_workers=workers,
+        seed=3,
+        shuffle=shuffle,
+        shuffle_buffer=8,
+    )
 
 
 def _multiscale(data, workers, shuffle):
-    loader = LoffLoader(data["a"], batch_size=2, augment="loffta", num_workers=workers, seed=3, shuffle=shuffle,
-                        shuffle_buffer=8)
+    loader = LoffLoader(
+        data["a"],
+        batch_size=2,
+        augment="loffta",
+        num_workers=workers,
+        seed=3,
+        shuffle=shuffle,
+        shuffle_buffer=8,
+    )
     return MultiScaleLoader(loader, MultiScaleConfig(grids=(6, 3), base_chunks=1, seed=5))
 
 
@@ -102,7 +138,9 @@ def test_keys_and_augmentation_identical_for_any_num_workers(data, make, shuffle
     keys = [k for ks, _ in runs[0] for k in ks]
     assert len(keys) == len(set(keys))  # one key per sample (its views follow one another)
     if make is _plain and not shuffle:
-        assert keys == [f"s{i:04d}" for i in range(45)]  # shuffle=False: manifest order, any workers
+        assert keys == [
+            f"s{i:04d}" for i in range(45)
+        ]  # shuffle=False: manifest order, any workers
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -114,13 +152,23 @@ def test_multiscale_batches_identical_for_any_num_workers(data, shuffle):
 
 def _global(per_rank):
     """Global batches from each rank's ``[(keys, features)]``: rank parts concatenated."""
-    return [(sum((r[t][0] for r in per_rank), []), torch.cat([r[t][1] for r in per_rank]))
-            for t in range(len(per_rank[0]))]
+    return [
+        (sum((r[t][0] for r in per_rank), []), torch.cat([r[t][1] for r in per_rank]))
+        for t in range(len(per_rank[0]))
+    ]
 
 
 def _rank_loader(data, rank, world, workers):
-    return LoffLoader(data["a"], batch_size=8 // world, augment=PER_SAMPLE, num_workers=workers, seed=3,
-                      shuffle_buffer=8, rank=rank, world_size=world)
+    return LoffLoader(
+        data["a"],
+        batch_size=8 // world,
+        augment=PER_SAMPLE,
+        num_workers=workers,
+        seed=3,
+        shuffle_buffer=8,
+        rank=rank,
+        world_size=world,
+    )
 
 
 def test_resume_with_other_workers_and_world_size_gives_the_rest_of_the_order(data):
@@ -155,16 +203,26 @@ def _free_port() -> int:
 
 
 def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
-        loader = LoffLoader(root, batch_size=8 // world, augment=PER_SAMPLE, num_workers=world % 3, seed=3,
-                            shuffle_buffer=8)  # rank and world from torch.distributed
+        loader = LoffLoader(
+            root,
+            batch_size=8 // world,
+            augment=PER_SAMPLE,
+            num_workers=world % 3,
+            seed=3,
+            shuffle_buffer=8,
+        )  # rank and world from torch.distributed
         got = []
         for batch in loader:
             got.append((_sample_keys(batch), batch[0].clone()))
             dist.all_reduce(torch.ones(1))  # a DDP-like collective per step
         loader.close()
-        torch.save({"keys": [k for k, _ in got], "x": [x for _, x in got]}, f"{out}/w{world}r{rank}.pt")
+        torch.save(
+            {"keys": [k for k, _ in got], "x": [x for _, x in got]}, f"{out}/w{world}r{rank}.pt"
+        )
     finally:
         dist.destroy_process_group()
 
@@ -173,7 +231,9 @@ def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
 def test_global_batches_identical_for_world_size_1_2_4(data, tmp_path):
     runs = {}
     for world in (1, 2, 4):
-        mp.spawn(_run_rank, args=(world, _free_port(), data["a"], str(tmp_path)), nprocs=world, join=True)
+        mp.spawn(
+            _run_rank, args=(world, _free_port(), data["a"], str(tmp_path)), nprocs=world, join=True
+        )
         per_rank = []
         for r in range(world):
             saved = torch.load(tmp_path / f"w{world}r{r}.pt", weights_only=True)

@@ -19,8 +19,13 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -28,21 +33,31 @@ def test_without_cuda_one_line_and_exit_2_unless_allowed():
     proc = _run()
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = proc.stdout.strip().splitlines()
-    assert line.startswith("gpu-check: asked for CUDA, but torch") and line.endswith("nothing checked; FAILED")
+    assert line.startswith("gpu-check: asked for CUDA, but torch") and line.endswith(
+        "nothing checked; FAILED"
+    )
     proc = _run("--allow-no-cuda")
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("nothing checked (--allow-no-cuda)")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(
+        "nothing checked (--allow-no-cuda)"
+    )
 
 
 def test_a_wheel_mismatch_refuses_to_pass():
     sys.path.insert(0, str(SCRIPT.parent))
     import gpu_check
 
-    env = {"cuda_available": True, "torch": "2.11", "torch_cuda": "13.0",
-           "problems": ["nvidia-dali-cuda120 is built for CUDA 12, torch for CUDA 13"]}
+    env = {
+        "cuda_available": True,
+        "torch": "2.11",
+        "torch_cuda": "13.0",
+        "problems": ["nvidia-dali-cuda120 is built for CUDA 12, torch for CUDA 13"],
+    }
     code, line = gpu_check.refusal("cuda", False, env)
     assert code == 2 and "wheel mismatch" in line and "nvidia-dali-cuda120" in line
     assert gpu_check.refusal("cuda", False, {**env, "problems": []}) is None
-    assert gpu_check.refusal("cpu", False, env) is None  # the CPU smoke run uses no DALI wheel on a GPU
+    assert (
+        gpu_check.refusal("cpu", False, env) is None
+    )  # the CPU smoke run uses no DALI wheel on a GPU
 
 
 def test_a_section_past_its_budget_is_stopped_and_reported(monkeypatch):

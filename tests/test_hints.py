@@ -27,8 +27,11 @@ def demo_like(make_dataset, tmp_path):
 def test_parent_dir_names_the_closest_dataset(demo_like, monkeypatch):
     monkeypatch.chdir(demo_like.parents[1])
     assert datasets_below("out/demo") == ["out/demo/train", "out/demo/val"]
-    with pytest.raises(ManifestError, match=r"^no dataset at 'out/demo' \(no manifest.json\); did you mean "
-                                            r"'out/demo/train'\?; datasets below it: out/demo/train, out/demo/val$"):
+    with pytest.raises(
+        ManifestError,
+        match=r"^no dataset at 'out/demo' \(no manifest.json\); did you mean "
+        r"'out/demo/train'\?; datasets below it: out/demo/train, out/demo/val$",
+    ):
         check_dataset_dir("out/demo")
     with pytest.raises(ManifestError, match="did you mean 'out/demo/train'"):
         LoffLoader("out/demo", batch_size=2, num_workers=0)
@@ -39,17 +42,36 @@ def test_parent_dir_names_the_closest_dataset(demo_like, monkeypatch):
 
 def test_inspect_cli_answers_in_one_line(demo_like):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "loffdata", "inspect", "out/demo"], cwd=demo_like.parents[1],
-                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loffdata", "inspect", "out/demo"],
+        cwd=demo_like.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "did you mean 'out/demo/train'" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "loffdata", "inspect", "out/demo/train"], cwd=demo_like.parents[1],
-                        capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert (
+        proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        and "did you mean 'out/demo/train'" in proc.stderr
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "loffdata", "inspect", "out/demo/train"],
+        cwd=demo_like.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert ok.returncode == 0 and "samples     6 in 2 shards" in ok.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_fails_at_construction(make_dataset):
     root, _ = make_dataset(n=4, shard_size=4)
-    with pytest.raises(DeviceError, match=r"device='cuda', but CUDA is not available.*use device='cpu'"):
+    with pytest.raises(
+        DeviceError, match=r"device='cuda', but CUDA is not available.*use device='cpu'"
+    ):
         LoffLoader(str(root), batch_size=2, num_workers=0, device="cuda")

@@ -67,7 +67,9 @@ def test_epoch_advances_without_set_epoch(data):
 
 
 def test_same_batches_whatever_the_number_of_workers(data):
-    runs = [[_digest(b) for b in LoffLoader(data, batch_size=8, num_workers=w, seed=3)] for w in (0, 1)]
+    runs = [
+        [_digest(b) for b in LoffLoader(data, batch_size=8, num_workers=w, seed=3)] for w in (0, 1)
+    ]
     assert runs[0] == runs[1]
 
 
@@ -92,7 +94,9 @@ def test_resume_from_checkpoint_written_in_another_process(data, tmp_path):
         "torch.save(loader.state_dict(), sys.argv[1])\n"
     )
     ckpt = tmp_path / "state.pt"
-    subprocess.run([sys.executable, str(script), str(ckpt)], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run(
+        [sys.executable, str(script), str(ckpt)], check=True, cwd=Path(__file__).parents[1]
+    )
     full = [_digest(b) for b in LoffLoader(data, batch_size=8, num_workers=2, seed=7)]
     resumed = LoffLoader(data, batch_size=8, num_workers=1, seed=7)
     resumed.load_state_dict(torch.load(ckpt))
@@ -120,7 +124,9 @@ def test_int8_cache_dequantised_after_transfer(make_dataset):
 
 
 def test_len_is_per_rank_and_equal(data):
-    lens = [len(LoffLoader(data, batch_size=5, num_workers=3, rank=r, world_size=3)) for r in range(3)]
+    lens = [
+        len(LoffLoader(data, batch_size=5, num_workers=3, rank=r, world_size=3)) for r in range(3)
+    ]
     assert lens == [4, 4, 4]  # ceil(52 / 3) = 18 samples -> 4 batches of 5
 
 
@@ -199,7 +205,9 @@ def test_exception_in_step_leaves_no_workers(data):
     assert _wait_no_children(before) == set()
 
 
-@pytest.mark.parametrize("pause", [False, True], ids=["at-once", "after-sigchld"])  # next batch at once /
+@pytest.mark.parametrize(
+    "pause", [False, True], ids=["at-once", "after-sigchld"]
+)  # next batch at once /
 def test_killed_worker_raises_worker_died_error_naming_the_pid(data, pause):  # after the child died
     before = _children()
     loader = LoffLoader(data, LoaderConfig(prefetch_factor=1), batch_size=4, num_workers=2)
@@ -212,7 +220,9 @@ def test_killed_worker_raises_worker_died_error_naming_the_pid(data, pause):  # 
                 while pause and not _dead(killed):  # SIGCHLD sent; its handler runs in this loop
                     time.sleep(0.01)
     assert killed in info.value.pids and f"pid {killed} (killed by SIGKILL)" in str(info.value)
-    assert isinstance(info.value, RuntimeError)  # what torch raised before, still caught the same way
+    assert isinstance(
+        info.value, RuntimeError
+    )  # what torch raised before, still caught the same way
     assert _wait_no_children(before) == set()
 
 
@@ -235,8 +245,14 @@ def test_persistent_workers_give_the_same_epochs_and_resume(data):
         return out
 
     before = _children()
-    plain = epochs(LoffLoader(data, LoaderConfig(persistent_workers=False), batch_size=8, num_workers=2, seed=4))
-    persistent = LoffLoader(data, LoaderConfig(persistent_workers=True), batch_size=8, num_workers=2, seed=4)
+    plain = epochs(
+        LoffLoader(
+            data, LoaderConfig(persistent_workers=False), batch_size=8, num_workers=2, seed=4
+        )
+    )
+    persistent = LoffLoader(
+        data, LoaderConfig(persistent_workers=True), batch_size=8, num_workers=2, seed=4
+    )
     assert epochs(persistent) == plain
     assert len(_children() - before) == 2  # the same two workers stay between passes
     persistent.set_epoch(1)
@@ -250,7 +266,9 @@ def test_persistent_workers_give_the_same_epochs_and_resume(data):
     assert _wait_no_children(before) == set()
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])  # read straight into rows / converted
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.float32]
+)  # read straight into rows / converted
 def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
     loader = LoffLoader(data, batch_size=4, num_workers=2, augment=None, seed=2, dtype=dtype)
     refs, resolve = [], loader._resolve
@@ -269,7 +287,9 @@ def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
     loader.close()
 
 
-@pytest.mark.parametrize("augment", ["loffta", "none", {"preset": "frofa", "noise": 1.0, "normalize": True}], ids=str)
+@pytest.mark.parametrize(
+    "augment", ["loffta", "none", {"preset": "frofa", "noise": 1.0, "normalize": True}], ids=str
+)
 def test_training_on_a_cache_with_constant_channels(tmp_path, augment):
     """Dead channels (std 0, as in ReLU CNN features) train through every kind of preset."""
     rng = np.random.default_rng(0)
@@ -280,10 +300,16 @@ def test_training_on_a_cache_with_constant_channels(tmp_path, augment):
             x[1], x[4] = 0.0, 2.5  # constant channels
             yield f"k{i:04d}", x, i % 2
 
-    manifest = write_dataset(str(tmp_path / "dead"), samples(), config=WriterConfig(max_samples=16, dtype="float16"),
-                             classes=["a", "b"])
+    manifest = write_dataset(
+        str(tmp_path / "dead"),
+        samples(),
+        config=WriterConfig(max_samples=16, dtype="float16"),
+        classes=["a", "b"],
+    )
     assert (manifest.stats.std == 0).sum() == 2
-    loader = LoffLoader(str(tmp_path / "dead"), batch_size=8, num_workers=0, augment=augment, seed=0)
+    loader = LoffLoader(
+        str(tmp_path / "dead"), batch_size=8, num_workers=0, augment=augment, seed=0
+    )
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6 * 16, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for x, y in loader:
@@ -296,10 +322,19 @@ def test_training_on_a_cache_with_constant_channels(tmp_path, augment):
 
 
 def test_mixing_unlabelled_samples_is_a_value_error_before_the_device(tmp_path):
-    items = ((f"u{i:03d}", np.ones((2, 3, 3), np.float32), None if i == 5 else i % 2) for i in range(12))
-    write_dataset(str(tmp_path / "u"), items, config=WriterConfig(max_samples=6), classes=["a", "b"])
-    loader = LoffLoader(str(tmp_path / "u"), batch_size=4, num_workers=0, augment={"mixup": 1.0, "num_classes": 2},
-                        shuffle=False)
+    items = (
+        (f"u{i:03d}", np.ones((2, 3, 3), np.float32), None if i == 5 else i % 2) for i in range(12)
+    )
+    write_dataset(
+        str(tmp_path / "u"), items, config=WriterConfig(max_samples=6), classes=["a", "b"]
+    )
+    loader = LoffLoader(
+        str(tmp_path / "u"),
+        batch_size=4,
+        num_workers=0,
+        augment={"mixup": 1.0, "num_classes": 2},
+        shuffle=False,
+    )
     with pytest.raises(ValueError, match=r"(?s)1 samples.*u005"):
         list(loader)
 
@@ -320,7 +355,9 @@ def test_wait_time_includes_the_device_step(data):
 def test_transfer_selection():
     cuda, cpu, gpu = torch.device("cuda", 0), torch.device("cpu"), StandInCuda()
     assert select_transfer(cpu, "auto") == select_transfer(None, "register") == "none"
-    assert select_transfer(gpu, "auto") == select_transfer(cuda, "auto") == "pin-thread"  # the well-trodden default
+    assert (
+        select_transfer(gpu, "auto") == select_transfer(cuda, "auto") == "pin-thread"
+    )  # the well-trodden default
     assert select_transfer(gpu, "pin-thread") == "pin-thread"
     assert select_transfer(gpu, "register") == "register"  # only when asked for
     with pytest.raises(ValueError, match="transfer must be"):
@@ -333,7 +370,10 @@ def test_transfer_selection():
 def test_only_short_batches_cross_as_shared_memory_handles(data):
     loader = LoffLoader(data, batch_size=8, num_workers=2, augment=None, seed=3)  # 52 = 6 x 8 + 4
     refs, resolve = [], loader._resolve
-    loader._resolve = lambda host: (refs.append((bool(host.get("ref")), len(host["key"]))), resolve(host))[1]
+    loader._resolve = lambda host: (
+        refs.append((bool(host.get("ref")), len(host["key"]))),
+        resolve(host),
+    )[1]
     seen = [i for x, _ in loader for i in x[:, 0, 0, 0].long().tolist()]
     assert sorted(seen) == list(range(52))
     assert sorted(refs) == [(False, 4)] + [(True, 8)] * 6

@@ -25,13 +25,20 @@ def test_keyword_settings_are_config_fields_and_declare_no_default():
     settings = {n for n, p in params.items() if p.default is UNSET}
     assert settings <= _STREAM | _LOADER
     assert {"retry", "batch_size", "augment", "device", "num_workers", "seed"} <= settings
-    others = {n: p.default for n, p in params.items() if n not in settings and n not in ("self", "source")}
+    others = {
+        n: p.default for n, p in params.items() if n not in settings and n not in ("self", "source")
+    }
     assert others == {"config": None, "rank": None, "world_size": None}
 
 
 def test_defaults_are_the_loader_defaults():
     cfg = LoaderConfig()
-    assert (cfg.stream.batch_size, cfg.augment, cfg.num_workers, cfg.dtype) == (256, "loffta", 4, "float32")
+    assert (cfg.stream.batch_size, cfg.augment, cfg.num_workers, cfg.dtype) == (
+        256,
+        "loffta",
+        4,
+        "float32",
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,18 +65,36 @@ def test_a_stream_config_without_batch_size_gets_the_default():
 
 
 def test_replace_reaches_stream_fields_and_dtypes_are_normalised():
-    cfg = LoaderConfig().replace(batch_size=8, retry={"attempts": 2}, dtype=torch.bfloat16, num_workers=0)
-    assert (cfg.stream.batch_size, cfg.stream.retry.attempts, cfg.dtype, cfg.num_workers) == (8, 2, "bfloat16", 0)
-    assert LoaderConfig(stream={"batch_size": 4, "shuffle": False}).stream == StreamConfig(batch_size=4, shuffle=False)
+    cfg = LoaderConfig().replace(
+        batch_size=8, retry={"attempts": 2}, dtype=torch.bfloat16, num_workers=0
+    )
+    assert (cfg.stream.batch_size, cfg.stream.retry.attempts, cfg.dtype, cfg.num_workers) == (
+        8,
+        2,
+        "bfloat16",
+        0,
+    )
+    assert LoaderConfig(stream={"batch_size": 4, "shuffle": False}).stream == StreamConfig(
+        batch_size=4, shuffle=False
+    )
 
 
 def test_loader_maps_keywords_and_config_onto_its_dataset(make_dataset):
     root, _ = make_dataset(n=12, shard_size=4)
-    config = LoaderConfig(stream=StreamConfig(batch_size=4, drop_last=True, shuffle_buffer=8), augment=None)
+    config = LoaderConfig(
+        stream=StreamConfig(batch_size=4, drop_last=True, shuffle_buffer=8), augment=None
+    )
     retry = RetryConfig(attempts=2, timeout=3.0)
-    loader = LoffLoader(str(root), config, batch_size=5, num_workers=0, retry=retry, dtype=torch.float16)
+    loader = LoffLoader(
+        str(root), config, batch_size=5, num_workers=0, retry=retry, dtype=torch.float16
+    )
     ds = loader.dataset
-    assert (ds.batch_size, ds.retry, ds.config.drop_last, ds.config.shuffle_buffer) == (5, retry, True, 8)
+    assert (ds.batch_size, ds.retry, ds.config.drop_last, ds.config.shuffle_buffer) == (
+        5,
+        retry,
+        True,
+        8,
+    )
     assert ds.batch_dtype == "float16" and len(loader) == 2  # 12 // 5, drop_last from the config
     assert loader.manifest is ds.shards.manifest is not None  # read once, by the dataset
     x, _ = next(iter(loader))
@@ -105,7 +130,9 @@ def stalling_server(make_dataset):
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_StallingHandler, directory=str(root)))
     server.daemon_threads = True
     server.lock, server.stalled, server.release = threading.Lock(), [], threading.Event()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     yield server
     server.release.set()
     server.shutdown()

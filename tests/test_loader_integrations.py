@@ -51,8 +51,20 @@ def test_torchrun_ddp_equal_batches_and_exactly_once(tmp_path):
     # uneven shards: 20, 10, 5, 2 samples
     write_dataset(str(data), items, config=WriterConfig(max_samples=20))
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(tmp_path / "ddp.py"), str(data), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(tmp_path / "ddp.py"),
+        str(data),
+        str(tmp_path),
+    ]
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["len"] == ranks[1]["len"] == 5  # ceil(37 / 2) = 19 samples -> 5 batches
@@ -83,8 +95,15 @@ def test_lightning_trainer_fit(make_dataset, tmp_path):
 
     loader = LoffLoader(str(root), batch_size=8, num_workers=1, augment="loffta")
     model = Module()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, train_dataloaders=loader)
     assert model.steps == 2 * len(loader) == 10
     assert loader.epoch == 1  # the second pass took the next epoch

@@ -29,7 +29,11 @@ TRANSFERS = ["pin-thread", "register"]
 
 
 def _digest(batch) -> str:
-    x = batch.features.as_subclass(torch.Tensor) if isinstance(batch.features, OnDevice) else batch.features
+    x = (
+        batch.features.as_subclass(torch.Tensor)
+        if isinstance(batch.features, OnDevice)
+        else batch.features
+    )
     h = hashlib.sha1(x.float().numpy().tobytes())
     h.update(torch.as_tensor(batch.labels).as_subclass(torch.Tensor).float().numpy().tobytes())
     return h.hexdigest()
@@ -106,7 +110,9 @@ def test_standin_mixed_sources_and_multiscale(make_dataset):
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_standin_resume_mid_epoch(data, transfer):
     def make():
-        loader = _loader(data, StandInCuda(), transfer, batch_size=8, num_workers=2, augment="loffta", seed=4)
+        loader = _loader(
+            data, StandInCuda(), transfer, batch_size=8, num_workers=2, augment="loffta", seed=4
+        )
         loader.set_epoch(1)
         return loader
 
@@ -119,7 +125,17 @@ def test_standin_steady_state_makes_no_host_sync(data):
     spec = {"preset": "loffta", "mixup": 0.5, "cutmix": 0.5, "num_classes": 4}
     cfg = LoaderConfig(persistent_workers=True)
     gpu = StandInCuda()
-    loader = _loader(data, gpu, "register", config=cfg, batch_size=8, num_workers=2, augment=spec, views=2, seed=5)
+    loader = _loader(
+        data,
+        gpu,
+        "register",
+        config=cfg,
+        batch_size=8,
+        num_workers=2,
+        augment=spec,
+        views=2,
+        seed=5,
+    )
     list(loader)  # warm-up pass
     before, held = gpu.syncs, []
     loader.set_epoch(1)
@@ -133,7 +149,9 @@ def test_standin_steady_state_makes_no_host_sync(data):
 
 def test_standin_killed_worker_then_balanced(data):
     gpu = StandInCuda()
-    loader = _loader(data, gpu, "register", config=LoaderConfig(prefetch_factor=1), batch_size=4, num_workers=2)
+    loader = _loader(
+        data, gpu, "register", config=LoaderConfig(prefetch_factor=1), batch_size=4, num_workers=2
+    )
     with pytest.raises(WorkerDiedError):
         for i, _ in enumerate(loader):
             if i == 0:
@@ -145,8 +163,15 @@ def test_standin_drop_without_close_unregisters(data):
     """A finished pass with persistent workers skips close(); dropping the loader must still
     undo every registration (before its buffers are unmapped). Fails without the finalizer."""
     gpu = StandInCuda()
-    loader = _loader(data, gpu, "register", config=LoaderConfig(persistent_workers=True), batch_size=8,
-                     num_workers=2, augment=None)
+    loader = _loader(
+        data,
+        gpu,
+        "register",
+        config=LoaderConfig(persistent_workers=True),
+        batch_size=8,
+        num_workers=2,
+        augment=None,
+    )
     assert len(list(loader)) == 7 and loader._it is not None  # not closed: workers persist
     assert len(gpu.registered) > 0
     del loader
@@ -166,7 +191,9 @@ def test_standin_refused_registration_clears_the_error_and_falls_back(data):
 
 
 def test_persistent_worker_killed_idle_between_epochs_is_worker_died_error(data):
-    loader = LoffLoader(data, LoaderConfig(persistent_workers=True), batch_size=8, num_workers=2, augment=None)
+    loader = LoffLoader(
+        data, LoaderConfig(persistent_workers=True), batch_size=8, num_workers=2, augment=None
+    )
     assert len(list(loader)) == 7
     pid = loader._it._workers[0].pid
     os.kill(pid, signal.SIGKILL)
@@ -200,7 +227,9 @@ def test_standin_rules():
     before = gpu.syncs
     dev.sum().item()
     assert gpu.syncs == before + 1 and not isinstance(dev.cpu(), OnDevice)
-    assert gpu.host_register(host.data_ptr(), 24) == 0 and gpu.host_register(host.data_ptr(), 8) == 712
+    assert (
+        gpu.host_register(host.data_ptr(), 24) == 0 and gpu.host_register(host.data_ptr(), 8) == 712
+    )
     assert gpu.last_error() == 712 and gpu.last_error() == 0
     assert gpu.host_unregister(host.data_ptr()) == 0 and gpu.host_unregister(host.data_ptr()) == 713
     gpu.last_error()
@@ -219,12 +248,23 @@ def test_unregister_refused_while_a_copy_reads_and_codes_are_recorded():
     assert gpu.registered == {} and registry.errors == []
     registry._ptrs[host.untyped_storage().data_ptr()] = 32  # a registration CUDA does not know
     registry.clear()
-    assert len(registry.errors) == 1 and "returned 713" in registry.errors[0] and gpu.last_error() == 0
+    assert (
+        len(registry.errors) == 1 and "returned 713" in registry.errors[0] and gpu.last_error() == 0
+    )
 
 
 def test_loaded_batch_keeps_control_data_out_of_the_payload():
-    raw = {"features": torch.zeros(2, 3), "label": torch.zeros(2, dtype=torch.int64),
-           "index": torch.tensor([4, 9]), "key": ["a", "b"], "slot": (0, 1)}
+    raw = {
+        "features": torch.zeros(2, 3),
+        "label": torch.zeros(2, dtype=torch.int64),
+        "index": torch.tensor([4, 9]),
+        "key": ["a", "b"],
+        "slot": (0, 1),
+    }
     batch = LoadedBatch.from_worker(raw, held={})
-    assert set(batch.payload) == {"features", "label"} and batch.keys == ["a", "b"] and batch.slot == (0, 1)
+    assert (
+        set(batch.payload) == {"features", "label"}
+        and batch.keys == ["a", "b"]
+        and batch.slot == (0, 1)
+    )
     assert batch.indices.tolist() == [4, 9]

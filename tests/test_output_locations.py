@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cli(argv, capsys) -> tuple[int, str]:
@@ -36,7 +39,12 @@ def test_convert_refuses_an_output_inside_its_source(make_dataset, capsys, dst):
     src, _ = make_dataset(6, 3)
     before = _digest(src)
     code, err = _cli(["convert", str(src), dst.format(src=src), "--pool", "2", "--quiet"], capsys)
-    assert code == 1 and "error:" in err and "overwrite its own source" in err and "Traceback" not in err
+    assert (
+        code == 1
+        and "error:" in err
+        and "overwrite its own source" in err
+        and "Traceback" not in err
+    )
     assert _digest(src) == before
 
 
@@ -53,18 +61,25 @@ def test_convert_through_a_symlink_to_its_source_is_refused(make_dataset, tmp_pa
         convert(str(src), str(tmp_path / "alias"), ConvertConfig(pool=2), progress=False)
 
 
-@pytest.mark.parametrize("prefix", ["./../escaped", "../x", "a/b", "a\\b", ".hidden", "x%2f..", "", ".."])
+@pytest.mark.parametrize(
+    "prefix", ["./../escaped", "../x", "a/b", "a\\b", ".hidden", "x%2f..", "", ".."]
+)
 def test_convert_refuses_a_prefix_that_is_not_a_plain_stem(make_dataset, tmp_path, capsys, prefix):
     src, _ = make_dataset(6, 3)
-    code, err = _cli(["convert", str(src), str(tmp_path / "out"), "--prefix", prefix, "--quiet"], capsys)
+    code, err = _cli(
+        ["convert", str(src), str(tmp_path / "out"), "--prefix", prefix, "--quiet"], capsys
+    )
     assert code in (1, 2) and "plain file stem" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*escaped*"))
 
 
 @pytest.mark.parametrize("prefix", ["./../escaped", "a/b", ".x"])
 def test_writer_and_extract_configs_refuse_the_prefix(tmp_path, prefix):
-    for make in (lambda: WriterConfig(prefix=prefix), lambda: ConvertConfig(prefix=prefix),
-                 lambda: ExtractConfig(out=str(tmp_path / "o"), prefix=prefix)):
+    for make in (
+        lambda: WriterConfig(prefix=prefix),
+        lambda: ConvertConfig(prefix=prefix),
+        lambda: ExtractConfig(out=str(tmp_path / "o"), prefix=prefix),
+    ):
         with pytest.raises(LocationError, match="plain file stem"):
             make()
 
@@ -81,11 +96,17 @@ def test_tools_shard_cli_refuses_prefix_and_location_in_one_line(tmp_path, capsy
     shard = load_script(ROOT / "tools" / "shard.py", "shard_cli_locations")
     images = tmp_path / "images"
     (images / "cat").mkdir(parents=True)
-    cases = [["--out", str(tmp_path / "o"), "--prefix", "./../escaped"],
-             ["--input", str(images), "--out", str(images / "o")]]
+    cases = [
+        ["--out", str(tmp_path / "o"), "--prefix", "./../escaped"],
+        ["--input", str(images), "--out", str(images / "o")],
+    ]
     for argv in cases:
         with pytest.raises(SystemExit) as exit_:
             run(lambda argv=argv: shard.main(argv))
         err = capsys.readouterr().err
-        assert exit_.value.code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+        assert (
+            exit_.value.code == 2
+            and err.startswith("error:")
+            and len(err.strip().splitlines()) == 1
+        ), err
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o").exists()

@@ -14,7 +14,9 @@ import loffdata
 
 
 def _python(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_import_is_light_and_lazy():
@@ -24,13 +26,18 @@ def test_import_is_light_and_lazy():
 
 def test_public_names_resolve_without_importing_dali():
     resolve = "[getattr(loffdata, n) for n in loffdata.__all__]"
-    assert _python(f"import sys, loffdata; {resolve}; print('nvidia.dali' in sys.modules)") == "False"
+    assert (
+        _python(f"import sys, loffdata; {resolve}; print('nvidia.dali' in sys.modules)") == "False"
+    )
     for name in loffdata.__all__:  # each public name is the loffdata object of that name
         obj = getattr(loffdata, name)
         if name == "__version__":
             assert isinstance(obj, str) and obj[:1].isdigit()
             continue
-        assert obj.__module__.startswith("loffdata.") and obj.__name__ in (name, name.removesuffix("_features")), name
+        assert obj.__module__.startswith("loffdata.") and obj.__name__ in (
+            name,
+            name.removesuffix("_features"),
+        ), name
         assert getattr(importlib.import_module(obj.__module__), obj.__name__) is obj, name
 
 
@@ -107,15 +114,20 @@ def _imports(path: Path) -> set[str]:
 
 def _third_party(path: Path) -> set[str]:
     local = {p.stem for p in path.parent.glob("*.py")}
-    return {m for m in _imports(path) if m not in sys.stdlib_module_names and m not in local
-            and m not in ("loffdata", "tests")}
+    return {
+        m
+        for m in _imports(path)
+        if m not in sys.stdlib_module_names and m not in local and m not in ("loffdata", "tests")
+    }
 
 
 def undeclared_imports() -> list[str]:
     """``"file: module"`` for each import no allowed distribution provides."""
     declared, providers = _declared(), importlib.metadata.packages_distributions()
     problems = []
-    for path in sorted(p for d in ("loffdata", "tools", "recipes") for p in (ROOT / d).rglob("*.py")):
+    for path in sorted(
+        p for d in ("loffdata", "tools", "recipes") for p in (ROOT / d).rglob("*.py")
+    ):
         rel = path.relative_to(ROOT).as_posix()
         extras = next(e for prefix, e in _EXTRAS_OF if rel.startswith(prefix))
         allowed = declared[""].union(*(declared[e] for e in extras))
@@ -131,7 +143,9 @@ def test_every_third_party_import_is_declared_for_its_part():
 
 def test_the_declaration_check_finds_an_undeclared_import(tmp_path, monkeypatch):
     (tmp_path / "loffdata").mkdir()
-    (tmp_path / "loffdata" / "core.py").write_text("import s3fs\nimport numpy\nfrom PIL import Image\n")
+    (tmp_path / "loffdata" / "core.py").write_text(
+        "import s3fs\nimport numpy\nfrom PIL import Image\n"
+    )
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert undeclared_imports() == ["loffdata/core.py: PIL", "loffdata/core.py: s3fs"]
@@ -139,15 +153,25 @@ def test_the_declaration_check_finds_an_undeclared_import(tmp_path, monkeypatch)
 
 def test_dali_extras_are_one_cuda_major_each_and_dev_has_one():
     declared = _declared()
-    assert declared["dali"] == {"nvidia-dali-cuda130"} and declared["dali-cuda12"] == {"nvidia-dali-cuda120"}
+    assert declared["dali"] == {"nvidia-dali-cuda130"} and declared["dali-cuda12"] == {
+        "nvidia-dali-cuda120"
+    }
     assert len({d for d in declared["dev"] if d.startswith("nvidia-dali")}) == 1
     assert len({d for d in declared["all"] if d.startswith("nvidia-dali")}) == 1
 
 
 def test_core_code_paths_import_no_extra():
-    core = ["loffdata.loader", "loffdata.stream.dataset", "loffdata.ops.verify", "loffdata.augment.torch_backend",
-            "loffdata.storage.cache", "loffdata.format.writer"]
+    core = [
+        "loffdata.loader",
+        "loffdata.stream.dataset",
+        "loffdata.ops.verify",
+        "loffdata.augment.torch_backend",
+        "loffdata.storage.cache",
+        "loffdata.format.writer",
+    ]
     extras = "('timm', 'PIL', 'webdataset', 'fire', 'yaml', 's3fs', 'nvidia')"
-    code = (f"import importlib, sys\nfor m in {core!r}: importlib.import_module(m)\n"
-            f"print([m for m in {extras} if m in sys.modules])")
+    code = (
+        f"import importlib, sys\nfor m in {core!r}: importlib.import_module(m)\n"
+        f"print([m for m in {extras} if m in sys.modules])"
+    )
     assert _python(code) == "[]"

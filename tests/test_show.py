@@ -15,7 +15,20 @@ pytest.importorskip("matplotlib")
 def test_show_writes_a_png_of_samples_and_views(make_dataset, tmp_path, capsys):
     root, _ = make_dataset(n=10, shard_size=4, shape=(16, 6, 6), classes=3)
     out = tmp_path / "views.png"
-    main(["show", str(root), "--out", str(out), "--samples", "3", "--views", "2", "--preset", "loffta"])
+    main(
+        [
+            "show",
+            str(root),
+            "--out",
+            str(out),
+            "--samples",
+            "3",
+            "--views",
+            "2",
+            "--preset",
+            "loffta",
+        ]
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     from PIL import Image
 
@@ -30,7 +43,9 @@ def test_pca_colours_are_shared_and_in_range():
     basis = pca_basis(x)
     rgb = to_rgb(x[0], *basis)
     assert rgb.shape == (5, 5, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    assert (to_rgb(x[0].flip(-1), *basis) == rgb[:, ::-1]).all()  # same projection: a flip stays a flip
+    assert (
+        to_rgb(x[0].flip(-1), *basis) == rgb[:, ::-1]
+    ).all()  # same projection: a flip stays a flip
 
 
 def test_show_needs_a_dataset(tmp_path):
@@ -47,12 +62,15 @@ def _exit_code(argv: list[str]) -> int:
     return 0
 
 
-@pytest.mark.parametrize(("flags", "says"), [
-    (["--samples", "0"], "--samples must be at least 1, got 0"),
-    (["--views", "-1"], "--views must be at least 1"),
-    (["--preset", "lofta"], "--preset 'lofta': unknown (did you mean loffta?)"),
-    (["--pick", "per_class"], "--pick 'per_class': expected one of first, random, per-class"),
-])
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--samples", "0"], "--samples must be at least 1, got 0"),
+        (["--views", "-1"], "--views must be at least 1"),
+        (["--preset", "lofta"], "--preset 'lofta': unknown (did you mean loffta?)"),
+        (["--pick", "per_class"], "--pick 'per_class': expected one of first, random, per-class"),
+    ],
+)
 def test_show_refuses_bad_values_before_reading(tmp_path, capsys, flags, says):
     out = tmp_path / "x.png"  # the dataset does not even exist: the values are checked first
     assert _exit_code(["show", str(tmp_path / "nothing"), "--out", str(out), *flags]) == 2
@@ -73,7 +91,11 @@ def test_pick_indices():
     assert pick_indices(labels, 3, "first", 0) == [0, 1, 2]
     assert pick_indices(labels, 5, "per-class", 0) == [0, 3, 5, 1, 4]
     picked = pick_indices(labels, 4, "random", 7)
-    assert len(set(picked)) == 4 and picked == pick_indices(labels, 4, "random", 7) and picked != [0, 1, 2, 3]
+    assert (
+        len(set(picked)) == 4
+        and picked == pick_indices(labels, 4, "random", 7)
+        and picked != [0, 1, 2, 3]
+    )
     assert pick_indices(labels, 99, "per-class", 0) == [0, 3, 5, 1, 4, 7, 2, 6]  # every sample once
 
 
@@ -84,9 +106,15 @@ def test_show_pick_per_class_draws_one_of_each_class(tmp_path, capsys, monkeypat
     labels = [0] * 5 + [1] * 4 + [2] * 3  # the first 3 samples are all of class 0
     rng = np.random.default_rng(0)
     root = tmp_path / "sorted"
-    write_dataset(str(root), [(f"s{i:03d}", rng.standard_normal((8, 4, 4)).astype(np.float32), y)
-                              for i, y in enumerate(labels)],
-                  config=WriterConfig(max_samples=5), classes=["a", "b", "c"])
+    write_dataset(
+        str(root),
+        [
+            (f"s{i:03d}", rng.standard_normal((8, 4, 4)).astype(np.float32), y)
+            for i, y in enumerate(labels)
+        ],
+        config=WriterConfig(max_samples=5),
+        classes=["a", "b", "c"],
+    )
     drawn = {}
     real = show_module._picked_batch
 
@@ -95,8 +123,23 @@ def test_show_pick_per_class_draws_one_of_each_class(tmp_path, capsys, monkeypat
         return drawn["batch"]
 
     monkeypatch.setattr(show_module, "_picked_batch", spy)
-    assert _exit_code(["show", str(root), "--out", str(tmp_path / "v.png"), "--samples", "3",
-                       "--views", "1", "--pick", "per-class"]) == 0
+    assert (
+        _exit_code(
+            [
+                "show",
+                str(root),
+                "--out",
+                str(tmp_path / "v.png"),
+                "--samples",
+                "3",
+                "--views",
+                "1",
+                "--pick",
+                "per-class",
+            ]
+        )
+        == 0
+    )
     assert sorted(drawn["batch"][1].tolist()) == [0, 1, 2] and (tmp_path / "v.png").exists()
 
 

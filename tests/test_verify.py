@@ -23,7 +23,9 @@ def test_corrupted_byte_is_reported_with_shard(make_dataset):
     path.write_bytes(bytes(data))
     report = verify(str(root), progress=False)
     assert not report.ok
-    assert any("sha256" in p.message and p.shard.endswith(m.shards[1].name) for p in report.problems)
+    assert any(
+        "sha256" in p.message and p.shard.endswith(m.shards[1].name) for p in report.problems
+    )
 
 
 def test_truncated_shard_is_reported(make_dataset):
@@ -38,9 +40,14 @@ def test_bad_sample_named_by_key(tmp_path):
     def items():
         yield "good", np.zeros((2, 2, 2), np.float32), 0
         yield "wrong", np.zeros((2, 2, 2), np.float32), 5  # label outside 2 classes
+
     write_dataset(str(tmp_path), items(), config=WriterConfig(dtype=None), classes=["a", "b"])
     problems = verify(str(tmp_path), progress=False).problems
-    assert len(problems) == 1 and problems[0].key == "wrong" and "outside the 2 classes" in problems[0].message
+    assert (
+        len(problems) == 1
+        and problems[0].key == "wrong"
+        and "outside the 2 classes" in problems[0].message
+    )
 
 
 def test_wrong_shape_against_manifest(make_dataset):
@@ -50,7 +57,9 @@ def test_wrong_shape_against_manifest(make_dataset):
     d["stats"] = None
     (root / "manifest.json").write_text(json.dumps(d))
     problems = verify(str(root), progress=False).problems
-    assert len(problems) == 4 and all("manifest says float16[8, 4, 5]" in p.message for p in problems)
+    assert len(problems) == 4 and all(
+        "manifest says float16[8, 4, 5]" in p.message for p in problems
+    )
 
 
 def test_missing_shard_reported(make_dataset):
@@ -63,7 +72,9 @@ def test_missing_shard_reported(make_dataset):
 def test_cli_inspect_and_verify_exit_codes(make_dataset):
     root, m = make_dataset(n=8, shard_size=4, extras=True)
     run = [sys.executable, "-m", "loffdata.cli"]
-    out = subprocess.run([*run, "inspect", str(root)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*run, "inspect", str(root)], capture_output=True, text=True, check=True
+    ).stdout
     assert "8 in 2 shards" in out and "float16[8, 4, 4]" in out and "pooled" in out
     ok = subprocess.run([*run, "verify", str(root), "--quiet"], capture_output=True, text=True)
     assert ok.returncode == 0 and "OK: 2 shards, 8 samples" in ok.stdout

@@ -49,7 +49,11 @@ def graph() -> dict[str, set[str]]:
         targets = edges.setdefault(room, set())
         for module in imports_of(path):
             other = room_of(module)
-            if other and other != room and ((ROOT / other).is_dir() or (ROOT / f"{other}.py").exists()):
+            if (
+                other
+                and other != room
+                and ((ROOT / other).is_dir() or (ROOT / f"{other}.py").exists())
+            ):
                 targets.add(other)
     return edges
 

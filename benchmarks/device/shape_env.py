@@ -60,7 +60,12 @@ def link(dists: dict[str, md.Distribution], out: Path) -> int:
 
 def _entry(base: Path, f: Path) -> Path:
     top = base / f.parts[0]
-    namespace = len(f.parts) > 2 and top.is_dir() and not (top / "__init__.py").exists() and "." not in f.parts[0]
+    namespace = (
+        len(f.parts) > 2
+        and top.is_dir()
+        and not (top / "__init__.py").exists()
+        and "." not in f.parts[0]
+    )
     return Path(*f.parts[:2]) if namespace else Path(f.parts[0])
 
 

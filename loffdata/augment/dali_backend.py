@@ -119,8 +119,12 @@ class DaliBackend(TorchBackend):
             raise ImportError(
                 "the DALI backend needs nvidia-dali (pip install nvidia-dali-cuda120)"
             )
-        if layout not in ("CHW", "HWC") or output not in ("dlpack", "copy") or max_pipelines < 1 \
-                or resize not in RESIZES:
+        if (
+            layout not in ("CHW", "HWC")
+            or output not in ("dlpack", "copy")
+            or max_pipelines < 1
+            or resize not in RESIZES
+        ):
             raise ValueError(
                 f"need layout 'CHW' or 'HWC', output 'dlpack' or 'copy', max_pipelines >= 1, resize in "
                 f"{RESIZES}; got {layout!r}, {output!r}, {max_pipelines}, {resize!r}"
@@ -129,7 +133,9 @@ class DaliBackend(TorchBackend):
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.max_pipelines, self.minibatch_size = max_pipelines, minibatch_size
         self.layout, self.output, self.resize = layout, output, resize
-        self._pipes: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()  # key -> (pipeline, batch size)
+        self._pipes: OrderedDict[tuple, tuple[Any, int]] = (
+            OrderedDict()
+        )  # key -> (pipeline, batch size)
 
     def resizes_in_torch(self, channels: int) -> bool:
         """Whether the resize step of maps with ``channels`` channels runs in torch."""
@@ -150,7 +156,10 @@ class DaliBackend(TorchBackend):
         """The pipeline's steps on ``x`` (float32 out); ``x`` itself when none is needed."""
         resize = params.resamples() or bool(params.hflip.any() or params.vflip.any())
         if resize and self.resizes_in_torch(x.shape[1]):
-            x, resize = spatial(x, params), False  # one batched grid_sample, not a launch per channel
+            x, resize = (
+                spatial(x, params),
+                False,
+            )  # one batched grid_sample, not a launch per channel
         a, b, s = self.coefficients(params)
         affine = not is_identity(a, b)
         if not (resize or affine or z is not None):
@@ -158,10 +167,22 @@ class DaliBackend(TorchBackend):
         x = x if x.dtype in _DALI_DTYPES else x.float()
         hwc = self.layout == "HWC"
         x = (x.permute(0, 2, 3, 1) if hwc else x).contiguous()
-        key = (tuple(x.shape[1:]), x.dtype, str(x.device), resize, affine, z is not None, params.out_hw)
+        key = (
+            tuple(x.shape[1:]),
+            x.dtype,
+            str(x.device),
+            resize,
+            affine,
+            z is not None,
+            params.out_hw,
+        )
         pipe = self._pipeline(key, x.shape[0])
         start, end = params.roi()
-        per_channel = (slice(None), None, None, slice(None)) if hwc else (slice(None), slice(None), None, None)
+        per_channel = (
+            (slice(None), None, None, slice(None))
+            if hwc
+            else (slice(None), slice(None), None, None)
+        )
         feeds = {"x": x}
         if affine:
             feeds.update(a=a[per_channel], b=b[per_channel])
@@ -181,8 +202,16 @@ class DaliBackend(TorchBackend):
         larger than it was built for; smaller batches run on it. The oldest dropped past the bound."""
         pipe, size = self._pipes.get(key, (None, 0))
         if pipe is None or rows > size:
-            pipe, size = _build(key, batch_size=rows, num_threads=self.num_threads,
-                                minibatch_size=self.minibatch_size, layout=self.layout), rows
+            pipe, size = (
+                _build(
+                    key,
+                    batch_size=rows,
+                    num_threads=self.num_threads,
+                    minibatch_size=self.minibatch_size,
+                    layout=self.layout,
+                ),
+                rows,
+            )
             self._pipes[key] = (pipe, size)
             while len(self._pipes) > self.max_pipelines:
                 self._pipes.popitem(last=False)
@@ -223,8 +252,14 @@ def _to_torch(out: Any, device: torch.device, *, copy: bool = False) -> torch.Te
     return res
 
 
-def _build(key: tuple, *, batch_size: int, num_threads: int, minibatch_size: int | None = None,
-           layout: str = "CHW") -> Any:
+def _build(
+    key: tuple,
+    *,
+    batch_size: int,
+    num_threads: int,
+    minibatch_size: int | None = None,
+    layout: str = "CHW",
+) -> Any:
     """Build the pipeline for one cache key, for batches of up to ``batch_size`` samples."""
     from nvidia.dali import fn, pipeline_def, types
 
@@ -236,12 +271,17 @@ def _build(key: tuple, *, batch_size: int, num_threads: int, minibatch_size: int
     @pipeline_def(
         batch_size=batch_size,
         num_threads=num_threads,
-        device_id=(torch.cuda.current_device() if dev.index is None else dev.index) if gpu else None,
+        device_id=(torch.cuda.current_device() if dev.index is None else dev.index)
+        if gpu
+        else None,
         prefetch_queue_depth=1,
     )
     def pipe():
         x = fn.external_source(
-            name="x", device=place, layout=layout, dtype=getattr(types, _DALI_DTYPES[dtype]),
+            name="x",
+            device=place,
+            layout=layout,
+            dtype=getattr(types, _DALI_DTYPES[dtype]),
             no_copy=True,
         )
         x = fn.cast(x, dtype=types.FLOAT) if dtype == torch.float16 else x

@@ -29,8 +29,19 @@ from loffdata.augment.spec import AugmentSpec
 
 __all__ = ["calibrate", "mean_similarity", "scaled"]
 
-_RANDOM_OFF = {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "crop": 0.0, "noise": 0.0, "jitter": 0.0,
-               "channel_dropout": 0.0, "mixup": 0.0, "cutmix": 0.0, "trivial": False, "views": 1}
+_RANDOM_OFF = {
+    "hflip": 0.0,
+    "vflip": 0.0,
+    "rot90": 0.0,
+    "crop": 0.0,
+    "noise": 0.0,
+    "jitter": 0.0,
+    "channel_dropout": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "trivial": False,
+    "views": 1,
+}
 _MAX_CONTRAST = 0.99
 
 
@@ -43,24 +54,52 @@ def _base(spec: AugmentSpec) -> tuple[tuple[float, float], float, float]:
 def scaled(spec: AugmentSpec, factor: float) -> AugmentSpec:
     """``spec`` with its noise and jitter magnitudes multiplied by ``factor``."""
     (lo, hi), b, c = _base(spec)
-    return spec.replace(noise_std=(lo * factor, hi * factor), brightness=b * factor,
-                        contrast=min(c * factor, _MAX_CONTRAST), target_similarity=None)
+    return spec.replace(
+        noise_std=(lo * factor, hi * factor),
+        brightness=b * factor,
+        contrast=min(c * factor, _MAX_CONTRAST),
+        target_similarity=None,
+    )
 
 
-def mean_similarity(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None) -> float:
+def mean_similarity(
+    spec: AugmentSpec,
+    x: torch.Tensor,
+    *,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> float:
     """Mean cosine similarity between each map of ``x`` and its augmented views under ``spec``."""
     indices = np.arange(x.shape[0])
-    kw: dict[str, Any] = {"backend": "torch", "device": x.device, "seed": seed, "mean": mean, "std": std}
-    aug, _ = Augmenter(spec.replace(num_classes=None, mixup=0.0, cutmix=0.0), **kw)(x, indices=indices)
+    kw: dict[str, Any] = {
+        "backend": "torch",
+        "device": x.device,
+        "seed": seed,
+        "mean": mean,
+        "std": std,
+    }
+    aug, _ = Augmenter(spec.replace(num_classes=None, mixup=0.0, cutmix=0.0), **kw)(
+        x, indices=indices
+    )
     ref, _ = Augmenter(spec.replace(**_RANDOM_OFF, num_classes=None), **kw)(x, indices=indices)
     ref = ref.repeat_interleave(spec.views, dim=0)
-    cos = torch.nn.functional.cosine_similarity(aug.flatten(1).float(), ref.flatten(1).float(), dim=1)
+    cos = torch.nn.functional.cosine_similarity(
+        aug.flatten(1).float(), ref.flatten(1).float(), dim=1
+    )
     return float(cos.mean())
 
 
-def calibrate(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None, tol: float = 0.002, max_iter: int = 40) -> tuple[AugmentSpec, dict]:
+def calibrate(
+    spec: AugmentSpec,
+    x: torch.Tensor,
+    *,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    tol: float = 0.002,
+    max_iter: int = 40,
+) -> tuple[AugmentSpec, dict]:
     """Scale ``spec``'s noise/jitter magnitudes to hit ``spec.target_similarity`` on ``x``.
 
     Args:
@@ -82,15 +121,19 @@ def calibrate(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequen
     if target is None:
         raise ValueError("calibrate needs AugmentSpec.target_similarity")
     if spec.noise == 0 and spec.jitter == 0:
-        raise ValueError("target_similarity scales noise and jitter: set AugmentSpec.noise or jitter > 0")
+        raise ValueError(
+            "target_similarity scales noise and jitter: set AugmentSpec.noise or jitter > 0"
+        )
 
     def sim(f: float) -> float:
         return mean_similarity(scaled(spec, f), x, seed=seed, mean=mean, std=std)
 
     top = sim(0.0)
     if top < target - tol:
-        raise ValueError(f"target_similarity {target} is out of reach: the spec's other operations alone "
-                         f"give {top:.3f} on this sample")
+        raise ValueError(
+            f"target_similarity {target} is out of reach: the spec's other operations alone "
+            f"give {top:.3f} on this sample"
+        )
     lo, hi, it = 0.0, 1.0, 0
     while sim(hi) > target and hi < 1e6:
         lo, hi = hi, hi * 2
@@ -101,7 +144,14 @@ def calibrate(spec: AugmentSpec, x: torch.Tensor, *, seed: int = 0, mean: Sequen
         lo, hi = (f, hi) if s > target else (lo, f)
         it += 1
     out = scaled(spec, f).replace(target_similarity=target)
-    record = {"target": target, "achieved": s, "factor": f, "noise_std": list(out.noise_std),
-              "brightness": out.brightness, "contrast": out.contrast, "samples": int(x.shape[0]), "iterations": it}
+    record = {
+        "target": target,
+        "achieved": s,
+        "factor": f,
+        "noise_std": list(out.noise_std),
+        "brightness": out.brightness,
+        "contrast": out.contrast,
+        "samples": int(x.shape[0]),
+        "iterations": it,
+    }
     return out, record
-

@@ -126,7 +126,9 @@ class AugmentSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(base) - known)
         if unknown:
-            close = {u: difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.6) for u in unknown}
+            close = {
+                u: difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.6) for u in unknown
+            }
             hints = ", ".join(f"{u} -> {c[0]}" for u, c in close.items() if c)
             raise ValueError(
                 f"unknown augmentation fields {unknown}{f' (did you mean {hints}?)' if hints else ''}; "
@@ -198,7 +200,9 @@ def _validate_rest(spec: AugmentSpec) -> None:
     if spec.mixup_alpha <= 0 or spec.cutmix_alpha <= 0:
         raise ValueError("mixup_alpha and cutmix_alpha must be > 0")
     if spec.target_similarity is not None and not 0.0 < spec.target_similarity < 1.0:
-        raise ValueError(f"target_similarity must be in (0, 1) or None, got {spec.target_similarity!r}")
+        raise ValueError(
+            f"target_similarity must be in (0, 1) or None, got {spec.target_similarity!r}"
+        )
     bad = sorted(set(spec.trivial_ops) - set(TRIVIAL_OPS))
     if bad or not spec.trivial_ops:
         raise ValueError(f"trivial_ops must be a non-empty subset of {TRIVIAL_OPS}, bad: {bad}")

@@ -102,7 +102,13 @@ def mix(
     if num_classes is None:
         return x, y
     dev = x.device
-    t = stage(dev, partner=params.mix_partner, lam=params.mix_lam, mode=params.mix_mode, box=params.cut_box)
+    t = stage(
+        dev,
+        partner=params.mix_partner,
+        lam=params.mix_lam,
+        mode=params.mix_mode,
+        box=params.cut_box,
+    )
     partner, lam = t["partner"], t["lam"]
     if params.mix_mode.any():
         x = x.float()

@@ -46,7 +46,10 @@ def pick_backend(cuda: bool, dali: bool) -> tuple[str, str]:
     if not cuda:
         return "torch", "no CUDA device (on the CPU the torch backend is the faster one)"
     if not dali:
-        return "torch", "DALI is not installed (pip install the nvidia-dali wheel matching torch's CUDA)"
+        return (
+            "torch",
+            "DALI is not installed (pip install the nvidia-dali wheel matching torch's CUDA)",
+        )
     return "dali", "CUDA device and DALI both present"
 
 
@@ -54,11 +57,17 @@ def _driver() -> str | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return (
+        out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -101,8 +110,10 @@ def _problems(env: dict[str, Any]) -> list[str]:
     out = []
     majors = {name: _wheel_cuda_major(name) for name in env["dali_wheels"]}
     if len(majors) > 1:
-        out.append(f"several DALI wheels installed ({', '.join(majors)}): they overwrite each other's "
-                   "nvidia/dali; keep only the one matching torch's CUDA")
+        out.append(
+            f"several DALI wheels installed ({', '.join(majors)}): they overwrite each other's "
+            "nvidia/dali; keep only the one matching torch's CUDA"
+        )
     return out + ([] if env.get("cuda_available") is False else _cuda_mismatches(env))
 
 
@@ -113,8 +124,10 @@ def _cuda_mismatches(env: dict[str, Any]) -> list[str]:
     for name in env["dali_wheels"]:
         major = _wheel_cuda_major(name)
         if torch_major is not None and major is not None and major != torch_major:
-            out.append(f"{name} is built for CUDA {major}, torch for CUDA {torch_major}: "
-                       f"install nvidia-dali-cuda{torch_major}0 instead")
+            out.append(
+                f"{name} is built for CUDA {major}, torch for CUDA {torch_major}: "
+                f"install nvidia-dali-cuda{torch_major}0 instead"
+            )
     return out
 
 
@@ -122,9 +135,11 @@ def _notes(env: dict[str, Any]) -> list[str]:
     """What matters only on a GPU machine, said as such where there is no CUDA device."""
     if env.get("cuda_available") is not False:
         return []
-    return [f"{text.split(': install')[0]}; harmless here (no CUDA device: DALI runs CPU-only, and "
-            f"the torch backend is picked); on a GPU machine{text.split(':', 1)[1]}"
-            for text in _cuda_mismatches(env)]
+    return [
+        f"{text.split(': install')[0]}; harmless here (no CUDA device: DALI runs CPU-only, and "
+        f"the torch backend is picked); on a GPU machine{text.split(':', 1)[1]}"
+        for text in _cuda_mismatches(env)
+    ]
 
 
 def report(env: dict[str, Any] | None = None) -> str:
@@ -144,6 +159,9 @@ def report(env: dict[str, Any] | None = None) -> str:
     lines += [f"PROBLEM      {p}" for p in env["problems"]]
     lines += [f"NOTE         {n}" for n in env.get("notes", [])]
     if not env["problems"]:
-        lines.append("OK           no version mismatch found" if not env.get("notes") else
-                     "OK           nothing that breaks on this machine (see the notes)")
+        lines.append(
+            "OK           no version mismatch found"
+            if not env.get("notes")
+            else "OK           nothing that breaks on this machine (see the notes)"
+        )
     return "\n".join(lines)

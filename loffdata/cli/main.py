@@ -41,30 +41,44 @@ def summarize(manifest: Any) -> str:
     """A human-readable summary of a :class:`~loffdata.format.manifest.Manifest`."""
     f = manifest.features
     per_sample = manifest.num_bytes / max(manifest.num_samples, 1)
-    classes = "none" if manifest.classes is None else (
-        f"{len(manifest.classes)}: " + ", ".join(manifest.classes[:10]) + (" ..." if len(manifest.classes) > 10 else ""))
+    classes = (
+        "none"
+        if manifest.classes is None
+        else (
+            f"{len(manifest.classes)}: "
+            + ", ".join(manifest.classes[:10])
+            + (" ..." if len(manifest.classes) > 10 else "")
+        )
+    )
     lines = [
         f"format      {manifest.format} v{manifest.version}",
         f"samples     {manifest.num_samples} in {len(manifest.shards)} shards ({_human(manifest.num_bytes)}, {_human(per_sample)}/sample)",
         f"features    {f.dtype}{list(f.shape)} layout {f.layout}",
         f"classes     {classes}",
     ]
-    lines += [f"extra       {name}: {spec.dtype}{list(spec.shape)}" for name, spec in manifest.extras.items()]
+    lines += [
+        f"extra       {name}: {spec.dtype}{list(spec.shape)}"
+        for name, spec in manifest.extras.items()
+    ]
     if manifest.stats is not None:
         s = manifest.stats
         from loffdata.augment.channel import constant_channels
 
-        lines.append(f"stats       mean of channel means {s.mean.mean():.4g}, mean std {s.std.mean():.4g}, "
-                     f"constant channels {constant_channels(s.std)}")
+        lines.append(
+            f"stats       mean of channel means {s.mean.mean():.4g}, mean std {s.std.mean():.4g}, "
+            f"constant channels {constant_channels(s.std)}"
+        )
     lines += [f"source      {k}: {v}" for k, v in manifest.source.items()]
     if manifest.skipped:
         lines.append(f"skipped     {len(manifest.skipped)} inputs (see manifest 'skipped')")
-    return redact_text("\n".join(_clip(line) for line in lines))  # an old manifest may hold a password
+    return redact_text(
+        "\n".join(_clip(line) for line in lines)
+    )  # an old manifest may hold a password
 
 
 def _clip(line: str, width: int = 300) -> str:
     """A summary line of at most ``width`` characters (a manifest may hold megabytes in one value)."""
-    return line if len(line) <= width else f"{line[:width - 40]} ... ({len(line)} characters)"
+    return line if len(line) <= width else f"{line[: width - 40]} ... ({len(line)} characters)"
 
 
 def _load_manifest(path: str, storage_options: dict[str, Any]) -> Any:
@@ -86,7 +100,9 @@ def inspect(path: str, *, storage_options: dict[str, Any] | None = None) -> None
     print(summarize(_load_manifest(path, storage_options or {})))
 
 
-def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | None = None) -> None:
+def verify(
+    path: str, *, quiet: bool = False, storage_options: dict[str, Any] | None = None
+) -> None:
     """Decodes every sample and checks it against the manifest; exits 1 on any problem.
 
     Args:
@@ -102,13 +118,24 @@ def verify(path: str, *, quiet: bool = False, storage_options: dict[str, Any] | 
     report = _verify(path, progress=not quiet, **(storage_options or {}))
     for problem in report.problems:
         print(f"PROBLEM {problem}")
-    print(f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems")
+    print(
+        f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems"
+    )
     if not report.ok:
         sys.exit(1)
 
 
-def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: int = 4, views: int = 3,
-         pick: str = "first", seed: int = 0, storage_options: dict[str, Any] | None = None) -> None:
+def show(
+    path: str,
+    *,
+    out: str = "show.png",
+    preset: str = "loffta",
+    samples: int = 4,
+    views: int = 3,
+    pick: str = "first",
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
     """Draws a PNG of a few samples of a dataset and their augmented views (channels as RGB by PCA).
 
     Args:
@@ -129,8 +156,16 @@ def show(path: str, *, out: str = "show.png", preset: str = "loffta", samples: i
     check_dataset_dir(path)
     from loffdata.cli.show import render_views
 
-    written = render_views(path, out=out, preset=preset, samples=samples, views=views, seed=seed, pick=pick,
-                           storage_options=storage_options or {})
+    written = render_views(
+        path,
+        out=out,
+        preset=preset,
+        samples=samples,
+        views=views,
+        seed=seed,
+        pick=pick,
+        storage_options=storage_options or {},
+    )
     print(f"wrote {written}")
 
 
@@ -141,22 +176,34 @@ def _check_show_values(*, out: str, preset: str, samples: int, views: int, pick:
     from loffdata.augment.spec import PRESETS
 
     if preset not in PRESETS:
-        raise cliutil.CliError(f"--preset {preset!r}: unknown{cliutil.suggest(preset, list(PRESETS), prefix='')}; "
-                               f"presets: {', '.join(PRESETS)}")
+        raise cliutil.CliError(
+            f"--preset {preset!r}: unknown{cliutil.suggest(preset, list(PRESETS), prefix='')}; "
+            f"presets: {', '.join(PRESETS)}"
+        )
     picks = ("first", "random", "per-class")
     if pick not in picks:
-        raise cliutil.CliError(f"--pick {pick!r}: expected one of {', '.join(picks)}"
-                               f"{cliutil.suggest(pick, list(picks), prefix='')}")
+        raise cliutil.CliError(
+            f"--pick {pick!r}: expected one of {', '.join(picks)}"
+            f"{cliutil.suggest(pick, list(picks), prefix='')}"
+        )
     for name, value in (("samples", samples), ("views", views)):
         if value < 1:
             raise cliutil.CliError(f"--{name} must be at least 1, got {value}")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise cliutil.CliError(f"--out {out!r}: the directory {folder!r} does not exist; create it first")
+        raise cliutil.CliError(
+            f"--out {out!r}: the directory {folder!r} does not exist; create it first"
+        )
 
 
-def index(path: str, *, force: bool = False, classes: str | None = None, quiet: bool = False,
-          storage_options: dict[str, Any] | None = None) -> None:
+def index(
+    path: str,
+    *,
+    force: bool = False,
+    classes: str | None = None,
+    quiet: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
     """Adds each shard's index to the manifest; for shards without one, builds the whole manifest.
 
     ``loffdata index DIR`` on a dataset adds each shard's index (sample offsets and keys) for
@@ -181,15 +228,19 @@ def index(path: str, *, force: bool = False, classes: str | None = None, quiet: 
     so = storage_options or {}
     if _has_manifest(path, so):
         if classes is not None:
-            raise cliutil.CliError(f"--classes: {path!r} has a manifest already (its classes are kept)")
+            raise cliutil.CliError(
+                f"--classes: {path!r} has a manifest already (its classes are kept)"
+            )
         m = index_dataset(path, force=force, **so)
         print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
         return
     from loffdata.ops.manifest import build_manifest
 
     m = build_manifest(path, classes=classes, progress=not quiet, storage_options=so)
-    print(f"wrote a manifest: {len(m.shards)} shards, {m.num_samples} samples, features "
-          f"{m.features.dtype}{list(m.features.shape)}, {m.num_classes or 'no'} classes")
+    print(
+        f"wrote a manifest: {len(m.shards)} shards, {m.num_samples} samples, features "
+        f"{m.features.dtype}{list(m.features.shape)}, {m.num_classes or 'no'} classes"
+    )
 
 
 def _has_manifest(path: str, storage_options: dict[str, Any]) -> bool:
@@ -244,8 +295,11 @@ def _lazy_doc(command: str) -> str | None:
 
 
 def _usage() -> str:
-    lines = ["usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its options)", "",
-             "commands:"]
+    lines = [
+        "usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     for name, command in COMMANDS.items():
         doc = command.__doc__ if callable(command) else _lazy_doc(command)
         lines.append(f"  {name:<10} {cliutil.docstring_summary(doc)}")
@@ -258,8 +312,10 @@ def _dispatch(argv: list[str]) -> None:
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        raise cliutil.CliError(f"unknown command {name!r}{cliutil.suggest(name, list(COMMANDS), prefix='')}; "
-                               f"commands: {', '.join(COMMANDS)}")
+        raise cliutil.CliError(
+            f"unknown command {name!r}{cliutil.suggest(name, list(COMMANDS), prefix='')}; "
+            f"commands: {', '.join(COMMANDS)}"
+        )
     fn = _resolve(COMMANDS[name])
     options = cliutil.options_from_function(fn)
     values = cliutil.parse_command(rest, options, prog=f"loffdata {name}", doc=fn.__doc__)

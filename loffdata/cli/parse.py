@@ -56,8 +56,6 @@ REQUIRED: Any = inspect.Parameter.empty
 _HELP = ("-h", "--help")
 
 
-
-
 @dataclass(frozen=True)
 class Option:
     """One command-line option.
@@ -114,7 +112,9 @@ def docstring_summary(doc: str | None) -> str:
     return text.split("\n\n", 1)[0].replace("\n", " ")
 
 
-def options_from_dataclass(cls: type, *, exclude: Sequence[str] = (), prefix: str = "") -> list[Option]:
+def options_from_dataclass(
+    cls: type, *, exclude: Sequence[str] = (), prefix: str = ""
+) -> list[Option]:
     """Options for the fields of dataclass ``cls``; a dataclass-typed field is flattened (``a.b``).
 
     ``exclude``: field names left out, dotted for fields of a nested dataclass (``a.b``).
@@ -148,26 +148,16 @@ def options_from_function(fn: Callable) -> list[Option]:
         if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         positional = p.kind != p.KEYWORD_ONLY and p.default is p.empty
-        options.append(Option(p.name, p.default, hints.get(p.name, Any), docs.get(p.name, ""), positional))
+        options.append(
+            Option(p.name, p.default, hints.get(p.name, Any), docs.get(p.name, ""), positional)
+        )
     return options
 
 
 # --- values -------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
 # --- config files -------------------------------------------------------------------------------
-
-
 
 
 def _flatten(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -214,7 +204,11 @@ def parse_flags(argv: Sequence[str], options: Sequence[Option]) -> tuple[list[st
             continue
         name, _, inline = token[2:].partition("=")
         name = name.replace("-", "_") if name.replace("-", "_") in by_name else name
-        if name not in by_name and name.startswith("no") and is_bool(getattr(by_name.get(name[2:]), "type", None)):
+        if (
+            name not in by_name
+            and name.startswith("no")
+            and is_bool(getattr(by_name.get(name[2:]), "type", None))
+        ):
             flags[name[2:]], i = "false", i + 1
             continue
         if name not in by_name:
@@ -243,7 +237,9 @@ def _resolve(argv: Sequence[str], options: Sequence[Option], config_file: bool) 
             raise CliError(f"--{name}: {err}") from None
     missing = [o.name for o in options if values[o.name] is REQUIRED]
     if missing:
-        raise CliError(f"missing {', '.join(n.upper() if by_name[n].positional else '--' + n for n in missing)}; see --help")
+        raise CliError(
+            f"missing {', '.join(n.upper() if by_name[n].positional else '--' + n for n in missing)}; see --help"
+        )
     return values
 
 
@@ -276,11 +272,14 @@ def build(cls: type, values: dict[str, Any]) -> Any:
         raise CliError(f"--{text}" if first in values else text) from None
 
 
-def parse_config(cls: type, options: Sequence[Option], argv: Sequence[str] | None, *, prog: str,
-                 doc: str | None) -> Any:
+def parse_config(
+    cls: type, options: Sequence[Option], argv: Sequence[str] | None, *, prog: str, doc: str | None
+) -> Any:
     """The config dataclass ``cls`` of a command line (``sys.argv[1:]`` when ``argv`` is
     None), every flag checked; None when it asked for ``--help``."""
-    values = parse_command(sys.argv[1:] if argv is None else list(argv), options, prog=prog, doc=doc)
+    values = parse_command(
+        sys.argv[1:] if argv is None else list(argv), options, prog=prog, doc=doc
+    )
     return None if values is None else build(cls, values)
 
 
@@ -302,16 +301,31 @@ def nest(values: dict[str, Any]) -> dict[str, Any]:
 def _default_text(opt: Option) -> str:
     if opt.default is REQUIRED:
         return "required"
-    return json.dumps(opt.default) if isinstance(opt.default, (dict, list, bool, type(None))) else str(opt.default)
+    return (
+        json.dumps(opt.default)
+        if isinstance(opt.default, (dict, list, bool, type(None)))
+        else str(opt.default)
+    )
 
 
-def format_help(prog: str, doc: str | None, options: Sequence[Option], *, config_file: bool = True) -> str:
+def format_help(
+    prog: str, doc: str | None, options: Sequence[Option], *, config_file: bool = True
+) -> str:
     """The ``--help`` text: usage, the summary of ``doc``, and every option with default and doc."""
     pos = " ".join(o.name.upper() for o in options if o.positional)
-    lines = [f"usage: {prog} {pos + ' ' if pos else ''}[--option VALUE ...]", "", docstring_summary(doc), ""]
+    lines = [
+        f"usage: {prog} {pos + ' ' if pos else ''}[--option VALUE ...]",
+        "",
+        docstring_summary(doc),
+        "",
+    ]
     if config_file:
-        lines += ["  --config FILE", "        YAML (.yaml/.yml) or JSON (.json) file of option: value pairs;",
-                  "        flags given on the command line win.", ""]
+        lines += [
+            "  --config FILE",
+            "        YAML (.yaml/.yml) or JSON (.json) file of option: value pairs;",
+            "        flags given on the command line win.",
+            "",
+        ]
     for o in options:
         head = o.name.upper() if o.positional else f"--{o.name} {_metavar(o.type)}"
         default = "" if o.positional else f"  (default: {_default_text(o)})"
@@ -330,11 +344,19 @@ def _wrap(text: str, width: int = 88) -> list[str]:
     import textwrap
 
     plain = re.sub(r"``(['\"]?)(.*?)\1``", r"'\2'", text)  # ``"pad"`` and ``pad`` print as 'pad'
-    return textwrap.wrap(plain, width, initial_indent=" " * 8, subsequent_indent=" " * 8, break_on_hyphens=False)
+    return textwrap.wrap(
+        plain, width, initial_indent=" " * 8, subsequent_indent=" " * 8, break_on_hyphens=False
+    )
 
 
-def parse_command(argv: Sequence[str], options: Sequence[Option], *, prog: str, doc: str | None,
-                  config_file: bool = True) -> dict[str, Any] | None:
+def parse_command(
+    argv: Sequence[str],
+    options: Sequence[Option],
+    *,
+    prog: str,
+    doc: str | None,
+    config_file: bool = True,
+) -> dict[str, Any] | None:
     """Values for ``options`` from ``argv``; prints help and returns ``None`` for ``-h``/``--help``.
 
     Raises:
@@ -378,8 +400,10 @@ def run(main: Callable[[], Any]) -> None:
     except Exception as err:  # noqa: BLE001 - the guard: anything else is a bug to report
         log = _crash_log(err)
         first = redact_text(str(err).strip().splitlines()[0][:300] if str(err).strip() else "")
-        _say(f"error: internal error ({type(err).__name__}{': ' + first if first else ''}); "
-             f"please report it with the log {log}")
+        _say(
+            f"error: internal error ({type(err).__name__}{': ' + first if first else ''}); "
+            f"please report it with the log {log}"
+        )
         sys.exit(EXIT_INTERNAL)
 
 

@@ -32,7 +32,9 @@ def pca_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return mean, basis, lo, torch.maximum(hi, lo + 1e-6)
 
 
-def to_rgb(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> np.ndarray:
+def to_rgb(
+    x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> np.ndarray:
     """One (C, H, W) map as an (H, W, 3) image in [0, 1]."""
     c, h, w = x.shape
     proj = (x.float().reshape(c, -1).T - mean) @ basis
@@ -59,8 +61,9 @@ def pick_indices(labels: np.ndarray, n: int, pick: str, seed: int) -> list[int]:
     return chosen[:n]
 
 
-def _picked_batch(path: str, n: int, pick: str, seed: int,
-                  storage_options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def _picked_batch(
+    path: str, n: int, pick: str, seed: int, storage_options: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Features (float), labels and the manifest of the samples ``pick`` chooses."""
     from loffdata.stream.dataset import StreamingDataset
 
@@ -90,9 +93,17 @@ def _augmenter(preset: str, views: int, seed: int, manifest: Any) -> Any:
     return Augmenter(spec, backend="torch", seed=seed, mean=mean, std=std)
 
 
-def render_views(path: str, *, out: str | os.PathLike = "show.png", preset: str = "loffta", samples: int = 4,
-                 views: int = 3, seed: int = 0, pick: str = "first",
-                 storage_options: dict[str, Any] | None = None) -> str:
+def render_views(
+    path: str,
+    *,
+    out: str | os.PathLike = "show.png",
+    preset: str = "loffta",
+    samples: int = 4,
+    views: int = 3,
+    seed: int = 0,
+    pick: str = "first",
+    storage_options: dict[str, Any] | None = None,
+) -> str:
     """Writes the PNG (see the module docstring); returns its path.
 
     Raises:
@@ -104,23 +115,31 @@ def render_views(path: str, *, out: str | os.PathLike = "show.png", preset: str 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise LoffError("loffdata show needs matplotlib: pip install 'loffdata[show]' (or pip install matplotlib)") from None
+        raise LoffError(
+            "loffdata show needs matplotlib: pip install 'loffdata[show]' (or pip install matplotlib)"
+        ) from None
     x, y, manifest = _picked_batch(path, samples, pick, seed, storage_options or {})
     aug, _ = _augmenter(preset, views, seed, manifest)(x, y, indices=np.arange(len(x)), epoch=0)
     basis = pca_basis(x)
     classes = manifest.classes if manifest is not None else None
-    fig, axes = plt.subplots(len(x), views + 1, figsize=(1.9 * (views + 1), 1.9 * len(x) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(x), views + 1, figsize=(1.9 * (views + 1), 1.9 * len(x) + 0.6), squeeze=False
+    )
     for i in range(len(x)):
         label = int(y[i])
         name = classes[label] if classes and 0 <= label < len(classes) else str(label)
-        panels = [("original", x[i])] + [(f"{preset} view {v + 1}", aug[i * views + v]) for v in range(views)]
+        panels = [("original", x[i])] + [
+            (f"{preset} view {v + 1}", aug[i * views + v]) for v in range(views)
+        ]
         for ax, (title, m) in zip(axes[i], panels):
             ax.imshow(to_rgb(m, *basis), interpolation="nearest")
             ax.set_title(f"{name}: {title}" if title == "original" else title, fontsize=8)
             ax.axis("off")
     c, h, w = x.shape[1:]
-    fig.suptitle(f"{os.path.basename(os.path.normpath(path))}: {c}x{h}x{w} features, PCA of channels as RGB",
-                 fontsize=9)
+    fig.suptitle(
+        f"{os.path.basename(os.path.normpath(path))}: {c}x{h}x{w} features, PCA of channels as RGB",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

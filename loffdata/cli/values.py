@@ -33,8 +33,16 @@ def type_name(kind: Any) -> str:
     names = []
     for arm in _arms(kind):
         origin = typing.get_origin(arm) or arm
-        names.append({type(None): "null", dict: "mapping", Mapping: "mapping", list: "list", tuple: "list", Sequence: "list"}.get(
-            origin, getattr(origin, "__name__", str(origin))))
+        names.append(
+            {
+                type(None): "null",
+                dict: "mapping",
+                Mapping: "mapping",
+                list: "list",
+                tuple: "list",
+                Sequence: "list",
+            }.get(origin, getattr(origin, "__name__", str(origin)))
+        )
     return " or ".join(names)
 
 
@@ -60,7 +68,9 @@ def _expanded(node: Any, where: str) -> None:
         if done:
             sizes[id(item)] = 1 + sum(sizes[id(k)] for k in kids)
             if sizes[id(item)] > MAX_YAML_NODES:
-                raise CliError(f"{where}: expands to more than {MAX_YAML_NODES} values (YAML aliases); refused")
+                raise CliError(
+                    f"{where}: expands to more than {MAX_YAML_NODES} values (YAML aliases); refused"
+                )
         elif id(item) not in sizes:
             stack.append((item, depth, True))
             stack.extend((k, depth + 1, False) for k in kids if id(k) not in sizes)
@@ -152,7 +162,9 @@ def _coerce_sequence(value: Any, arm: Any, text: str | None) -> list[Any] | tupl
         fixed = typing.get_origin(arm) is tuple and Ellipsis not in typing.get_args(arm)
         if fixed and len(parsed) != len(args):
             raise ValueError
-        parsed = [coerce(item, args[0], text=item if isinstance(item, str) else None) for item in parsed]
+        parsed = [
+            coerce(item, args[0], text=item if isinstance(item, str) else None) for item in parsed
+        ]
     return tuple(parsed) if (typing.get_origin(arm) or arm) is tuple else list(parsed)
 
 
@@ -191,11 +203,15 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise CliError(f"--config {path}: cannot read the file ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8")
-        values = loads_json(text, where=path) if path.endswith(".json") else load_yaml(text, where=path)
+        values = (
+            loads_json(text, where=path) if path.endswith(".json") else load_yaml(text, where=path)
+        )
     except UnicodeDecodeError as err:
         raise CliError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except ValueError as err:  # strict JSON: not JSON, NaN, too deep
-        raise CliError(str(err).replace(f"{path} is not valid JSON", f"{path}: not valid JSON")) from None
+        raise CliError(
+            str(err).replace(f"{path} is not valid JSON", f"{path}: not valid JSON")
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -25,8 +25,19 @@ __all__ = ["MapImages", "StreamImages", "image_loader"]
 class MapImages(torch.utils.data.Dataset):
     """Decodes and transforms ``records[indices[k]]``; errors become values, not exceptions."""
 
-    def __init__(self, records: list[ImageRecord], indices: list[int], transform: Callable, storage_options: dict):
-        self.records, self.indices, self.transform, self.opts = records, indices, transform, storage_options
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        indices: list[int],
+        transform: Callable,
+        storage_options: dict,
+    ):
+        self.records, self.indices, self.transform, self.opts = (
+            records,
+            indices,
+            transform,
+            storage_options,
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -70,7 +81,9 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def image_loader(dataset: torch.utils.data.Dataset, config: ExtractConfig, device: torch.device) -> torch.utils.data.DataLoader:
+def image_loader(
+    dataset: torch.utils.data.Dataset, config: ExtractConfig, device: torch.device
+) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=config.batch_size,

@@ -43,8 +43,12 @@ def check_model(name: str) -> None:
     import difflib
 
     close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(), n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models('*pattern*'))"
-    raise cliutil.CliError(f"--model {name!r}: not a model of the installed timm {timm.__version__}{hint}")
+    hint = (
+        f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models('*pattern*'))"
+    )
+    raise cliutil.CliError(
+        f"--model {name!r}: not a model of the installed timm {timm.__version__}{hint}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     for split, m in manifests.items():
-        print(f"{split}: {m.num_samples} samples, {len(m.shards)} shards, features {list(m.features.shape)} "
-              f"{m.features.dtype}, skipped {len(m.skipped)} -> {config.out.rstrip('/')}/{split}")
+        print(
+            f"{split}: {m.num_samples} samples, {len(m.shards)} shards, features {list(m.features.shape)} "
+            f"{m.features.dtype}, skipped {len(m.skipped)} -> {config.out.rstrip('/')}/{split}"
+        )
 
 
 def console() -> None:

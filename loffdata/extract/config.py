@@ -16,7 +16,13 @@ from loffdata.errors import LoffError
 from loffdata.format.names import check_destination, check_prefix
 
 __all__ = [
-    "CONFIG_NAME", "DTYPES", "HUB_HOST", "SOURCES", "ExtractConfig", "RandomWeightsWarning", "check_paths",
+    "CONFIG_NAME",
+    "DTYPES",
+    "HUB_HOST",
+    "SOURCES",
+    "ExtractConfig",
+    "RandomWeightsWarning",
+    "check_paths",
     "hub_reachable",
 ]
 
@@ -124,7 +130,9 @@ class ExtractConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         check_prefix(self.prefix)
         if isinstance(self.input, (str, os.PathLike)) and os.fspath(self.input) not in SOURCES:
-            check_destination(os.fspath(self.input), self.out, both_ways=self.overwrite)  # inputs stay unharmed
+            check_destination(
+                os.fspath(self.input), self.out, both_ways=self.overwrite
+            )  # inputs stay unharmed
         if self.workers is None:
             self.workers = max(1, min(8, (os.cpu_count() or 2) // 2))
         if self.workers < 0:
@@ -154,7 +162,9 @@ def _hub_cache_may_hold(model: str) -> bool:
     home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
     cache = os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
     base = model.split(".", 1)[0]
-    return os.path.isdir(cache) and any(n.startswith(f"models--timm--{base}") for n in os.listdir(cache))
+    return os.path.isdir(cache) and any(
+        n.startswith(f"models--timm--{base}") for n in os.listdir(cache)
+    )
 
 
 def _is_local(text: str) -> bool:
@@ -171,14 +181,24 @@ def check_paths(config: ExtractConfig) -> None:
             ``--pretrained`` with neither a cached copy nor a network, saying what to do.
     """
     checks = {"checkpoint": config.checkpoint}
-    if isinstance(config.input, (str, os.PathLike)) and "{" not in str(config.input) and config.input != "shapes":
+    if (
+        isinstance(config.input, (str, os.PathLike))
+        and "{" not in str(config.input)
+        and config.input != "shapes"
+    ):
         checks["input"] = config.input
-    if config.pretrained and not config.checkpoint and not _hub_cache_may_hold(config.model) and not hub_reachable():
+    if (
+        config.pretrained
+        and not config.checkpoint
+        and not _hub_cache_may_hold(config.model)
+        and not hub_reachable()
+    ):
         raise LoffError(
             f"--pretrained: the weights of {config.model!r} are not in the local Hugging Face cache and "
             f"{HUB_HOST[0]} cannot be reached. Either pass a local state dict with --checkpoint PATH "
             "(instead of --pretrained), or download the weights once on a machine with a network and point "
-            "HF_HOME at that cache (see docs/troubleshooting.md)")
+            "HF_HOME at that cache (see docs/troubleshooting.md)"
+        )
     for flag, value in checks.items():
         text = os.fspath(value) if value is not None else None
         if text and _is_local(text) and not os.path.exists(text.removeprefix("file://")):

@@ -22,19 +22,29 @@ def finalize_split(rt: Runtime, split: str) -> Manifest:
     cfg, folder = rt.config, f"{rt.root}/{split}"
     num_shards = math.ceil(len(rt.source.splits[split]) / cfg.shard_size)
     rt.fs.invalidate_cache()
-    missing = [j for j in range(num_shards) if not rt.fs.exists(f"{folder}/{sidecar_name(cfg.prefix, j)}")]
+    missing = [
+        j for j in range(num_shards) if not rt.fs.exists(f"{folder}/{sidecar_name(cfg.prefix, j)}")
+    ]
     if missing:
-        raise LoffError(f"split {split!r} at {cfg.out!r}: shards {missing[:10]} are incomplete; run again to resume")
-    sidecars = [read_json(rt.fs, f"{folder}/{sidecar_name(cfg.prefix, j)}") for j in range(num_shards)]
+        raise LoffError(
+            f"split {split!r} at {cfg.out!r}: shards {missing[:10]} are incomplete; run again to resume"
+        )
+    sidecars = [
+        read_json(rt.fs, f"{folder}/{sidecar_name(cfg.prefix, j)}") for j in range(num_shards)
+    ]
     _check_weights(rt, split, sidecars)
     with_data = [s for s in sidecars if s["features"] is not None]
     if not with_data:
         raise LoffError(f"split {split!r}: no image could be read, nothing was written")
     manifest = Manifest(
         shards=[ShardInfo(**s["shard"]) for s in with_data],
-        features=TensorSpec(tuple(with_data[0]["features"]["shape"]), with_data[0]["features"]["dtype"], "CHW"),
+        features=TensorSpec(
+            tuple(with_data[0]["features"]["shape"]), with_data[0]["features"]["dtype"], "CHW"
+        ),
         classes=rt.source.classes,
-        extras={k: TensorSpec(tuple(v["shape"]), v["dtype"]) for k, v in with_data[0]["extras"].items()},
+        extras={
+            k: TensorSpec(tuple(v["shape"]), v["dtype"]) for k, v in with_data[0]["extras"].items()
+        },
         stats=_merge_stats(with_data),
         source=_source_info(rt, split),
         skipped=[item for s in sidecars for item in s["skipped"]],
@@ -51,14 +61,17 @@ def _check_weights(rt: Runtime, split: str, sidecars: list[dict[str, Any]]) -> N
             f"split {split!r} at {rt.config.out!r}: shards {other[:10]} were written by a model with "
             f"other weights than this run's (sha256 {rt.weights[:12]}...); every rank and every resumed "
             "run must load the same weights (same --seed for random weights, same --checkpoint). "
-            "Delete those shards and their .json sidecars, or start again with --overwrite")
+            "Delete those shards and their .json sidecars, or start again with --overwrite"
+        )
 
 
 def _merge_stats(sidecars: list[dict[str, Any]]) -> ChannelStats:
     stats = ChannelStats()
     for s in sidecars:
         d = s["stats"]
-        stats.merge(ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"])))
+        stats.merge(
+            ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"]))
+        )
     return stats
 
 
@@ -66,5 +79,9 @@ def _source_info(rt: Runtime, split: str) -> dict[str, Any]:
     cfg = rt.config
     keys = ("model", "pretrained", "checkpoint", "img_size", "layer", "norm", "pool", "pooled")
     info = {**rt.source.info, "split": split, **{k: getattr(cfg, k) for k in keys}}
-    return {**info, "img_size": int(rt.data_cfg["input_size"][-1]), "data_config": jsonable(rt.data_cfg),
-            "weights_sha256": rt.weights}
+    return {
+        **info,
+        "img_size": int(rt.data_cfg["input_size"][-1]),
+        "data_config": jsonable(rt.data_cfg),
+        "weights_sha256": rt.weights,
+    }

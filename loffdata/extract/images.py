@@ -139,7 +139,13 @@ def folder_source(root: str, **storage_options: Any) -> ImageSource:
         for s, per_class in listed.items()
         if per_class  # an empty split folder is no split
     }
-    return ImageSource(splits, classes, "folder", {"kind": "folder", "root": str(root)}, storage_options=storage_options)
+    return ImageSource(
+        splits,
+        classes,
+        "folder",
+        {"kind": "folder", "root": str(root)},
+        storage_options=storage_options,
+    )
 
 
 def _list_class_images(fs: Any, folder: str) -> dict[str, list[str]]:
@@ -171,7 +177,9 @@ def csv_source(path: str, **storage_options: Any) -> ImageSource:
     with fsspec.open(str(path), "r", newline="", **storage_options) as f:
         rows = list(csv.DictReader(f))
     if not rows or "path" not in rows[0] or "label" not in rows[0]:
-        raise LoffError(f"CSV {path!r} needs a header with 'path' and 'label' columns (and optionally 'split')")
+        raise LoffError(
+            f"CSV {path!r} needs a header with 'path' and 'label' columns (and optionally 'split')"
+        )
     labels, classes = _csv_labels([r["label"] for r in rows], path)
     folder = str(path).rsplit("/", 1)[0] if "/" in str(path) else "."
     items: dict[str, list[tuple[str, int | None]]] = {}
@@ -181,7 +189,9 @@ def csv_source(path: str, **storage_options: Any) -> ImageSource:
             raise LoffError(f"CSV {path!r} line {line}: split {split!r} is not one of {SPLITS}")
         items.setdefault(split, []).append((_resolve(folder, row["path"].strip()), label))
     splits = {s: _records(v) for s, v in items.items()}
-    return ImageSource(splits, classes, "csv", {"kind": "csv", "csv": str(path)}, storage_options=storage_options)
+    return ImageSource(
+        splits, classes, "csv", {"kind": "csv", "csv": str(path)}, storage_options=storage_options
+    )
 
 
 def _csv_labels(raw: list[str], path: str) -> tuple[list[int | None], list[str] | None]:
@@ -236,7 +246,9 @@ def _expand_urls(urls: str | list[str]) -> list[str]:
 def _wds_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
     import webdataset as wds
 
-    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
+    ds = wds.WebDataset(
+        urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None
+    )
     yield from ds
 
 
@@ -255,7 +267,9 @@ def _wds_label(sample: Mapping[str, Any], path: str) -> int | None:
     try:
         return int(bytes(raw).decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
-        raise LoffError(f"WebDataset sample {path!r}: 'cls' {bytes(raw)[:20]!r} is not an integer") from None
+        raise LoffError(
+            f"WebDataset sample {path!r}: 'cls' {bytes(raw)[:20]!r} is not an integer"
+        ) from None
 
 
 def iter_wds_images(urls: list[str]) -> Iterator[tuple[int, str, bytes | None]]:
@@ -268,7 +282,9 @@ def iter_wds_images(urls: list[str]) -> Iterator[tuple[int, str, bytes | None]]:
 # --- the embedded default: shapes -------------------------------------------------------
 
 
-def shapes_source(*, train: int = 1000, val: int = 200, test: int = 0, seed: int = 0) -> ImageSource:
+def shapes_source(
+    *, train: int = 1000, val: int = 200, test: int = 0, seed: int = 0
+) -> ImageSource:
     """The embedded default dataset: 10 classes of procedurally drawn shapes and textures.
 
     Labels cycle through the classes (``label = i % 10``); pixels come from
@@ -276,18 +292,15 @@ def shapes_source(*, train: int = 1000, val: int = 200, test: int = 0, seed: int
     """
     counts = {"train": train, "val": val, "test": test}
     splits = {
-        s: [ImageRecord(f"{i:08d}", i % len(SHAPES_CLASSES), f"shapes://{seed}/{s}/{i}") for i in range(n)]
+        s: [
+            ImageRecord(f"{i:08d}", i % len(SHAPES_CLASSES), f"shapes://{seed}/{s}/{i}")
+            for i in range(n)
+        ]
         for s, n in counts.items()
         if n > 0
     }
     info = {"kind": "shapes", "seed": seed, **{s: n for s, n in counts.items() if n > 0}}
     return ImageSource(splits, list(SHAPES_CLASSES), "shapes", info)
-
-
-
-
-
-
 
 
 # --- opening and decoding ----------------------------------------------------------------
@@ -329,7 +342,9 @@ def _load_shape(path: str) -> Image.Image:
         i = int(index)
         return render_shape(i % len(SHAPES_CLASSES), seed=int(seed), split=split, index=i)
     except ValueError:
-        raise BadImageError(path, "malformed shapes:// reference (want shapes://<seed>/<split>/<i>)") from None
+        raise BadImageError(
+            path, "malformed shapes:// reference (want shapes://<seed>/<split>/<i>)"
+        ) from None
 
 
 def open_source(

@@ -20,9 +20,13 @@ import torch.nn.functional as F
 from loffdata.errors import LoffError
 from loffdata.extract.config import HUB_HOST, ExtractConfig, RandomWeightsWarning, hub_reachable
 
-__all__ = ["build_model", "build_transform", "check_pretrained", "compute_features", "weights_sha256"]
-
-
+__all__ = [
+    "build_model",
+    "build_transform",
+    "check_pretrained",
+    "compute_features",
+    "weights_sha256",
+]
 
 
 def build_model(config: ExtractConfig) -> torch.nn.Module:
@@ -46,11 +50,15 @@ def build_model(config: ExtractConfig) -> torch.nn.Module:
         check_pretrained(config.model)
     model = _create(timm, config, create, kwargs)
     if not hasattr(model, "forward_intermediates"):
-        raise LoffError(f"timm model {config.model!r} has no forward_intermediates(); pick another model")
+        raise LoffError(
+            f"timm model {config.model!r} has no forward_intermediates(); pick another model"
+        )
     return model.eval().requires_grad_(False)
 
 
-def _create(timm: Any, config: ExtractConfig, create: dict[str, Any], kwargs: dict[str, Any]) -> torch.nn.Module:
+def _create(
+    timm: Any, config: ExtractConfig, create: dict[str, Any], kwargs: dict[str, Any]
+) -> torch.nn.Module:
     """``timm.create_model``; random weights are drawn from ``config.seed`` (same seed, same weights)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -88,7 +96,12 @@ def _hub_cached(model_name: str) -> bool:
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
         return False
-    files = ("open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+    files = (
+        "open_clip_pytorch_model.bin",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "open_clip_model.safetensors",
+    )
     return any(isinstance(try_to_load_from_cache(repo.split("@")[0], f), str) for f in files)
 
 
@@ -108,7 +121,9 @@ def check_pretrained(model_name: str) -> None:
     )
 
 
-def build_transform(model: torch.nn.Module, config: ExtractConfig) -> tuple[Callable, dict[str, Any]]:
+def build_transform(
+    model: torch.nn.Module, config: ExtractConfig
+) -> tuple[Callable, dict[str, Any]]:
     """The model's timm eval transform at ``config.img_size``; returns (transform, data config)."""
     import timm.data
 
@@ -121,7 +136,13 @@ def build_transform(model: torch.nn.Module, config: ExtractConfig) -> tuple[Call
 
 
 def compute_features(
-    model: torch.nn.Module, x: torch.Tensor, *, layer: int = -1, norm: bool = False, pooled: bool = False, pool: int = 1
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    layer: int = -1,
+    norm: bool = False,
+    pooled: bool = False,
+    pool: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Spatial feature map (N, C, H, W) of block/stage ``layer`` and optional pooled vector.
 

@@ -73,7 +73,9 @@ class _Outputs:
         if feat.device.type == "cuda":
             self.feat = torch.empty(feat.shape, dtype=torch.float32, pin_memory=True)
             self.feat.copy_(feat, non_blocking=True)
-            self.vec = None if vec is None else torch.empty(vec.shape, dtype=vec_dtype, pin_memory=True)
+            self.vec = (
+                None if vec is None else torch.empty(vec.shape, dtype=vec_dtype, pin_memory=True)
+            )
             if vec is not None:
                 self.vec.copy_(vec, non_blocking=True)
             self.done = torch.cuda.Event()
@@ -93,8 +95,13 @@ def _forward(rt: Runtime, images: torch.Tensor) -> _Outputs:
     x = images.to(rt.device, non_blocking=True)
     if cuda and cfg.amp:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
-        feat, vec = compute_features(rt.model, x, layer=cfg.layer, norm=cfg.norm, pooled=cfg.pooled, pool=cfg.pool)
+    with (
+        torch.inference_mode(),
+        torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp),
+    ):
+        feat, vec = compute_features(
+            rt.model, x, layer=cfg.layer, norm=cfg.norm, pooled=cfg.pooled, pool=cfg.pool
+        )
     vec_dtype = torch.float32 if cfg.dtype in ("float32", "int8") else getattr(torch, cfg.dtype)
     return _Outputs(feat, vec, vec_dtype)
 
@@ -105,7 +112,12 @@ def _put_outputs(sink: ShardSink, pending: tuple | None) -> None:
         return
     good, outputs, more = pending
     feats, vecs = outputs.get()
-    sink.put([(i, (feats[k], None if vecs is None else vecs[k], more and more[k])) for k, i in enumerate(good)])
+    sink.put(
+        [
+            (i, (feats[k], None if vecs is None else vecs[k], more and more[k]))
+            for k, i in enumerate(good)
+        ]
+    )
 
 
 def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None] | None) -> None:
@@ -116,18 +128,38 @@ def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None]
     indices = [i for r in pending.values() for i in r]
     if not indices:
         return
-    job = SplitJob(split, f"{rt.config.out.rstrip('/')}/{split}", records, pending, rt.config, on_shard, rt.weights)
-    batches = iter(image_loader(_dataset(rt, split, indices), rt.config, rt.device))  # fork workers before the thread
+    job = SplitJob(
+        split,
+        f"{rt.config.out.rstrip('/')}/{split}",
+        records,
+        pending,
+        rt.config,
+        on_shard,
+        rt.weights,
+    )
+    batches = iter(
+        image_loader(_dataset(rt, split, indices), rt.config, rt.device)
+    )  # fork workers before the thread
     sink = ShardSink(job, rt.fs, f"{rt.root}/{split}")
     show = rt.config.progress and rt.ctx.rank == 0
-    bar = tqdm(total=len(indices), unit="img", desc=f"extract {split}", disable=not show, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(indices),
+        unit="img",
+        desc=f"extract {split}",
+        disable=not show,
+        dynamic_ncols=True,
+    )
     pending = None  # the previous batch: its outputs are read while the device runs this one
     try:
         for good, images, bad in batches:
             current = None
             if images is not None:
                 outputs = _forward(rt, images)
-                more = rt.teacher.extras(images.to(rt.device), good) if rt.teacher is not None else None
+                more = (
+                    rt.teacher.extras(images.to(rt.device), good)
+                    if rt.teacher is not None
+                    else None
+                )
                 current = (good, outputs, more)
             _put_outputs(sink, pending)
             sink.put(_bad_items(rt, records, bad))
@@ -142,7 +174,9 @@ def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None]
         bar.close()
 
 
-def _bad_items(rt: Runtime, records: list[ImageRecord], bad: list[tuple[int, str]]) -> list[tuple[int, str]]:
+def _bad_items(
+    rt: Runtime, records: list[ImageRecord], bad: list[tuple[int, str]]
+) -> list[tuple[int, str]]:
     if bad and not rt.config.skip_bad:
         i, reason = bad[0]
         raise BadImageError(records[i].path, f"{reason} (use --skip_bad to skip unreadable images)")
@@ -150,7 +184,13 @@ def _bad_items(rt: Runtime, records: list[ImageRecord], bad: list[tuple[int, str
 
 
 def _open_input(cfg: ExtractConfig) -> ImageSource:
-    source = open_source(cfg.input, kind=cfg.source, shapes_counts=cfg.shapes_counts, seed=cfg.seed, storage_options=cfg.fs_options())
+    source = open_source(
+        cfg.input,
+        kind=cfg.source,
+        shapes_counts=cfg.shapes_counts,
+        seed=cfg.seed,
+        storage_options=cfg.fs_options(),
+    )
     return _with_class_names(cfg, source)
 
 
@@ -158,7 +198,9 @@ def _with_class_names(cfg: ExtractConfig, source: ImageSource) -> ImageSource:
     """Class names for integer labels: ``--classes``, else the label values (checked either way)."""
     if source.classes is not None:
         if cfg.classes is not None:
-            raise LoffError(f"--classes: the {source.kind} input names its classes itself ({source.classes[:5]} ...)")
+            raise LoffError(
+                f"--classes: the {source.kind} input names its classes itself ({source.classes[:5]} ...)"
+            )
         return source
     labels = [r.label for records in source.splits.values() for r in records if r.label is not None]
     try:
@@ -183,10 +225,14 @@ def _setup(cfg: ExtractConfig, ctx: Dist) -> Runtime:
         model = model.to(memory_format=torch.channels_last)
     fs, root = fsspec.core.url_to_fs(cfg.out, **cfg.fs_options())
     teacher = build_teacher(cfg, model, device)
-    return Runtime(cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg, weights, teacher)
+    return Runtime(
+        cfg, source, model, transform, device, ctx, fs, root.rstrip("/"), data_cfg, weights, teacher
+    )
 
 
-def extract(config: ExtractConfig, *, on_shard: Callable[[str, int], None] | None = None) -> dict[str, Manifest]:
+def extract(
+    config: ExtractConfig, *, on_shard: Callable[[str, int], None] | None = None
+) -> dict[str, Manifest]:
     """Extracts features of every split of the input and writes ``<out>/<split>`` datasets.
 
     Resumes where a previous run stopped. Under ``torchrun`` (``WORLD_SIZE > 1``) every rank
@@ -215,7 +261,10 @@ def extract(config: ExtractConfig, *, on_shard: Callable[[str, int], None] | Non
         ctx.barrier()
         manifests = {s: finalize_split(rt, s) for s in rt.source.splits} if ctx.rank == 0 else {}
         ctx.barrier()
-        return manifests or {s: Manifest.load(f"{rt.config.out.rstrip('/')}/{s}", **rt.config.fs_options()) for s in rt.source.splits}
+        return manifests or {
+            s: Manifest.load(f"{rt.config.out.rstrip('/')}/{s}", **rt.config.fs_options())
+            for s in rt.source.splits
+        }
     finally:
         if ctx.owns_group:
             torch.distributed.destroy_process_group()

@@ -10,7 +10,9 @@ from loffdata.extract.sink import sidecar_name
 __all__ = ["pending_shards", "plan_shards"]
 
 
-def plan_shards(num_items: int, shard_size: int, *, rank: int = 0, world_size: int = 1) -> dict[int, range]:
+def plan_shards(
+    num_items: int, shard_size: int, *, rank: int = 0, world_size: int = 1
+) -> dict[int, range]:
     """Shard index -> image index range, for the shards owned by ``rank``.
 
     Shard ``j`` holds images ``[j*shard_size, (j+1)*shard_size)``; rank ``r`` owns ``j % world_size == r``.
@@ -24,13 +26,19 @@ def plan_shards(num_items: int, shard_size: int, *, rank: int = 0, world_size: i
 
 def pending_shards(rt: Runtime, split: str, num_items: int) -> dict[int, range]:
     """This rank's planned shards of ``split`` that have no sidecar yet (stale temp files removed)."""
-    plan = plan_shards(num_items, rt.config.shard_size, rank=rt.ctx.rank, world_size=rt.ctx.world_size)
+    plan = plan_shards(
+        num_items, rt.config.shard_size, rank=rt.ctx.rank, world_size=rt.ctx.world_size
+    )
     folder = f"{rt.root}/{split}"
     rt.fs.invalidate_cache()
     present = set(rt.fs.ls(folder, detail=False)) if rt.fs.isdir(folder) else set()
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in present}
     for name in names:
-        if name.startswith(f".{rt.config.prefix}-") and ".tmp-" in name and _tmp_owner(name, rt.config.prefix) in plan:
+        if (
+            name.startswith(f".{rt.config.prefix}-")
+            and ".tmp-" in name
+            and _tmp_owner(name, rt.config.prefix) in plan
+        ):
             rt.fs.rm(f"{folder}/{name}")
     return {j: r for j, r in plan.items() if sidecar_name(rt.config.prefix, j) not in names}
 

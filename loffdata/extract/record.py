@@ -40,7 +40,10 @@ def config_fingerprint(cfg: ExtractConfig, source: ImageSource, weights: str) ->
 
 def _redact(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else _redact(v) for k, v in obj.items()}
+        return {
+            k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else _redact(v)
+            for k, v in obj.items()
+        }
     return obj
 
 
@@ -54,10 +57,15 @@ def check_previous(rt: Runtime, fingerprint: dict[str, Any]) -> None:
         return
     if not rt.config.overwrite:
         changed = sorted(k for k in fingerprint if (previous or {}).get(k) != fingerprint[k])
-        why = (" (the model weights differ: same --seed for random weights, same --checkpoint)"
-               if "weights_sha256" in changed else "")
-        raise LoffError(f"{rt.config.out!r} holds an extraction with a different configuration ({changed}){why}; "
-                        "use another --out or --overwrite")
+        why = (
+            " (the model weights differ: same --seed for random weights, same --checkpoint)"
+            if "weights_sha256" in changed
+            else ""
+        )
+        raise LoffError(
+            f"{rt.config.out!r} holds an extraction with a different configuration ({changed}){why}; "
+            "use another --out or --overwrite"
+        )
     if rt.ctx.rank == 0:
         rt.fs.rm(rt.root, recursive=True)
 
@@ -69,7 +77,8 @@ def check_same_weights(rt: Runtime, fingerprint: dict[str, Any]) -> None:
         raise LoffError(
             f"rank {rt.ctx.rank}: its model weights (sha256 {fingerprint['weights_sha256'][:12]}...) differ "
             f"from rank 0's ({str(recorded.get('weights_sha256'))[:12]}...); every rank must load the same "
-            "weights (same --seed for random weights, the same --checkpoint file on every node)")
+            "weights (same --seed for random weights, the same --checkpoint file on every node)"
+        )
 
 
 def write_config(rt: Runtime, fingerprint: dict[str, Any]) -> None:

@@ -50,7 +50,9 @@ def _class_colour(label: int, rng: np.random.Generator) -> np.ndarray:
     return 0.35 + 0.65 * rgb * rng.uniform(0.8, 1.0)
 
 
-def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(
+    label: int, dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator
+) -> np.ndarray:
     d = np.sqrt(dy**2 + dx**2)
     freq = 4 + 2 * label + rng.uniform(-0.5, 0.5)  # texture frequency grows with the label
     box = (np.abs(dy) < r) & (np.abs(dx) < r)
@@ -63,7 +65,9 @@ def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float, rng: np.ra
         5: lambda: box & (np.sin(dy * freq * 2 * np.pi) > 0),
         6: lambda: box & (np.sin(dx * freq * 2 * np.pi) > 0),
         7: lambda: box & ((np.sin(dy * freq * np.pi) * np.sin(dx * freq * np.pi)) > 0),
-        8: lambda: (np.cos(dy * freq * 2 * np.pi) * np.cos(dx * freq * 2 * np.pi) > 0.5) & (d < 1.4 * r),
+        8: lambda: (
+            (np.cos(dy * freq * 2 * np.pi) * np.cos(dx * freq * 2 * np.pi) > 0.5) & (d < 1.4 * r)
+        ),
         9: lambda: np.clip((dx + 0.5) * (d < 1.5 * r), 0, 1),
     }
     return masks[label % len(SHAPES_CLASSES)]().astype(np.float32)

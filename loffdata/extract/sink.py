@@ -50,7 +50,9 @@ class ShardSink:
         self.queue: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"loffdata-writer-{job.split}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"loffdata-writer-{job.split}", daemon=True
+        )
         self.thread.start()
 
     def put(self, items: list[tuple[int, Any]]) -> None:
@@ -74,7 +76,9 @@ class ShardSink:
         self.thread.join()
         self.check()
         if self.buffers:
-            raise LoffError(f"split {self.job.split!r}: shards {sorted(self.buffers)} never received all their images")
+            raise LoffError(
+                f"split {self.job.split!r}: shards {sorted(self.buffers)} never received all their images"
+            )
 
     def abort(self) -> None:
         self._stop.set()
@@ -105,7 +109,13 @@ class ShardSink:
 
     def _write_shard(self, j: int, results: dict[int, Any]) -> None:
         cfg = self.job.config
-        wcfg = WriterConfig(prefix=cfg.prefix, max_samples=len(results) + 1, max_bytes=1 << 62, dtype=cfg.dtype, start_index=j)
+        wcfg = WriterConfig(
+            prefix=cfg.prefix,
+            max_samples=len(results) + 1,
+            max_bytes=1 << 62,
+            dtype=cfg.dtype,
+            start_index=j,
+        )
         skipped = []
         with ShardWriter(self.job.url, wcfg, **cfg.fs_options()) as writer:
             for i in sorted(results):
@@ -116,21 +126,33 @@ class ShardSink:
                 feat, vec, more = value
                 extras = {**({} if vec is None else {"pooled": vec}), **(more or {})}
                 writer.write(rec.key, feat, label=rec.label, extras=extras or None)
-        write_json(self.fs, f"{self.root}/{sidecar_name(cfg.prefix, j)}", _sidecar(j, writer, skipped, self.job.weights))
+        write_json(
+            self.fs,
+            f"{self.root}/{sidecar_name(cfg.prefix, j)}",
+            _sidecar(j, writer, skipped, self.job.weights),
+        )
 
 
 def sidecar_name(prefix: str, j: int) -> str:
     return shard_name(prefix, j)[: -len(".tar")] + ".json"
 
 
-def _sidecar(j: int, writer: ShardWriter, skipped: list[dict[str, str]], weights: str) -> dict[str, Any]:
+def _sidecar(
+    j: int, writer: ShardWriter, skipped: list[dict[str, str]], weights: str
+) -> dict[str, Any]:
     spec = writer.feature_spec
     return {
         "index": j,
         "shard": dataclasses.asdict(writer.shards[0]) if writer.shards else None,
         "features": None if spec is None else {"shape": list(spec.shape), "dtype": spec.dtype},
-        "extras": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()},
-        "stats": {"count": writer.stats.count, "mean": writer.stats.mean.tolist(), "m2": writer.stats.m2.tolist()},
+        "extras": {
+            k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()
+        },
+        "stats": {
+            "count": writer.stats.count,
+            "mean": writer.stats.mean.tolist(),
+            "m2": writer.stats.m2.tolist(),
+        },
         "skipped": skipped,
         "weights_sha256": weights,
     }

@@ -42,7 +42,9 @@ def _crop_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, 
     return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
 
 
-def augment_views(images: torch.Tensor, indices: list[int], *, views: int, seed: int = 0) -> torch.Tensor:
+def augment_views(
+    images: torch.Tensor, indices: list[int], *, views: int, seed: int = 0
+) -> torch.Tensor:
     """``(N * views, 3, H, W)``: each image, then ``views - 1`` augmentations of it (adjacent).
 
     View 0 is the image unchanged; view ``a > 0`` of image ``i`` is a random resized crop and
@@ -55,7 +57,7 @@ def augment_views(images: torch.Tensor, indices: list[int], *, views: int, seed:
         for a in range(1, views):
             rng = np.random.default_rng([seed, int(index), a])
             top, left, ch, cw = _crop_box(rng, h, w)
-            view = img[:, top:top + ch, left:left + cw][None]
+            view = img[:, top : top + ch, left : left + cw][None]
             view = F.interpolate(view, size=(h, w), mode="bilinear", align_corners=False)[0]
             out.append(view.flip(-1) if rng.random() < 0.5 else view)
     return torch.stack(out)
@@ -82,7 +84,11 @@ class Teacher:
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """``(N, views, K)`` float32 teacher logits of preprocessed ``images``."""
-        x = augment_views(images, indices, views=self.views, seed=self.seed) if self.views > 1 else images
+        x = (
+            augment_views(images, indices, views=self.views, seed=self.seed)
+            if self.views > 1
+            else images
+        )
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         z = self.model(x).float()
@@ -94,7 +100,9 @@ class Teacher:
         return [encode_logits(row, topk=self.topk) for row in z]
 
 
-def build_teacher(config: Any, feature_model: torch.nn.Module, device: torch.device) -> Teacher | None:
+def build_teacher(
+    config: Any, feature_model: torch.nn.Module, device: torch.device
+) -> Teacher | None:
     """The teacher of an :class:`~loffdata.extract.pipeline.ExtractConfig` (``None``: no teacher).
 
     Raises:
@@ -106,13 +114,28 @@ def build_teacher(config: Any, feature_model: torch.nn.Module, device: torch.dev
         return None
     views, topk = int(config.teacher_views), config.teacher_topk
     if views < 1 or (topk is not None and topk < 1):
-        raise ValueError(f"teacher_views must be >= 1 and teacher_topk >= 1 or None, got {views}, {topk}")
+        raise ValueError(
+            f"teacher_views must be >= 1 and teacher_topk >= 1 or None, got {views}, {topk}"
+        )
     if name == SELF:
         if getattr(feature_model, "num_classes", 0) < 1:
-            raise ValueError(f"--teacher self: the feature model {config.model!r} has no classification head")
+            raise ValueError(
+                f"--teacher self: the feature model {config.model!r} has no classification head"
+            )
         return Teacher(feature_model, topk=topk, views=views, seed=config.seed)
     import timm
 
-    model = timm.create_model(name, pretrained=config.pretrained).eval().requires_grad_(False).to(device)
+    model = (
+        timm.create_model(name, pretrained=config.pretrained)
+        .eval()
+        .requires_grad_(False)
+        .to(device)
+    )
     size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 0, 0))[1:]) or None
-    return Teacher(model, topk=topk, views=views, seed=config.seed, input_size=size if size and all(size) else None)
+    return Teacher(
+        model,
+        topk=topk,
+        views=views,
+        seed=config.seed,
+        input_size=size if size and all(size) else None,
+    )

@@ -35,7 +35,9 @@ def read_class_names(given: Any) -> list[str] | None:
         return _from_file(text)
     if "," in text or not os.path.splitext(text)[1]:
         return [x.strip() for x in text.split(",") if x.strip()]
-    raise ManifestError(f"classes {text!r}: no such file (give a file, or names separated by commas)")
+    raise ManifestError(
+        f"classes {text!r}: no such file (give a file, or names separated by commas)"
+    )
 
 
 def _from_file(path: str) -> list[str]:
@@ -51,7 +53,9 @@ def _from_file(path: str) -> list[str]:
         return [str(x) for x in data]
     if isinstance(data, Mapping):
         return _from_mapping(data, path)
-    raise ManifestError(f"classes file {path!r}: expected a JSON list or mapping, got {type(data).__name__}")
+    raise ManifestError(
+        f"classes file {path!r}: expected a JSON list or mapping, got {type(data).__name__}"
+    )
 
 
 def _from_mapping(data: Mapping[str, Any], path: str) -> list[str]:
@@ -63,7 +67,9 @@ def _from_mapping(data: Mapping[str, Any], path: str) -> list[str]:
             raise ManifestError(f"classes file {path!r}: entry {k!r}: {v!r} maps no integer label")
         pairs[int(label)] = str(name)
     if sorted(pairs) != list(range(len(pairs))):
-        raise ManifestError(f"classes file {path!r}: labels must be 0..{len(pairs) - 1}, got {sorted(pairs)[:10]}")
+        raise ManifestError(
+            f"classes file {path!r}: labels must be 0..{len(pairs) - 1}, got {sorted(pairs)[:10]}"
+        )
     return [pairs[i] for i in range(len(pairs))]
 
 
@@ -82,7 +88,9 @@ def class_names(given: Any, labels: Iterable[int]) -> list[str] | None:
             raise ManifestError(f"label {seen[0]} is negative; labels must lie in [0, classes)")
         return [str(i) for i in range(seen[-1] + 1)]
     if len(set(names)) != len(names):
-        raise ManifestError(f"class names repeat: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
+        raise ManifestError(
+            f"class names repeat: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}"
+        )
     bad = [x for x in seen if not 0 <= x < len(names)]
     if bad:
         raise ManifestError(f"labels {bad[:5]} lie outside the {len(names)} class names given")

@@ -60,6 +60,8 @@ def dtype_name(x: Any) -> str | None:
         return "int8"
     dt = np.dtype(getattr(x, "dtype", x))
     return _NAMES.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+
+
 MAX_RANK = 8
 MAX_BYTES = 1 << 31  # 2 GiB per tensor
 
@@ -163,7 +165,11 @@ def _pack(arr: np.ndarray, name: str, *, scale: np.ndarray | None = None, axis: 
     if arr.ndim > MAX_RANK:
         raise CodecError(f"rank {arr.ndim} exceeds the limit of {MAX_RANK}")
     data = np.ascontiguousarray(arr, dtype=DTYPES[name])
-    payload: dict[str, Any] = {"dtype": name, "shape": list(arr.shape), "data": memoryview(data.reshape(-1).view(np.uint8))}
+    payload: dict[str, Any] = {
+        "dtype": name,
+        "shape": list(arr.shape),
+        "data": memoryview(data.reshape(-1).view(np.uint8)),
+    }
     if scale is not None:
         payload["scale"] = np.ascontiguousarray(scale, dtype="<f4").tobytes()
         payload["axis"] = int(axis)
@@ -220,7 +226,9 @@ def decode(buf: bytes | bytearray | memoryview) -> np.ndarray | Quantized:
         raise CodecError("payload has no binary 'data' field")
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise CodecError(f"data is {len(data)} bytes, shape {list(shape)} of {payload['dtype']} needs {expected}")
+        raise CodecError(
+            f"data is {len(data)} bytes, shape {list(shape)} of {payload['dtype']} needs {expected}"
+        )
     arr = np.frombuffer(data, dtype=dtype).reshape(shape)
     if "scale" not in payload:
         return arr
@@ -319,7 +327,9 @@ def _scan(mv: memoryview, tail: memoryview | None = None) -> dict[str, Any] | No
 def _decode_quantized(arr: np.ndarray, payload: dict[str, Any]) -> Quantized:
     axis = payload.get("axis", 0)
     if payload["dtype"] != "int8" or not isinstance(axis, int) or not 0 <= axis < max(arr.ndim, 1):
-        raise CodecError(f"a scale needs int8 data and a valid axis, got {payload['dtype']}, axis={axis!r}")
+        raise CodecError(
+            f"a scale needs int8 data and a valid axis, got {payload['dtype']}, axis={axis!r}"
+        )
     scale = payload["scale"]
     channels = arr.shape[axis] if arr.ndim else 0
     if not isinstance(scale, (bytes, memoryview)) or len(scale) != 4 * channels:

@@ -75,39 +75,53 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
         if info.index_file is not None and info.offsets is None and not force:
             indexes.append(None)
             continue
-        index = info.index if info.index is not None and not force else _computed(shard_url, info, storage_options)
+        index = (
+            info.index
+            if info.index is not None and not force
+            else _computed(shard_url, info, storage_options)
+        )
         indexes.append(index)
     shards = []
     for info, index in zip(manifest.shards, indexes):  # written only once every shard was read
         if index is not None:
             data = index.to_bytes(shard_bytes=info.bytes, sha256=info.sha256)
             write_sidecar(fs, f"{root.rstrip('/')}/{index_name(info.name)}", data)
-            info = dataclasses.replace(info, offsets=None, keys=None, index_file=index_name(info.name))
+            info = dataclasses.replace(
+                info, offsets=None, keys=None, index_file=index_name(info.name)
+            )
         shards.append(info)
     manifest.shards = shards
     Manifest.from_dict(manifest.to_dict(), where=repr(url))  # the index passes the reader's checks
     try:
         manifest.save(url, **storage_options)
     except OSError as err:
-        raise LoffError(f"cannot write the manifest of {url!r} ({type(err).__name__}: {err.strerror or err}): "
-                        "index needs a writable dataset; copy it somewhere writable first") from None
+        raise LoffError(
+            f"cannot write the manifest of {url!r} ({type(err).__name__}: {err.strerror or err}): "
+            "index needs a writable dataset; copy it somewhere writable first"
+        ) from None
     return manifest
 
 
 def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) -> ShardIndex:
     offsets, keys = shard_index(shard_url, **storage_options)
     if len(keys) != info.samples:
-        raise ManifestError(f"shard {shard_url!r} holds {len(keys)} samples, manifest says {info.samples}")
+        raise ManifestError(
+            f"shard {shard_url!r} holds {len(keys)} samples, manifest says {info.samples}"
+        )
     where = f"shard {shard_url!r}: index"
-    return ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)
+    return ShardIndex.from_lists(offsets, keys, where=where).check(
+        samples=info.samples, shard_bytes=info.bytes, where=where
+    )
 
 
 def check_writable(url: str) -> None:
     """Refuses, before any shard is read, a dataset that the index could not be saved to."""
     if str(url).startswith(("http://", "https://")):
-        raise LoffError(f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
-                        "cannot be written: copy the dataset to local disk, index it there, and publish "
-                        "its manifest.json")
+        raise LoffError(
+            f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
+            "cannot be written: copy the dataset to local disk, index it there, and publish "
+            "its manifest.json"
+        )
     if is_local(url):
         folder = os.path.dirname(manifest_url(str(url)).removeprefix("file://")) or "."
         if os.path.isdir(folder) and not os.access(folder, os.W_OK):

@@ -19,7 +19,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["INDEX_EXTRA", "LOGITS_EXTRA", "decode_logits", "encode_logits", "index_dtype", "logits_bytes"]
+__all__ = [
+    "INDEX_EXTRA",
+    "LOGITS_EXTRA",
+    "decode_logits",
+    "encode_logits",
+    "index_dtype",
+    "logits_bytes",
+]
 
 LOGITS_EXTRA = "logits"
 INDEX_EXTRA = "logits_index"
@@ -60,8 +67,9 @@ def encode_logits(logits: np.ndarray, *, topk: int | None = None) -> dict[str, n
     return {LOGITS_EXTRA: values.astype(np.float16), INDEX_EXTRA: idx.astype(index_dtype(classes))}
 
 
-def decode_logits(extras: Mapping[str, np.ndarray], *, num_classes: int,
-                  fill: float = -np.inf) -> np.ndarray:
+def decode_logits(
+    extras: Mapping[str, np.ndarray], *, num_classes: int, fill: float = -np.inf
+) -> np.ndarray:
     """Dense ``(A, num_classes)`` float32 logits of one sample's extras.
 
     Classes outside a top-k layout get ``fill`` (``-inf``: no teacher mass after a softmax).
@@ -80,7 +88,9 @@ def decode_logits(extras: Mapping[str, np.ndarray], *, num_classes: int,
     idx = np.asarray(extras[INDEX_EXTRA]).astype(np.int64)
     idx = idx[None] if idx.ndim == 1 else idx
     if idx.shape != values.shape:
-        raise ValueError(f"{INDEX_EXTRA} shape {idx.shape} does not match {LOGITS_EXTRA} shape {values.shape}")
+        raise ValueError(
+            f"{INDEX_EXTRA} shape {idx.shape} does not match {LOGITS_EXTRA} shape {values.shape}"
+        )
     if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
         raise ValueError(f"{INDEX_EXTRA} holds a class outside [0, {num_classes})")
     dense = np.full((values.shape[0], num_classes), fill, dtype=np.float32)

@@ -24,7 +24,15 @@ from loffdata.format.stats import ChannelStats
 from loffdata.safeio import brief, check_inside, loads_json, read_regular
 from loffdata.util import write_json
 
-__all__ = ["MANIFEST_NAME", "MAX_SAMPLES", "ShardInfo", "TensorSpec", "Manifest", "manifest_url", "check_shard_name"]
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_SAMPLES",
+    "ShardInfo",
+    "TensorSpec",
+    "Manifest",
+    "manifest_url",
+    "check_shard_name",
+]
 
 MANIFEST_NAME = "manifest.json"
 #: Largest manifest read (2 GiB: ten million indexed samples take about 210 MB).
@@ -61,7 +69,9 @@ class ShardInfo:
         if isinstance(self.keys, Keys) and isinstance(self.offsets, np.ndarray):
             index = ShardIndex(self.offsets, self.keys._starts, self.keys._blob)
         else:
-            index = ShardIndex.from_lists(list(self.offsets), list(self.keys), where=f"shard {self.name!r}: index")
+            index = ShardIndex.from_lists(
+                list(self.offsets), list(self.keys), where=f"shard {self.name!r}: index"
+            )
         object.__setattr__(self, "offsets", index.offsets)
         object.__setattr__(self, "keys", index.keys)
 
@@ -73,7 +83,11 @@ class ShardInfo:
     @property
     def index(self) -> ShardIndex | None:
         """The index held here (``None`` if there is none or it is in a sidecar)."""
-        return None if self.offsets is None else ShardIndex(self.offsets, self.keys._starts, self.keys._blob)
+        return (
+            None
+            if self.offsets is None
+            else ShardIndex(self.offsets, self.keys._starts, self.keys._blob)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
@@ -142,7 +156,9 @@ class Manifest:
         except ManifestError as err:
             raise ManifestError(f"invalid manifest {where}: {err}") from None
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
-            raise ManifestError(f"invalid manifest {where}: {type(err).__name__}: {brief(err)[:300]}") from None
+            raise ManifestError(
+                f"invalid manifest {where}: {type(err).__name__}: {brief(err)[:300]}"
+            ) from None
         except RecursionError:
             raise ManifestError(f"invalid manifest {where}: nested too deeply") from None
 
@@ -154,7 +170,9 @@ class Manifest:
             ManifestError: naming ``where``.
         """
         if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest {where} is {len(data)} bytes, more than {MAX_MANIFEST_BYTES}")
+            raise ManifestError(
+                f"manifest {where} is {len(data)} bytes, more than {MAX_MANIFEST_BYTES}"
+            )
         try:
             d = loads_json(data, where=f"manifest {where}")
         except ValueError as err:
@@ -216,8 +234,6 @@ def manifest_url(url: str) -> str:
     return url if url.endswith(".json") else url.rstrip("/") + "/" + MANIFEST_NAME
 
 
-
-
 def _spec_dict(spec: TensorSpec) -> dict[str, Any]:
     d = {"shape": list(spec.shape), "dtype": spec.dtype}
     if spec.layout is not None:
@@ -230,7 +246,9 @@ def _parse_spec(d: Any, what: str) -> TensorSpec:
         raise ManifestError(f"{what}: needs a known 'dtype', got {brief(d)}")
     shape = d.get("shape")
     if not isinstance(shape, list) or not all(isinstance(x, int) and x >= 0 for x in shape):
-        raise ManifestError(f"{what}: 'shape' must be a list of non-negative ints, got {brief(shape)}")
+        raise ManifestError(
+            f"{what}: 'shape' must be a list of non-negative ints, got {brief(shape)}"
+        )
     return TensorSpec(shape=tuple(shape), dtype=d["dtype"], layout=d.get("layout"))
 
 
@@ -251,14 +269,22 @@ def check_shard_name(name: str) -> str:
         raise ManifestError(f"shard name {brief(name)} is not a non-empty string")
     forms = [name, unquote(name), decode_fully(name)]
     for form in forms:
-        bad = form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
+        bad = (
+            form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
+        )
         if bad:
-            raise ManifestError(f"shard name {brief(name)} leaves the dataset's directory or is not a plain path")
+            raise ManifestError(
+                f"shard name {brief(name)} leaves the dataset's directory or is not a plain path"
+            )
     normal = posixpath.normpath(name)
     if normal in (".", "") or normal.startswith("../") or resolve_name(name) in ("", "."):
-        raise ManifestError(f"shard name {brief(name)} does not name a file inside the dataset's directory")
+        raise ManifestError(
+            f"shard name {brief(name)} does not name a file inside the dataset's directory"
+        )
     if is_dot_file(name):
-        raise ManifestError(f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)")
+        raise ManifestError(
+            f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)"
+        )
     return normal
 
 
@@ -269,10 +295,14 @@ def _parse_shard(d: Any) -> ShardInfo:
         name = check_shard_name(d["name"])
     except ManifestError as err:
         raise ManifestError(f"bad shard entry: {err}") from None
-    info = ShardInfo(name=name, samples=int(d["samples"]), bytes=int(d["bytes"]), sha256=str(d["sha256"]))
+    info = ShardInfo(
+        name=name, samples=int(d["samples"]), bytes=int(d["bytes"]), sha256=str(d["sha256"])
+    )
     if info.samples < 0 or info.bytes < 0:
         raise ManifestError(f"bad shard entry {brief(d)}")
-    if info.samples > MAX_SAMPLES or (info.samples and info.samples * MIN_SAMPLE_BYTES + _END_MARKER > info.bytes):
+    if info.samples > MAX_SAMPLES or (
+        info.samples and info.samples * MIN_SAMPLE_BYTES + _END_MARKER > info.bytes
+    ):
         raise ManifestError(
             f"shard {name!r}: {info.samples} samples cannot fit in {info.bytes} bytes "
             f"(a sample takes at least {MIN_SAMPLE_BYTES})"
@@ -293,12 +323,20 @@ def _parse_shard(d: Any) -> ShardInfo:
 def _parse_index(index: Any, info: ShardInfo) -> tuple[np.ndarray, Keys]:
     """The validated offsets and keys of a shard's inline index (the old form)."""
     where = f"shard {info.name!r}: index"
-    if not isinstance(index, dict) or not isinstance(index.get("offsets"), list) or not isinstance(index.get("keys"), list):
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("offsets"), list)
+        or not isinstance(index.get("keys"), list)
+    ):
         raise ManifestError(f"{where} must hold lists 'offsets' and 'keys' (or name a 'file')")
     offsets, keys = index["offsets"], index["keys"]
     if len(offsets) != info.samples + 1 or len(keys) != info.samples:
-        raise ManifestError(f"{where} has {len(offsets)} offsets and {len(keys)} keys for {info.samples} samples")
-    compact = ShardIndex.from_lists(offsets, keys, where=where).check(samples=info.samples, shard_bytes=info.bytes, where=where)
+        raise ManifestError(
+            f"{where} has {len(offsets)} offsets and {len(keys)} keys for {info.samples} samples"
+        )
+    compact = ShardIndex.from_lists(offsets, keys, where=where).check(
+        samples=info.samples, shard_bytes=info.bytes, where=where
+    )
     return compact.offsets, compact.keys
 
 
@@ -308,7 +346,9 @@ def _parse(d: Any) -> Manifest:
     if d.get("format") != FORMAT_NAME:
         raise ManifestError(f"'format' is {brief(d.get('format'))}, expected {FORMAT_NAME!r}")
     if d.get("version") != FORMAT_VERSION:
-        raise ManifestError(f"unsupported version {brief(d.get('version'))} (this loffdata reads {FORMAT_VERSION})")
+        raise ManifestError(
+            f"unsupported version {brief(d.get('version'))} (this loffdata reads {FORMAT_VERSION})"
+        )
     _check_field_types(d)
     features = _parse_spec(d["features"], "features")
     m = Manifest(
@@ -339,15 +379,21 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 def _check_field_types(d: dict) -> None:
     for name, (kinds, want) in _FIELD_TYPES.items():
         if name in d and not isinstance(d[name], kinds):
-            raise ManifestError(f"field {name!r} must be {want}, got {type(d[name]).__name__} {brief(d[name])}")
+            raise ManifestError(
+                f"field {name!r} must be {want}, got {type(d[name]).__name__} {brief(d[name])}"
+            )
     if not all(isinstance(s, dict) for s in d.get("skipped") or []):
         raise ManifestError("field 'skipped' must be a list of objects (input, reason)")
 
 
 def _check_consistent(m: Manifest, d: dict) -> None:
     if "num_samples" in d and d["num_samples"] != m.num_samples:
-        raise ManifestError(f"num_samples {d['num_samples']} != sum of shard samples {m.num_samples}")
-    if m.classes is not None and not (isinstance(m.classes, list) and all(isinstance(c, str) for c in m.classes)):
+        raise ManifestError(
+            f"num_samples {d['num_samples']} != sum of shard samples {m.num_samples}"
+        )
+    if m.classes is not None and not (
+        isinstance(m.classes, list) and all(isinstance(c, str) for c in m.classes)
+    ):
         raise ManifestError("'classes' must be a list of strings")
     channels = m.features.shape[0] if m.features.shape else 0
     if m.stats is not None and m.stats.mean.shape != (channels,):
@@ -359,4 +405,6 @@ def _check_consistent(m: Manifest, d: dict) -> None:
             "after percent-decoding and dot-segment removal)"
         )
     if m.num_samples > MAX_SAMPLES:
-        raise ManifestError(f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})")
+        raise ManifestError(
+            f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})"
+        )

@@ -19,8 +19,14 @@ from urllib.parse import unquote, urlsplit
 from loffdata.errors import LocationError
 
 __all__ = [
-    "decode_fully", "remove_dot_segments", "resolve_name", "is_dot_file", "url_identity", "first_duplicate",
-    "check_prefix", "check_destination",
+    "decode_fully",
+    "remove_dot_segments",
+    "resolve_name",
+    "is_dot_file",
+    "url_identity",
+    "first_duplicate",
+    "check_prefix",
+    "check_destination",
 ]
 
 _MAX_DECODES = 8
@@ -64,14 +70,16 @@ def resolve_name(name: str) -> str:
 
 def is_dot_file(name: str) -> bool:
     """Whether the file ``name`` (a path or URL, resolved first) names starts with ``.``."""
-    base = posixpath.basename(resolve_name(urlsplit(name).path if "://" in name else name).rstrip("/"))
+    base = posixpath.basename(
+        resolve_name(urlsplit(name).path if "://" in name else name).rstrip("/")
+    )
     return base.startswith(".")
 
 
 def url_identity(url: str) -> str:
     """What two spellings of one shard URL have in common: scheme, host and resolved path."""
     if "://" not in url or url.startswith("file://"):
-        path = url[len("file://"):] if url.startswith("file://") else url
+        path = url[len("file://") :] if url.startswith("file://") else url
         return "file://" + remove_dot_segments(posixpath.abspath(decode_fully(path)))
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -99,7 +107,11 @@ def check_prefix(prefix: str, *, what: str = "prefix") -> str:
     Raises:
         LocationError: naming the prefix and what it may hold.
     """
-    if not isinstance(prefix, str) or not _PLAIN_STEM.fullmatch(prefix) or decode_fully(prefix) != prefix:
+    if (
+        not isinstance(prefix, str)
+        or not _PLAIN_STEM.fullmatch(prefix)
+        or decode_fully(prefix) != prefix
+    ):
         raise LocationError(
             f"{what} {prefix!r} is not a plain file stem: use letters, digits and '_.+=-', "
             "no '/' or '\\', not starting with '.'"
@@ -127,8 +139,12 @@ def check_destination(src: str, dst: str, *, both_ways: bool = False) -> None:
     """
     s, d = _location(str(src)), _location(str(dst))
     if _inside(d, s):
-        raise LocationError(f"the output {dst!r} is {'the' if s == d else 'inside the'} input {src!r}: "
-                            "it would overwrite its own source; choose another output directory")
+        raise LocationError(
+            f"the output {dst!r} is {'the' if s == d else 'inside the'} input {src!r}: "
+            "it would overwrite its own source; choose another output directory"
+        )
     if both_ways and _inside(s, d):
-        raise LocationError(f"the input {src!r} is inside the output {dst!r}, which may be replaced; "
-                            "choose an output directory outside the input")
+        raise LocationError(
+            f"the input {src!r} is inside the output {dst!r}, which may be replaced; "
+            "choose an output directory outside the input"
+        )

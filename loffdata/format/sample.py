@@ -111,8 +111,14 @@ def decode_sample(key: str, members: Mapping[str, bytes], *, shard: str | None =
         SampleError: naming ``shard`` and ``key`` when anything is missing or malformed.
     """
     if FEATURES_SUFFIX not in members:
-        raise SampleError(f"sample has no {FEATURES_SUFFIX!r} member (has {sorted(members)})", shard=shard, key=key)
-    sample = Sample(key=key, features=_decode(members[FEATURES_SUFFIX], FEATURES_SUFFIX, shard, key))
+        raise SampleError(
+            f"sample has no {FEATURES_SUFFIX!r} member (has {sorted(members)})",
+            shard=shard,
+            key=key,
+        )
+    sample = Sample(
+        key=key, features=_decode(members[FEATURES_SUFFIX], FEATURES_SUFFIX, shard, key)
+    )
     for suffix, data in members.items():
         if suffix == LABEL_SUFFIX:
             sample.label = _decode_label(data, shard, key)
@@ -133,7 +139,9 @@ def _decode_label(data: bytes, shard: str | None, key: str) -> int:
     raw = bytes(data[:64]) if len(data) <= 64 else b""
     match = _LABEL.fullmatch(raw)
     if match is None:
-        raise SampleError(f"label {bytes(data[:20])!r} is not an ASCII integer", shard=shard, key=key)
+        raise SampleError(
+            f"label {bytes(data[:20])!r} is not an ASCII integer", shard=shard, key=key
+        )
     value = int(match.group(1))
     if not _INT64[0] <= value <= _INT64[1]:
         raise SampleError(f"label {value} is outside int64", shard=shard, key=key)

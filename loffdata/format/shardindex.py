@@ -100,14 +100,18 @@ class ShardIndex:
         self._hold = hold  # a memory map the views point into
 
     @classmethod
-    def from_lists(cls, offsets: Sequence[int], keys: Sequence[str], *, where: str = "index") -> ShardIndex:
+    def from_lists(
+        cls, offsets: Sequence[int], keys: Sequence[str], *, where: str = "index"
+    ) -> ShardIndex:
         """An index from Python lists (an old manifest's inline index, or the writer's)."""
         if not all(isinstance(k, str) and k for k in keys):
             raise ManifestError(f"{where}: keys must be non-empty strings")
         if not all(type(o) is int or isinstance(o, np.integer) for o in offsets):
             raise ManifestError(f"{where}: offsets must be integers")
         if any(o < 0 or o >= 1 << 63 for o in offsets):
-            raise ManifestError(f"{where}: offsets must be block-aligned, increasing and inside the shard")
+            raise ManifestError(
+                f"{where}: offsets must be block-aligned, increasing and inside the shard"
+            )
         encoded = [k.encode("utf-8") for k in keys]
         starts = np.zeros(len(encoded) + 1, dtype=_U64)
         np.cumsum([len(k) for k in encoded], out=starts[1:])
@@ -131,9 +135,18 @@ class ShardIndex:
         """
         o = self.offsets.astype(np.int64)
         if len(o) != samples + 1 or len(self.keys) != samples:
-            raise ManifestError(f"{where} has {len(o)} offsets and {len(self.keys)} keys for {samples} samples")
-        if (o < 0).any() or (o % 512).any() or (np.diff(o) < MIN_SAMPLE_BYTES).any() or o[-1] + END_MARKER > shard_bytes:
-            raise ManifestError(f"{where}: offsets must be block-aligned, increasing and inside the shard's {shard_bytes} bytes")
+            raise ManifestError(
+                f"{where} has {len(o)} offsets and {len(self.keys)} keys for {samples} samples"
+            )
+        if (
+            (o < 0).any()
+            or (o % 512).any()
+            or (np.diff(o) < MIN_SAMPLE_BYTES).any()
+            or o[-1] + END_MARKER > shard_bytes
+        ):
+            raise ManifestError(
+                f"{where}: offsets must be block-aligned, increasing and inside the shard's {shard_bytes} bytes"
+            )
         self._check_keys(where)
         return self
 
@@ -147,18 +160,24 @@ class ShardIndex:
             raise ManifestError(f"{where}: a key is not valid UTF-8") from None
         same = [i for i in range(1, len(keys)) if keys[i] == keys[i - 1]]
         if same:
-            raise ManifestError(f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})")
+            raise ManifestError(
+                f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})"
+            )
 
     def to_bytes(self, *, shard_bytes: int, sha256: str) -> bytes:
         """The sidecar file's bytes (see the module's docstring)."""
         blob = bytes(self.keys._blob)
-        head = INDEX_MAGIC + np.array([self.samples, shard_bytes], _U64).tobytes() + _raw_sha(sha256)
+        head = (
+            INDEX_MAGIC + np.array([self.samples, shard_bytes], _U64).tobytes() + _raw_sha(sha256)
+        )
         body = head + np.array([len(blob)], _U64).tobytes() + self.offsets.astype(_U64).tobytes()
         body += self.keys._starts.astype(_U64).tobytes() + blob
         return body + hashlib.sha256(body).digest()
 
     @classmethod
-    def from_buffer(cls, buf: Any, *, samples: int, shard_bytes: int, sha256: str, where: str) -> ShardIndex:
+    def from_buffer(
+        cls, buf: Any, *, samples: int, shard_bytes: int, sha256: str, where: str
+    ) -> ShardIndex:
         """Parses and checks a sidecar's bytes against the shard's manifest entry.
 
         Raises:
@@ -169,9 +188,15 @@ class ShardIndex:
         n = _header(view, where)
         if n != samples:
             raise ManifestError(f"{where} is for {n} samples, the manifest says {samples}")
-        size, digest, k = int(np.frombuffer(view, _U64, 1, 16)[0]), bytes(view[24:56]), int(np.frombuffer(view, _U64, 1, 56)[0])
+        size, digest, k = (
+            int(np.frombuffer(view, _U64, 1, 16)[0]),
+            bytes(view[24:56]),
+            int(np.frombuffer(view, _U64, 1, 56)[0]),
+        )
         if size != shard_bytes or digest != _raw_sha(sha256):
-            raise ManifestError(f"{where} is stale: it was written for another version of the shard")
+            raise ManifestError(
+                f"{where} is stale: it was written for another version of the shard"
+            )
         end = _HEADER + 16 * (n + 1) + k
         if len(view) != end + _DIGEST:
             raise ManifestError(f"{where} has {len(view)} bytes, its header says {end + _DIGEST}")
@@ -188,7 +213,9 @@ def _header(view: memoryview, where: str) -> int:
         raise ManifestError(f"{where} is not a loffdata index (magic {INDEX_MAGIC!r})")
     n = int(np.frombuffer(view, _U64, 1, 8)[0])
     if n > (len(view) - _HEADER) // 16:
-        raise ManifestError(f"{where} declares {n} samples, more than its {len(view)} bytes can hold")
+        raise ManifestError(
+            f"{where} declares {n} samples, more than its {len(view)} bytes can hold"
+        )
     return n
 
 
@@ -200,7 +227,9 @@ def _raw_sha(sha256: str) -> bytes:
     return raw if len(raw) == _DIGEST else bytes(_DIGEST)
 
 
-def read_index(url: str, *, samples: int, shard_bytes: int, sha256: str, **storage_options: Any) -> ShardIndex:
+def read_index(
+    url: str, *, samples: int, shard_bytes: int, sha256: str, **storage_options: Any
+) -> ShardIndex:
     """Reads the sidecar at ``url``: memory-mapped on local disk, fetched whole otherwise.
 
     Raises:
@@ -208,10 +237,16 @@ def read_index(url: str, *, samples: int, shard_bytes: int, sha256: str, **stora
     """
     where = f"index {url!r}"
     try:
-        buf = _map_local(url) if "://" not in url or url.startswith("file://") else _fetch(url, storage_options)
+        buf = (
+            _map_local(url)
+            if "://" not in url or url.startswith("file://")
+            else _fetch(url, storage_options)
+        )
     except (OSError, ValueError) as err:
         raise ManifestError(f"{where} cannot be read: {err}") from None
-    return ShardIndex.from_buffer(buf, samples=samples, shard_bytes=shard_bytes, sha256=sha256, where=where)
+    return ShardIndex.from_buffer(
+        buf, samples=samples, shard_bytes=shard_bytes, sha256=sha256, where=where
+    )
 
 
 def _map_local(url: str) -> Any:
@@ -244,8 +279,12 @@ def check_coverage(f: BinaryIO, offsets: np.ndarray, *, shard: str) -> None:
         found = next(iter_sample_spans(f, shard=shard), None)
         begin = found[2].begin if found is not None else None
         if begin != first:
-            raise ShardReadError(f"shard {shard!r}: its first sample starts at byte {begin}, its index says {first}")
+            raise ShardReadError(
+                f"shard {shard!r}: its first sample starts at byte {begin}, its index says {first}"
+            )
     f.seek(last)
     key = key_at(f, shard=shard, offset=last)
     if key is not None:
-        raise ShardReadError(f"shard {shard!r}: sample {key!r} at byte {last} is past the end of its index")
+        raise ShardReadError(
+            f"shard {shard!r}: sample {key!r} at byte {last} is past the end of its index"
+        )

@@ -46,7 +46,9 @@ class ChannelStats:
             self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
             return
         if other.mean.shape != self.mean.shape:
-            raise ValueError(f"cannot merge stats of {other.mean.size} and {self.mean.size} channels")
+            raise ValueError(
+                f"cannot merge stats of {other.mean.size} and {self.mean.size} channels"
+            )
         total = self.count + other.count
         delta = other.mean - self.mean
         self.mean = self.mean + delta * (other.count / total)

@@ -29,7 +29,12 @@ __all__ = [
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
 _SKIPPED = (b"1", b"2", b"3", b"4", b"5", b"6", b"g")
-_NUMERIC = (("mode", slice(100, 108)), ("uid", slice(108, 116)), ("gid", slice(116, 124)), ("mtime", slice(136, 148)))
+_NUMERIC = (
+    ("mode", slice(100, 108)),
+    ("uid", slice(108, 116)),
+    ("gid", slice(116, 124)),
+    ("mtime", slice(136, 148)),
+)
 _CHUNK = 64 << 20  # a stream of unknown size is read in chunks: a huge declared size costs nothing
 
 
@@ -124,7 +129,9 @@ def _octal(field: bytes, what: str, shard: str, offset: int) -> int:
     if not text:
         return 0
     if not all(48 <= c <= 55 for c in text):
-        raise ShardReadError(f"corrupt tar header at byte {offset} of shard {shard!r}: {what} {field!r} is not octal")
+        raise ShardReadError(
+            f"corrupt tar header at byte {offset} of shard {shard!r}: {what} {field!r} is not octal"
+        )
     return int(text, 8)
 
 
@@ -132,14 +139,20 @@ def _parse_header(block: bytes, shard: str, offset: int) -> tuple[str, int, byte
     stored = _octal(block[148:156], "checksum", shard, offset)
     actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
     if stored != actual:
-        raise ShardReadError(f"corrupt tar header at byte {offset} of shard {shard!r} (bad checksum)")
+        raise ShardReadError(
+            f"corrupt tar header at byte {offset} of shard {shard!r} (bad checksum)"
+        )
     name = block[0:100].split(b"\0", 1)[0]
     prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
     if prefix:
         name = prefix + b"/" + name
     for what, field in _NUMERIC:  # docs/format.md: every numeric field is octal
         _octal(block[field], what, shard, offset)
-    return name.decode("utf-8", "replace"), _octal(block[124:136], "size", shard, offset), block[156:157]
+    return (
+        name.decode("utf-8", "replace"),
+        _octal(block[124:136], "size", shard, offset),
+        block[156:157],
+    )
 
 
 def _pax_path(data: bytes) -> str | None:
@@ -172,7 +185,13 @@ def iter_members(
 
 
 def _members_at(
-    f: BinaryIO, *, shard: str, alloc: Alloc | None, direct: Direct | None, start: int, stop: int | None = None
+    f: BinaryIO,
+    *,
+    shard: str,
+    alloc: Alloc | None,
+    direct: Direct | None,
+    start: int,
+    stop: int | None = None,
 ) -> Iterator[tuple[str, bytes | memoryview | SplitPayload, int, int, bytes]]:
     """:func:`iter_members` from byte ``start`` (where ``f`` is positioned) up to the end
     marker or byte ``stop``, also yielding each member's first header offset (long-name
@@ -182,10 +201,14 @@ def _members_at(
     while stop is None or offset < stop:
         block = _read_exact(f, _BLOCK)
         if len(block) < _BLOCK:
-            raise ShardReadError(f"truncated shard {shard!r}: archive ends at byte {offset} without an end marker")
+            raise ShardReadError(
+                f"truncated shard {shard!r}: archive ends at byte {offset} without an end marker"
+            )
         if block == bytes(_BLOCK):
             if stop is not None:
-                raise ShardReadError(f"shard {shard!r}: the archive ends at byte {offset}, before byte {stop}")
+                raise ShardReadError(
+                    f"shard {shard!r}: the archive ends at byte {offset}, before byte {stop}"
+                )
             return
         name, size, kind = _parse_header(block, shard, offset)
         padded = (size + _BLOCK - 1) // _BLOCK * _BLOCK
@@ -196,25 +219,39 @@ def _members_at(
             )
         data = _member_data(f, name, size, padded, kind, alloc, direct)
         if data is None:
-            raise ShardReadError(f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short")
+            raise ShardReadError(
+                f"truncated shard {shard!r}: member {name!r} at byte {offset} is cut short"
+            )
         begin = offset if begin is None else begin
         offset += _BLOCK + padded
         if kind in (b"L", b"x"):
             data = bytes(data)
-            long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+            long_name = (
+                data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+            )
         elif kind in _REGULAR:
             yield (long_name or name), data, begin, offset, block
             long_name, begin = None, None
         elif kind in _SKIPPED:
             long_name, begin = None, None  # a long name belongs to the member right after it
         else:
-            raise ShardReadError(f"unsupported tar member type {kind!r} for {name!r} at byte {offset} of shard {shard!r}")
+            raise ShardReadError(
+                f"unsupported tar member type {kind!r} for {name!r} at byte {offset} of shard {shard!r}"
+            )
     if offset != stop:
-        raise ShardReadError(f"shard {shard!r}: a member crosses byte {stop}, where its index says a sample starts")
+        raise ShardReadError(
+            f"shard {shard!r}: a member crosses byte {stop}, where its index says a sample starts"
+        )
 
 
 def _member_data(
-    f: BinaryIO, name: str, size: int, padded: int, kind: bytes, alloc: Alloc | None, direct: Direct | None
+    f: BinaryIO,
+    name: str,
+    size: int,
+    padded: int,
+    kind: bytes,
+    alloc: Alloc | None,
+    direct: Direct | None,
 ) -> bytes | memoryview | SplitPayload | None:
     """A member's data (``size`` bytes of ``padded``), or ``None`` if the stream ends first."""
     dst = direct(name, size) if direct is not None and kind in _REGULAR else None
@@ -247,7 +284,12 @@ class SampleSpan(NamedTuple):
 
 
 def iter_sample_spans(
-    f: BinaryIO, *, shard: str, alloc: Alloc | None = None, direct: Direct | None = None, start: int = 0
+    f: BinaryIO,
+    *,
+    shard: str,
+    alloc: Alloc | None = None,
+    direct: Direct | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[str, dict[str, bytes], SampleSpan]]:
     """:func:`iter_sample_members` from byte ``start`` (where ``f`` is positioned), with each
     sample's :class:`SampleSpan` (what :mod:`loffdata.format.index` records).
@@ -258,7 +300,9 @@ def iter_sample_spans(
             apart).
     """
     key, members, span = None, {}, None
-    for name, data, begin, end, block in _members_at(f, shard=shard, alloc=alloc, direct=direct, start=start):
+    for name, data, begin, end, block in _members_at(
+        f, shard=shard, alloc=alloc, direct=direct, start=start
+    ):
         k, suffix = split_member_name(name)
         if k != key and members:
             yield key, members, span
@@ -282,7 +326,13 @@ def _duplicate(shard: str, key: str, name: str, offset: int) -> ShardReadError:
 
 
 def read_sample_at(
-    f: BinaryIO, *, shard: str, start: int, stop: int, alloc: Alloc | None = None, direct: Direct | None = None
+    f: BinaryIO,
+    *,
+    shard: str,
+    start: int,
+    stop: int,
+    alloc: Alloc | None = None,
+    direct: Direct | None = None,
 ) -> tuple[str, dict[str, bytes], bytes]:
     """Reads the one sample that occupies bytes ``[start, stop)`` (``f`` positioned at ``start``).
 
@@ -294,7 +344,9 @@ def read_sample_at(
             that crosses ``stop``; and for every error of :func:`iter_members`.
     """
     key, members, first = None, {}, b""
-    for name, data, begin, _, block in _members_at(f, shard=shard, alloc=alloc, direct=direct, start=start, stop=stop):
+    for name, data, begin, _, block in _members_at(
+        f, shard=shard, alloc=alloc, direct=direct, start=start, stop=stop
+    ):
         k, suffix = split_member_name(name)
         if key is None:
             key, first = k, block
@@ -307,9 +359,13 @@ def read_sample_at(
             raise _duplicate(shard, k, name, begin)
         members[suffix] = data
     if key is None:
-        raise ShardReadError(f"shard {shard!r}: no sample at bytes {start}-{stop}, where its index places one")
+        raise ShardReadError(
+            f"shard {shard!r}: no sample at bytes {start}-{stop}, where its index places one"
+        )
     if _next_key(f, shard, stop) == key:
-        raise ShardReadError(f"shard {shard!r}: sample {key!r} goes on past byte {stop}, where its index ends it")
+        raise ShardReadError(
+            f"shard {shard!r}: sample {key!r} goes on past byte {stop}, where its index ends it"
+        )
     return key, members, first
 
 
@@ -323,8 +379,14 @@ def _next_key(f: BinaryIO, shard: str, offset: int) -> str | None:
             _, size, kind = _parse_header(block, shard, offset)
         except ShardReadError:
             return None
-        data = _read_exact(f, (size + _BLOCK - 1) // _BLOCK * _BLOCK)[:size] if size <= 1 << 20 else b""
-        long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+        data = (
+            _read_exact(f, (size + _BLOCK - 1) // _BLOCK * _BLOCK)[:size]
+            if size <= 1 << 20
+            else b""
+        )
+        long_name = (
+            data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+        )
         block = _read_exact(f, _BLOCK)
     if len(block) < _BLOCK or block == bytes(_BLOCK):
         return None

@@ -31,7 +31,14 @@ from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
 from loffdata.util import fs_protocol
 
-__all__ = ["WriterConfig", "ShardWriter", "write_dataset", "shard_name", "write_sidecar", "NONFINITE_RULES"]
+__all__ = [
+    "WriterConfig",
+    "ShardWriter",
+    "write_dataset",
+    "shard_name",
+    "write_sidecar",
+    "NONFINITE_RULES",
+]
 
 #: what the writer does with NaN or infinite features (``WriterConfig.nonfinite``)
 NONFINITE_RULES = ("refuse", "zero")
@@ -123,7 +130,9 @@ class _OpenShard:
 
     def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
         if self.keys and self.keys[-1] == key:
-            raise ValueError(f"sample key {key!r} repeats the previous sample's: consecutive keys must differ")
+            raise ValueError(
+                f"sample key {key!r} repeats the previous sample's: consecutive keys must differ"
+            )
         self.offsets.append(self.tar.offset)
         self.keys.append(key)
         for name, data in members:
@@ -141,8 +150,11 @@ class _OpenShard:
         digest = self.hasher.sha256.hexdigest()
         index = ShardIndex.from_lists((*self.offsets, end), self.keys)
         sidecar = index_name(self.name)
-        write_sidecar(self.fs, f"{posixpath.dirname(self.path)}/{posixpath.basename(sidecar)}",
-                      index.to_bytes(shard_bytes=self.hasher.nbytes, sha256=digest))
+        write_sidecar(
+            self.fs,
+            f"{posixpath.dirname(self.path)}/{posixpath.basename(sidecar)}",
+            index.to_bytes(shard_bytes=self.hasher.nbytes, sha256=digest),
+        )
         return ShardInfo(self.name, self.samples, self.hasher.nbytes, digest, index_file=sidecar)
 
     def abort(self) -> None:
@@ -180,7 +192,14 @@ class ShardWriter:
         #: non-finite feature values stored as 0 (``nonfinite="zero"``)
         self.zeroed = 0
 
-    def write(self, key: str, features: Any, *, label: int | None = None, extras: Mapping[str, Any] | None = None) -> None:
+    def write(
+        self,
+        key: str,
+        features: Any,
+        *,
+        label: int | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> None:
         """Writes one sample; ``features`` is (C, H, W), array or tensor."""
         arr = self._finite(key, codec.as_numpy(features))
         members = encode_sample(key, arr, label=label, extras=extras, dtype=self.config.dtype)
@@ -196,8 +215,15 @@ class ShardWriter:
         if arr.dtype.kind != "f" and codec.dtype_name(arr) != "bfloat16":
             return arr
         with np.errstate(over="ignore"):  # overflow to infinity is what is looked for
-            stored = arr if self.config.dtype in (None, "int8") else arr.astype(codec.DTYPES[self.config.dtype])
-            bad = ~(np.isfinite(arr.astype(np.float32, copy=False)) & np.isfinite(stored.astype(np.float32, copy=False)))
+            stored = (
+                arr
+                if self.config.dtype in (None, "int8")
+                else arr.astype(codec.DTYPES[self.config.dtype])
+            )
+            bad = ~(
+                np.isfinite(arr.astype(np.float32, copy=False))
+                & np.isfinite(stored.astype(np.float32, copy=False))
+            )
         if not bad.any():
             return arr
         if self.config.nonfinite == "refuse":
@@ -205,7 +231,10 @@ class ShardWriter:
             raise SampleError(
                 f"features hold {int(bad.sum())} non-finite values as {self.config.dtype or arr.dtype} "
                 "(NaN, infinity or beyond the storage dtype's range); "
-                "WriterConfig(nonfinite='zero') stores them as 0", shard=where, key=key)
+                "WriterConfig(nonfinite='zero') stores them as 0",
+                shard=where,
+                key=key,
+            )
         self.zeroed += int(bad.sum())
         return np.where(bad, np.zeros((), arr.dtype), arr)
 
@@ -222,7 +251,9 @@ class ShardWriter:
 
     def _shard(self) -> _OpenShard:
         if self._open is None:
-            self._open = _OpenShard(self.fs, self.root, shard_name(self.config.prefix, self._next_index))
+            self._open = _OpenShard(
+                self.fs, self.root, shard_name(self.config.prefix, self._next_index)
+            )
             self._next_index += 1
         return self._open
 
@@ -255,7 +286,13 @@ class ShardWriter:
         """A manifest of what was written; ``fields`` fill ``classes``, ``source`` etc."""
         if self.feature_spec is None:
             raise ValueError("no sample was written, so there is no feature spec")
-        return Manifest(shards=list(self.shards), features=self.feature_spec, extras=dict(self.extra_specs), stats=self.stats, **fields)
+        return Manifest(
+            shards=list(self.shards),
+            features=self.feature_spec,
+            extras=dict(self.extra_specs),
+            stats=self.stats,
+            **fields,
+        )
 
 
 def _name_of(arr: np.ndarray) -> str:
@@ -267,7 +304,8 @@ def _name_of(arr: np.ndarray) -> str:
 
 def write_dataset(
     url: str,
-    samples: Iterable[tuple[str, Any, int | None]] | Iterable[tuple[str, Any, int | None, Mapping[str, Any]]],
+    samples: Iterable[tuple[str, Any, int | None]]
+    | Iterable[tuple[str, Any, int | None, Mapping[str, Any]]],
     *,
     config: WriterConfig | None = None,
     classes: list[str] | None = None,

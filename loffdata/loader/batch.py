@@ -45,8 +45,14 @@ class Batch(_Pair):
     """A batch as the training loop sees it: ``features, labels = batch``; ``keys`` and
     ``indices`` name its samples, row by row (empty / ``None`` when not known)."""
 
-    def __new__(cls, features: torch.Tensor, labels: torch.Tensor, *, keys: Iterable[str] = (),
-                indices: torch.Tensor | None = None) -> Batch:
+    def __new__(
+        cls,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        keys: Iterable[str] = (),
+        indices: torch.Tensor | None = None,
+    ) -> Batch:
         self = super().__new__(cls, features, labels)
         self.keys, self.indices = list(keys), indices
         return self
@@ -56,8 +62,15 @@ class BatchWithExtras(_Triple):
     """A batch with the extra tensors of the dataset (``return_extras=True``); ``keys`` and
     ``indices`` as in :class:`Batch`."""
 
-    def __new__(cls, features: torch.Tensor, labels: torch.Tensor, extras: dict[str, torch.Tensor], *,
-                keys: Iterable[str] = (), indices: torch.Tensor | None = None) -> BatchWithExtras:
+    def __new__(
+        cls,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        extras: dict[str, torch.Tensor],
+        *,
+        keys: Iterable[str] = (),
+        indices: torch.Tensor | None = None,
+    ) -> BatchWithExtras:
         self = super().__new__(cls, features, labels, extras)
         self.keys, self.indices = list(keys), indices
         return self
@@ -91,7 +104,9 @@ class HostRegistry:
         code = self.gpu.host_register(ptr, size)
         if code != 0:
             cleared = self.gpu.last_error()  # else the next kernel launch reports this error
-            why = f"cudaHostRegister of {size} bytes returned {code} (error state cleared: {cleared})"
+            why = (
+                f"cudaHostRegister of {size} bytes returned {code} (error state cleared: {cleared})"
+            )
             self.failures.append(why)
             _log.warning("%s; this batch is copied to pinned memory instead", why)
             return False
@@ -133,7 +148,9 @@ class LoadedBatch:
         slot: ``(worker, slot)`` of a pooled buffer, ``None`` for a buffer of its own.
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor], keys: list[str], slot: tuple[int, int] | None):
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], keys: list[str], slot: tuple[int, int] | None
+    ):
         self.tensors, self.keys, self.slot = tensors, keys, slot
         self.payload = {k: v for k, v in tensors.items() if k not in CONTROL_KEYS}
         self.indices: torch.Tensor | None = tensors.get("index")
@@ -143,7 +160,9 @@ class LoadedBatch:
         self._rest: list[tuple[torch.Tensor, int]] = []
 
     @classmethod
-    def from_worker(cls, raw: dict[str, Any], held: dict[tuple[int, int], dict[str, torch.Tensor]]) -> LoadedBatch:
+    def from_worker(
+        cls, raw: dict[str, Any], held: dict[tuple[int, int], dict[str, torch.Tensor]]
+    ) -> LoadedBatch:
         """A worker's batch dict (or its reference to a pooled buffer in ``held``) as a batch."""
         slot = tuple(raw["slot"]) if raw.get("slot") is not None else None
         source = held[slot] if raw.get("ref") else raw
@@ -165,7 +184,11 @@ class LoadedBatch:
     def _page_locked(self, gpu: Gpu, registry: HostRegistry | None) -> dict[str, torch.Tensor]:
         """The payload in page-locked memory: a pooled buffer registered in place (opt-in,
         ``registry``), or pinned already (the pin thread), or copied to pinned memory."""
-        if registry is not None and self.slot is not None and all(registry.register(v) for v in self.payload.values()):
+        if (
+            registry is not None
+            and self.slot is not None
+            and all(registry.register(v) for v in self.payload.values())
+        ):
             return self.payload
         return {k: v if gpu.is_pinned(v) else gpu.pin(v) for k, v in self.payload.items()}
 

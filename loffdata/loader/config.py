@@ -54,7 +54,9 @@ class LoaderConfig:
         log_every: log the loader's stats every this many batches (``None``: never).
     """
 
-    stream: StreamConfig = field(default_factory=lambda: StreamConfig(batch_size=DEFAULT_BATCH_SIZE))
+    stream: StreamConfig = field(
+        default_factory=lambda: StreamConfig(batch_size=DEFAULT_BATCH_SIZE)
+    )
     augment: Any = "loffta"
     device: str = "cpu"
     num_workers: int = 4
@@ -70,9 +72,13 @@ class LoaderConfig:
         if isinstance(self.stream, Mapping):
             object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
         if not isinstance(self.stream, StreamConfig):
-            raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
+            raise TypeError(
+                f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}"
+            )
         if self.stream.batch_size is None:  # LoffLoader delivers batches: the documented default
-            object.__setattr__(self, "stream", dataclasses.replace(self.stream, batch_size=DEFAULT_BATCH_SIZE))
+            object.__setattr__(
+                self, "stream", dataclasses.replace(self.stream, batch_size=DEFAULT_BATCH_SIZE)
+            )
         dtype = dtype_string(self.dtype)
         if dtype not in BATCH_DTYPES:
             raise ValueError(f"dtype must be one of {BATCH_DTYPES}, got {self.dtype!r}")
@@ -86,7 +92,9 @@ class LoaderConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.views != 1 and self.augment in (None, False):
-            raise ValueError("views > 1 needs an augmentation (use augment='none' for identical views)")
+            raise ValueError(
+                "views > 1 needs an augmentation (use augment='none' for identical views)"
+            )
 
     def replace(self, **changes: Any) -> LoaderConfig:
         """A copy with loader fields or stream fields (by their names) changed."""
@@ -117,7 +125,9 @@ def resolve_augment(augment: Any, views: int, num_classes: int | None):
     elif isinstance(augment, AugmentSpec):
         spec = augment
     else:
-        raise TypeError(f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}")
+        raise TypeError(
+            f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}"
+        )
     overrides: dict[str, Any] = {"views": views} if views != 1 else {}
     if spec.mixing and spec.num_classes is None and num_classes is not None:
         overrides["num_classes"] = num_classes

@@ -139,12 +139,21 @@ class OnDevice(torch.Tensor):
             _SYNCS[0] += 1
             with torch._C.DisableTorchFunctionSubclass():
                 out = func(*args, **kwargs)
-                return out.as_subclass(torch.Tensor).clone() if isinstance(out, torch.Tensor) else out
+                return (
+                    out.as_subclass(torch.Tensor).clone() if isinstance(out, torch.Tensor) else out
+                )
         return super().__torch_function__(func, types, args, kwargs)
 
 
-_HOST_READS = {torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.tolist, torch.Tensor.numpy,
-               torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__}
+_HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.cpu,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.__bool__,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+}
 _SYNCS = [0]  # host reads of OnDevice tensors, in this process
 
 
@@ -167,7 +176,7 @@ class _Stream:
             op()
 
     def pending_reads(self) -> list[tuple[int, int]]:
-        return [r for _, r in self.ops[self.done:] if r is not None]
+        return [r for _, r in self.ops[self.done :] if r is not None]
 
 
 class _Event:
@@ -191,7 +200,9 @@ class StandInCuda(Gpu):
         self._default = _Stream(eager=True)
         self._current = self._default
         self._streams: weakref.WeakSet = weakref.WeakSet()
-        self._pinned: dict[int, weakref.ref] = {}  # id -> the pinned tensor (tensors compare by value)
+        self._pinned: dict[
+            int, weakref.ref
+        ] = {}  # id -> the pinned tensor (tensors compare by value)
 
     @property
     def syncs(self) -> int:
@@ -259,8 +270,10 @@ class StandInCuda(Gpu):
         if isinstance(t, OnDevice):
             raise RuntimeError("copy: the source is on the device already")
         if not self.is_pinned(t):
-            raise RuntimeError("non_blocking copy from pageable (unpinned, unregistered) host memory: "
-                               "CUDA would make it synchronous")
+            raise RuntimeError(
+                "non_blocking copy from pageable (unpinned, unregistered) host memory: "
+                "CUDA would make it synchronous"
+            )
         with torch._C.DisableTorchFunctionSubclass():
             dst = torch.empty_like(t).fill_(_poison(t.dtype))
         dst = dst.as_subclass(OnDevice)
@@ -277,7 +290,8 @@ class StandInCuda(Gpu):
         if not isinstance(t, OnDevice):
             raise NotImplementedError(
                 "Could not run 'aten::record_stream' with arguments from the 'CPU' backend "
-                "(stand-in: record_stream of a host tensor)")
+                "(stand-in: record_stream of a host tensor)"
+            )
 
     def can_register(self) -> bool:
         return True
@@ -300,7 +314,11 @@ class StandInCuda(Gpu):
             self._error = ERR_NOT_REGISTERED
             return ERR_NOT_REGISTERED
         end = ptr + self.registered[ptr]
-        if any(p < end and ptr < p + n for s in [*self._streams, self._default] for p, n in s.pending_reads()):
+        if any(
+            p < end and ptr < p + n
+            for s in [*self._streams, self._default]
+            for p, n in s.pending_reads()
+        ):
             raise RuntimeError(f"host_unregister of 0x{ptr:x} while a queued copy still reads it")
         del self.registered[ptr]
         return 0
@@ -311,8 +329,10 @@ class StandInCuda(Gpu):
 
     def _check_error(self) -> None:
         if self._error:
-            raise RuntimeError(f"CUDA error {self._error} left set by an earlier call (cudaGetLastError "
-                               "was not called): this launch fails")
+            raise RuntimeError(
+                f"CUDA error {self._error} left set by an earlier call (cudaGetLastError "
+                "was not called): this launch fails"
+            )
 
 
 def _poison(dtype: torch.dtype) -> Any:

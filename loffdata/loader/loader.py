@@ -137,26 +137,56 @@ class LoffLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        gpu, device = (device, UNSET) if isinstance(device, Gpu) else (None, device)  # a Gpu is no config value
+        gpu, device = (
+            (device, UNSET) if isinstance(device, Gpu) else (None, device)
+        )  # a Gpu is no config value
         check_device(device if device is not UNSET else (config or LoaderConfig()).device)
-        given = dict(batch_size=batch_size, augment=augment, device=device, num_workers=num_workers,
-                     seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, dtype=dtype, views=views,
-                     on_error=on_error, retry=retry, storage_options=storage_options, cache_dir=cache_dir)
-        self.config = cfg = (config or LoaderConfig()).replace(**{k: v for k, v in given.items() if v is not UNSET})
-        self.gpu = gpu or as_gpu(cfg.device)  # every CUDA call goes through it (loader/device.py); None on CPU
+        given = dict(
+            batch_size=batch_size,
+            augment=augment,
+            device=device,
+            num_workers=num_workers,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            dtype=dtype,
+            views=views,
+            on_error=on_error,
+            retry=retry,
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+        )
+        self.config = cfg = (config or LoaderConfig()).replace(
+            **{k: v for k, v in given.items() if v is not UNSET}
+        )
+        self.gpu = gpu or as_gpu(
+            cfg.device
+        )  # every CUDA call goes through it (loader/device.py); None on CPU
         self.device = self.gpu.compute if self.gpu is not None else torch.device(cfg.device)
         self.dtype, self.seed = getattr(torch, cfg.dtype), cfg.stream.seed
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
         stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.gpu is None else None)
         kind = MixedDataset if isinstance(source, Mix) else StreamingDataset
         self.dataset = kind(source, stream, rank=rank, world_size=world_size)
-        self.manifest = self.dataset.summary_manifest() if isinstance(source, Mix) else self.dataset.shards.manifest
+        self.manifest = (
+            self.dataset.summary_manifest()
+            if isinstance(source, Mix)
+            else self.dataset.shards.manifest
+        )
         num_classes = None if self.manifest is None else self.manifest.num_classes
         self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
-        self.similarity_search = None  # AugmentSpec.target_similarity: magnitudes searched once, here
+        self.similarity_search = (
+            None  # AugmentSpec.target_similarity: magnitudes searched once, here
+        )
         if self.spec is not None and self.spec.target_similarity is not None:
-            self.spec, self.similarity_search = self._calibrated(kind(source, replace(
-                stream, shuffle=False, batch_size=64, batch_dtype="float32"), rank=rank, world_size=world_size))
+            self.spec, self.similarity_search = self._calibrated(
+                kind(
+                    source,
+                    replace(stream, shuffle=False, batch_size=64, batch_dtype="float32"),
+                    rank=rank,
+                    world_size=world_size,
+                )
+            )
         self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
         self._init_runtime(cfg)
 
@@ -181,7 +211,9 @@ class LoffLoader:
         self._dl, self._it = None, None
         self._registry = HostRegistry(self.gpu) if self.gpu is not None else None
         # registrations are undone when this loader goes, closed or not, before buffers are unmapped
-        self._unregister = weakref.finalize(self, HostRegistry.clear, self._registry) if self.gpu else None
+        self._unregister = (
+            weakref.finalize(self, HostRegistry.clear, self._registry) if self.gpu else None
+        )
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
         self._baseline = _use_count(torch.empty(1))
@@ -244,7 +276,9 @@ class LoffLoader:
         if self._persistent:
             self.dataset.publish_control()
         try:
-            with gc_frozen():  # forked workers then leave the parent's objects alone (no copy-on-write)
+            with (
+                gc_frozen()
+            ):  # forked workers then leave the parent's objects alone (no copy-on-write)
                 self._it = start_pass(self._dl)
         except WorkerDiedError:  # a persistent worker died while idle between passes
             self._it = getattr(self._dl, "_iterator", None)
@@ -258,11 +292,21 @@ class LoffLoader:
         pooled batch comes by reference, from the first on), when workers are forked and
         batches are sent by reference; this loader holds every slot from now on."""
         forked = torch.multiprocessing.get_start_method() == "fork"
-        if not (forked and self.num_workers > 0 and self._flags is not None and self.dataset.send_by_reference):
+        if not (
+            forked
+            and self.num_workers > 0
+            and self._flags is not None
+            and self.dataset.send_by_reference
+        ):
             return None
         workers, slots = self._flags.shape
-        arena = SharedArena(self.dataset.shards, batch_size=self.dataset.batch_size, workers=workers, slots=slots,
-                            dtype=self.dataset.batch_dtype)
+        arena = SharedArena(
+            self.dataset.shards,
+            batch_size=self.dataset.batch_size,
+            workers=workers,
+            slots=slots,
+            dtype=self.dataset.batch_dtype,
+        )
         self._rest = {}
         for w in range(workers):
             for s in range(slots):
@@ -325,7 +369,9 @@ class LoffLoader:
         stats = None if self.manifest is None else self.manifest.stats
         mean = None if stats is None else stats.mean.tolist()
         std = None if stats is None else stats.std.tolist()
-        return Augmenter(self.spec, backend=backend, device=self.device, seed=self.seed, mean=mean, std=std)
+        return Augmenter(
+            self.spec, backend=backend, device=self.device, seed=self.seed, mean=mean, std=std
+        )
 
     def _release_flags(self) -> torch.Tensor:
         """Shared flags through which batch buffers are handed back to the workers."""
@@ -340,7 +386,9 @@ class LoffLoader:
         if slot is None:
             return
         if self.dataset.send_by_reference:  # keeps the mapping, so the buffer is not mapped again
-            self._hold(slot, batch.tensors)  # (the pin thread's copies are never sent again: not kept)
+            self._hold(
+                slot, batch.tensors
+            )  # (the pin thread's copies are never sent again: not kept)
         batch.lease(lambda name: self._at_rest(slot, name))
         self._leases[slot] = batch
 
@@ -372,10 +420,13 @@ class LoffLoader:
     def _dataloader(self) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
-            self.dataset, batch_size=None, num_workers=workers,
+            self.dataset,
+            batch_size=None,
+            num_workers=workers,
             pin_memory=self._transfer == "pin-thread" and self.gpu.pin_thread,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
-            persistent_workers=self._persistent, collate_fn=_as_is,
+            persistent_workers=self._persistent,
+            collate_fn=_as_is,
         )
 
     def _batches(self, it: Iterator[Any]) -> Iterator[Batch | BatchWithExtras]:
@@ -436,8 +487,12 @@ class LoffLoader:
             x, y = self._augmenter(x, y, indices=loaded.indices.numpy(), epoch=self.epoch)
             x = x.to(self.dtype)
         x, y = _alias(x, b["features"]), _alias(y, b["label"])
-        names = {"keys": [k for k in loaded.keys for _ in range(self.views)] if self.views > 1 else loaded.keys,
-                 "indices": self._repeat(loaded.indices.clone())}
+        names = {
+            "keys": [k for k in loaded.keys for _ in range(self.views)]
+            if self.views > 1
+            else loaded.keys,
+            "indices": self._repeat(loaded.indices.clone()),
+        }
         if not self.return_extras:
             return Batch(x, y, **names)
         extras = {k: _alias(self._repeat(b[k]), b[k]) for k in self.dataset.shards.extras}

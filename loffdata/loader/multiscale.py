@@ -59,8 +59,10 @@ class MultiScaleConfig:
             raise ValueError(f"grids must be distinct positive ints, got {self.grids!r}")
         object.__setattr__(self, "grids", tuple(sorted(grids)))
         if self.base_chunks < 1 or self.curriculum_epochs < 0:
-            raise ValueError(f"need base_chunks >= 1, curriculum_epochs >= 0; got {self.base_chunks}, "
-                             f"{self.curriculum_epochs}")
+            raise ValueError(
+                f"need base_chunks >= 1, curriculum_epochs >= 0; got {self.base_chunks}, "
+                f"{self.curriculum_epochs}"
+            )
 
     def chunks(self, grid: int) -> int:
         """Chunks in a batch at ``grid``."""
@@ -105,7 +107,9 @@ def resize_grid(x: Any, grid: int) -> Any:
         return x
     if grid <= min(x.shape[-2:]):
         return F.adaptive_avg_pool2d(x.float(), (grid, grid)).to(x.dtype)
-    return F.interpolate(x.float(), size=(grid, grid), mode="bilinear", align_corners=False).to(x.dtype)
+    return F.interpolate(x.float(), size=(grid, grid), mode="bilinear", align_corners=False).to(
+        x.dtype
+    )
 
 
 class MultiScaleLoader:
@@ -164,13 +168,22 @@ class MultiScaleLoader:
         return self.loader.stats
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "epoch": self.epoch, "batch": self._batch, "position": self._batch,
-                "loader": self.loader.state_dict()}
+        return {
+            "version": 1,
+            "epoch": self.epoch,
+            "batch": self._batch,
+            "position": self._batch,
+            "loader": self.loader.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != 1:
             raise ValueError(f"unsupported multi-scale state version {state.get('version')!r}")
-        self.epoch, self._batch, self._resume = int(state["epoch"]), int(state["batch"]), dict(state["loader"])
+        self.epoch, self._batch, self._resume = (
+            int(state["epoch"]),
+            int(state["batch"]),
+            dict(state["loader"]),
+        )
 
 
 def _joined(parts: list[Any], grid: int) -> Any:

@@ -22,8 +22,14 @@ from typing import Any
 
 from loffdata.errors import WorkerDiedError
 
-__all__ = ["defer_sigchld", "dead_workers", "translate_worker_death", "start_pass", "gc_frozen",
-           "warm_worker_imports"]
+__all__ = [
+    "defer_sigchld",
+    "dead_workers",
+    "translate_worker_death",
+    "start_pass",
+    "gc_frozen",
+    "warm_worker_imports",
+]
 
 #: exceptions that a dead worker produces on the consumer side
 _SYMPTOMS = (ConnectionError, EOFError)

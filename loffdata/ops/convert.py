@@ -38,7 +38,15 @@ from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 from loffdata.util import write_json
 
-__all__ = ["ConfigMismatch", "ConvertConfig", "convert", "convert_features", "plan_output", "command", "RECORD_DIR"]
+__all__ = [
+    "ConfigMismatch",
+    "ConvertConfig",
+    "convert",
+    "convert_features",
+    "plan_output",
+    "command",
+    "RECORD_DIR",
+]
 
 RECORD_DIR = ".convert"
 _DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -88,8 +96,12 @@ class ConvertConfig:
             raise ValueError(f"pool must be >= 1, got {self.pool}")
         if self.dtype not in (None, *_DTYPES):
             raise ValueError(f"dtype must be None or one of {_DTYPES}, got {self.dtype!r}")
-        if self.crop is not None and (len(self.crop) != 4 or min(self.crop[2:]) < 1 or min(self.crop[:2]) < 0):
-            raise ValueError(f"crop must be (top, left, height, width) with height, width >= 1, got {self.crop!r}")
+        if self.crop is not None and (
+            len(self.crop) != 4 or min(self.crop[2:]) < 1 or min(self.crop[:2]) < 0
+        ):
+            raise ValueError(
+                f"crop must be (top, left, height, width) with height, width >= 1, got {self.crop!r}"
+            )
         for name in ("max_samples", "max_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -108,7 +120,11 @@ def convert_features(x: Any, *, pool: int = 1, crop: Sequence[int] | None = None
         c, h, w = x.shape[0], x.shape[1] // pool, x.shape[2] // pool
         if h == 0 or w == 0:
             raise ValueError(f"pool {pool} is larger than the {list(x.shape[1:])} grid")
-        x = x[:, : h * pool, : w * pool].reshape(c, h, pool, w, pool).mean(axis=(2, 4), dtype=np.float32)
+        x = (
+            x[:, : h * pool, : w * pool]
+            .reshape(c, h, pool, w, pool)
+            .mean(axis=(2, 4), dtype=np.float32)
+        )
     return np.ascontiguousarray(x)
 
 
@@ -133,7 +149,9 @@ def _open(url: str, options: dict[str, Any], retry: RetryConfig):
     return open_shard(url, fs=fs, path=path, retry=retry)
 
 
-def _read_range(shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig) -> Iterator[Sample]:
+def _read_range(
+    shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig
+) -> Iterator[Sample]:
     """Source samples ``[lo, hi)`` in manifest order, read shard by shard."""
     starts = np.concatenate([[0], np.cumsum(shards.counts)]).astype(np.int64)
     rules = SampleRules.of(shards)  # the checks of every read path (key rule, specs, classes)
@@ -148,7 +166,9 @@ def _read_range(shards: ShardSet, lo: int, hi: int, options: dict[str, Any], ret
                     yield check_sample(decode_sample(key, members, shard=url), rules, shard=url)
                 pos += 1
         if pos < min(hi, int(starts[s + 1])):
-            raise LoffError(f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}")
+            raise LoffError(
+                f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}"
+            )
         s += 1
 
 
@@ -175,7 +195,9 @@ class _Run:
         feats = convert_features(s.features, pool=self.config.pool, crop=self.config.crop)
         keep = self.config.extras
         extras = {k: v for k, v in s.extras.items() if keep is None or k in keep}
-        return feats, {k: (v.dequantize() if isinstance(v, codec.Quantized) else v) for k, v in extras.items()}
+        return feats, {
+            k: (v.dequantize() if isinstance(v, codec.Quantized) else v) for k, v in extras.items()
+        }
 
 
 def _write_json(fs: Any, path: str, obj: Any) -> None:
@@ -207,7 +229,12 @@ def _per_shard(run: _Run) -> int | None:
         return per
     first = next(_read_range(run.shards, 0, 1, run.src_options, run.retry))
     feats, extras = run.sample(first)
-    size = sum(512 + -(-len(b) // 512) * 512 for _, b in encode_sample(first.key, feats, label=first.label, extras=extras, dtype=_out_dtype(run)))
+    size = sum(
+        512 + -(-len(b) // 512) * 512
+        for _, b in encode_sample(
+            first.key, feats, label=first.label, extras=extras, dtype=_out_dtype(run)
+        )
+    )
     by_bytes = max(1, cfg.max_bytes // size)
     return by_bytes if per is None else min(per, by_bytes)
 
@@ -228,15 +255,23 @@ def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> 
         if previous == json.loads(redact_json_text(json.dumps(fingerprint))):
             return
         if not overwrite:
-            raise LoffError(f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it")
+            raise LoffError(
+                f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it"
+            )
         run.fs.rm(f"{run.root}/{RECORD_DIR}", recursive=True)
     run.fs.makedirs(f"{run.root}/{RECORD_DIR}", exist_ok=True)
     _write_json(run.fs, path, fingerprint)
 
 
 def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
-    wcfg = WriterConfig(prefix=run.config.prefix, max_samples=hi - lo + 1, max_bytes=1 << 62, dtype=_out_dtype(run), start_index=j,
-                        nonfinite=run.config.nonfinite)
+    wcfg = WriterConfig(
+        prefix=run.config.prefix,
+        max_samples=hi - lo + 1,
+        max_bytes=1 << 62,
+        dtype=_out_dtype(run),
+        start_index=j,
+        nonfinite=run.config.nonfinite,
+    )
     with ShardWriter(run.dst, wcfg, **run.dst_options) as writer:
         for s in _read_range(run.shards, lo, hi, run.src_options, run.retry):
             feats, extras = run.sample(s)
@@ -256,9 +291,15 @@ def _finish(run: _Run, num_shards: int) -> Manifest:
     stats = ChannelStats()
     for r in records:
         d = r["stats"]
-        stats.merge(ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"])))
+        stats.merge(
+            ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"]))
+        )
     first = records[0]
-    source = {**run.manifest.source, "converted_from": redact_text(run.src), "convert": asdict(run.config)}
+    source = {
+        **run.manifest.source,
+        "converted_from": redact_text(run.src),
+        "convert": asdict(run.config),
+    }
     if run.config.pool > 1 and isinstance(source.get("pool"), int):
         source["pool"] = source["pool"] * run.config.pool
     manifest = Manifest(
@@ -279,21 +320,29 @@ def _check_fit(run: _Run) -> None:
     cfg, have = run.config, sorted(run.manifest.extras)
     unknown = sorted(set(cfg.extras or ()) - set(have))
     if unknown:
-        raise ConfigMismatch(f"extras {','.join(unknown)}: not in {run.src!r}, which has {have or 'no extras'}")
+        raise ConfigMismatch(
+            f"extras {','.join(unknown)}: not in {run.src!r}, which has {have or 'no extras'}"
+        )
     shape = run.manifest.features.shape
     if len(shape) != 3:
         if cfg.crop is not None or cfg.pool > 1:
-            raise ConfigMismatch(f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, {run.src!r} has {list(shape)}")
+            raise ConfigMismatch(
+                f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, {run.src!r} has {list(shape)}"
+            )
         return
     grid = [int(shape[1]), int(shape[2])]
     if cfg.crop is not None:
         top, left, h, w = cfg.crop
         if top + h > grid[0] or left + w > grid[1]:
-            raise ConfigMismatch(f"crop {','.join(map(str, cfg.crop))} does not fit the {grid[0]}x{grid[1]} grid of {run.src!r}")
+            raise ConfigMismatch(
+                f"crop {','.join(map(str, cfg.crop))} does not fit the {grid[0]}x{grid[1]} grid of {run.src!r}"
+            )
         grid = [h, w]
     if cfg.pool > min(grid):
-        raise ConfigMismatch(f"pool {cfg.pool} is larger than the {grid[0]}x{grid[1]} grid"
-                             f"{' after the crop' if cfg.crop else ''} of {run.src!r}; at most {min(grid)}")
+        raise ConfigMismatch(
+            f"pool {cfg.pool} is larger than the {grid[0]}x{grid[1]} grid"
+            f"{' after the crop' if cfg.crop else ''} of {run.src!r}; at most {min(grid)}"
+        )
 
 
 def convert(
@@ -323,9 +372,20 @@ def convert(
     cfg, retry = config or ConvertConfig(), retry or RetryConfig()
     src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
-    check_destination(posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite)
+    check_destination(
+        posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite
+    )
     manifest = load_manifest(src, src_options, retry)
-    run = _Run(src, dst, cfg, manifest, resolve_source(src, src_options, retry), src_options, dst_options, retry)
+    run = _Run(
+        src,
+        dst,
+        cfg,
+        manifest,
+        resolve_source(src, src_options, retry),
+        src_options,
+        dst_options,
+        retry,
+    )
     _check_fit(run)
     run.fs, run.root = filesystem(dst, dst_options, retry)
     run.root = run.root.rstrip("/")
@@ -335,8 +395,17 @@ def convert(
     _check_previous(run, _fingerprint(run, starts), overwrite)
     pending = [j for j in range(len(starts) - 1) if not run.fs.exists(run.record_path(j))]
     _remove_stale(run, pending)
-    done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(starts[j + 1] - starts[j] for j in pending)
-    with tqdm(total=starts[-1], initial=done, unit="sample", desc="convert", disable=not progress, dynamic_ncols=True) as bar:
+    done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(
+        starts[j + 1] - starts[j] for j in pending
+    )
+    with tqdm(
+        total=starts[-1],
+        initial=done,
+        unit="sample",
+        desc="convert",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         for j in pending:
             _write_shard(run, j, starts[j], starts[j + 1], bar)
     return _finish(run, len(starts) - 1)
@@ -383,20 +452,39 @@ def command(
         nonfinite: what to do with NaN/infinite features: ``refuse`` (an error naming the
             sample) or ``zero`` (stored as 0).
     """
-    cfg = _cli_config(pool=pool, crop=crop, dtype=dtype, extras=extras, max_samples=max_samples,
-                      max_bytes=max_bytes, prefix=prefix, nonfinite=nonfinite)
+    cfg = _cli_config(
+        pool=pool,
+        crop=crop,
+        dtype=dtype,
+        extras=extras,
+        max_samples=max_samples,
+        max_bytes=max_bytes,
+        prefix=prefix,
+        nonfinite=nonfinite,
+    )
     options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
     try:
-        m = convert(src, dst, cfg, src_options=options, dst_options=options, overwrite=overwrite,
-                    progress=not quiet)
+        m = convert(
+            src,
+            dst,
+            cfg,
+            src_options=options,
+            dst_options=options,
+            overwrite=overwrite,
+            progress=not quiet,
+        )
     except ConfigMismatch as err:
         raise CliError(f"--{err}") from None
-    print(f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}")
+    print(
+        f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}"
+    )
 
 
 def _cli_config(*, extras: str, **values: Any) -> ConvertConfig:
     """The :class:`ConvertConfig` of the command's flags, or a :class:`CliError` naming the flag."""
-    keep = {"all": None, "none": ()}.get(extras.lower(), tuple(x.strip() for x in extras.split(",") if x.strip()))
+    keep = {"all": None, "none": ()}.get(
+        extras.lower(), tuple(x.strip() for x in extras.split(",") if x.strip())
+    )
     if keep == () and extras.lower() != "none":
         raise CliError(f"--extras {extras!r}: expected comma-separated names, 'all' or 'none'")
     try:

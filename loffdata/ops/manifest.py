@@ -93,24 +93,40 @@ class _Specs:
     def add(self, s: Sample, shard: str) -> None:
         x = s.features
         if self.features is None:
-            self.features = TensorSpec(tuple(int(d) for d in np.shape(x.values if isinstance(x, codec.Quantized) else x)),
-                                       codec.dtype_name(x) or "", "CHW")
-            self.extras = {k: TensorSpec(tuple(np.shape(v)), codec.dtype_name(v) or "") for k, v in s.extras.items()}
+            self.features = TensorSpec(
+                tuple(int(d) for d in np.shape(x.values if isinstance(x, codec.Quantized) else x)),
+                codec.dtype_name(x) or "",
+                "CHW",
+            )
+            self.extras = {
+                k: TensorSpec(tuple(np.shape(v)), codec.dtype_name(v) or "")
+                for k, v in s.extras.items()
+            }
         problem = features_match(x, self.features.shape, self.features.dtype)
         if problem:
-            raise SampleError(f"{problem} (the first sample fixed the dataset's features)", shard=shard, key=s.key)
+            raise SampleError(
+                f"{problem} (the first sample fixed the dataset's features)", shard=shard, key=s.key
+            )
         if set(s.extras) != set(self.extras):
-            raise SampleError(f"extras {sorted(s.extras)}, the first sample had {sorted(self.extras)}", shard=shard, key=s.key)
+            raise SampleError(
+                f"extras {sorted(s.extras)}, the first sample had {sorted(self.extras)}",
+                shard=shard,
+                key=s.key,
+            )
         self.labelled.add(s.label is not None)
         if len(self.labelled) > 1:
-            raise SampleError("some samples have a label ('.cls') and some do not", shard=shard, key=s.key)
+            raise SampleError(
+                "some samples have a label ('.cls') and some do not", shard=shard, key=s.key
+            )
         if s.label is not None:
             self.labels.add(int(s.label))
         values = x.dequantize() if isinstance(x, codec.Quantized) else np.asarray(x)
         self.stats.update(values.astype(np.float32, copy=False), channel_axis=0)
 
 
-def _read_shard(url: str, name: str, specs: _Specs, bar: Any, storage_options: dict[str, Any]) -> ShardInfo:
+def _read_shard(
+    url: str, name: str, specs: _Specs, bar: Any, storage_options: dict[str, Any]
+) -> ShardInfo:
     count = 0
     with fsspec.open(url, "rb", **storage_options) as raw:
         f = _Hashing(raw)
@@ -122,8 +138,13 @@ def _read_shard(url: str, name: str, specs: _Specs, bar: Any, storage_options: d
     return ShardInfo(name=name, samples=count, bytes=f.count, sha256=f.sha.hexdigest())
 
 
-def build_manifest(source: str, *, classes: Any = None, progress: bool = True,
-                   storage_options: dict[str, Any] | None = None) -> Manifest:
+def build_manifest(
+    source: str,
+    *,
+    classes: Any = None,
+    progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
     """Writes ``manifest.json`` (with each shard's index) for the shards at ``source``.
 
     Args:
@@ -148,7 +169,13 @@ def build_manifest(source: str, *, classes: Any = None, progress: bool = True,
             shards.append(_read_shard(f"{root}/{name}", name, specs, bar, so))
     if specs.features is None:
         raise ManifestError(f"the shards at {source!r} hold no samples")
-    manifest = Manifest(shards=shards, features=specs.features, classes=class_names(classes, specs.labels),
-                        extras=specs.extras, stats=specs.stats, source={"kind": "foreign shards", "from": str(source)})
+    manifest = Manifest(
+        shards=shards,
+        features=specs.features,
+        classes=class_names(classes, specs.labels),
+        extras=specs.extras,
+        stats=specs.stats,
+        source={"kind": "foreign shards", "from": str(source)},
+    )
     manifest.save(root, **so)
     return index_dataset(root, **so)

@@ -70,12 +70,18 @@ def verify(url: str, *, progress: bool = True, **storage_options: Any) -> Verify
     except ManifestError as err:
         report.problems.append(Problem(manifest_url(url), None, str(err)))
         return report
-    for info, shard_url in tqdm(list(zip(manifest.shards, urls)), desc="verify", unit="shard", disable=not progress):
+    for info, shard_url in tqdm(
+        list(zip(manifest.shards, urls)), desc="verify", unit="shard", disable=not progress
+    ):
         report.shards += 1
         try:
-            report.problems.extend(_check_shard(manifest, info, shard_url, seen, report, storage_options))
+            report.problems.extend(
+                _check_shard(manifest, info, shard_url, seen, report, storage_options)
+            )
         except Exception as err:  # a verifier lists what it cannot handle instead of stopping
-            report.problems.append(Problem(shard_url, None, f"unexpected {type(err).__name__}: {err}"))
+            report.problems.append(
+                Problem(shard_url, None, f"unexpected {type(err).__name__}: {err}")
+            )
     return report
 
 
@@ -84,7 +90,9 @@ def _read(url: str, storage_options: dict) -> bytes:
         return f.read()
 
 
-def _check_shard(manifest: Manifest, info: ShardInfo, url: str, seen: set, report: VerifyReport, so: dict) -> Iterator[Problem]:
+def _check_shard(
+    manifest: Manifest, info: ShardInfo, url: str, seen: set, report: VerifyReport, so: dict
+) -> Iterator[Problem]:
     try:
         data = _read(url, so)
     except (OSError, FileNotFoundError) as err:
@@ -112,13 +120,17 @@ def _check_shard(manifest: Manifest, info: ShardInfo, url: str, seen: set, repor
         yield from _check_index(info, url, tuple(offsets), tuple(keys), so)
 
 
-def _check_index(info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tuple[str, ...], so: dict) -> Iterator[Problem]:
+def _check_index(
+    info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tuple[str, ...], so: dict
+) -> Iterator[Problem]:
     """The shard's index (inline or its sidecar) against where its samples really are."""
     index = info.index
     if index is None:
         sidecar = url[: len(url) - len(info.name)] + info.index_file
         try:
-            index = read_index(sidecar, samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256, **so)
+            index = read_index(
+                sidecar, samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256, **so
+            )
         except LoffError as err:
             yield Problem(url, None, str(err))
             return
@@ -128,11 +140,17 @@ def _check_index(info: ShardInfo, url: str, offsets: tuple[int, ...], keys: tupl
             return
     for i, (want, got) in enumerate(zip(index.offsets.tolist(), offsets)):
         if want != got:
-            yield Problem(url, keys[i] if i < len(keys) else None, f"index says byte {want}, the sample is at {got}")
+            yield Problem(
+                url,
+                keys[i] if i < len(keys) else None,
+                f"index says byte {want}, the sample is at {got}",
+            )
             return
 
 
-def _check_sample(manifest: Manifest, url: str, key: str, members: dict, seen: set) -> Iterator[Problem]:
+def _check_sample(
+    manifest: Manifest, url: str, key: str, members: dict, seen: set
+) -> Iterator[Problem]:
     if key in seen:
         yield Problem(url, key, "duplicate sample key")
     seen.add(key)
@@ -142,7 +160,11 @@ def _check_sample(manifest: Manifest, url: str, key: str, members: dict, seen: s
         yield Problem(url, key, str(err))
         return
     try:
-        check_sample(sample, SampleRules(manifest.features, manifest.num_classes, manifest.extras, batched=True), shard=url)
+        check_sample(
+            sample,
+            SampleRules(manifest.features, manifest.num_classes, manifest.extras, batched=True),
+            shard=url,
+        )
     except SampleError as err:
         yield Problem(url, key, str(err).split(" (shard=")[0])
     if (bad := _nonfinite(sample.features)) is not None:

@@ -79,7 +79,9 @@ class ShardCache:
         #: temporaries of dead processes deleted
         self.reclaimed = 0
         self._expected: dict[str, str] = {}  # url -> the manifest's sha256
-        self._checked: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) hashed
+        self._checked: dict[
+            str, tuple[int, int, int]
+        ] = {}  # path -> (inode, size, mtime_ns) hashed
         self.reclaim()
 
     def expect(self, url: str, sha256: str | None) -> None:
@@ -139,7 +141,9 @@ class ShardCache:
         return path
 
     def _lock(self, path: str, *, wait: bool) -> int | None:
-        fd = os.open(os.path.join(self.root, _LOCKS, os.path.basename(path)), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(
+            os.path.join(self.root, _LOCKS, os.path.basename(path)), os.O_RDWR | os.O_CREAT, 0o644
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -205,9 +209,15 @@ class ShardCache:
                 raise ShardReadError(f"shard {url!r} has {got} bytes, expected {size}")
             want = self._expected.get(url)
             if want is not None and digest != want:
-                raise ShardReadError(f"shard {url!r} does not match the manifest's sha256 (got {digest[:16]}...)")
-            meta = {"url_sha256": hashlib.sha256(url.encode()).hexdigest(), "sha256": digest, "size": got,
-                    "version": version}
+                raise ShardReadError(
+                    f"shard {url!r} does not match the manifest's sha256 (got {digest[:16]}...)"
+                )
+            meta = {
+                "url_sha256": hashlib.sha256(url.encode()).hexdigest(),
+                "sha256": digest,
+                "size": got,
+                "version": version,
+            }
             _write_atomic(self._meta_path(path), json.dumps(meta).encode())
             os.replace(tmp, path)
             st = os.stat(path)
@@ -248,7 +258,9 @@ class ShardCache:
         if limit is None:
             return 0
         self.reclaim()
-        entries = self.entries()  # temporaries (downloads in progress) count, and are never deleted here
+        entries = (
+            self.entries()
+        )  # temporaries (downloads in progress) count, and are never deleted here
         total, freed = sum(e[1] for e in entries), 0
         for _, nbytes, p in entries:
             if total <= limit:
@@ -282,7 +294,9 @@ def _file_sha256(path: str) -> str:
 
 def _version_of(src: Any) -> dict[str, Any] | None:
     """The object version a remote reader was pinned to (``storage.ranges.Pin``), if any."""
-    pin = getattr(src, "pin", None) or getattr(getattr(src, "entry", None), "pin", None)  # direct or prefetched
+    pin = getattr(src, "pin", None) or getattr(
+        getattr(src, "entry", None), "pin", None
+    )  # direct or prefetched
     version = getattr(pin, "version", None)
     if version is None:
         return None
@@ -298,7 +312,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 def _abandoned(path: str, name: str) -> bool:
     """A temporary whose process is gone (or, without a process id, older than an hour)."""
-    pid = name[len(_TMP):].split("-", 1)[0]
+    pid = name[len(_TMP) :].split("-", 1)[0]
     try:
         idle = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
@@ -341,10 +355,15 @@ class CacheFiller:
     def fill(self, reads: list[Any]) -> None:
         """Fills these shards (``ShardRead``s), in order; replaces the previous list."""
         with self._cond:
-            self._todo, self._reached = [r for r in reads if not self.cache.has(r.url, r.size)], set()
+            self._todo, self._reached = (
+                [r for r in reads if not self.cache.has(r.url, r.size)],
+                set(),
+            )
             self._cond.notify_all()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="loffdata-cache-fill", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="loffdata-cache-fill", daemon=True
+            )
             self._thread.start()
 
     def reached(self, url: str) -> None:

@@ -27,7 +27,14 @@ import numpy as np
 from loffdata.storage.ranges import Pin, fetch_range
 from loffdata.storage.remote import RemoteFile, RetryConfig, with_retries_async
 
-__all__ = ["PrefetchConfig", "Prefetcher", "PrefetchedFile", "ShardRead", "read_order", "bytes_needed"]
+__all__ = [
+    "PrefetchConfig",
+    "Prefetcher",
+    "PrefetchedFile",
+    "ShardRead",
+    "read_order",
+    "bytes_needed",
+]
 
 #: bytes fetched at once for a read nobody planned, in sample mode (see ``RangePrefetcher``)
 MISS_BYTES = 1 << 20

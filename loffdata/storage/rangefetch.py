@@ -31,7 +31,14 @@ from loffdata.storage.prefetch import (
 from loffdata.storage.ranges import Pin
 from loffdata.storage.remote import RetryConfig
 
-__all__ = ["RangePrefetcher", "RangeRead", "block_ranges", "planned_ranges", "sample_ranges", "TAIL_BYTES"]
+__all__ = [
+    "RangePrefetcher",
+    "RangeRead",
+    "block_ranges",
+    "planned_ranges",
+    "sample_ranges",
+    "TAIL_BYTES",
+]
 
 #: bytes read past a sample's end: the reader checks that the next header starts another key
 TAIL_BYTES = 512
@@ -53,7 +60,12 @@ class RangeRead:
 
 
 def sample_ranges(
-    counts: list[int], offsets: Sequence[np.ndarray] | Mapping[int, np.ndarray], indices: np.ndarray, group: int, *, block_size: int
+    counts: list[int],
+    offsets: Sequence[np.ndarray] | Mapping[int, np.ndarray],
+    indices: np.ndarray,
+    group: int,
+    *,
+    block_size: int,
 ) -> Iterator[tuple[int, int, int]]:
     """``(shard, start, end)`` byte ranges covering the samples of ``indices``, in the order
     a reader that reads ``group`` of them at a time (each group in index order) needs them.
@@ -70,7 +82,12 @@ def sample_ranges(
         for s, loc in zip(sid.tolist(), (chunk - starts[sid]).tolist()):
             o = offsets[s]
             a, b = int(o[loc]), int(o[loc + 1]) + TAIL_BYTES  # clipped to the shard by the caller
-            if run is not None and run[0] == s and a - run[2] <= GAP_BYTES and max(b, run[2]) - run[1] <= block_size:
+            if (
+                run is not None
+                and run[0] == s
+                and a - run[2] <= GAP_BYTES
+                and max(b, run[2]) - run[1] <= block_size
+            ):
                 run[2] = max(run[2], b)
                 continue
             if run is not None:
@@ -113,7 +130,9 @@ class RangePrefetcher(Prefetcher):
                     break
                 self._peeked = None
                 e = self._entry(job.shard)
-                covered = any(a <= job.start and job.end <= b for a, b in self._served.get(job.shard.url, ()))
+                covered = any(
+                    a <= job.start and job.end <= b for a, b in self._served.get(job.shard.url, ())
+                )
                 if not covered and job.start not in e.blocks:
                     self._launch(e, job.start, n)
 

@@ -22,7 +22,15 @@ from typing import Any
 
 from loffdata.errors import ShardReadError
 
-__all__ = ["ObjectChanged", "Pin", "RangeIgnored", "Version", "fetch_range", "get_range", "remote_size"]
+__all__ = [
+    "ObjectChanged",
+    "Pin",
+    "RangeIgnored",
+    "Version",
+    "fetch_range",
+    "get_range",
+    "remote_size",
+]
 
 
 class ObjectChanged(ShardReadError):
@@ -89,7 +97,10 @@ def _precondition_failed(err: BaseException) -> bool:
         if getattr(e, "status", None) == 412:
             return True
         response = getattr(e, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "PreconditionFailed":
+        if (
+            isinstance(response, dict)
+            and response.get("Error", {}).get("Code") == "PreconditionFailed"
+        ):
             return True
     return False
 
@@ -114,7 +125,8 @@ def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
     return RangeIgnored(
         f"shard {url!r}: the server ignored the Range header (asked for bytes {start}-{end - 1}, "
         f"got {size} bytes, i.e. the whole object); random access (ds[i], ds.indexed()) needs a "
-        "server with Range support (nginx, Caddy, S3, any object store); streaming works without it")
+        "server with Range support (nginx, Caddy, S3, any object store); streaming works without it"
+    )
 
 
 async def _http_range(
@@ -122,7 +134,11 @@ async def _http_range(
 ) -> tuple[bytes, Version]:
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
-    headers = {**kwargs.get("headers", {}), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+    headers = {
+        **kwargs.get("headers", {}),
+        "Range": f"bytes={start}-{end - 1}",
+        "Accept-Encoding": "identity",
+    }
     if pin.etag:
         headers["If-Match"] = pin.etag
     kwargs["headers"] = headers
@@ -167,7 +183,9 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple
     finally:
         body.close()
     modified = resp.get("LastModified")
-    return data, Version(_total(resp.get("ContentRange")), resp.get("ETag"), str(modified) if modified else None)
+    return data, Version(
+        _total(resp.get("ContentRange")), resp.get("ETag"), str(modified) if modified else None
+    )
 
 
 def _kind(fs: Any) -> str:

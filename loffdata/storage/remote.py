@@ -133,12 +133,16 @@ def is_transient(err: BaseException) -> bool:
     return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "urllib3", "requests")
 
 
-def _give_up(err: Exception, *, url: str, retry: RetryConfig, what: str, failures: int, t0: float) -> ShardReadError | None:
+def _give_up(
+    err: Exception, *, url: str, retry: RetryConfig, what: str, failures: int, t0: float
+) -> ShardReadError | None:
     """The error to raise after ``failures`` failed tries ending in ``err``; ``None``: retry."""
     if isinstance(err, ShardReadError):
         return err  # already names the shard; a changed object is not retried
     if isinstance(err, _PERMANENT):
-        return ShardReadError(f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})")
+        return ShardReadError(
+            f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"
+        )
     if not is_transient(err):
         return ShardReadError(f"cannot {what} shard {url!r}: {type(err).__name__}: {err}")
     spent = time.monotonic() - t0
@@ -179,7 +183,11 @@ async def with_retries_async(
     t0 = time.monotonic()
     for failures in range(1, retry.attempts + 1):
         try:
-            left = None if retry.deadline is None else max(0.001, retry.deadline - (time.monotonic() - t0))
+            left = (
+                None
+                if retry.deadline is None
+                else max(0.001, retry.deadline - (time.monotonic() - t0))
+            )
             return await asyncio.wait_for(fn(), left)
         except Exception as err:
             fatal = _give_up(err, url=url, retry=retry, what=what, failures=failures, t0=t0)
@@ -232,7 +240,11 @@ def filesystem(
             )
             options["client_kwargs"] = {**options["client_kwargs"], "timeout": timeout}
     elif protocol in ("s3", "s3a"):
-        config = {"connect_timeout": retry.timeout, "read_timeout": retry.timeout, "max_pool_connections": 64}
+        config = {
+            "connect_timeout": retry.timeout,
+            "read_timeout": retry.timeout,
+            "max_pool_connections": 64,
+        }
         options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
     fs, path = fsspec.core.url_to_fs(url, **options)
     return register_filesystem(fs), path

@@ -53,9 +53,18 @@ class RemoteReads:
         offsets: the shards' index offsets (``None``: not indexed; no reading by sample).
     """
 
-    def __init__(self, urls: list[str], counts: list[int], sizes: list[int | None], *, retry: RetryConfig,
-                 config: PrefetchConfig, filesystem: Callable[[str], tuple[Any, str]], cache: Any = None,
-                 offsets: list[np.ndarray] | None = None):
+    def __init__(
+        self,
+        urls: list[str],
+        counts: list[int],
+        sizes: list[int | None],
+        *,
+        retry: RetryConfig,
+        config: PrefetchConfig,
+        filesystem: Callable[[str], tuple[Any, str]],
+        cache: Any = None,
+        offsets: list[np.ndarray] | None = None,
+    ):
         self.urls, self.counts, self.sizes, self.offsets = urls, counts, sizes, offsets
         self.retry, self.config, self.filesystem, self.cache = retry, config, filesystem, cache
         self.prefetcher: Prefetcher | None = None
@@ -67,17 +76,27 @@ class RemoteReads:
     def by_sample(self) -> bool:
         """Whether samples can be fetched by their byte ranges: indexed remote shards, no
         cache, and ``PrefetchConfig.by_sample``."""
-        return (self.config.by_sample and self.offsets is not None and self.cache is None
-                and any(map(_remote, self.urls)))
+        return (
+            self.config.by_sample
+            and self.offsets is not None
+            and self.cache is None
+            and any(map(_remote, self.urls))
+        )
 
     def _active(self) -> Prefetcher | None:
-        if self.prefetcher is None and (self.config.requests or self.sampled) and any(map(_remote, self.urls)):
+        if (
+            self.prefetcher is None
+            and (self.config.requests or self.sampled)
+            and any(map(_remote, self.urls))
+        ):
             kind = RangePrefetcher if self.sampled else Prefetcher
             self.prefetcher = kind(self.config, self.retry)
             if self.cache is not None:
                 from loffdata.storage.cache import CacheFiller
 
-                self.filler = CacheFiller(self.cache, self.prefetcher, ahead_bytes=self.config.budget_bytes)
+                self.filler = CacheFiller(
+                    self.cache, self.prefetcher, ahead_bytes=self.config.budget_bytes
+                )
         return self.prefetcher
 
     def read(self, s: int, samples: int | None = None) -> ShardRead | None:
@@ -90,7 +109,14 @@ class RemoteReads:
         end = size if whole else bytes_needed(size, self.counts[s], samples, self.retry.block_size)
         return ShardRead(url, fs, path, size, end)
 
-    def plan(self, indices: np.ndarray, window: int, *, batch: int | None = None, first: int | None = None) -> None:
+    def plan(
+        self,
+        indices: np.ndarray,
+        window: int,
+        *,
+        batch: int | None = None,
+        first: int | None = None,
+    ) -> None:
         """Prefetches what reading ``indices`` needs, in read order.
 
         By sample (``sampled`` and a ``batch``): the first ``first`` samples (default: one
@@ -105,7 +131,11 @@ class RemoteReads:
             offsets = self._offsets_of(indices[:first])
             self.prefetcher.plan_ranges(self._sampled_plan(indices, window, batch, first, offsets))
             return
-        reads = [r for s, n in read_order(self.counts, indices, window) if (r := self.read(s, n)) is not None]
+        reads = [
+            r
+            for s, n in read_order(self.counts, indices, window)
+            if (r := self.read(s, n)) is not None
+        ]
         if self.filler is not None:
             self.filler.fill(reads)
         else:
@@ -115,15 +145,28 @@ class RemoteReads:
         """The offsets of the shards ``indices`` lie in, loaded here: indexes may be sidecars
         read on first use, which must not happen in the prefetcher's callbacks."""
         starts = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
-        shards = np.unique(np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1)
+        shards = np.unique(
+            np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1
+        )
         return {s: self.offsets[s] for s in shards.tolist()}
 
-    def _sampled_plan(self, indices: np.ndarray, window: int, batch: int, first: int,
-                      offsets: dict[int, np.ndarray]) -> Iterator[RangeRead]:
+    def _sampled_plan(
+        self,
+        indices: np.ndarray,
+        window: int,
+        batch: int,
+        first: int,
+        offsets: dict[int, np.ndarray],
+    ) -> Iterator[RangeRead]:
         bs = self.retry.block_size
-        yield from planned_ranges(self.read, sample_ranges(self.counts, offsets, indices[:first], batch,
-                                                          block_size=bs))
-        rest = [r for s, n in read_order(self.counts, indices[first:], window) if (r := self.read(s, n)) is not None]
+        yield from planned_ranges(
+            self.read, sample_ranges(self.counts, offsets, indices[:first], batch, block_size=bs)
+        )
+        rest = [
+            r
+            for s, n in read_order(self.counts, indices[first:], window)
+            if (r := self.read(s, n)) is not None
+        ]
         yield from block_ranges(rest, bs)
 
     def open(self, s: int) -> PrefetchedFile | None:

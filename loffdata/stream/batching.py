@@ -22,8 +22,16 @@ from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import SampleReader
 from loffdata.stream.sources import ShardSet
 
-__all__ = ["BatchBuffer", "BufferPool", "SharedArena", "first_window", "window_batches", "pool_slots", "reads_randomly",
-           "use_count"]
+__all__ = [
+    "BatchBuffer",
+    "BufferPool",
+    "SharedArena",
+    "first_window",
+    "window_batches",
+    "pool_slots",
+    "reads_randomly",
+    "use_count",
+]
 
 
 def use_count(t: torch.Tensor) -> int | None:
@@ -41,7 +49,11 @@ class BatchBuffer:
     """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
 
     def __init__(
-        self, shards: ShardSet, size: int, shared: bool, dtype: str | None = None,
+        self,
+        shards: ShardSet,
+        size: int,
+        shared: bool,
+        dtype: str | None = None,
         given: dict[str, torch.Tensor] | None = None,
     ):
         self.size, self.slot = size, None
@@ -67,7 +79,10 @@ class BatchBuffer:
 
     def _in_row(self, feats: np.ndarray, i: int) -> bool:
         """Whether ``feats`` is row ``i`` itself (read straight into it)."""
-        return feats.nbytes == self._row_size and feats.ctypes.data == self._data_ptr + i * self._row_size
+        return (
+            feats.nbytes == self._row_size
+            and feats.ctypes.data == self._data_ptr + i * self._row_size
+        )
 
     def _add(self, name: str, shape: tuple[int, ...], dtype: str, shared: bool) -> None:
         dt = codec.torch_dtype(dtype)
@@ -79,7 +94,9 @@ class BatchBuffer:
             return
         # allocated in shared memory at once: ``share_memory_()`` would allocate privately,
         # then copy every page into a new shared segment (2-3x the cost of a fresh batch)
-        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size())
+        nbytes = max(
+            1, int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
+        )
         storage = torch.UntypedStorage._new_shared(nbytes)
         self.tensors[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
 
@@ -132,7 +149,9 @@ class _RowFiller:
 
     def __init__(self, shards: ShardSet, dtype: str | None, policy: ErrorPolicy):
         # strict mode never has rows to fill: no private copy
-        self.private = BatchBuffer(shards, 1, shared=False, dtype=dtype) if policy.skipping else None
+        self.private = (
+            BatchBuffer(shards, 1, shared=False, dtype=dtype) if policy.skipping else None
+        )
         self.stand_ins = policy.stand_ins(self._copy, self._keep)
         self.pending: list[BatchBuffer] = []
 
@@ -176,7 +195,9 @@ def first_window(sizes: np.ndarray, window: int) -> int:
     return int(next(_batch_groups(sizes, window), np.zeros(0, dtype=np.int64)).sum())
 
 
-def _read_groups(reader: SampleReader, sizes: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, bool]]:
+def _read_groups(
+    reader: SampleReader, sizes: np.ndarray, window: int
+) -> Iterator[tuple[np.ndarray, bool]]:
     """``(batch sizes, by random access)`` of each group of batches read together."""
     if not reads_randomly(reader):
         yield from ((g, False) for g in _batch_groups(sizes, window))
@@ -189,8 +210,13 @@ def _read_groups(reader: SampleReader, sizes: np.ndarray, window: int) -> Iterat
 
 
 def _fill_window(
-    reader: SampleReader, ids: np.ndarray, rows: list[tuple[BatchBuffer, int]], *, direct: bool,
-    staging: Staging | None = None, random: bool = False,
+    reader: SampleReader,
+    ids: np.ndarray,
+    rows: list[tuple[BatchBuffer, int]],
+    *,
+    direct: bool,
+    staging: Staging | None = None,
+    random: bool = False,
 ) -> np.ndarray:
     """Reads the samples of ``ids``, copying each into its row(s) at once.
 
@@ -242,8 +268,16 @@ class BufferPool:
     """
 
     def __init__(
-        self, shards: ShardSet, *, batch_size: int, shared: bool, flags: torch.Tensor | None, worker: int,
-        dtype: str | None = None, by_reference: bool = False, arena: SharedArena | None = None,
+        self,
+        shards: ShardSet,
+        *,
+        batch_size: int,
+        shared: bool,
+        flags: torch.Tensor | None,
+        worker: int,
+        dtype: str | None = None,
+        by_reference: bool = False,
+        arena: SharedArena | None = None,
     ):
         self.shards, self.batch_size, self.shared, self.dtype = shards, batch_size, shared, dtype
         self.source_flags = flags
@@ -261,7 +295,9 @@ class BufferPool:
         buf = self.buffers.get(slot)
         if buf is None:
             given = self.arena.tensors(self.worker, slot) if self.arena is not None else None
-            buf = self.buffers[slot] = BatchBuffer(self.shards, size, self.shared, self.dtype, given=given)
+            buf = self.buffers[slot] = BatchBuffer(
+                self.shards, size, self.shared, self.dtype, given=given
+            )
             buf.slot = (self.worker, slot)
             if given is not None:
                 self.sent.add(slot)  # the consumer mapped the arena before the fork
@@ -308,9 +344,13 @@ class SharedArena:
     boundary (so that each can be page-locked for CUDA on its own).
     """
 
-    def __init__(self, shards: ShardSet, *, batch_size: int, dtype: str | None, workers: int, slots: int):
+    def __init__(
+        self, shards: ShardSet, *, batch_size: int, dtype: str | None, workers: int, slots: int
+    ):
         self.workers, self.slots = workers, slots
-        probe = BatchBuffer(shards, 1, shared=False, dtype=dtype)  # one row: the names, shapes and dtypes
+        probe = BatchBuffer(
+            shards, 1, shared=False, dtype=dtype
+        )  # one row: the names, shapes and dtypes
         self.layout: list[tuple[str, tuple[int, ...], torch.dtype, int, int]] = []
         offset = 0
         for name, t in probe.tensors.items():
@@ -324,18 +364,24 @@ class SharedArena:
     def tensors(self, worker: int, slot: int) -> dict[str, torch.Tensor]:
         """The tensors of one slot, each on a storage of its own over the shared mapping."""
         if not (0 <= worker < self.workers and 0 <= slot < self.slots):
-            raise IndexError(f"no slot ({worker}, {slot}) in an arena of {self.workers} x {self.slots}")
+            raise IndexError(
+                f"no slot ({worker}, {slot}) in an arena of {self.workers} x {self.slots}"
+            )
         base, out = (worker * self.slots + slot) * self.stride, {}
         for name, shape, dt, offset, nbytes in self.layout:
             if nbytes == 0:
                 out[name] = torch.empty(shape, dtype=dt)
                 continue
-            storage = torch.frombuffer(self.map, dtype=torch.uint8, count=nbytes, offset=base + offset).untyped_storage()
+            storage = torch.frombuffer(
+                self.map, dtype=torch.uint8, count=nbytes, offset=base + offset
+            ).untyped_storage()
             out[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
         return out
 
 
-def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool) -> Iterator[dict[str, Any]]:
+def window_batches(
+    reader: SampleReader, wplan: WorkerPlan, window: int, pool: BufferPool
+) -> Iterator[dict[str, Any]]:
     """Batches of a worker plan, one window at a time: samples go straight into their rows,
     so a window holds batch tensors, not payload bytes."""
     filler, pos = _RowFiller(reader.shards, pool.dtype, reader.policy), 0
@@ -348,8 +394,14 @@ def window_batches(reader: SampleReader, wplan: WorkerPlan, window: int, pool: B
     for sizes, random in _read_groups(reader, wplan.batch_sizes, window):
         bufs = [pool.get(int(k)) for k in sizes.tolist()]
         rows = [(b, i) for b in bufs for i in range(b.size)]
-        got = _fill_window(reader, wplan.indices[pos : pos + len(rows)], rows, direct=direct,
-                           staging=staging if random else None, random=random)
+        got = _fill_window(
+            reader,
+            wplan.indices[pos : pos + len(rows)],
+            rows,
+            direct=direct,
+            staging=staging if random else None,
+            random=random,
+        )
         pos += len(rows)
         for buf in filler.complete(rows, got, bufs):
             yield pool.hand_out(buf)

@@ -52,7 +52,9 @@ class SampleRules:
     labels: np.ndarray | None = None
 
     @classmethod
-    def of(cls, shards: ShardSet, *, batched: bool = False, labels: np.ndarray | None = None) -> SampleRules:
+    def of(
+        cls, shards: ShardSet, *, batched: bool = False, labels: np.ndarray | None = None
+    ) -> SampleRules:
         """The rules of a shard set (its manifest's specs and classes)."""
         n = len(labels) if labels is not None else shards.num_classes
         return cls(shards.features, n, dict(shards.extras), batched, labels)
@@ -84,14 +86,20 @@ def check_sample(sample: Sample, rules: SampleRules, *, shard: str) -> Sample:
 def _check_label(sample: Sample, rules: SampleRules, shard: str) -> None:
     n = rules.num_classes
     if n is not None and sample.label is not None and not 0 <= sample.label < n:
-        raise SampleError(f"label {sample.label} outside the {n} classes", shard=shard, key=sample.key)
+        raise SampleError(
+            f"label {sample.label} outside the {n} classes", shard=shard, key=sample.key
+        )
 
 
 def _check_extra(sample: Sample, name: str, spec: TensorSpec, batched: bool, shard: str) -> None:
     value = sample.extras.get(name)
     if value is None:
         if batched:
-            raise SampleError(f"sample has no extra {name!r}, which the manifest declares", shard=shard, key=sample.key)
+            raise SampleError(
+                f"sample has no extra {name!r}, which the manifest declares",
+                shard=shard,
+                key=sample.key,
+            )
         return
     want = codec.DTYPES.get(spec.dtype)
     quantized = isinstance(value, codec.Quantized)
@@ -112,16 +120,26 @@ def _check_logits(sample: Sample, num_classes: int | None, shard: str) -> None:
     values, index = sample.extras[LOGITS_EXTRA], sample.extras.get(INDEX_EXTRA)
     if index is None:
         if num_classes is not None and values.shape[-1:] != (num_classes,):
-            raise SampleError(f"teacher logits have {list(values.shape)[-1:]} classes, the dataset {num_classes}",
-                              shard=shard, key=sample.key)
+            raise SampleError(
+                f"teacher logits have {list(values.shape)[-1:]} classes, the dataset {num_classes}",
+                shard=shard,
+                key=sample.key,
+            )
         return
     if tuple(index.shape) != tuple(values.shape) or not np.issubdtype(index.dtype, np.integer):
-        raise SampleError(f"{INDEX_EXTRA} is {index.dtype}{list(index.shape)}, {LOGITS_EXTRA} is {list(values.shape)}",
-                          shard=shard, key=sample.key)
+        raise SampleError(
+            f"{INDEX_EXTRA} is {index.dtype}{list(index.shape)}, {LOGITS_EXTRA} is {list(values.shape)}",
+            shard=shard,
+            key=sample.key,
+        )
     top = num_classes if num_classes is not None else np.iinfo(np.int64).max
     if index.size and (int(index.min()) < 0 or int(index.max()) >= top):
         bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
-        raise SampleError(f"{INDEX_EXTRA} holds class {bad}, outside [0, {num_classes})", shard=shard, key=sample.key)
+        raise SampleError(
+            f"{INDEX_EXTRA} holds class {bad}, outside [0, {num_classes})",
+            shard=shard,
+            key=sample.key,
+        )
 
 
 def sample_position(i: Any, n: int) -> int:
@@ -139,7 +157,9 @@ def sample_position(i: Any, n: int) -> int:
     try:
         k = operator.index(i)
     except TypeError:
-        raise IndexTypeError(f"sample index must be an integer, got {type(i).__name__} {i!r:.40}") from None
+        raise IndexTypeError(
+            f"sample index must be an integer, got {type(i).__name__} {i!r:.40}"
+        ) from None
     if isinstance(k, bool):  # a bool tensor's __index__
         raise IndexTypeError(f"sample index must be an integer, got a boolean {i!r:.40}")
     k = k + n if k < 0 else k

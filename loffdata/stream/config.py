@@ -78,28 +78,40 @@ class StreamConfig(PlanConfig):
         super().__post_init__()
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or int(self.batch_size) < 1):
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or int(self.batch_size) < 1
+        ):
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size!r}")
         if self.batch_dtype is not None:
             name = dtype_string(self.batch_dtype)
             if name not in BATCH_DTYPES:
-                raise ValueError(f"batch_dtype must be None or one of {BATCH_DTYPES}, got {self.batch_dtype!r}")
+                raise ValueError(
+                    f"batch_dtype must be None or one of {BATCH_DTYPES}, got {self.batch_dtype!r}"
+                )
             object.__setattr__(self, "batch_dtype", name)
         if self.cache_limit_bytes is not None and self.cache_limit_bytes < 0:
-            raise ValueError(f"cache_limit_bytes must be >= 0 or None, got {self.cache_limit_bytes}")
+            raise ValueError(
+                f"cache_limit_bytes must be >= 0 or None, got {self.cache_limit_bytes}"
+            )
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
         if not isinstance(self.storage_options, Mapping):
-            raise TypeError(f"storage_options must be a mapping, not {type(self.storage_options).__name__}")
+            raise TypeError(
+                f"storage_options must be a mapping, not {type(self.storage_options).__name__}"
+            )
         object.__setattr__(self, "storage_options", dict(self.storage_options))
         if isinstance(self.retry, Mapping):
             object.__setattr__(self, "retry", RetryConfig(**self.retry))
         elif not isinstance(self.retry, RetryConfig):
-            raise TypeError(f"retry must be a RetryConfig or a dict of its fields, not {type(self.retry).__name__}")
+            raise TypeError(
+                f"retry must be a RetryConfig or a dict of its fields, not {type(self.retry).__name__}"
+            )
         if isinstance(self.prefetch, Mapping):
             object.__setattr__(self, "prefetch", PrefetchConfig(**self.prefetch))
         elif not isinstance(self.prefetch, PrefetchConfig):
-            raise TypeError(f"prefetch must be a PrefetchConfig or a dict of its fields, not {type(self.prefetch).__name__}")
+            raise TypeError(
+                f"prefetch must be a PrefetchConfig or a dict of its fields, not {type(self.prefetch).__name__}"
+            )
 
     @property
     def plan(self) -> PlanConfig:
@@ -109,7 +121,9 @@ class StreamConfig(PlanConfig):
     @property
     def cache(self) -> CacheConfig | None:
         """The shard cache, or ``None`` without ``cache_dir``."""
-        return None if self.cache_dir is None else CacheConfig(self.cache_dir, self.cache_limit_bytes)
+        return (
+            None if self.cache_dir is None else CacheConfig(self.cache_dir, self.cache_limit_bytes)
+        )
 
     @classmethod
     def with_settings(cls, config: StreamConfig | None, **given: Any) -> StreamConfig:

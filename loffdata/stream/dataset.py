@@ -92,11 +92,31 @@ class StreamingDataset(IterableDataset):
     ):
         super().__init__()
         self.config = config = StreamConfig.with_settings(
-            config, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer, batch_size=batch_size,
-            batch_dtype=batch_dtype, partial=partial, drop_last=drop_last, on_error=on_error, retry=retry, prefetch=prefetch,
-            storage_options=storage_options, cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes)
-        self.batch_size, self.on_error, self.batch_dtype = config.batch_size, config.on_error, config.batch_dtype
-        self.storage_options, self.retry, self.cache = dict(config.storage_options), config.retry, config.cache
+            config,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            batch_size=batch_size,
+            batch_dtype=batch_dtype,
+            partial=partial,
+            drop_last=drop_last,
+            on_error=on_error,
+            retry=retry,
+            prefetch=prefetch,
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+            cache_limit_bytes=cache_limit_bytes,
+        )
+        self.batch_size, self.on_error, self.batch_dtype = (
+            config.batch_size,
+            config.on_error,
+            config.batch_dtype,
+        )
+        self.storage_options, self.retry, self.cache = (
+            dict(config.storage_options),
+            config.retry,
+            config.cache,
+        )
         self.prefetch = config.prefetch  # read when an iteration starts (benchmarks change it)
         self.shards = self._resolve(source)
         self._rank, self._world = rank, world_size
@@ -138,7 +158,9 @@ class StreamingDataset(IterableDataset):
         """A map-style view of the same shards (a ``torch.utils.data.Dataset`` whose items are
         writable tensors, int8 dequantised: a plain ``DataLoader`` collates them)."""
         if getattr(self, "_indexed", None) is None:
-            self._indexed = IndexedDataset(shards=self.shards, storage_options=self.storage_options, retry=self.retry)
+            self._indexed = IndexedDataset(
+                shards=self.shards, storage_options=self.storage_options, retry=self.retry
+            )
         return self._indexed
 
     # -- layout -------------------------------------------------------------------------
@@ -184,7 +206,9 @@ class StreamingDataset(IterableDataset):
 
     def global_order(self, epoch: int) -> np.ndarray:
         """The epoch's global order of sample indices, before any split (pure; reads nothing)."""
-        seq = epoch_sequence(self.shards.counts, seed=self.config.seed, epoch=epoch, shuffle=self.config.shuffle)
+        seq = epoch_sequence(
+            self.shards.counts, seed=self.config.seed, epoch=epoch, shuffle=self.config.shuffle
+        )
         return global_order(seq, self.config, epoch)
 
     def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState]:
@@ -222,19 +246,29 @@ class StreamingDataset(IterableDataset):
             self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
-        skip, self._worker_resume = getattr(self, "_worker_resume", None), None  # StatefulDataLoader
+        skip, self._worker_resume = (
+            getattr(self, "_worker_resume", None),
+            None,
+        )  # StatefulDataLoader
         if skip is not None:
             wplan, self._yielded = workerstate.skip_yielded(wplan, skip.yielded), skip.yielded
         reader = self._reader(reuse_buffers=bool(self.batch_size))
         window = window_size(self.config.shuffle_buffer, self.batch_size or 1)
         if self.batch_size and reads_randomly(reader):
-            reader.plan_reads(wplan.indices, window, batch=self.batch_size, first=first_window(wplan.batch_sizes, window))
+            reader.plan_reads(
+                wplan.indices,
+                window,
+                batch=self.batch_size,
+                first=first_window(wplan.batch_sizes, window),
+            )
         else:
             reader.plan_reads(wplan.indices, window)
         try:
             if self.batch_size:
                 window = window_size(self.config.shuffle_buffer, self.batch_size)
-                items = window_batches(reader, wplan, window, self._buffer_pool(worker, info is not None))
+                items = window_batches(
+                    reader, wplan, window, self._buffer_pool(worker, info is not None)
+                )
             else:
                 items = self._singles(reader, wplan)
             for item in items:
@@ -247,16 +281,30 @@ class StreamingDataset(IterableDataset):
         """This process's pool; kept across iterations (persistent workers reuse buffers)."""
         p = self._pool
         want = (self.batch_dtype, shared, self.send_by_reference)
-        stale = p is None or p.source_flags is not self.release_flags or p.arena_source is not self.batch_arena
+        stale = (
+            p is None
+            or p.source_flags is not self.release_flags
+            or p.arena_source is not self.batch_arena
+        )
         if stale or (p.dtype, p.shared, p.by_reference) != want:
-            p = self._pool = BufferPool(self.shards, batch_size=self.batch_size, shared=shared,
-                                        flags=self.release_flags, worker=worker, dtype=self.batch_dtype,
-                                        by_reference=self.send_by_reference, arena=self.batch_arena)
+            p = self._pool = BufferPool(
+                self.shards,
+                batch_size=self.batch_size,
+                shared=shared,
+                flags=self.release_flags,
+                worker=worker,
+                dtype=self.batch_dtype,
+                by_reference=self.send_by_reference,
+                arena=self.batch_arena,
+            )
         return p
 
     def publish_control(self) -> None:
         """Writes the epoch and resume state to :attr:`control` for persistent workers."""
-        state = {"epoch": self.epoch, "resume": None if self._resume is None else self._resume.to_dict()}
+        state = {
+            "epoch": self.epoch,
+            "resume": None if self._resume is None else self._resume.to_dict(),
+        }
         data = json.dumps(state).encode()
         if len(data) + 8 > self.control.numel():
             raise LoffError(f"resume state of {len(data)} bytes does not fit the control block")
@@ -348,9 +396,10 @@ class StreamingDataset(IterableDataset):
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"state does not match this dataset (state, dataset): {diff}")
-        if "worker" in state:  # a worker's own state (StatefulDataLoader), see loffdata.stream.workerstate
+        if (
+            "worker" in state
+        ):  # a worker's own state (StatefulDataLoader), see loffdata.stream.workerstate
             self._resume, self._worker_resume = workerstate.load_worker_state(state)
         else:
             self._resume = PlanState.from_dict(state["plan"])
         self.epoch, self._yielded = self._resume.epoch, 0
-

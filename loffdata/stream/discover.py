@@ -20,7 +20,14 @@ from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
 from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
 
-__all__ = ["GLOB_CHARS", "DatasetDirectoryError", "is_glob", "expand_glob", "find_datasets", "load_or_list"]
+__all__ = [
+    "GLOB_CHARS",
+    "DatasetDirectoryError",
+    "is_glob",
+    "expand_glob",
+    "find_datasets",
+    "load_or_list",
+]
 
 GLOB_CHARS = "*?["
 _NO_LISTING = ("http://", "https://")
@@ -62,15 +69,20 @@ def expand_glob(
             "use a brace pattern such as shard-{000000..000009}.tar, or the dataset's directory URL"
         )
     fs, path = filesystem(text, storage_options, retry or RetryConfig())
-    matches = sorted(p for p in fs.glob(path) if p.endswith(".tar") and not is_dot_file(p))  # never shards
+    matches = sorted(
+        p for p in fs.glob(path) if p.endswith(".tar") and not is_dot_file(p)
+    )  # never shards
     if not matches:
         raise ShardReadError(f"no .tar shards match {text!r}")
     return [_url_of(fs, p, text) for p in matches]
 
 
 def find_datasets(
-    url: str, storage_options: dict[str, Any] | None = None, retry: RetryConfig | None = None,
-    *, depth: int = 2,
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryConfig | None = None,
+    *,
+    depth: int = 2,
 ) -> list[str]:
     """URLs of the datasets (directories with a ``manifest.json``) below ``url``, sorted.
 
@@ -100,8 +112,12 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
         data = ResumableReader(murl, fs, path, retry=retry).read()
     except ShardReadError as err:
         missing = isinstance(err.__cause__, FileNotFoundError)
-        why = str(err).replace(f"shard {murl!r}", "it")  # the reader speaks of shards; this is the manifest
-        raise ManifestError(f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {why}") from None
+        why = str(err).replace(
+            f"shard {murl!r}", "it"
+        )  # the reader speaks of shards; this is the manifest
+        raise ManifestError(
+            f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {why}"
+        ) from None
     return Manifest.from_bytes(data, where=repr(murl))
 
 
@@ -118,7 +134,9 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
             raise
         try:
             fs, path = filesystem(manifest_url(url), storage_options, retry)
-            datasets = [] if fs.exists(path) else find_datasets(url, storage_options, retry)  # a bad manifest stays one
+            datasets = (
+                [] if fs.exists(path) else find_datasets(url, storage_options, retry)
+            )  # a bad manifest stays one
         except (OSError, ValueError):
             datasets = []
         if not datasets:

@@ -86,7 +86,11 @@ class IndexedDataset(Dataset):
     ):
         self.retry = retry or RetryConfig()
         per_shard = isinstance(storage_options, (list, tuple))
-        self.shards = shards if shards is not None else resolve_source(source, None if per_shard else storage_options, self.retry)
+        self.shards = (
+            shards
+            if shards is not None
+            else resolve_source(source, None if per_shard else storage_options, self.retry)
+        )
         n = len(self.shards.urls)
         self.options = list(storage_options) if per_shard else [dict(storage_options or {})] * n
         self.rules = list(rules) if rules is not None else [SampleRules.of(self.shards)] * n
@@ -112,7 +116,13 @@ class IndexedDataset(Dataset):
         i = sample_position(i, len(self))
         s = int(np.searchsorted(self.starts, i, side="right") - 1)
         sample = self.sample(s, i - int(self.starts[s]))
-        return {"key": sample.key, "index": i, "features": sample.features, "label": sample.label, **sample.extras}
+        return {
+            "key": sample.key,
+            "index": i,
+            "features": sample.features,
+            "label": sample.label,
+            **sample.extras,
+        }
 
     def sample(self, s: int, j: int) -> Sample:
         """Sample ``j`` of shard ``s``, decoded and checked against the index and the specs.
@@ -129,17 +139,27 @@ class IndexedDataset(Dataset):
         size = self.shards.sizes[s] or lo + len(data)
         key, members, _ = read_sample_at(_Window(data, size), shard=url, start=lo, stop=hi)
         if key != keys[j]:
-            raise ShardReadError(f"shard {url!r} at byte {lo}: expected sample {keys[j]!r}, found {key!r}")
+            raise ShardReadError(
+                f"shard {url!r} at byte {lo}: expected sample {keys[j]!r}, found {key!r}"
+            )
         return check_sample(decode_sample(key, members, shard=url), self.rules[s], shard=url)
 
     # -- the index ------------------------------------------------------------------------
 
     def _index(self, s: int) -> tuple[np.ndarray, tuple[str, ...]]:
         if s not in self.index:
-            known = getattr(self.shards, "index", None)  # per-shard (offsets, keys) where the manifest has them
-            got = (known.get(s) if hasattr(known, "get") else known[s]) if known else None  # None: unusable sidecar
-            entry = (np.asarray(got[0], np.int64), tuple(got[1])) if got is not None else self._scan(s)
-            if got is not None and is_local(self.shards.urls[s]):  # the index covers the shard exactly
+            known = getattr(
+                self.shards, "index", None
+            )  # per-shard (offsets, keys) where the manifest has them
+            got = (
+                (known.get(s) if hasattr(known, "get") else known[s]) if known else None
+            )  # None: unusable sidecar
+            entry = (
+                (np.asarray(got[0], np.int64), tuple(got[1])) if got is not None else self._scan(s)
+            )
+            if got is not None and is_local(
+                self.shards.urls[s]
+            ):  # the index covers the shard exactly
                 with open_regular(self.shards.urls[s].removeprefix("file://"), what="shard") as f:
                     check_coverage(f, entry[0], shard=self.shards.urls[s])
             self.index[s] = entry
@@ -154,7 +174,9 @@ class IndexedDataset(Dataset):
                 keys.append(key)
                 end = span.end
         if len(keys) != self.shards.counts[s]:
-            raise ShardReadError(f"shard {url!r} holds {len(keys)} samples, manifest says {self.shards.counts[s]}")
+            raise ShardReadError(
+                f"shard {url!r} holds {len(keys)} samples, manifest says {self.shards.counts[s]}"
+            )
         self.scanned += 1
         return np.asarray([*offsets, end], np.int64), tuple(keys)
 
@@ -182,7 +204,9 @@ class IndexedDataset(Dataset):
                 lambda: get_range(fs, path, lo, end, pin, strict=True), url=url, retry=self.retry
             )
         if len(data) < hi - lo:
-            raise ShardReadError(f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}")
+            raise ShardReadError(
+                f"shard {url!r}: {len(data)} bytes at byte {lo}, the index says {hi - lo}"
+            )
         return data
 
     def _fd(self, s: int) -> int:
@@ -190,9 +214,13 @@ class IndexedDataset(Dataset):
         if f is None:
             path = self.shards.urls[s].removeprefix("file://")
             try:
-                f = self._files[s] = open_regular(path, what="shard", buffering=0)  # kept open across calls
+                f = self._files[s] = open_regular(
+                    path, what="shard", buffering=0
+                )  # kept open across calls
             except OSError as err:
-                raise ShardReadError(f"shard {self.shards.urls[s]!r} is missing or not readable: {err}") from err
+                raise ShardReadError(
+                    f"shard {self.shards.urls[s]!r} is missing or not readable: {err}"
+                ) from err
             while len(self._files) > _OPEN_FILES:
                 self._files.popitem(last=False)[1].close()
         self._files.move_to_end(s)

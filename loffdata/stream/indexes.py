@@ -39,7 +39,9 @@ class ShardIndexes(Sequence):
         storage_options: fsspec options for remote sidecars.
     """
 
-    def __init__(self, urls: list[str], infos: list[ShardInfo], storage_options: dict[str, Any] | None = None):
+    def __init__(
+        self, urls: list[str], infos: list[ShardInfo], storage_options: dict[str, Any] | None = None
+    ):
         self.urls, self.infos, self.storage_options = urls, infos, dict(storage_options or {})
         self._loaded: OrderedDict[int, Index] = OrderedDict()
         self._set: dict[int, Index] = {}
@@ -51,7 +53,9 @@ class ShardIndexes(Sequence):
     def __getitem__(self, s: int) -> Index:  # type: ignore[override]
         got = self.get(s)
         if got is None:
-            raise ShardReadError(f"shard {self.urls[s]!r} has no usable index: {self.failed.get(s)}")
+            raise ShardReadError(
+                f"shard {self.urls[s]!r} has no usable index: {self.failed.get(s)}"
+            )
         return got
 
     def __setitem__(self, s: int, index: Index) -> None:
@@ -87,12 +91,21 @@ class ShardIndexes(Sequence):
 
     def _load(self, s: int, info: ShardInfo) -> Index | None:
         url = self.urls[s]
-        sidecar = url[: len(url) - len(info.name)] + info.index_file if url.endswith(info.name) else None
+        sidecar = (
+            url[: len(url) - len(info.name)] + info.index_file if url.endswith(info.name) else None
+        )
         try:
             if sidecar is None:
-                raise ShardReadError(f"cannot place the index {info.index_file!r} beside shard {url!r}")
-            index = read_index(sidecar, samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256,
-                               **self.storage_options)
+                raise ShardReadError(
+                    f"cannot place the index {info.index_file!r} beside shard {url!r}"
+                )
+            index = read_index(
+                sidecar,
+                samples=info.samples,
+                shard_bytes=info.bytes,
+                sha256=info.sha256,
+                **self.storage_options,
+            )
         except LoffError as err:
             self.failed[s] = err
             _log.warning("%s; reading shard %r in sequence, without its index", err, url)

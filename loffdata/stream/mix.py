@@ -89,7 +89,9 @@ class Mix:
             raise ValueError("give a weight to every source of the mix, or to none")
 
     @classmethod
-    def from_directory(cls, url: str, *, storage_options: dict[str, Any] | None = None, **kw: Any) -> Mix:
+    def from_directory(
+        cls, url: str, *, storage_options: dict[str, Any] | None = None, **kw: Any
+    ) -> Mix:
         """A mix of the datasets found below ``url`` (weighted by size unless you set weights later)."""
         found = find_datasets(str(url), storage_options)
         if not found:
@@ -99,9 +101,15 @@ class Mix:
 
 def _source_reader(mix: MixedDataset, i: int, reuse_buffers: bool) -> SampleReader:
     """A reader of source ``i`` with its own storage options and the mix's error policy."""
-    context = ReadContext(shards=mix.source_shards[i], storage_options=mix.source_options[i], retry=mix.retry,
-                           cache=mix.cache, batched=bool(mix.batch_size), prefetch=mix.prefetch,
-                           labels=mix.label_tables[i])
+    context = ReadContext(
+        shards=mix.source_shards[i],
+        storage_options=mix.source_options[i],
+        retry=mix.retry,
+        cache=mix.cache,
+        batched=bool(mix.batch_size),
+        prefetch=mix.prefetch,
+        labels=mix.label_tables[i],
+    )
     return SampleReader(context, mix._policy, reuse_buffers=reuse_buffers)
 
 
@@ -111,26 +119,47 @@ class _MixReader:
     def __init__(self, mix: MixedDataset, *, reuse_buffers: bool):
         self.ds, self.shards = mix, mix.shards
         self.policy = mix._policy
-        self.readers = [_source_reader(mix, i, reuse_buffers) for i in range(len(mix.source_shards))]
+        self.readers = [
+            _source_reader(mix, i, reuse_buffers) for i in range(len(mix.source_shards))
+        ]
         self.random_access = all(r.random_access for r in self.readers)
         self.sampled = any(r.sampled for r in self.readers)
         self.bases = mix.source_bases
 
-    def plan_reads(self, indices: np.ndarray, window: int, *, batch: int | None = None, first: int | None = None) -> None:
+    def plan_reads(
+        self,
+        indices: np.ndarray,
+        window: int,
+        *,
+        batch: int | None = None,
+        first: int | None = None,
+    ) -> None:
         """Each source's reader learns its part of the order (its remote shards are prefetched)."""
         src = np.searchsorted(self.bases, indices, side="right") - 1
         head = src[: window if first is None else first]
         for i, reader in enumerate(self.readers):
-            reader.plan_reads(indices[src == i] - int(self.bases[i]), window, batch=batch,
-                              first=int((head == i).sum()))
+            reader.plan_reads(
+                indices[src == i] - int(self.bases[i]),
+                window,
+                batch=batch,
+                first=int((head == i).sum()),
+            )
 
     def each(
-        self, indices: np.ndarray, destinations: dict[int, Any] | None = None, *, random: bool = True
+        self,
+        indices: np.ndarray,
+        destinations: dict[int, Any] | None = None,
+        *,
+        random: bool = True,
     ) -> Iterator[tuple[int, Sample]]:
         src = np.searchsorted(self.bases, indices, side="right") - 1
         for i in np.unique(src).tolist():
             base, mine = int(self.bases[i]), indices[src == i]
-            dest = None if destinations is None else {g - base: destinations[g] for g in mine.tolist() if g in destinations}
+            dest = (
+                None
+                if destinations is None
+                else {g - base: destinations[g] for g in mine.tolist() if g in destinations}
+            )
             for local, sample in self.readers[i].each(mine - base, dest, random=random):
                 yield local + base, sample  # labels unified by the source's reader
 
@@ -147,13 +176,18 @@ def _concat(shard_sets: list[ShardSet], names: list[str]) -> ShardSet:
     first = shard_sets[0].features
     for s in shard_sets:
         if (s.features.shape, s.features.dtype) != (first.shape, first.dtype):
-            listing = ", ".join(f"{n}: {x.features.dtype}{list(x.features.shape)}" for x, n in zip(shard_sets, names))
+            listing = ", ".join(
+                f"{n}: {x.features.dtype}{list(x.features.shape)}"
+                for x, n in zip(shard_sets, names)
+            )
             raise LoffError(f"the sources of a mix need one feature spec; they have {listing}")
     extras: dict[str, TensorSpec] = {}
     for name in set.intersection(*(set(s.extras) for s in shard_sets)):
         specs = {(s.extras[name].shape, s.extras[name].dtype) for s in shard_sets}
         if len(specs) > 1:
-            raise LoffError(f"extra {name!r} differs between the sources of the mix: {sorted(specs)}")
+            raise LoffError(
+                f"extra {name!r} differs between the sources of the mix: {sorted(specs)}"
+            )
         extras[name] = shard_sets[0].extras[name]
     optional: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(ShardSet)}
@@ -161,12 +195,18 @@ def _concat(shard_sets: list[ShardSet], names: list[str]) -> ShardSet:
         indexed = all(s.index is not None for s in shard_sets)
         optional["index"] = join_indexes([s.index for s in shard_sets]) if indexed else None
     return ShardSet(
-        [u for s in shard_sets for u in s.urls], [c for s in shard_sets for c in s.counts],
-        [z for s in shard_sets for z in s.sizes], first, extras, **optional,
+        [u for s in shard_sets for u in s.urls],
+        [c for s in shard_sets for c in s.counts],
+        [z for s in shard_sets for z in s.sizes],
+        first,
+        extras,
+        **optional,
     )
 
 
-def _manifest(src: Source, shards: ShardSet, options: dict[str, Any], retry: Any) -> Manifest | None:
+def _manifest(
+    src: Source, shards: ShardSet, options: dict[str, Any], retry: Any
+) -> Manifest | None:
     known = getattr(shards, "manifest", None)
     if known is not None:
         return known
@@ -181,15 +221,21 @@ def _refuse_empty(names: list[str], sizes: list[int], weights: list[float] | Non
     delivered, so ``len()`` would promise batches that never come (weight 0 is fine)."""
     for name, size, w in zip(names, sizes, weights or [None] * len(sizes)):
         if size == 0 and w is not None and w > 0:
-            raise LoffError(f"source {name!r} of the mix has no samples but weight {w}; give it weight 0 or leave it out")
+            raise LoffError(
+                f"source {name!r} of the mix has no samples but weight {w}; give it weight 0 or leave it out"
+            )
 
 
-def _label_tables(mix: Mix, manifests: list[Manifest | None], names: list[str]) -> tuple[list[str] | None, list]:
+def _label_tables(
+    mix: Mix, manifests: list[Manifest | None], names: list[str]
+) -> tuple[list[str] | None, list]:
     missing = [n for m, n in zip(manifests, names) if m is None or m.classes is None]
     if mix.classes == "separate" or (mix.classes == "auto" and missing):
         return None, [None] * len(manifests)
     if missing:
-        raise LoffError(f"classes='union' needs class names in every source; {missing} have none (use classes='separate')")
+        raise LoffError(
+            f"classes='union' needs class names in every source; {missing} have none (use classes='separate')"
+        )
     union: dict[str, int] = {}
     for m in manifests:
         for c in m.classes:
@@ -218,12 +264,22 @@ class MixedDataset(StreamingDataset):
     def _resolve(self, source: Any) -> ShardSet:
         mix: Mix = source
         self.source_names = [s.name or str(s.url) for s in mix.sources]
-        self.source_options = [dict(self.storage_options if s.storage_options is None else s.storage_options) for s in mix.sources]
-        self.source_shards = [resolve_source(s.url, o, self.retry) for s, o in zip(mix.sources, self.source_options)]
-        manifests = [_manifest(s, sh, o, self.retry) for s, sh, o in zip(mix.sources, self.source_shards, self.source_options)]
+        self.source_options = [
+            dict(self.storage_options if s.storage_options is None else s.storage_options)
+            for s in mix.sources
+        ]
+        self.source_shards = [
+            resolve_source(s.url, o, self.retry) for s, o in zip(mix.sources, self.source_options)
+        ]
+        manifests = [
+            _manifest(s, sh, o, self.retry)
+            for s, sh, o in zip(mix.sources, self.source_shards, self.source_options)
+        ]
         self.source_classes = [None if m is None else m.classes for m in manifests]
         #: each source's channel statistics (``None`` without a manifest)
-        self.source_stats: list[ChannelStats | None] = [None if m is None else m.stats for m in manifests]
+        self.source_stats: list[ChannelStats | None] = [
+            None if m is None else m.stats for m in manifests
+        ]
         self.classes, self.label_tables = _label_tables(mix, manifests, self.source_names)
         sizes = [s.num_samples for s in self.source_shards]
         weights = None if mix.sources[0].weight is None else [s.weight for s in mix.sources]
@@ -247,7 +303,13 @@ class MixedDataset(StreamingDataset):
     def epoch_sequence(self, epoch: int) -> np.ndarray:
         """Global sample indices of ``epoch`` in mixed order (before the rank split)."""
         counts = [s.counts for s in self.source_shards]
-        return mix_sequence(counts, self.epoch_counts, seed=self.config.seed, epoch=epoch, shuffle=self.config.shuffle)
+        return mix_sequence(
+            counts,
+            self.epoch_counts,
+            seed=self.config.seed,
+            epoch=epoch,
+            shuffle=self.config.shuffle,
+        )
 
     def __len__(self) -> int:
         length = rank_length(self.epoch_length, self.rank_world()[1], self.config.partial)
@@ -259,7 +321,10 @@ class MixedDataset(StreamingDataset):
         return global_order(self.epoch_sequence(epoch), self.config, epoch)
 
     def _fingerprint(self) -> dict[str, Any]:
-        mix = [[int(s.num_samples), float(p), int(n)] for s, p, n in zip(self.source_shards, self.proportions, self.epoch_counts)]
+        mix = [
+            [int(s.num_samples), float(p), int(n)]
+            for s, p, n in zip(self.source_shards, self.proportions, self.epoch_counts)
+        ]
         return {**super()._fingerprint(), "mix": mix, "classes": self.mix.classes}
 
     # -- sources --------------------------------------------------------------------------
@@ -269,9 +334,14 @@ class MixedDataset(StreamingDataset):
         and checked by its source's rules (classes, label unification), as when streamed."""
         if getattr(self, "_indexed", None) is None:
             options = [o for o, sh in zip(self.source_options, self.source_shards) for _ in sh.urls]
-            rules = [SampleRules.of(sh, labels=table) for sh, table in zip(self.source_shards, self.label_tables)]
+            rules = [
+                SampleRules.of(sh, labels=table)
+                for sh, table in zip(self.source_shards, self.label_tables)
+            ]
             per_shard = [r for r, sh in zip(rules, self.source_shards) for _ in sh.urls]
-            self._indexed = IndexedDataset(shards=self.shards, storage_options=options, retry=self.retry, rules=per_shard)
+            self._indexed = IndexedDataset(
+                shards=self.shards, storage_options=options, retry=self.retry, rules=per_shard
+            )
         return self._indexed
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -289,7 +359,9 @@ class MixedDataset(StreamingDataset):
         if any(s is None for s in self.source_stats):
             return None
         out = ChannelStats()
-        for s, n, size in zip(self.source_stats, self.epoch_counts, (x.num_samples for x in self.source_shards)):
+        for s, n, size in zip(
+            self.source_stats, self.epoch_counts, (x.num_samples for x in self.source_shards)
+        ):
             if n and s.count:
                 f = n / size
                 out.merge(ChannelStats(count=max(1, round(s.count * f)), mean=s.mean, m2=s.m2 * f))
@@ -298,5 +370,11 @@ class MixedDataset(StreamingDataset):
     def summary_manifest(self) -> Manifest:
         """A manifest-like summary (no shards): the feature spec, the unified classes and the
         mixture's statistics, as :class:`~loffdata.loader.LoffLoader` uses for augmentation."""
-        return Manifest(shards=[], features=self.shards.features, classes=self.classes, extras=dict(self.shards.extras),
-                        stats=self.stats(), source={"mix": self.source_names})
+        return Manifest(
+            shards=[],
+            features=self.shards.features,
+            classes=self.classes,
+            extras=dict(self.shards.extras),
+            stats=self.stats(),
+            source={"mix": self.source_names},
+        )

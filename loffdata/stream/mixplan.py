@@ -44,7 +44,9 @@ _MIX_KEY = 0x7E11
 
 
 def _key(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(1)[0])
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(1)[0]
+    )
 
 
 def proportions(sizes: Sequence[int], weights: Sequence[float] | None) -> np.ndarray:
@@ -55,7 +57,9 @@ def proportions(sizes: Sequence[int], weights: Sequence[float] | None) -> np.nda
     return w / w.sum()
 
 
-def epoch_counts(sizes: Sequence[int], weights: Sequence[float] | None, epoch_size: str | int) -> np.ndarray:
+def epoch_counts(
+    sizes: Sequence[int], weights: Sequence[float] | None, epoch_size: str | int
+) -> np.ndarray:
     """Samples each source contributes per epoch (step 1 of the module docs)."""
     sizes_ = np.asarray(sizes, dtype=np.int64)
     p = proportions(sizes_, weights)
@@ -63,9 +67,15 @@ def epoch_counts(sizes: Sequence[int], weights: Sequence[float] | None, epoch_si
         raise ValueError(f"a source with weight > 0 has no samples (sizes {sizes_.tolist()})")
     if isinstance(epoch_size, str):
         if epoch_size not in EPOCH_POLICIES:
-            raise ValueError(f"epoch_size must be one of {EPOCH_POLICIES} or a sample count, got {epoch_size!r}")
+            raise ValueError(
+                f"epoch_size must be one of {EPOCH_POLICIES} or a sample count, got {epoch_size!r}"
+            )
         used = p > 0
-        total = int(np.floor(np.min(sizes_[used] / p[used]) + 1e-9)) if epoch_size == "smallest" else int(sizes_.sum())
+        total = (
+            int(np.floor(np.min(sizes_[used] / p[used]) + 1e-9))
+            if epoch_size == "smallest"
+            else int(sizes_.sum())
+        )
     else:
         total = int(epoch_size)
         if total < 1:
@@ -79,7 +89,9 @@ def epoch_counts(sizes: Sequence[int], weights: Sequence[float] | None, epoch_si
     return n
 
 
-def source_stream(counts: Sequence[int], n: int, *, seed: int, source: int, epoch: int, shuffle: bool) -> np.ndarray:
+def source_stream(
+    counts: Sequence[int], n: int, *, seed: int, source: int, epoch: int, shuffle: bool
+) -> np.ndarray:
     """Local sample indices of one source for one epoch (step 2 of the module docs)."""
     size = int(np.sum(counts))
     if n == 0 or size == 0:
@@ -110,7 +122,12 @@ def interleave(seqs: Sequence[np.ndarray], *, seed: int, epoch: int, shuffle: bo
 
 
 def mix_sequence(
-    source_counts: Sequence[Sequence[int]], n: Sequence[int], *, seed: int, epoch: int, shuffle: bool
+    source_counts: Sequence[Sequence[int]],
+    n: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
 ) -> np.ndarray:
     """Global sample indices of the mixed epoch (sources' shards concatenated)."""
     bases = np.concatenate([[0], np.cumsum([sum(c) for c in source_counts])]).astype(np.int64)

@@ -263,7 +263,9 @@ def window_shuffle(length: int, *, seed: int, epoch: int, start: int, window: in
     return out
 
 
-def _rank_positions(start: int, end: int, layout: Layout, rank: int, drop_last: bool) -> tuple[np.ndarray, np.ndarray]:
+def _rank_positions(
+    start: int, end: int, layout: Layout, rank: int, drop_last: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """``(positions, batch_starts)`` of ``rank``: its part of every global batch in
     ``[start, end)`` (steps 2-3 of the module docs)."""
     world, b = layout.world_size, layout.batch_size

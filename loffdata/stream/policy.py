@@ -46,7 +46,9 @@ class ErrorPolicy:
         self.skipped["errors"] += 1
         warnings.warn(f"skipping {n} sample(s): {err}", RuntimeWarning, stacklevel=3)
 
-    def stand_ins(self, copy: Callable[[Slot, Slot], None], keep: Callable[[Slot], Slot] | None = None) -> StandIns[Slot]:
+    def stand_ins(
+        self, copy: Callable[[Slot, Slot], None], keep: Callable[[Slot], Slot] | None = None
+    ) -> StandIns[Slot]:
         """A :class:`StandIns` for one iteration (``keep`` is only used in skip mode)."""
         return StandIns(copy, keep if self.skipping else None)
 
@@ -62,7 +64,9 @@ class StandIns(Generic[Slot]):
             slot itself.
     """
 
-    def __init__(self, copy: Callable[[Slot, Slot], None], keep: Callable[[Slot], Slot] | None = None):
+    def __init__(
+        self, copy: Callable[[Slot, Slot], None], keep: Callable[[Slot], Slot] | None = None
+    ):
         self.copy, self.keep = copy, keep
         self.last: Slot | None = None
         self.waiting: list[Slot] = []

@@ -98,7 +98,13 @@ class _ShardCursor:
     """A shard read sequentially; hands out the samples asked for, in increasing order."""
 
     def __init__(
-        self, url: str, file: BinaryIO, count: int, *, reuse_buffers: bool = False, keys: tuple[str, ...] | None = None
+        self,
+        url: str,
+        file: BinaryIO,
+        count: int,
+        *,
+        reuse_buffers: bool = False,
+        keys: tuple[str, ...] | None = None,
     ):
         self.url, self.file, self.count, self.keys = url, file, count, keys
         alloc = ReadArena().alloc if reuse_buffers else None  # one per cursor: see ReadArena
@@ -164,19 +170,39 @@ class SampleReader:
         local = context.cache is not None or all(map(is_local, self.shards.urls))
         offsets = self.shards.offsets() if self.shards.indexed else None
         #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
-        self.remote = RemoteReads(self.shards.urls, self.shards.counts, self.shards.sizes, retry=context.retry,
-                                  config=context.prefetch, filesystem=self._filesystem, cache=self.cache,
-                                  offsets=offsets)
+        self.remote = RemoteReads(
+            self.shards.urls,
+            self.shards.counts,
+            self.shards.sizes,
+            retry=context.retry,
+            config=context.prefetch,
+            filesystem=self._filesystem,
+            cache=self.cache,
+            offsets=offsets,
+        )
         # indexed remote shards read into batches are fetched by sample (their byte ranges)
         # (not with prefetch off: one request per sample, in turn, is slower than streaming)
-        self.remote.sampled = (not local and self.remote.by_sample and context.batched and context.prefetch.requests > 0
-                               and self.shards.features.dtype != "int8")
+        self.remote.sampled = (
+            not local
+            and self.remote.by_sample
+            and context.batched
+            and context.prefetch.requests > 0
+            and self.shards.features.dtype != "int8"
+        )
         #: indexed shards are read by random access: local ones with one ``preadv`` per
         #: sample, remote ones from their prefetched ranges (see :mod:`loffdata.stream.scatter`)
-        self.random_access = bool(self.shards.indexed and ((local and scatter.AVAILABLE) or self.remote.sampled))
+        self.random_access = bool(
+            self.shards.indexed and ((local and scatter.AVAILABLE) or self.remote.sampled)
+        )
         self.indexed = (
-            scatter.IndexedShards(self.shards.urls, offsets, self.shards.keys(), self._open,
-                                  scatter=local, indexes=self.shards.index)
+            scatter.IndexedShards(
+                self.shards.urls,
+                offsets,
+                self.shards.keys(),
+                self._open,
+                scatter=local,
+                indexes=self.shards.index,
+            )
             if self.random_access
             else None
         )
@@ -186,7 +212,14 @@ class SampleReader:
         """Remote shards are read by sample at the start of each plan (see :meth:`plan_reads`)."""
         return self.remote.sampled
 
-    def plan_reads(self, indices: np.ndarray, window: int, *, batch: int | None = None, first: int | None = None) -> None:
+    def plan_reads(
+        self,
+        indices: np.ndarray,
+        window: int,
+        *,
+        batch: int | None = None,
+        first: int | None = None,
+    ) -> None:
         """Tells storage which samples this reader will read (``window`` at a time: a shuffle
         window, or a batch when reading by random access), so that remote shards (or their
         samples' byte ranges) are fetched ahead, many requests in flight
@@ -195,7 +228,11 @@ class SampleReader:
         self.remote.plan(indices, window, batch=batch, first=first)
 
     def each(
-        self, indices: np.ndarray, destinations: dict[int, memoryview] | None = None, *, random: bool = True
+        self,
+        indices: np.ndarray,
+        destinations: dict[int, memoryview] | None = None,
+        *,
+        random: bool = True,
     ) -> Iterator[tuple[int, Sample]]:
         """Yields ``(global index, sample)`` for the sorted, unique ``indices`` as they are read.
 
@@ -222,13 +259,19 @@ class SampleReader:
                     cursor.destinations.clear()
 
     def _random(
-        self, indices: np.ndarray, shard_ids: np.ndarray, locals_: np.ndarray, destinations: dict[int, memoryview]
+        self,
+        indices: np.ndarray,
+        shard_ids: np.ndarray,
+        locals_: np.ndarray,
+        destinations: dict[int, memoryview],
     ) -> Iterator[tuple[int, Sample]]:
         """Reads the samples that have a destination by random access; returns the mask of
         the others (read in sequence). A sample that cannot be read costs only itself."""
         missed = np.ones(len(indices), dtype=bool)
         wants, where = [], []
-        for p, (gid, s, loc) in enumerate(zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())):
+        for p, (gid, s, loc) in enumerate(
+            zip(indices.tolist(), shard_ids.tolist(), locals_.tolist())
+        ):
             dst = destinations.get(gid)
             if dst is not None and self.indexed.usable(s):
                 missed[p] = False
@@ -244,7 +287,9 @@ class SampleReader:
                 yield where[q], sample
         return missed
 
-    def _aim(self, s: int, gids: np.ndarray, locs: np.ndarray, destinations: dict[int, memoryview]) -> _ShardCursor | None:
+    def _aim(
+        self, s: int, gids: np.ndarray, locs: np.ndarray, destinations: dict[int, memoryview]
+    ) -> _ShardCursor | None:
         """Tells the shard's cursor where the feature data of these samples should go."""
         if int(locs[0]) >= self.broken.get(s, 1 << 62):
             return None
@@ -261,7 +306,9 @@ class SampleReader:
         """``dict(each(indices))``."""
         return dict(self.each(indices))
 
-    def _each_in_shard(self, s: int, gids: np.ndarray, locs: np.ndarray) -> Iterator[tuple[int, Sample]]:
+    def _each_in_shard(
+        self, s: int, gids: np.ndarray, locs: np.ndarray
+    ) -> Iterator[tuple[int, Sample]]:
         done, limit = 0, self.broken.get(s, 1 << 62)
         try:
             for gid, loc in zip(gids.tolist(), locs.tolist()):
@@ -302,10 +349,15 @@ class SampleReader:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
-            index = _index_of(self.shards.index, s, read=is_local(self.shards.urls[s]) or self.cache is not None)
+            index = _index_of(
+                self.shards.index, s, read=is_local(self.shards.urls[s]) or self.cache is not None
+            )
             cur = _ShardCursor(
-                self.shards.urls[s], self._open(s), self.shards.counts[s],
-                reuse_buffers=self.reuse_buffers, keys=None if index is None else index[1],
+                self.shards.urls[s],
+                self._open(s),
+                self.shards.counts[s],
+                reuse_buffers=self.reuse_buffers,
+                keys=None if index is None else index[1],
             )
             self.cursors[s] = cur
             while len(self.cursors) > _MAX_OPEN_SHARDS:
@@ -327,9 +379,15 @@ class SampleReader:
             return self.remote.open(s) or ResumableReader(url, fs, path, retry=self.context.retry)
         return self._open_cached(url, fs, path, self.shards.sizes[s], self.remote.opener(s))
 
-    def _open_cached(self, url: str, fs: Any, path: str, size: int | None, prefetched: Any = None) -> BinaryIO:
+    def _open_cached(
+        self, url: str, fs: Any, path: str, size: int | None, prefetched: Any = None
+    ) -> BinaryIO:
         def opener() -> BinaryIO:
-            return prefetched() if prefetched else ResumableReader(url, fs, path, retry=self.context.retry)
+            return (
+                prefetched()
+                if prefetched
+                else ResumableReader(url, fs, path, retry=self.context.retry)
+            )
 
         for _ in range(3):  # another process may evict the file between get and open
             try:
@@ -366,7 +424,9 @@ def _index_of(indexes: Any, s: int, *, read: bool = True) -> Any:
     return indexes.get(s) if read else indexes.loaded(s)
 
 
-def substituted(reader: SampleReader, indices: np.ndarray, window: int) -> Iterator[tuple[int, Sample]]:
+def substituted(
+    reader: SampleReader, indices: np.ndarray, window: int
+) -> Iterator[tuple[int, Sample]]:
     """Yields ``(global index, sample)`` for ``indices`` in order, reading a window at a time.
 
     A sample that could not be read (skip mode) gets a stand-in from the reader's policy

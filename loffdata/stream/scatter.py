@@ -110,7 +110,15 @@ def learn_layout(members: dict, span: int, template: bytes) -> SampleLayout | No
         return None
     fixed = np.frombuffer(template, dtype=np.uint8).copy()
     fixed[_VARIABLE] = 0  # only the fixed fields are compared: shards then share one layout
-    return SampleLayout(tuple(suffixes), tuple(sizes), tuple(headers), span, bytes(feats.head), data, fixed.tobytes())
+    return SampleLayout(
+        tuple(suffixes),
+        tuple(sizes),
+        tuple(headers),
+        span,
+        bytes(feats.head),
+        data,
+        fixed.tobytes(),
+    )
 
 
 def _octal_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +153,9 @@ def _octal_fields_general(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_headers(h: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(sizes, ok)`` of header blocks ``h`` ([n, 512] uint8) that share ``template``'s fixed fields."""
-    fixed = (h[:, 100:124] == template[100:124]).all(axis=1) & (h[:, 156:] == template[156:]).all(axis=1)
+    fixed = (h[:, 100:124] == template[100:124]).all(axis=1) & (h[:, 156:] == template[156:]).all(
+        axis=1
+    )
     stored, ok_sum = _octal_fields(h[:, _CHKSUM])
     actual = h.sum(axis=1, dtype=np.int64) - h[:, _CHKSUM].sum(axis=1, dtype=np.int64) + 8 * 32
     sizes, ok_size = _octal_fields(h[:, _SIZE])
@@ -175,15 +185,24 @@ def read_samples(
     want = layout.span + _BLOCK
     for j, (fd, offset, row) in enumerate(reads):
         if len(row) != layout.data[1]:
-            raise ValueError(f"row {j} has {len(row)} bytes, the layout's data has {layout.data[1]}")
+            raise ValueError(
+                f"row {j} has {len(row)} bytes, the layout's data has {layout.data[1]}"
+            )
         base = j * per
         with contextlib.suppress(OSError):  # the general reader meets it again and reports it
-            complete[j] = os.preadv(fd, (view[base : base + pre], row, view[base + pre : base + per]), offset) == want
+            complete[j] = (
+                os.preadv(fd, (view[base : base + pre], row, view[base + pre : base + per]), offset)
+                == want
+            )
     arr = np.frombuffer(scratch, dtype=np.uint8).reshape(n, per)
     ok, sizes = _check_samples(arr, layout)
     ok &= complete & _named(arr, layout, keys)
     out: list[tuple[str, dict] | None] = [None] * n
-    small = [(m, suffix, layout.scratch_offset(h) + _BLOCK) for m, (suffix, h) in enumerate(zip(layout.suffixes, layout.headers)) if suffix != FEATURES_SUFFIX]
+    small = [
+        (m, suffix, layout.scratch_offset(h) + _BLOCK)
+        for m, (suffix, h) in enumerate(zip(layout.suffixes, layout.headers))
+        if suffix != FEATURES_SUFFIX
+    ]
     for j in np.flatnonzero(ok).tolist():
         members = {}
         for m, suffix, at in small:
@@ -282,7 +301,9 @@ class IndexedShards:
         self.layouts: dict[int, SampleLayout | None] = {}
         self.tries: dict[int, int] = {}
 
-    def read(self, wants: list[tuple[int, int, memoryview]]) -> Iterator[tuple[int, tuple[str, dict] | ShardReadError]]:
+    def read(
+        self, wants: list[tuple[int, int, memoryview]]
+    ) -> Iterator[tuple[int, tuple[str, dict] | ShardReadError]]:
         """Reads ``(shard, sample number, row)`` wants; yields ``(position in wants, (key,
         {suffix: data}) or the ShardReadError)``, in any order. Feature data goes straight
         into the rows where it can (the features are then a view of the row)."""
@@ -291,7 +312,11 @@ class IndexedShards:
             for p, (s, loc, row) in enumerate(wants):
                 layout = self.layouts.get(s) if self.scatter else None
                 o = self.offsets[s]
-                if layout is not None and o[loc + 1] - o[loc] == layout.span and len(row) == layout.data[1]:
+                if (
+                    layout is not None
+                    and o[loc + 1] - o[loc] == layout.span
+                    and len(row) == layout.data[1]
+                ):
                     groups.setdefault(id(layout), (layout, []))[1].append(p)
                 else:
                     yield p, self._general(s, loc, row)
@@ -300,9 +325,14 @@ class IndexedShards:
         finally:
             self._trim()  # never during a call: a closed file's descriptor could be reused
 
-    def _scatter(self, layout: SampleLayout, ps: list[int], wants: list) -> Iterator[tuple[int, tuple | ShardReadError]]:
+    def _scatter(
+        self, layout: SampleLayout, ps: list[int], wants: list
+    ) -> Iterator[tuple[int, tuple | ShardReadError]]:
         try:
-            reads = [(self._file(s).fileno(), int(self.offsets[s][loc]), row) for s, loc, row in (wants[p] for p in ps)]
+            reads = [
+                (self._file(s).fileno(), int(self.offsets[s][loc]), row)
+                for s, loc, row in (wants[p] for p in ps)
+            ]
         except ShardReadError:
             reads = None
         keys = [self.keys[s][loc] for s, loc, _ in (wants[p] for p in ps)]
@@ -310,18 +340,26 @@ class IndexedShards:
         for p, got in zip(ps, found):
             yield p, got if got is not None else self._general(*wants[p])
 
-    def _general(self, s: int, loc: int, row: memoryview | None) -> tuple[str, dict] | ShardReadError:
+    def _general(
+        self, s: int, loc: int, row: memoryview | None
+    ) -> tuple[str, dict] | ShardReadError:
         """Sample ``loc`` of shard ``s`` read by the tar reader from its indexed bytes (and
         the shard's layout learnt from it), or the error that says why it cannot be."""
         url, start, stop = self.urls[s], int(self.offsets[s][loc]), int(self.offsets[s][loc + 1])
 
         def direct(name: str, size: int) -> memoryview | None:
-            return row if row is not None and name.endswith("." + FEATURES_SUFFIX) and size > len(row) else None
+            return (
+                row
+                if row is not None and name.endswith("." + FEATURES_SUFFIX) and size > len(row)
+                else None
+            )
 
         try:
             f = self._file(s)
             f.seek(start)
-            key, members, first = read_sample_at(f, shard=url, start=start, stop=stop, direct=direct)
+            key, members, first = read_sample_at(
+                f, shard=url, start=start, stop=stop, direct=direct
+            )
         except ShardReadError as err:
             return err
         except OSError as err:
@@ -343,7 +381,11 @@ class IndexedShards:
 
     def usable(self, s: int) -> bool:
         """Whether shard ``s`` has a usable index (a sidecar may be missing or refused)."""
-        return self.indexes is None or not hasattr(self.indexes, "get") or self.indexes.get(s) is not None
+        return (
+            self.indexes is None
+            or not hasattr(self.indexes, "get")
+            or self.indexes.get(s) is not None
+        )
 
     def _file(self, s: int) -> BinaryIO:
         file = self.files.get(s)

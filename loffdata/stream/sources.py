@@ -126,9 +126,15 @@ def _check_urls(urls: list[str]) -> None:
         )
 
 
-def _from_manifest(manifest: Manifest, urls: list[str], names: list[str], options: dict[str, Any]) -> ShardSet:
+def _from_manifest(
+    manifest: Manifest, urls: list[str], names: list[str], options: dict[str, Any]
+) -> ShardSet:
     by_name = {s.name: s for s in manifest.shards}
-    infos = [by_name[n] for n in names] if names != [s.name for s in manifest.shards] else manifest.shards
+    infos = (
+        [by_name[n] for n in names]
+        if names != [s.name for s in manifest.shards]
+        else manifest.shards
+    )
     indexed = all(s.indexed for s in infos)
     return ShardSet(
         urls,
@@ -184,5 +190,3 @@ def _open_any(url: str, options: dict[str, Any], retry: RetryConfig) -> BinaryIO
 
 def _dtype_name(x: Any) -> str:
     return codec.dtype_name(x) or str(x.dtype)
-
-

@@ -26,7 +26,13 @@ from torch.utils.data import get_worker_info
 from loffdata.errors import LoffError
 from loffdata.stream.plan import PlanState, WorkerPlan
 
-__all__ = ["WorkerResume", "worker_state", "load_worker_state", "skip_yielded", "check_main_process_state"]
+__all__ = [
+    "WorkerResume",
+    "worker_state",
+    "load_worker_state",
+    "skip_yielded",
+    "check_main_process_state",
+]
 
 
 class WorkerResume:
@@ -36,7 +42,9 @@ class WorkerResume:
         self.worker, self.num_workers, self.yielded = worker, num_workers, yielded
 
 
-def worker_state(base: PlanState, yielded: int, fingerprint: dict[str, Any], version: int) -> dict[str, Any]:
+def worker_state(
+    base: PlanState, yielded: int, fingerprint: dict[str, Any], version: int
+) -> dict[str, Any]:
     """The state of this worker's iteration (inside a DataLoader worker)."""
     info = get_worker_info()
     return {
@@ -56,19 +64,27 @@ def load_worker_state(state: dict[str, Any]) -> tuple[PlanState, WorkerResume]:
     w = state["worker"]
     info = get_worker_info()
     if info is None or (info.id, info.num_workers) != (int(w["id"]), int(w["num_workers"])):
-        where = "outside a DataLoader worker" if info is None else f"in worker {info.id} of {info.num_workers}"
+        where = (
+            "outside a DataLoader worker"
+            if info is None
+            else f"in worker {info.id} of {info.num_workers}"
+        )
         raise LoffError(
             f"this is the state of DataLoader worker {w['id']} of {w['num_workers']} (from torchdata's "
             f"StatefulDataLoader), loaded {where}: restore it through StatefulDataLoader.load_state_dict "
             "with the same num_workers, or checkpoint with LoffLoader.state_dict()"
         )
-    return PlanState.from_dict(state["plan"]), WorkerResume(int(w["id"]), int(w["num_workers"]), int(w["yielded"]))
+    return PlanState.from_dict(state["plan"]), WorkerResume(
+        int(w["id"]), int(w["num_workers"]), int(w["yielded"])
+    )
 
 
 def skip_yielded(wplan: WorkerPlan, n: int) -> WorkerPlan:
     """The worker plan without its first ``n`` items (batches, or samples)."""
     if n > len(wplan.batch_sizes):
-        raise LoffError(f"worker state says {n} items yielded, the worker's plan has {len(wplan.batch_sizes)}")
+        raise LoffError(
+            f"worker state says {n} items yielded, the worker's plan has {len(wplan.batch_sizes)}"
+        )
     done = int(wplan.batch_sizes[:n].sum())
     return WorkerPlan(indices=wplan.indices[done:], batch_sizes=wplan.batch_sizes[n:])
 

@@ -20,7 +20,15 @@ from loffdata.errors import LoffError
 from loffdata.redact import redact
 from loffdata.train.config import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
 
-__all__ = ["NoCheckpointError", "Progress", "ResumeError", "load_checkpoint", "resume", "save_checkpoint", "write_json"]
+__all__ = [
+    "NoCheckpointError",
+    "Progress",
+    "ResumeError",
+    "load_checkpoint",
+    "resume",
+    "save_checkpoint",
+    "write_json",
+]
 
 
 @dataclass
@@ -61,10 +69,17 @@ def save_checkpoint(run: Any, *, loader_state: dict[str, Any] | None) -> None:
         return
     p = run.progress
     payload = {
-        "version": 1, "config": redact(dataclasses.asdict(run.config)), "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "step": p.step, "epoch": p.epoch,
-        "loss_sum": p.loss_sum, "loss_n": p.loss_n, "history": p.history,
-        "loader": loader_state, "rng": _rng_state(),
+        "version": 1,
+        "config": redact(dataclasses.asdict(run.config)),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": p.step,
+        "epoch": p.epoch,
+        "loss_sum": p.loss_sum,
+        "loss_n": p.loss_n,
+        "history": p.history,
+        "loader": loader_state,
+        "rng": _rng_state(),
     }
     path = run.out / CHECKPOINT_NAME
     tmp = path.with_name(path.name + ".tmp")
@@ -85,10 +100,12 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[-1][:200]
-        raise LoffError(f"{path}: refused to load: the checkpoint holds objects other than tensors and plain "
-                        f"containers (loaded with weights_only=True, nothing in it was run). It was not "
-                        f"written by loffdata, or it was tampered with; delete it or resume from another "
-                        f"--out ({first})") from None
+        raise LoffError(
+            f"{path}: refused to load: the checkpoint holds objects other than tensors and plain "
+            f"containers (loaded with weights_only=True, nothing in it was run). It was not "
+            f"written by loffdata, or it was tampered with; delete it or resume from another "
+            f"--out ({first})"
+        ) from None
 
 
 def _check_resumable(config: TrainConfig, saved: dict[str, Any]) -> None:
@@ -96,8 +113,10 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any]) -> None:
     diff = sorted(k for k, v in now.items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
     if diff:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
-        raise ResumeError(f"cannot resume: the config differs from the checkpoint's ({detail}); "
-                        "resume with the same settings, or start a fresh run in another --out")
+        raise ResumeError(
+            f"cannot resume: the config differs from the checkpoint's ({detail}); "
+            "resume with the same settings, or start a fresh run in another --out"
+        )
 
 
 def resume(run: Any) -> None:
@@ -108,9 +127,14 @@ def resume(run: Any) -> None:
     _check_resumable(run.config, ckpt["config"])
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.progress = Progress(step=ckpt["step"], epoch=ckpt["epoch"], loss_sum=ckpt["loss_sum"],
-                             loss_n=ckpt["loss_n"], mid_epoch=ckpt["loader"] is not None,
-                             history=list(ckpt["history"]))
+    run.progress = Progress(
+        step=ckpt["step"],
+        epoch=ckpt["epoch"],
+        loss_sum=ckpt["loss_sum"],
+        loss_n=ckpt["loss_n"],
+        mid_epoch=ckpt["loader"] is not None,
+        history=list(ckpt["history"]),
+    )
     torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     if "cuda" in ckpt["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])

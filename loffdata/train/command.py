@@ -21,7 +21,9 @@ from loffdata.train.config import STREAM_FROM_RUN, TrainConfig
 
 __all__ = ["console", "main"]
 
-OPTIONS = cliutil.options_from_dataclass(TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN])
+OPTIONS = cliutil.options_from_dataclass(
+    TrainConfig, exclude=[f"stream.{k}" for k in STREAM_FROM_RUN]
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,10 +40,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     final = results["final"]
     if not results["completed"]:
-        print(f"stopped early at step {results['step']} (--max_steps {config.max_steps}); "
-              f"checkpoint in {results['out']}: continue with --resume and a larger --max_steps (or none)")
+        print(
+            f"stopped early at step {results['step']} (--max_steps {config.max_steps}); "
+            f"checkpoint in {results['out']}: continue with --resume and a larger --max_steps (or none)"
+        )
     elif final is not None and "val_acc" in final:
-        print(f"done: val_acc {final['val_acc']:.2%} after {final['epoch'] + 1} epochs; outputs in {results['out']}")
+        print(
+            f"done: val_acc {final['val_acc']:.2%} after {final['epoch'] + 1} epochs; outputs in {results['out']}"
+        )
 
 
 def console() -> None:

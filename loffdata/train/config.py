@@ -13,8 +13,15 @@ from typing import Any
 
 from loffdata.stream.config import StreamConfig
 
-__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "RESUMABLE_CHANGES", "STREAM_FROM_RUN", "TrainConfig",
-           "load_config"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "LOG_NAME",
+    "RESUMABLE_CHANGES",
+    "STREAM_FROM_RUN",
+    "TrainConfig",
+    "load_config",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -22,8 +29,17 @@ CONFIG_NAME = "config.json"
 #: ``stream`` fields a run sets from its own (``seed``, ``batch_size``): not options of their own.
 STREAM_FROM_RUN = ("seed", "batch_size")
 #: Fields a resumed run may change; every other field must match the checkpoint's.
-RESUMABLE_CHANGES = ("resume", "max_steps", "num_workers", "progress", "device", "amp", "epochs", "log",
-                     "predictions")
+RESUMABLE_CHANGES = (
+    "resume",
+    "max_steps",
+    "num_workers",
+    "progress",
+    "device",
+    "amp",
+    "epochs",
+    "log",
+    "predictions",
+)
 
 
 @dataclass
@@ -136,7 +152,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from loffdata.train.objective import check_objective
 
-        check_objective(views=self.views, distill_weight=self.distill_weight, temperature=self.temperature)
+        check_objective(
+            views=self.views, distill_weight=self.distill_weight, temperature=self.temperature
+        )
         self._embed_stream()
         if not self.train:
             raise ValueError("TrainConfig.train is required: the train split's dataset dir or URL")
@@ -152,7 +170,9 @@ class TrainConfig:
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if self.predictions and not str(self.predictions).lower().endswith((".csv", ".jsonl")):
-            raise ValueError(f"predictions must name a .csv or .jsonl file, got {self.predictions!r}")
+            raise ValueError(
+                f"predictions must name a .csv or .jsonl file, got {self.predictions!r}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 
@@ -160,8 +180,12 @@ class TrainConfig:
         if isinstance(self.stream, Mapping):
             self.stream = StreamConfig.from_dict(self.stream)
         if not isinstance(self.stream, StreamConfig):
-            raise TypeError(f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}")
-        self.stream = dataclasses.replace(self.stream, **{k: getattr(self, k) for k in STREAM_FROM_RUN})
+            raise TypeError(
+                f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}"
+            )
+        self.stream = dataclasses.replace(
+            self.stream, **{k: getattr(self, k) for k in STREAM_FROM_RUN}
+        )
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
@@ -178,6 +202,8 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
     for where, keys in ((path, values), ("overrides", overrides)):
         unknown = sorted(set(keys) - set(known))
         if unknown:
-            raise ValueError(f"{where}: unknown config key {unknown[0]!r}{suggest(unknown[0], known, prefix='')}"
-                             f"; known: {', '.join(known)}")
+            raise ValueError(
+                f"{where}: unknown config key {unknown[0]!r}{suggest(unknown[0], known, prefix='')}"
+                f"; known: {', '.join(known)}"
+            )
     return TrainConfig(**{**values, **overrides})

@@ -22,8 +22,13 @@ import torch.nn.functional as F
 __all__ = ["distill_rows", "teacher_probs"]
 
 
-def teacher_probs(logits: torch.Tensor, index: torch.Tensor | None = None, *, num_classes: int,
-                  temperature: float = 1.0) -> torch.Tensor:
+def teacher_probs(
+    logits: torch.Tensor,
+    index: torch.Tensor | None = None,
+    *,
+    num_classes: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Teacher class probabilities ``(N, num_classes)`` from stored logits.
 
     Args:
@@ -44,14 +49,18 @@ def teacher_probs(logits: torch.Tensor, index: torch.Tensor | None = None, *, nu
     p = torch.softmax(z / temperature, dim=-1)
     if index is None:
         if z.shape[-1] != num_classes:
-            raise ValueError(f"full teacher logits have {z.shape[-1]} classes, the student {num_classes}")
+            raise ValueError(
+                f"full teacher logits have {z.shape[-1]} classes, the student {num_classes}"
+            )
         return p.mean(dim=1)
     idx = index.long().reshape(z.shape)
     dense = torch.zeros(z.shape[0], z.shape[1], num_classes, dtype=p.dtype, device=p.device)
     return dense.scatter_(-1, idx, p).mean(dim=1)
 
 
-def distill_rows(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+def distill_rows(
+    student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0
+) -> torch.Tensor:
     """Per-row ``T**2 * KL(teacher || softmax(student / T))``, shape ``(N,)``.
 
     Args:
@@ -59,7 +68,9 @@ def distill_rows(student: torch.Tensor, teacher: torch.Tensor, *, temperature: f
         teacher: ``(N, K)`` teacher probabilities (:func:`teacher_probs`); zeros allowed.
     """
     if student.shape != teacher.shape:
-        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} shapes differ")
+        raise ValueError(
+            f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} shapes differ"
+        )
     log_q = F.log_softmax(student.float() / temperature, dim=-1)
     kl = torch.special.xlogy(teacher, teacher) - teacher * log_q
     return kl.sum(dim=-1) * temperature**2

@@ -64,14 +64,23 @@ def _set_lr(run: Run) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def _train_step(run: Run, meter: DeviceLoss, features: torch.Tensor, labels: torch.Tensor,
-                extras: Any = None) -> None:
+def _train_step(
+    run: Run, meter: DeviceLoss, features: torch.Tensor, labels: torch.Tensor, extras: Any = None
+) -> None:
     _set_lr(run)
     c = run.config
     heads: list[torch.Tensor] = []  # each head's loss, with the classifier's probe path
     with run.autocast():
-        loss = recipe_loss(run.net(features), labels, extras, views=c.views, label_smoothing=c.label_smoothing,
-                           distill_weight=c.distill_weight, temperature=c.temperature, head_losses=heads)
+        loss = recipe_loss(
+            run.net(features),
+            labels,
+            extras,
+            views=c.views,
+            label_smoothing=c.label_smoothing,
+            distill_weight=c.distill_weight,
+            temperature=c.temperature,
+            head_losses=heads,
+        )
     if heads and hasattr(run.model, "track_heads"):
         run.model.track_heads(torch.stack(heads))
     run.optimizer.zero_grad(set_to_none=True)
@@ -96,8 +105,12 @@ def _train_epoch(run: Run) -> tuple[bool, float]:
     start, loader = time.perf_counter(), run.train_loader
     position = loader.state_dict()["position"]  # > 0 only when resumed mid-epoch
     left = len(loader) - position if 0 < position < len(loader) else len(loader)
-    bar = epoch_bar(epoch=run.progress.epoch, epochs=run.config.epochs, total=left,
-                    enabled=run.ctx.main and run.config.progress)
+    bar = epoch_bar(
+        epoch=run.progress.epoch,
+        epochs=run.config.epochs,
+        total=left,
+        enabled=run.ctx.main and run.config.progress,
+    )
     meter = DeviceLoss(run.progress, run.device)
     try:
         for batch in loader:
@@ -124,13 +137,23 @@ def _update_bar(bar: Any, run: Run) -> None:
     if bar.disable:
         return
     stats, p = run.train_loader.stats, run.progress
-    bar.set_postfix_str(f"loss {p.loss_sum / max(p.loss_n, 1):.3f}, {stats.samples_per_s * run.ctx.world_size:,.0f} "
-                        f"samples/s, data wait {stats.wait_fraction:.0%}", refresh=False)
+    bar.set_postfix_str(
+        f"loss {p.loss_sum / max(p.loss_n, 1):.3f}, {stats.samples_per_s * run.ctx.world_size:,.0f} "
+        f"samples/s, data wait {stats.wait_fraction:.0%}",
+        refresh=False,
+    )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, autocast: Any = None,
-             world_size: int = 1, predictions: PredictionsFile | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: LoffLoader,
+    *,
+    device: torch.device,
+    autocast: Any = None,
+    world_size: int = 1,
+    predictions: PredictionsFile | None = None,
+) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy of ``model`` over one pass of ``loader``.
 
     Under DDP the sums are all-reduced, so every rank returns the global figures (the
@@ -153,8 +176,14 @@ def evaluate(model: nn.Module, loader: LoffLoader, *, device: torch.device, auto
         if predictions is not None:
             predictions.add(batch.keys, labels, logits)
     model.train(was_training)
-    loss_sum, correct, count = all_sum([loss_sum, correct, count], device, Dist(world_size=world_size))
-    return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_samples": int(count)}
+    loss_sum, correct, count = all_sum(
+        [loss_sum, correct, count], device, Dist(world_size=world_size)
+    )
+    return {
+        "val_loss": loss_sum / max(count, 1),
+        "val_acc": correct / max(count, 1),
+        "val_samples": int(count),
+    }
 
 
 def _predictions_file(run: Run) -> PredictionsFile | None:
@@ -167,19 +196,33 @@ def _predictions_file(run: Run) -> PredictionsFile | None:
 def _epoch_record(run: Run, train_s: float, wall_s: float) -> dict[str, Any]:
     p, stats = run.progress, run.train_loader.stats
     loss_sum, loss_n = all_sum([p.loss_sum, p.loss_n], run.device, run.ctx)
-    record = {"epoch": p.epoch, "step": p.step, "train_loss": loss_sum / max(loss_n, 1),
-              "lr": _base_lr(run.optimizer)}
+    record = {
+        "epoch": p.epoch,
+        "step": p.step,
+        "train_loss": loss_sum / max(loss_n, 1),
+        "lr": _base_lr(run.optimizer),
+    }
     if run.val_loader is not None:
         run.val_loader.set_epoch(0)
         preds = _predictions_file(run)
-        metrics = evaluate(run.model, run.val_loader, device=run.device, autocast=run.autocast(),
-                           world_size=run.ctx.world_size, predictions=preds)
+        metrics = evaluate(
+            run.model,
+            run.val_loader,
+            device=run.device,
+            autocast=run.autocast(),
+            world_size=run.ctx.world_size,
+            predictions=preds,
+        )
         record.update(val_loss=metrics["val_loss"], val_acc=metrics["val_acc"])
         if preds is not None:
             preds.write()  # the latest evaluation's predictions, every epoch
     samples = stats.samples * run.ctx.world_size
-    record.update(samples_per_s=samples / max(train_s, 1e-9), wait_fraction=stats.wait_fraction,
-                  train_time=train_s, time=time.perf_counter() - wall_s)
+    record.update(
+        samples_per_s=samples / max(train_s, 1e-9),
+        wait_fraction=stats.wait_fraction,
+        train_time=train_s,
+        time=time.perf_counter() - wall_s,
+    )
     return record
 
 
@@ -204,7 +247,9 @@ def _run_epochs(run: Run) -> bool:
         completed, train_s = _train_epoch(run)
         if not completed:
             save_checkpoint(run, loader_state=run.train_loader.state_dict())
-            run.log(f"stopped at step {run.progress.step} (max_steps), mid-epoch {run.progress.epoch + 1}")
+            run.log(
+                f"stopped at step {run.progress.step} (max_steps), mid-epoch {run.progress.epoch + 1}"
+            )
             return False
         _finish_epoch(run, train_s, started)
         if _stop_requested(run) and run.progress.epoch < run.config.epochs:
@@ -226,6 +271,13 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         if run.ctx.owns_group:
             torch.distributed.destroy_process_group()
     history = run.progress.history
-    return {"history": history, "final": history[-1] if history else None, "completed": completed,
-            "step": run.progress.step, "params": count_params(run.model), "wall_s": time.perf_counter() - started,
-            "out": str(run.out), "rank": run.ctx.rank}
+    return {
+        "history": history,
+        "final": history[-1] if history else None,
+        "completed": completed,
+        "step": run.progress.step,
+        "params": count_params(run.model),
+        "wall_s": time.perf_counter() - started,
+        "out": str(run.out),
+        "rank": run.ctx.rank,
+    }

@@ -25,8 +25,10 @@ def check_log_backend(kind: str) -> None:
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
-        raise LoffError("log='tensorboard' needs the tensorboard package: pip install tensorboard "
-                        "(or use log=jsonl, the default; <out>/log.jsonl has the same figures)") from None
+        raise LoffError(
+            "log='tensorboard' needs the tensorboard package: pip install tensorboard "
+            "(or use log=jsonl, the default; <out>/log.jsonl has the same figures)"
+        ) from None
 
 
 class EpochLog:
@@ -65,14 +67,25 @@ def epoch_bar(*, epoch: int, epochs: int, total: int, enabled: bool) -> Any:
     """A tqdm bar over the steps of one epoch (postfix: loss, samples/s, data wait)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not enabled,
-                leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="step",
+        disable=not enabled,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def format_record(record: dict[str, Any], epochs: int) -> str:
     """The one line printed per epoch."""
-    val = (f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.2%}  "
-           if "val_acc" in record else "")
-    return (f"epoch {record['epoch'] + 1}/{epochs}  train_loss {record['train_loss']:.4f}  {val}"
-            f"{record['samples_per_s']:,.0f} samples/s  wait {record['wait_fraction']:.0%}  "
-            f"{record['time']:.1f}s")
+    val = (
+        f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.2%}  "
+        if "val_acc" in record
+        else ""
+    )
+    return (
+        f"epoch {record['epoch'] + 1}/{epochs}  train_loss {record['train_loss']:.4f}  {val}"
+        f"{record['samples_per_s']:,.0f} samples/s  wait {record['wait_fraction']:.0%}  "
+        f"{record['time']:.1f}s"
+    )

@@ -128,7 +128,9 @@ def _validate(cfg: ClassifierConfig) -> None:
     if len(grid) != 2 or min(grid) < 1:
         raise ValueError(f"grid must be a positive int or (H, W), got {cfg.grid!r}")
     if cfg.in_chans < 1 or cfg.num_classes < 1:
-        raise ValueError(f"in_chans and num_classes must be >= 1, got {cfg.in_chans}, {cfg.num_classes}")
+        raise ValueError(
+            f"in_chans and num_classes must be >= 1, got {cfg.in_chans}, {cfg.num_classes}"
+        )
     if cfg.probe_lr_scale <= 0:
         raise ValueError(f"probe_lr_scale must be > 0, got {cfg.probe_lr_scale}")
     if cfg.kind != "linear":
@@ -191,7 +193,11 @@ class LoffClassifier(_FeatureClassifier):
             dynamic_img_size=True,
             **config.vit_size(),
         )
-        self.probe = LinearProbe(dataclasses.replace(config, kind="linear", probe=False)) if config.probe else None
+        self.probe = (
+            LinearProbe(dataclasses.replace(config, kind="linear", probe=False))
+            if config.probe
+            else None
+        )
         if self.probe is not None:  # running training loss of (ViT, probe); NaN: none yet
             self.register_buffer("head_loss", torch.full((2,), float("nan")))
 
@@ -218,7 +224,9 @@ class LoffClassifier(_FeatureClassifier):
             return torch.stack((logits, probe))
         vit_loss, probe_loss = self.head_loss.unbind()
         unknown = torch.isnan(vit_loss) | torch.isnan(probe_loss)
-        return torch.where(unknown, logits + probe, torch.where(vit_loss <= probe_loss, logits, probe))
+        return torch.where(
+            unknown, logits + probe, torch.where(vit_loss <= probe_loss, logits, probe)
+        )
 
     @torch.no_grad()
     def track_heads(self, losses: torch.Tensor, *, momentum: float = 0.9) -> None:
@@ -226,8 +234,13 @@ class LoffClassifier(_FeatureClassifier):
         if self.probe is None:
             return
         losses = losses.detach().to(self.head_loss)
-        self.head_loss.copy_(torch.where(torch.isnan(self.head_loss), losses,
-                                         momentum * self.head_loss + (1 - momentum) * losses))
+        self.head_loss.copy_(
+            torch.where(
+                torch.isnan(self.head_loss),
+                losses,
+                momentum * self.head_loss + (1 - momentum) * losses,
+            )
+        )
 
     def lr_scales(self) -> dict[str, float]:
         """Name prefix -> learning-rate factor (the probe path's ``probe_lr_scale``)."""

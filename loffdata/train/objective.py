@@ -21,9 +21,17 @@ from loffdata.train.views import per_row_loss, view_averaged_loss
 __all__ = ["check_objective", "recipe_loss"]
 
 
-def recipe_loss(logits: torch.Tensor, labels: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None, *,
-                views: int = 1, label_smoothing: float = 0.0, distill_weight: float = 0.0,
-                temperature: float = 1.0, head_losses: list[torch.Tensor] | None = None) -> torch.Tensor:
+def recipe_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    extras: Mapping[str, torch.Tensor] | None = None,
+    *,
+    views: int = 1,
+    label_smoothing: float = 0.0,
+    distill_weight: float = 0.0,
+    temperature: float = 1.0,
+    head_losses: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """The scalar training loss of one delivered batch (see the module docstring).
 
     ``head_losses``: with logits of several heads, each head's loss is appended to it.
@@ -31,18 +39,36 @@ def recipe_loss(logits: torch.Tensor, labels: torch.Tensor, extras: Mapping[str,
     Raises:
         ValueError: ``distill_weight > 0`` without a ``logits`` extra in ``extras``.
     """
-    if logits.dim() == 3:  # the probe path's heads (LoffClassifier in training): each on its own loss
-        losses = [recipe_loss(head, labels, extras, views=views, label_smoothing=label_smoothing,
-                              distill_weight=distill_weight, temperature=temperature) for head in logits]
+    if (
+        logits.dim() == 3
+    ):  # the probe path's heads (LoffClassifier in training): each on its own loss
+        losses = [
+            recipe_loss(
+                head,
+                labels,
+                extras,
+                views=views,
+                label_smoothing=label_smoothing,
+                distill_weight=distill_weight,
+                temperature=temperature,
+            )
+            for head in logits
+        ]
         if head_losses is not None:
             head_losses.extend(losses)
         return torch.stack(losses).mean()
     rows = per_row_loss(logits, labels, label_smoothing=label_smoothing)
     if distill_weight > 0:
         if not extras or LOGITS_EXTRA not in extras:
-            raise ValueError("distill_weight > 0 needs the 'logits' extra: write the dataset with --teacher")
-        probs = teacher_probs(extras[LOGITS_EXTRA], extras.get(INDEX_EXTRA), num_classes=logits.shape[1],
-                              temperature=temperature)
+            raise ValueError(
+                "distill_weight > 0 needs the 'logits' extra: write the dataset with --teacher"
+            )
+        probs = teacher_probs(
+            extras[LOGITS_EXTRA],
+            extras.get(INDEX_EXTRA),
+            num_classes=logits.shape[1],
+            temperature=temperature,
+        )
         kd = distill_rows(logits, probs, temperature=temperature)
         rows = (1.0 - distill_weight) * rows + distill_weight * kd
     return view_averaged_loss(rows, views=views)

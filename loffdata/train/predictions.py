@@ -48,14 +48,18 @@ def prediction_rows(keys: Sequence[str], labels: torch.Tensor, logits: torch.Ten
         ValueError: if keys, labels and logits do not describe the same samples.
     """
     if not (len(keys) == labels.shape[0] == logits.shape[0]):
-        raise ValueError(f"{len(keys)} keys, {labels.shape[0]} labels and {logits.shape[0]} rows of logits: "
-                         "they must describe the same samples")
+        raise ValueError(
+            f"{len(keys)} keys, {labels.shape[0]} labels and {logits.shape[0]} rows of logits: "
+            "they must describe the same samples"
+        )
     logits = logits.detach().float().cpu()
     labels = labels.detach().cpu().long()
     loss = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
     pred = logits.argmax(dim=1)
-    return [{"key": k, "label": int(y), "prediction": int(p), "loss": float(v)}
-            for k, y, p, v in zip(keys, labels.tolist(), pred.tolist(), loss.tolist())]
+    return [
+        {"key": k, "label": int(y), "prediction": int(p), "loss": float(v)}
+        for k, y, p, v in zip(keys, labels.tolist(), pred.tolist(), loss.tolist())
+    ]
 
 
 class PredictionsFile:

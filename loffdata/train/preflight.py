@@ -27,10 +27,14 @@ def _check_classifier(config: TrainConfig) -> None:
     from loffdata.train.models import KINDS, NORMS
 
     if config.model not in KINDS:
-        raise CliError(f"--model {config.model!r}: not a classifier kind{_closest(config.model, list(KINDS))}; "
-                       f"kinds: {', '.join(KINDS)} (the feature model is --feature_model)")
+        raise CliError(
+            f"--model {config.model!r}: not a classifier kind{_closest(config.model, list(KINDS))}; "
+            f"kinds: {', '.join(KINDS)} (the feature model is --feature_model)"
+        )
     if config.norm not in NORMS:
-        raise CliError(f"--norm {config.norm!r}: unknown{_closest(config.norm, list(NORMS))}; norms: {', '.join(NORMS)}")
+        raise CliError(
+            f"--norm {config.norm!r}: unknown{_closest(config.norm, list(NORMS))}; norms: {', '.join(NORMS)}"
+        )
 
 
 def _check_augment(config: TrainConfig) -> None:
@@ -47,12 +51,18 @@ def _check_cache(config: TrainConfig) -> None:
     from loffdata.train.run import _check_features
 
     try:
-        manifest = load_manifest(str(config.train), dict(config.stream.storage_options), config.stream.retry)
+        manifest = load_manifest(
+            str(config.train), dict(config.stream.storage_options), config.stream.retry
+        )
     except LoffError:  # no manifest (a glob, foreign shards): the run needs the shapes given
-        missing = [f"--{k}" for k in ("in_chans", "grid", "num_classes") if getattr(config, k) is None]
+        missing = [
+            f"--{k}" for k in ("in_chans", "grid", "num_classes") if getattr(config, k) is None
+        ]
         if missing:
-            raise CliError(f"--train {config.train}: no manifest there, so {', '.join(missing)} must be given; "
-                           f"or build one first: loffdata index {config.train}") from None
+            raise CliError(
+                f"--train {config.train}: no manifest there, so {', '.join(missing)} must be given; "
+                f"or build one first: loffdata index {config.train}"
+            ) from None
         return
     try:
         _check_features(config, manifest)
@@ -66,15 +76,19 @@ def _check_resume(config: TrainConfig) -> None:
         return
     path = Path(config.out) / CHECKPOINT_NAME
     if not path.exists():
-        raise CliError(f"--resume: there is no checkpoint at {path}; drop --resume to start a new run")
+        raise CliError(
+            f"--resume: there is no checkpoint at {path}; drop --resume to start a new run"
+        )
     from loffdata.train.checkpoint import _check_resumable, load_checkpoint
 
     saved: dict[str, Any] = load_checkpoint(path)["config"]
     try:
         _check_resumable(config, saved)
     except ValueError as err:
-        raise CliError(f"--resume: {err}; resume with the checkpoint's values, or start a new run in "
-                       f"another --out") from None
+        raise CliError(
+            f"--resume: {err}; resume with the checkpoint's values, or start a new run in "
+            f"another --out"
+        ) from None
 
 
 def preflight(config: TrainConfig) -> None:

@@ -44,12 +44,28 @@ def _with_logits(batch: list[Sample], model: nn.Module, topk: int | None, device
     x = torch.from_numpy(np.stack([_as_float(s.features) for s in batch])).to(device)
     z = model(x).float().cpu().numpy()
     for s, row in zip(batch, z, strict=True):
-        extras = {**{k: np.asarray(v) for k, v in s.extras.items()}, **encode_logits(row, topk=topk)}
-        yield s.key, s.features if isinstance(s.features, Quantized) else np.asarray(s.features), s.label, extras
+        extras = {
+            **{k: np.asarray(v) for k, v in s.extras.items()},
+            **encode_logits(row, topk=topk),
+        }
+        yield (
+            s.key,
+            s.features if isinstance(s.features, Quantized) else np.asarray(s.features),
+            s.label,
+            extras,
+        )
 
 
-def reinforce(src: str, dst: str, model: nn.Module, *, topk: int | None = 10, batch_size: int = 256,
-              device: str = "cpu", storage_options: dict[str, Any] | None = None) -> Manifest:
+def reinforce(
+    src: str,
+    dst: str,
+    model: nn.Module,
+    *,
+    topk: int | None = 10,
+    batch_size: int = 256,
+    device: str = "cpu",
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
     """Copy the dataset at ``src`` to ``dst`` with ``model``'s logits as the ``logits`` extra.
 
     Args:
@@ -79,6 +95,10 @@ def reinforce(src: str, dst: str, model: nn.Module, *, topk: int | None = 10, ba
             yield from _with_logits(batch, model, topk, torch.device(device))
 
     source = {**manifest.source, "teacher": {"kind": "feature", "topk": topk}}
-    config = WriterConfig(max_samples=max((s.samples for s in manifest.shards), default=256),
-                          dtype=manifest.features.dtype)
-    return write_dataset(dst, rows(), config=config, classes=manifest.classes, source=source, **opts)
+    config = WriterConfig(
+        max_samples=max((s.samples for s in manifest.shards), default=256),
+        dtype=manifest.features.dtype,
+    )
+    return write_dataset(
+        dst, rows(), config=config, classes=manifest.classes, source=source, **opts
+    )

@@ -40,15 +40,26 @@ def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str,
         return {"in_chans": config.in_chans, "grid": config.grid, "num_classes": config.num_classes}
     c, h, w = manifest.features.shape
     found = {"in_chans": c, "grid": h, "num_classes": manifest.num_classes}
-    found.update({k: manifest.source.get(s) for k, s in
-                  (("feature_model", "model"), ("img_size", "img_size"), ("pool", "pool"))})
-    bad = {k: (getattr(config, k), v) for k, v in found.items()
-           if getattr(config, k) is not None and v is not None and getattr(config, k) != v}
+    found.update(
+        {
+            k: manifest.source.get(s)
+            for k, s in (("feature_model", "model"), ("img_size", "img_size"), ("pool", "pool"))
+        }
+    )
+    bad = {
+        k: (getattr(config, k), v)
+        for k, v in found.items()
+        if getattr(config, k) is not None and v is not None and getattr(config, k) != v
+    }
     if bad or h != w:
         detail = ", ".join(f"{k}: config {a!r} vs manifest {b!r}" for k, (a, b) in bad.items())
-        raise ValueError(f"{config.train}: config does not match the feature cache ({detail or f'grid {h}x{w} is not square'})")
-    resolved = {k: getattr(config, k) if getattr(config, k) is not None else found[k]
-                for k in ("in_chans", "grid", "num_classes")}
+        raise ValueError(
+            f"{config.train}: config does not match the feature cache ({detail or f'grid {h}x{w} is not square'})"
+        )
+    resolved = {
+        k: getattr(config, k) if getattr(config, k) is not None else found[k]
+        for k in ("in_chans", "grid", "num_classes")
+    }
     if resolved["num_classes"] is None:
         raise ValueError(f"{config.train}: the manifest has no classes; set num_classes")
     return resolved
@@ -71,26 +82,40 @@ def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
             f"classifier without the probe path (--probe False) usually needs {MIN_STEPS}+ on a small cache. "
             "Keep the probe path (--probe True, the default), raise --epochs (or lower --batch_size), "
             "and compare with a linear probe first (--model linear --augment none --lr 0.01); "
-            "see docs/recipes.md#a-new-dataset-start-here", FewStepsWarning, stacklevel=3)
+            "see docs/recipes.md#a-new-dataset-start-here",
+            FewStepsWarning,
+            stacklevel=3,
+        )
 
 
 def _loaders(config: TrainConfig, device: torch.device) -> tuple[LoffLoader, LoffLoader | None]:
     # the stream settings (storage options, cache, retry ...) come whole from the config
     common = LoaderConfig(stream=config.stream, device=str(device), num_workers=config.num_workers)
-    train = LoffLoader(config.train, common.replace(views=config.views, return_extras=config.distill_weight > 0),
-                       augment=config.augment)
+    train = LoffLoader(
+        config.train,
+        common.replace(views=config.views, return_extras=config.distill_weight > 0),
+        augment=config.augment,
+    )
     if config.multiscale:
-        train = MultiScaleLoader(train, MultiScaleConfig(**{**config.multiscale, "seed": config.seed}))
+        train = MultiScaleLoader(
+            train, MultiScaleConfig(**{**config.multiscale, "seed": config.seed})
+        )
     val = LoffLoader(config.val, common, augment=None, shuffle=False) if config.val else None
     return train, val
 
 
 def _model(config: TrainConfig, shape: dict[str, int]) -> nn.Module:
-    overrides = {k: getattr(config, k) for k in ("depth", "embed_dim", "num_heads")
-                 if getattr(config, k) is not None and config.model != "linear"}
+    overrides = {
+        k: getattr(config, k)
+        for k in ("depth", "embed_dim", "num_heads")
+        if getattr(config, k) is not None and config.model != "linear"
+    }
     if config.model != "linear":
-        overrides.update(drop_path_rate=config.drop_path_rate, probe=config.probe,
-                         probe_lr_scale=config.probe_lr_scale)
+        overrides.update(
+            drop_path_rate=config.drop_path_rate,
+            probe=config.probe,
+            probe_lr_scale=config.probe_lr_scale,
+        )
     torch.manual_seed(config.seed)
     return create_classifier(config.model, norm=config.norm, **shape, **overrides)
 
@@ -129,7 +154,9 @@ def setup(config: TrainConfig) -> Run:
     device = resolve_device(config)
     ctx = init_distributed(device)
     if config.amp == "bf16" and device.type != "cuda":
-        warnings.warn("amp='bf16' is used on CUDA only; training in float32 on the CPU", stacklevel=3)
+        warnings.warn(
+            "amp='bf16' is used on CUDA only; training in float32 on the CPU", stacklevel=3
+        )
     train_loader, val_loader = _loaders(config, device)
     shape = _check_features(config, train_loader.manifest)
     _warn_few_steps(config, len(train_loader))
@@ -145,13 +172,25 @@ def setup(config: TrainConfig) -> Run:
         if not config.resume:  # a fresh run starts a fresh log
             (out / LOG_NAME).unlink(missing_ok=True)
     log = EpochLog(out, kind=config.log, main=ctx.main)
-    run = Run(config, ctx, device, model, net, optimizer, train_loader, val_loader, Progress(), out, log)
+    run = Run(
+        config, ctx, device, model, net, optimizer, train_loader, val_loader, Progress(), out, log
+    )
     if ctx.main:
-        write_json(run.out / CONFIG_NAME, {**dataclasses.asdict(config), "resolved": {
-            **shape, "device": str(device), "world_size": ctx.world_size,
-            "steps_per_epoch": run.steps_per_epoch, "params": count_params(model),
-            "augment": None if train_loader.spec is None else train_loader.spec.to_dict(),
-            "similarity_search": train_loader.similarity_search}})
+        write_json(
+            run.out / CONFIG_NAME,
+            {
+                **dataclasses.asdict(config),
+                "resolved": {
+                    **shape,
+                    "device": str(device),
+                    "world_size": ctx.world_size,
+                    "steps_per_epoch": run.steps_per_epoch,
+                    "params": count_params(model),
+                    "augment": None if train_loader.spec is None else train_loader.spec.to_dict(),
+                    "similarity_search": train_loader.similarity_search,
+                },
+            },
+        )
     return run
 
 

@@ -30,7 +30,15 @@ from loffdata.train.config import (
     load_config,
 )
 
-__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "RESUMABLE_CHANGES", "TrainConfig", "load_config", "train"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "LOG_NAME",
+    "RESUMABLE_CHANGES",
+    "TrainConfig",
+    "load_config",
+    "train",
+]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:

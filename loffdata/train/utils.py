@@ -15,7 +15,9 @@ from torch import nn
 __all__ = ["create_optimizer", "loss_fn", "lr_at", "param_groups"]
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Mean cross-entropy for hard or soft labels, computed in float32.
 
     Args:
@@ -33,12 +35,16 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: floa
         raise ValueError(f"logits must be (N, K), got shape {tuple(logits.shape)}")
     if target.is_floating_point():
         if target.shape != logits.shape:
-            raise ValueError(f"soft labels must have the logits' shape {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
+            raise ValueError(
+                f"soft labels must have the logits' shape {tuple(logits.shape)}, "
+                f"got {tuple(target.shape)}"
+            )
         target = target.float()
     elif target.dtype == torch.bool or target.shape != logits.shape[:1]:
-        raise ValueError(f"hard labels must be integer class indices of shape ({logits.shape[0]},), "
-                         f"got {target.dtype} {tuple(target.shape)}")
+        raise ValueError(
+            f"hard labels must be integer class indices of shape ({logits.shape[0]},), "
+            f"got {target.dtype} {tuple(target.shape)}"
+        )
     else:
         target = target.long()
     return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
@@ -62,12 +68,19 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
         scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
         decay = 0.0 if param.ndim <= 1 or name in skip else weight_decay
         groups.setdefault((scale, decay), []).append(param)
-    return [{"params": params, "weight_decay": decay, "lr_scale": scale}
-            for (scale, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
+    return [
+        {"params": params, "weight_decay": decay, "lr_scale": scale}
+        for (scale, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+    ]
 
 
-def create_optimizer(model: nn.Module, *, lr: float, weight_decay: float = 0.05,
-                     betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+def create_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` (the optimizer of the paper's recipes)."""
     return torch.optim.AdamW(param_groups(model, weight_decay=weight_decay), lr=lr, betas=betas)
 

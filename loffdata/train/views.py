@@ -15,14 +15,18 @@ import torch.nn.functional as F
 __all__ = ["per_row_loss", "view_averaged_loss"]
 
 
-def per_row_loss(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+def per_row_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy of every row (hard int labels or soft float labels), in float32.
 
     Returns:
         ``(N,)`` losses; their mean equals :func:`loffdata.train.utils.loss_fn`.
     """
     target = target.float() if target.is_floating_point() else target.long()
-    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing, reduction="none")
+    return F.cross_entropy(
+        logits.float(), target, label_smoothing=label_smoothing, reduction="none"
+    )
 
 
 def view_averaged_loss(rows: torch.Tensor, *, views: int) -> torch.Tensor:

@@ -11,7 +11,13 @@ MEAN = np.array([0.0, 3.0 + 3e-7, 0.0, -1.0])  # a dataset mean a hair off the s
 STD = np.array([1.0, 0.0, 2.0, 0.0])
 SPECS = {
     "frofa+noise": {"preset": "frofa", "noise": 1.0, "normalize": True},
-    "crop+jitter": {"crop": 1.0, "jitter": 1.0, "brightness": 0.5, "contrast": 0.3, "normalize": True},
+    "crop+jitter": {
+        "crop": 1.0,
+        "jitter": 1.0,
+        "brightness": 0.5,
+        "contrast": 0.3,
+        "normalize": True,
+    },
 }
 
 
@@ -26,7 +32,9 @@ def _batch(dtype=torch.float32):
 def test_a_constant_channel_normalises_to_exactly_zero(spec):
     aug = Augmenter(AugmentSpec.from_dict(SPECS[spec]), mean=MEAN, std=STD)
     out, _ = aug(_batch(), indices=np.arange(4))
-    assert torch.equal(out[:, 1], torch.zeros_like(out[:, 1])) and torch.equal(out[:, 3], torch.zeros_like(out[:, 3]))
+    assert torch.equal(out[:, 1], torch.zeros_like(out[:, 1])) and torch.equal(
+        out[:, 3], torch.zeros_like(out[:, 3])
+    )
     assert out[:, 0].abs().max() > 0.1  # the other channels are augmented as before
 
 

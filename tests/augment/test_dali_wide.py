@@ -49,6 +49,6 @@ def test_narrow_maps_resize_in_dali(features):
 def test_last_partial_batch_runs_on_the_same_pipeline(features):
     ref, aug = _pair(8)
     _check(ref, aug, features(6, 8, 6, 6), np.arange(6))
-    (pipe, size), = aug.backend._pipes.values()
+    ((pipe, size),) = aug.backend._pipes.values()
     _check(ref, aug, features(2, 8, 6, 6, seed=1), np.arange(6, 8))  # the epoch's short last batch
     assert list(aug.backend._pipes.values()) == [(pipe, size)] and size == 6

@@ -55,7 +55,9 @@ def test_tensor_list_output_needs_as_tensor_for_feed_ndarray():
 
 
 @pytest.mark.dali
-@pytest.mark.parametrize("options", [{"output": "copy"}, {"layout": "HWC"}, {"minibatch_size": 2}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{"output": "copy"}, {"layout": "HWC"}, {"minibatch_size": 2}], ids=str
+)
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_dali_options_match_torch(op, options, features):
     pytest.importorskip("nvidia.dali")
@@ -75,7 +77,12 @@ def test_pipeline_cache_is_bounded(features):
     pytest.importorskip("nvidia.dali")
     spec = AugmentSpec.preset("loffta", noise=1.0)
     _, dali = _pair(spec, max_pipelines=2)
-    for hw in (3, 4, 5, 6):  # the batch size is not part of the key (a short batch reuses a pipeline)
+    for hw in (
+        3,
+        4,
+        5,
+        6,
+    ):  # the batch size is not part of the key (a short batch reuses a pipeline)
         dali(features(2, 4, hw, hw), indices=np.arange(2))
     assert len(dali.backend._pipes) == 2
     assert [k[0][1] for k in dali.backend._pipes] == [5, 6]  # the two most recent sample shapes
@@ -92,7 +99,10 @@ def test_identity_preset_returns_the_batch_itself(backend, dtype, features):
     assert out is x and labels is y
     cast = Augmenter(AugmentSpec.preset("none", out_dtype="float32"), backend=backend)
     assert cast(x, indices=np.arange(4))[0].dtype == torch.float32
-    assert AugmentSpec.preset("none").is_identity and not AugmentSpec.preset("none", views=2).is_identity
+    assert (
+        AugmentSpec.preset("none").is_identity
+        and not AugmentSpec.preset("none", views=2).is_identity
+    )
     assert not AugmentSpec.preset("loffta").is_identity
 
 
@@ -110,11 +120,17 @@ def test_noise_field_on_the_cpu_draws_only_noisy_rows():
     z = noise_field(p, (4, 4), device="cpu")
     quiet = p.noise_scale == 0
     assert 0 < quiet.sum() < 16 and z.shape == (16, 3, 4, 4)
-    assert torch.all(z[torch.from_numpy(quiet)] == 0) and torch.all(z[torch.from_numpy(~quiet)] != 0)
+    assert torch.all(z[torch.from_numpy(quiet)] == 0) and torch.all(
+        z[torch.from_numpy(~quiet)] != 0
+    )
 
 
 def test_stage_keeps_dtypes_shapes_and_values():
-    arrays = {"m": np.array([True, False, True]), "k": np.arange(6).reshape(2, 3), "f": np.ones((2, 1), np.float32)}
+    arrays = {
+        "m": np.array([True, False, True]),
+        "k": np.arange(6).reshape(2, 3),
+        "f": np.ones((2, 1), np.float32),
+    }
     out = stage("cpu", **arrays)
     for k, v in arrays.items():
         assert out[k].dtype == torch.from_numpy(v).dtype and np.array_equal(out[k].numpy(), v)
@@ -133,7 +149,9 @@ def test_constant_channels_get_the_documented_std_floor(features):
     out, _ = Augmenter(plain, mean=mean, std=std)(x, indices=np.arange(4))
     torch.testing.assert_close(out[:, 1], torch.full_like(out[:, 1], 3.0), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="std"):
-        TorchBackend(plain, std=[1.0, -1.0]).coefficients(Augmenter(plain).params(np.arange(1), epoch=0, shape=(2, 3, 3)))
+        TorchBackend(plain, std=[1.0, -1.0]).coefficients(
+            Augmenter(plain).params(np.arange(1), epoch=0, shape=(2, 3, 3))
+        )
 
 
 def test_mixing_refuses_unlabelled_samples(features):

@@ -22,10 +22,31 @@ def test_skip_reason_is_text_not_a_buffer_repr():
 
 
 def test_pretrained_offline_fails_fast_with_what_to_do(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "shard.py"), "--pretrained", "--model",
-                           "vit_tiny_patch16_224", "--shapes_counts", "{train: 2}", "--workers", "0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "shard.py"),
+            "--pretrained",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--shapes_counts",
+            "{train: 2}",
+            "--workers",
+            "0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--checkpoint PATH" in proc.stderr and "HF_HOME" in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -60,7 +60,9 @@ def direct(cfg: ExtractConfig, paths: list[str]) -> tuple[torch.Tensor, torch.Te
     transform, _ = build_transform(model, cfg)
     x = torch.stack([transform(load_image(p)) for p in paths])
     with torch.inference_mode():
-        final, inter = model.forward_intermediates(x, indices=[cfg.layer], norm=cfg.norm, output_fmt="NCHW")
+        final, inter = model.forward_intermediates(
+            x, indices=[cfg.layer], norm=cfg.norm, output_fmt="NCHW"
+        )
         feats = torch.nn.functional.avg_pool2d(inter[0], cfg.pool) if cfg.pool > 1 else inter[0]
         return feats, model.forward_head(final, pre_logits=True)
 
@@ -72,7 +74,9 @@ def test_compute_features_matches_forward_intermediates():
         feat, vec = compute_features(model, x, layer=1, norm=True, pooled=True, pool=2)
         ref = model.forward_intermediates(x, indices=[1], norm=True, intermediates_only=True)[0]
         cls = model.forward_head(model.forward_features(x), pre_logits=True)
-    assert feat.shape == (2, 64, 2, 2) and torch.allclose(feat, torch.nn.functional.avg_pool2d(ref, 2))
+    assert feat.shape == (2, 64, 2, 2) and torch.allclose(
+        feat, torch.nn.functional.avg_pool2d(ref, 2)
+    )
     assert torch.allclose(vec, cls, atol=1e-6)
 
 
@@ -81,17 +85,27 @@ def test_features_equal_direct_forward(tmp_path, checkpoint, arch):
     data = make_folder(tmp_path / "img", splits=("",), per_class=3)
     for k, p in enumerate(sorted(data.rglob("*.png"))):
         write_png(p, colour=(k * 40 % 255, 90, 200 - k * 20), size=40 + 7 * k)
-    cfg = dict(arch, input=str(data), checkpoint=checkpoint(arch["model"]), dtype="float32", pooled=True)
+    cfg = dict(
+        arch, input=str(data), checkpoint=checkpoint(arch["model"]), dtype="float32", pooled=True
+    )
     manifests = run(tmp_path, **cfg)
     manifest, samples = read_split(tmp_path / "out" / "train")
-    feats, vec = direct(ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]])
+    feats, vec = direct(
+        ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]]
+    )
     assert manifests["train"].num_samples == 6 == len(samples)
-    assert manifest.features.shape == tuple(feats.shape[1:]) and manifest.features.dtype == "float32"
+    assert (
+        manifest.features.shape == tuple(feats.shape[1:]) and manifest.features.dtype == "float32"
+    )
     stored = np.stack([as_float(s.features) for s in samples])
     np.testing.assert_allclose(stored, feats.numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.stack([s.extras["pooled"] for s in samples]), vec.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack([s.extras["pooled"] for s in samples]), vec.numpy(), rtol=1e-5, atol=1e-5
+    )
     assert [s.label for s in samples] == [0, 0, 0, 1, 1, 1] and manifest.classes == ["cat", "dog"]
-    np.testing.assert_allclose(manifest.stats.mean, stored.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        manifest.stats.mean, stored.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 1e-2), ("int8", 1e-2)])
@@ -100,7 +114,9 @@ def test_storage_dtypes(tmp_path, checkpoint, dtype, tol):
     cfg = dict(VIT, input=str(data), checkpoint=checkpoint("test_vit"), dtype=dtype, pooled=True)
     run(tmp_path, **cfg)
     manifest, samples = read_split(tmp_path / "out" / "train")
-    feats, _ = direct(ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]])
+    feats, _ = direct(
+        ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]]
+    )
     assert manifest.features.dtype == dtype
     assert manifest.extras["pooled"].dtype == ("float32" if dtype == "int8" else dtype)
     stored = np.stack([as_float(s.features) for s in samples])
@@ -110,13 +126,29 @@ def test_storage_dtypes(tmp_path, checkpoint, dtype, tol):
 
 def test_pool_and_layer(tmp_path, checkpoint):
     data = make_folder(tmp_path / "img", splits=("",), per_class=1)
-    cfg = dict(model="test_vit", img_size=128, input=str(data), checkpoint=checkpoint("test_vit"), pool=2, layer=0, dtype="float32")
+    cfg = dict(
+        model="test_vit",
+        img_size=128,
+        input=str(data),
+        checkpoint=checkpoint("test_vit"),
+        pool=2,
+        layer=0,
+        dtype="float32",
+    )
     run(tmp_path, **cfg)
     manifest, samples = read_split(tmp_path / "out" / "train")
     assert manifest.features.shape == (64, 4, 4)  # 8x8 grid pooled by 2
-    feats, _ = direct(ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]])
-    np.testing.assert_allclose(np.stack([as_float(s.features) for s in samples]), feats.numpy(), atol=1e-5)
-    assert manifest.source["layer"] == 0 and manifest.source["pool"] == 2 and manifest.source["img_size"] == 128
+    feats, _ = direct(
+        ExtractConfig(**cfg), [r.path for r in folder_source(str(data)).splits["train"]]
+    )
+    np.testing.assert_allclose(
+        np.stack([as_float(s.features) for s in samples]), feats.numpy(), atol=1e-5
+    )
+    assert (
+        manifest.source["layer"] == 0
+        and manifest.source["pool"] == 2
+        and manifest.source["img_size"] == 128
+    )
 
 
 def test_splits_written_separately(tmp_path):
@@ -178,14 +210,19 @@ def test_resume_after_crash_no_duplicates_no_gaps(tmp_path):
 def _run_with_hook(tmp_path, cfg, hook):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        return extract(ExtractConfig(out=str(tmp_path / "out"), workers=0, progress=False, **cfg), on_shard=hook)
+        return extract(
+            ExtractConfig(out=str(tmp_path / "out"), workers=0, progress=False, **cfg),
+            on_shard=hook,
+        )
 
 
 def test_resume_refuses_other_config(tmp_path):
     run(tmp_path, **CNN, shapes_counts={"train": 4})
     with pytest.raises(LoffError, match="different configuration.*pool"):
         run(tmp_path, **CNN, shapes_counts={"train": 4}, pool=2)
-    manifests = run(tmp_path, **dict(CNN, img_size=128), shapes_counts={"train": 4}, pool=2, overwrite=True)
+    manifests = run(
+        tmp_path, **dict(CNN, img_size=128), shapes_counts={"train": 4}, pool=2, overwrite=True
+    )
     assert manifests["train"].features.shape == (96, 2, 2)
 
 

@@ -23,8 +23,17 @@ def test_extract_to_s3_and_resume(s3_endpoint):
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.mkdir("feats")
-    cfg = dict(out="s3://feats/demo", endpoint_url=s3_endpoint, model="test_resnet", img_size=64,
-               shapes_counts={"train": 7, "val": 2}, shard_size=3, batch_size=4, workers=0, progress=False)
+    cfg = dict(
+        out="s3://feats/demo",
+        endpoint_url=s3_endpoint,
+        model="test_resnet",
+        img_size=64,
+        shapes_counts={"train": 7, "val": 2},
+        shard_size=3,
+        batch_size=4,
+        workers=0,
+        progress=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         manifests = extract(ExtractConfig(**cfg))
@@ -38,6 +47,8 @@ def test_extract_to_s3_and_resume(s3_endpoint):
     m = Manifest.load("s3://feats/demo/train", client_kwargs={"endpoint_url": s3_endpoint})
     assert m.num_samples == 7 and len(m.shards) == 3 and m.classes[0] == "disc"
     fs.invalidate_cache()
-    assert fs.exists("feats/demo/extract_config.json") and fs.exists("feats/demo/val/shard-000000.tar")
+    assert fs.exists("feats/demo/extract_config.json") and fs.exists(
+        "feats/demo/val/shard-000000.tar"
+    )
     text = fs.cat("feats/demo/extract_config.json").decode()
     assert "testing" not in text  # no credentials in the recorded configuration

@@ -84,7 +84,9 @@ def test_folder_missing_raises(tmp_path):
 def test_csv_source_string_labels_and_splits(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         write_png(tmp_path / "img" / name)
-    (tmp_path / "list.csv").write_text("path,label,split\nimg/a.png,zebra,train\nimg/b.png,ant,train\nimg/c.png,zebra,val\n")
+    (tmp_path / "list.csv").write_text(
+        "path,label,split\nimg/a.png,zebra,train\nimg/b.png,ant,train\nimg/c.png,zebra,val\n"
+    )
     src = csv_source(str(tmp_path / "list.csv"))
     assert src.classes == ["ant", "zebra"]
     assert [r.label for r in src.splits["train"]] == [1, 0]

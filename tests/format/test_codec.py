@@ -8,7 +8,18 @@ from hypothesis import strategies as st
 from loffdata.errors import CodecError
 from loffdata.format import codec
 
-DTYPES = ["float32", "float16", "bfloat16", "float64", "uint8", "int8", "int16", "int32", "int64", "bool"]
+DTYPES = [
+    "float32",
+    "float16",
+    "bfloat16",
+    "float64",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "bool",
+]
 
 
 def _random(dtype: str, shape, seed=0) -> np.ndarray:
@@ -37,7 +48,9 @@ def test_roundtrip_property(dtype, shape, seed):
     assert codec.decode(codec.encode(x)).tobytes() == x.tobytes()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8]
+)
 def test_roundtrip_torch(dtype):
     t = (torch.randn(4, 3, 2) * 10).to(dtype)
     back = codec.to_torch(codec.decode(codec.encode(t)))
@@ -60,7 +73,9 @@ def test_storage_conversion_to_float16_and_bfloat16():
 
 def test_int8_per_channel_quantisation_error_is_bounded():
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((16, 8, 8)).astype(np.float32) * rng.uniform(0.01, 10, (16, 1, 1)).astype(np.float32)
+    x = rng.standard_normal((16, 8, 8)).astype(np.float32) * rng.uniform(
+        0.01, 10, (16, 1, 1)
+    ).astype(np.float32)
     q = codec.decode(codec.encode(x, dtype="int8"))
     assert isinstance(q, codec.Quantized) and q.values.dtype == np.int8 and q.scale.shape == (16,)
     err = np.abs(q.dequantize() - x).max(axis=(1, 2))
@@ -80,12 +95,25 @@ def test_quantize_zero_channel():
         (msgpack.packb([1, 2, 3]), "expected a msgpack map"),
         (msgpack.packb({"dtype": "complex64", "shape": [1], "data": b"12345678"}), "unknown dtype"),
         (msgpack.packb({"dtype": "float32", "shape": [2, 2], "data": b"\0" * 15}), "needs 16"),
-        (msgpack.packb({"dtype": "float32", "shape": [2**20, 2**20], "data": b""}), "exceeds the limit"),
+        (
+            msgpack.packb({"dtype": "float32", "shape": [2**20, 2**20], "data": b""}),
+            "exceeds the limit",
+        ),
         (msgpack.packb({"dtype": "float32", "shape": [-1], "data": b""}), "non-negative"),
         (msgpack.packb({"dtype": "float32", "shape": [1] * 9, "data": b"\0" * 4}), "at most 8"),
         (msgpack.packb({"dtype": "float32", "shape": [1]}), "no binary 'data'"),
-        (msgpack.packb({"dtype": "float32", "shape": [2], "data": b"\0" * 8, "scale": b"\0" * 8}), "needs int8"),
-        (msgpack.packb({"dtype": "int8", "shape": [2, 1], "data": b"\0" * 2, "scale": b"\0" * 4}), "2 float32"),
+        (
+            msgpack.packb(
+                {"dtype": "float32", "shape": [2], "data": b"\0" * 8, "scale": b"\0" * 8}
+            ),
+            "needs int8",
+        ),
+        (
+            msgpack.packb(
+                {"dtype": "int8", "shape": [2, 1], "data": b"\0" * 2, "scale": b"\0" * 4}
+            ),
+            "2 float32",
+        ),
     ],
 )
 def test_malformed_payloads_rejected(payload, message):

@@ -23,7 +23,9 @@ def _tar(members) -> bytes:
 
 def test_encode_sample_members_and_order():
     x = np.zeros((4, 2, 2), np.float32)
-    members = encode_sample("abc-1", x, label=7, extras={"pooled": np.ones(4, np.float32)}, dtype="float16")
+    members = encode_sample(
+        "abc-1", x, label=7, extras={"pooled": np.ones(4, np.float32)}, dtype="float16"
+    )
     assert [n for n, _ in members] == ["abc-1.feat.msgpack", "abc-1.cls", "abc-1.pooled.msgpack"]
     assert members[1][1] == b"7"
     assert codec.decode(members[0][1]).dtype == np.float16
@@ -47,9 +49,16 @@ def test_split_member_name():
 
 def test_decode_sample_roundtrip():
     x = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
-    members = dict((split_member_name(n)[1], d) for n, d in encode_sample("k", x, label=3, extras={"lg": np.ones(5)}))
+    members = dict(
+        (split_member_name(n)[1], d)
+        for n, d in encode_sample("k", x, label=3, extras={"lg": np.ones(5)})
+    )
     s = decode_sample("k", members, shard="s.tar")
-    assert s.label == 3 and np.array_equal(s.features, x) and np.array_equal(s.extras["lg"], np.ones(5))
+    assert (
+        s.label == 3
+        and np.array_equal(s.features, x)
+        and np.array_equal(s.extras["lg"], np.ones(5))
+    )
 
 
 def test_decode_sample_errors_name_shard_and_key():
@@ -70,7 +79,9 @@ def test_sample_error_survives_pickling():
 
 
 def test_tarstream_groups_members_into_samples():
-    members = [m for i in range(3) for m in encode_sample(f"k{i}", np.full((1,), i, np.float32), label=i)]
+    members = [
+        m for i in range(3) for m in encode_sample(f"k{i}", np.full((1,), i, np.float32), label=i)
+    ]
     out = list(iter_sample_members(io.BytesIO(_tar(members)), shard="t"))
     assert [k for k, _ in out] == ["k0", "k1", "k2"]
     assert sorted(out[1][1]) == ["cls", "feat.msgpack"]

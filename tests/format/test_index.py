@@ -22,7 +22,12 @@ def spans(path):
 
 
 def sidecar(root, info):
-    return read_index(str(root / info.index_file), samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256)
+    return read_index(
+        str(root / info.index_file),
+        samples=info.samples,
+        shard_bytes=info.bytes,
+        sha256=info.sha256,
+    )
 
 
 def inline(root):
@@ -60,21 +65,36 @@ def test_loffdata_index_computes_the_index_of_foreign_shards(tmp_path):
     odd = sample("a", 0) + member("a.txt", b"a caption of some length") + sample("b", 1, label=None)
     data = archive(odd, sample("c", 2), member("c.more.msgpack", b"x" * 700))
     root = write_crafted(tmp_path / "ds", {"x.tar": data}, {"x.tar": 3})
-    run = subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True
+    )
     assert run.returncode == 0 and "indexed: 1 shards, 3 samples" in run.stdout
     info = Manifest.load(str(root)).shards[0]
     index = sidecar(root, info)
-    assert index.keys == ("a", "b", "c") and tuple(index.offsets.tolist()) == shard_index(str(root / "x.tar"))[0]
+    assert (
+        index.keys == ("a", "b", "c")
+        and tuple(index.offsets.tolist()) == shard_index(str(root / "x.tar"))[0]
+    )
     assert index.offsets[1] - index.offsets[0] == 3 * 1024 and index.offsets[-1] == len(data) - 1024
 
 
 def test_loffdata_index_refuses_duplicate_keys_and_wrong_counts(tmp_path):
-    root = write_crafted(tmp_path / "dup", {"x.tar": archive(sample("a", 0), sample("a", 1))}, {"x.tar": 2})
+    root = write_crafted(
+        tmp_path / "dup", {"x.tar": archive(sample("a", 0), sample("a", 1))}, {"x.tar": 2}
+    )
     with pytest.raises(ShardReadError, match="duplicate sample key 'a'"):
         index_dataset(str(root))
-    run = subprocess.run([sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True)
-    assert run.returncode == 1 and "duplicate sample key" in run.stderr and "Traceback" not in run.stderr
-    root = write_crafted(tmp_path / "count", {"x.tar": archive(sample("a", 0), sample("b", 1))}, {"x.tar": 1})
+    run = subprocess.run(
+        [sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True
+    )
+    assert (
+        run.returncode == 1
+        and "duplicate sample key" in run.stderr
+        and "Traceback" not in run.stderr
+    )
+    root = write_crafted(
+        tmp_path / "count", {"x.tar": archive(sample("a", 0), sample("b", 1))}, {"x.tar": 1}
+    )
     with pytest.raises(ManifestError, match="holds 2 samples, manifest says 1"):
         index_dataset(str(root))
 
@@ -91,11 +111,22 @@ def _mutated(make_dataset, mutate):
     "mutate, message",
     [
         (lambda d: d["shards"][0]["index"]["keys"].pop(), "index has 5 offsets and 3 keys"),
-        (lambda d: d["shards"][0]["index"]["offsets"].__setitem__(1, 700), "block-aligned, increasing"),
+        (
+            lambda d: d["shards"][0]["index"]["offsets"].__setitem__(1, 700),
+            "block-aligned, increasing",
+        ),
         (lambda d: d["shards"][0]["index"]["offsets"].__setitem__(4, 10**9), "inside the shard's"),
-        (lambda d: d["shards"][0]["index"]["keys"].__setitem__(1, d["shards"][0]["index"]["keys"][0]), "duplicate sample key"),
+        (
+            lambda d: d["shards"][0]["index"]["keys"].__setitem__(
+                1, d["shards"][0]["index"]["keys"][0]
+            ),
+            "duplicate sample key",
+        ),
         (lambda d: d["shards"][0].update(index={"offsets": 3}), "must hold lists"),
-        (lambda d: d["shards"][0]["index"]["offsets"].__setitem__(0, 10**30), "index|OverflowError"),
+        (
+            lambda d: d["shards"][0]["index"]["offsets"].__setitem__(0, 10**30),
+            "index|OverflowError",
+        ),
     ],
 )
 def test_a_bad_index_is_a_manifest_error(make_dataset, mutate, message):
@@ -104,10 +135,14 @@ def test_a_bad_index_is_a_manifest_error(make_dataset, mutate, message):
 
 
 def test_shard_names_are_normalised_and_duplicates_refused(make_dataset):
-    root = _mutated(make_dataset, lambda d: d["shards"][0].update(name="./" + d["shards"][0]["name"]))
+    root = _mutated(
+        make_dataset, lambda d: d["shards"][0].update(name="./" + d["shards"][0]["name"])
+    )
     assert Manifest.load(str(root)).shards[0].name == "shard-000000.tar"
+
     def twice(d):
         d["shards"][1] = {**d["shards"][0], "name": "./" + d["shards"][0]["name"]}
+
     with pytest.raises(ManifestError, match="duplicate shard names: 'shard-000000.tar'"):
         Manifest.load(str(_mutated(make_dataset, twice)))
 
@@ -118,14 +153,27 @@ def test_absurd_sample_counts_are_manifest_errors_at_load(make_dataset, samples)
         d["shards"][0]["samples"] = samples
         d["shards"][0].pop("index")
         d.pop("num_samples")
+
     with pytest.raises(ManifestError, match=f"{samples} samples cannot fit in"):
         Manifest.load(str(_mutated(make_dataset, absurd)))
 
 
 @pytest.mark.parametrize(
     "name",
-    ["%2e%2e/outside/x.tar", "..%2fx.tar", "%252e%252e/x.tar", "a/../../x.tar", "/etc/x.tar",
-     "http://evil/x.tar", "a\\..\\x.tar", "x.tar?y=1", "x.tar#f", "", "a/..", "."],
+    [
+        "%2e%2e/outside/x.tar",
+        "..%2fx.tar",
+        "%252e%252e/x.tar",
+        "a/../../x.tar",
+        "/etc/x.tar",
+        "http://evil/x.tar",
+        "a\\..\\x.tar",
+        "x.tar?y=1",
+        "x.tar#f",
+        "",
+        "a/..",
+        ".",
+    ],
 )
 def test_shard_names_that_leave_the_dataset_are_refused(name):
     with pytest.raises(ManifestError):

@@ -19,7 +19,10 @@ def _load_dict(root):
         (lambda d: d["features"].update(dtype="float8"), "known 'dtype'"),
         (lambda d: d["features"].update(shape=[8, -1]), "non-negative"),
         (lambda d: d["shards"][0].update(name="../x.tar"), "bad shard entry"),
-        (lambda d: d["shards"].append(dict(d["shards"][0])) or d.pop("num_samples"), "duplicate shard"),
+        (
+            lambda d: d["shards"].append(dict(d["shards"][0])) or d.pop("num_samples"),
+            "duplicate shard",
+        ),
         (lambda d: d["stats"].update(mean=[0.0], std=[1.0]), "stats have 1 channels"),
         (lambda d: d.pop("shards"), "KeyError"),
         (lambda d: d.update(classes="abc"), "list of strings"),
@@ -45,5 +48,8 @@ def test_missing_and_non_json_manifest(tmp_path):
 
 def test_shard_urls_relative_to_manifest(make_dataset):
     root, m = make_dataset(n=10, shard_size=4)
-    assert Manifest.load(str(root / "manifest.json")).shard_urls(str(root / "manifest.json"))[0] == f"{root}/shard-000000.tar"
+    assert (
+        Manifest.load(str(root / "manifest.json")).shard_urls(str(root / "manifest.json"))[0]
+        == f"{root}/shard-000000.tar"
+    )
     assert m.shard_urls("s3://b/feats/")[2] == "s3://b/feats/shard-000002.tar"

@@ -19,14 +19,25 @@ from tests.servers import http_server, s3_server  # noqa: F401
 
 @pytest.mark.parametrize(
     "path, resolved",
-    [("a/./b", "a/b"), ("a/b/../c", "a/c"), ("./a", "a"), ("a/..", ""), ("../a", "../a"),
-     ("a/../../b", "../b"), ("/a/../b", "/b"), ("a//b", "a/b"), ("a/b/.", "a/b")],
+    [
+        ("a/./b", "a/b"),
+        ("a/b/../c", "a/c"),
+        ("./a", "a"),
+        ("a/..", ""),
+        ("../a", "../a"),
+        ("a/../../b", "../b"),
+        ("/a/../b", "/b"),
+        ("a//b", "a/b"),
+        ("a/b/.", "a/b"),
+    ],
 )
 def test_dot_segments_are_removed_as_rfc3986_says(path, resolved):
     assert remove_dot_segments(path) == resolved
 
 
-@pytest.mark.parametrize("name", ["%2e/a.tar", "./a.tar", "sub/../a.tar", "%2E/%2e/a.tar", "%252e/a.tar", "%61.tar"])
+@pytest.mark.parametrize(
+    "name", ["%2e/a.tar", "./a.tar", "sub/../a.tar", "%2E/%2e/a.tar", "%252e/a.tar", "%61.tar"]
+)
 def test_spellings_of_one_name_resolve_alike(name):
     assert resolve_name(name) == "a.tar"
     assert url_identity(f"http://h/d/{name}") == url_identity("http://H/d/a.tar")
@@ -40,8 +51,10 @@ def test_dot_files_are_never_shard_names(name):
 
 
 def _two_spellings(tmp_path, second: str, where: str = "ds"):
-    root = write_crafted(tmp_path / where, {"a.tar": archive(sample("k0", 0), sample("k1", 1)),
-                                           "b.tar": archive(sample("k2", 2))})
+    root = write_crafted(
+        tmp_path / where,
+        {"a.tar": archive(sample("k0", 0), sample("k1", 1)), "b.tar": archive(sample("k2", 2))},
+    )
     text = (root / "manifest.json").read_text().replace('"b.tar"', f'"{second}"')
     (root / "manifest.json").write_text(text)
     return root
@@ -78,8 +91,11 @@ def test_one_shard_twice_in_a_list_is_refused(tmp_path, http_server):  # noqa: F
 
 
 def test_globs_skip_dot_files(tmp_path):
-    root = write_crafted(tmp_path / "ds", {"shard-000000.tar": archive(sample("k0", 0), sample("k1", 1))},
-                         {"shard-000000.tar": 2})
+    root = write_crafted(
+        tmp_path / "ds",
+        {"shard-000000.tar": archive(sample("k0", 0), sample("k1", 1))},
+        {"shard-000000.tar": 2},
+    )
     (root / ".shard-000001.tar").write_bytes(archive(sample("k2", 2), sample("k3", 3)))
     ds = StreamingDataset(str(root / "*.tar"), batch_size=1)
     assert ds.shards.urls == [str(root / "shard-000000.tar")]

@@ -71,7 +71,10 @@ def test_codec_int8_refuses_non_finite():
 
 
 def _float32_with_nan(root):
-    parts = [member(f"k{i}.feat.msgpack", codec.encode(_bad(np.nan if i == 1 else 1.0))) for i in range(3)]
+    parts = [
+        member(f"k{i}.feat.msgpack", codec.encode(_bad(np.nan if i == 1 else 1.0)))
+        for i in range(3)
+    ]
     write_crafted(root, {"x.tar": archive(*parts)}, {"x.tar": 3})
     m = Manifest.load(str(root))
     m.features = type(m.features)((3, 2, 2), "float32", "CHW")
@@ -84,7 +87,12 @@ def test_convert_refuses_non_finite_unless_zero(tmp_path):
     with pytest.raises(LoffError, match="non-finite") as err:
         convert(str(src), str(tmp_path / "dst"), ConvertConfig(dtype="int8"), progress=False)
     assert "'k1'" in str(err.value)
-    m = convert(str(src), str(tmp_path / "dst0"), ConvertConfig(dtype="int8", nonfinite="zero"), progress=False)
+    m = convert(
+        str(src),
+        str(tmp_path / "dst0"),
+        ConvertConfig(dtype="int8", nonfinite="zero"),
+        progress=False,
+    )
     assert m.stats is not None and np.isfinite(m.stats.mean).all()
     _strict_json(tmp_path / "dst0" / "manifest.json")
     assert verify(str(tmp_path / "dst0"), progress=False).ok
@@ -93,4 +101,6 @@ def test_convert_refuses_non_finite_unless_zero(tmp_path):
 def test_verify_reports_non_finite_features(tmp_path):
     src = _float32_with_nan(tmp_path / "src")
     report = verify(str(src), progress=False)
-    assert [(p.key, p.message) for p in report.problems] == [("k1", "features hold 1 non-finite values (NaN or infinity)")]
+    assert [(p.key, p.message) for p in report.problems] == [
+        ("k1", "features hold 1 non-finite values (NaN or infinity)")
+    ]

@@ -18,11 +18,20 @@ from tests.craft import archive, member, sample
 
 
 def _sidecar(root, info):
-    return read_index(str(root / info.index_file), samples=info.samples, shard_bytes=info.bytes, sha256=info.sha256)
+    return read_index(
+        str(root / info.index_file),
+        samples=info.samples,
+        shard_bytes=info.bytes,
+        sha256=info.sha256,
+    )
 
 
 def _delivered(root, **kw):
-    return Counter(i for b in StreamingDataset(root, batch_size=3, shuffle=False, **kw) for i in b["index"].tolist())
+    return Counter(
+        i
+        for b in StreamingDataset(root, batch_size=3, shuffle=False, **kw)
+        for i in b["index"].tolist()
+    )
 
 
 def test_the_byte_layout_is_what_docs_format_md_says(make_dataset):
@@ -30,13 +39,23 @@ def test_the_byte_layout_is_what_docs_format_md_says(make_dataset):
     info = Manifest.load(str(root)).shards[0]
     data = (root / info.index_file).read_bytes()
     n, size, k = (int.from_bytes(data[a : a + 8], "little") for a in (8, 16, 56))
-    assert data[:8] == INDEX_MAGIC and n == 5 and size == info.bytes and data[24:56] == bytes.fromhex(info.sha256)
+    assert (
+        data[:8] == INDEX_MAGIC
+        and n == 5
+        and size == info.bytes
+        and data[24:56] == bytes.fromhex(info.sha256)
+    )
     offsets = np.frombuffer(data, "<u8", n + 1, 64).tolist()
     starts = np.frombuffer(data, "<u8", n + 1, 64 + 8 * (n + 1)).tolist()
     blob = data[64 + 16 * (n + 1) : 64 + 16 * (n + 1) + k]
-    assert [blob[a:b].decode() for a, b in zip(starts, starts[1:])] == [f"s{i:07d}" for i in range(5)]
+    assert [blob[a:b].decode() for a, b in zip(starts, starts[1:])] == [
+        f"s{i:07d}" for i in range(5)
+    ]
     assert offsets[0] == 0 and offsets[-1] + 1024 <= info.bytes and sorted(offsets) == offsets
-    assert data[-32:] == hashlib.sha256(data[:-32]).digest() and len(data) == 64 + 16 * (n + 1) + k + 32
+    assert (
+        data[-32:] == hashlib.sha256(data[:-32]).digest()
+        and len(data) == 64 + 16 * (n + 1) + k + 32
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +105,9 @@ def test_a_forged_sidecar_is_checked_key_by_key(make_dataset):
     keys = list(real.keys)
     keys[1], keys[2] = keys[2], keys[1]  # a valid, checksummed sidecar with other keys
     forged = ShardIndex.from_lists(real.offsets.tolist(), keys)
-    (root / info.index_file).write_bytes(forged.to_bytes(shard_bytes=info.bytes, sha256=info.sha256))
+    (root / info.index_file).write_bytes(
+        forged.to_bytes(shard_bytes=info.bytes, sha256=info.sha256)
+    )
     with pytest.raises(ShardReadError, match="its index says"):
         _delivered(root)
     with pytest.raises(LoffError, match="index says"):
@@ -109,14 +130,18 @@ def test_an_old_inline_index_is_read_once_and_held_compactly(make_dataset, monke
     import loffdata.format.manifest as manifest_module
 
     real_load = manifest_module.loads_json  # the one parse of a manifest's text
-    monkeypatch.setattr(manifest_module, "loads_json", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
+    monkeypatch.setattr(
+        manifest_module, "loads_json", lambda *a, **kw: reads.append(1) or real_load(*a, **kw)
+    )
     m = Manifest.load(str(root))
     assert len(reads) == 1
     info = m.shards[0]
     assert isinstance(info.offsets, np.ndarray) and info.offsets.dtype == np.dtype("<u8")
     assert info.keys == ("s0000000", "s0000001", "s0000002", "s0000003") and info.index_file is None
     reads.clear()
-    assert _delivered(root) == Counter(range(12)) and len(reads) == 1  # the dataset reads it once too
+    assert (
+        _delivered(root) == Counter(range(12)) and len(reads) == 1
+    )  # the dataset reads it once too
     assert not list(root.glob("*.idx"))
 
 
@@ -127,7 +152,10 @@ def test_loffdata_index_moves_an_inline_index_into_sidecars(make_dataset):
     _old_inline(root)
     index_dataset(str(root))
     d = json.loads((root / "manifest.json").read_text())
-    assert [s["index"] for s in d["shards"]] == [{"file": "shard-000000.idx"}, {"file": "shard-000001.idx"}]
+    assert [s["index"] for s in d["shards"]] == [
+        {"file": "shard-000000.idx"},
+        {"file": "shard-000001.idx"},
+    ]
     assert _delivered(root) == Counter(range(8))
 
 
@@ -138,11 +166,20 @@ def _forge(root, name, data, samples, offsets, keys):
     (root / name).write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
     index = ShardIndex.from_lists(offsets, keys)
-    (root / name.replace(".tar", ".idx")).write_bytes(index.to_bytes(shard_bytes=len(data), sha256=sha))
+    (root / name.replace(".tar", ".idx")).write_bytes(
+        index.to_bytes(shard_bytes=len(data), sha256=sha)
+    )
     m = Manifest.load(str(root))
     d = m.to_dict()
-    d["shards"] = [{"name": name, "samples": samples, "bytes": len(data), "sha256": sha,
-                    "index": {"file": name.replace(".tar", ".idx")}}]
+    d["shards"] = [
+        {
+            "name": name,
+            "samples": samples,
+            "bytes": len(data),
+            "sha256": sha,
+            "index": {"file": name.replace(".tar", ".idx")},
+        }
+    ]
     d["num_samples"] = samples
     (root / "manifest.json").write_text(json.dumps(d))
 
@@ -164,7 +201,9 @@ def forgeable(make_dataset):
 def test_an_index_that_skips_a_leading_sample_is_refused(forgeable):
     data = archive(sample("a", 0), sample("b", 1), sample("c", 2), sample("d", 0))
     spans = _spans(data)
-    _forge(forgeable, "x.tar", data, 3, [b for _, b, _ in spans[1:]] + [spans[-1][2]], ["b", "c", "d"])
+    _forge(
+        forgeable, "x.tar", data, 3, [b for _, b, _ in spans[1:]] + [spans[-1][2]], ["b", "c", "d"]
+    )
     with pytest.raises(ShardReadError, match="first sample starts at byte 0, its index says"):
         _delivered(forgeable)
     with pytest.raises(LoffError, match="no readable sample"):  # skipped, counted, never delivered
@@ -174,7 +213,9 @@ def test_an_index_that_skips_a_leading_sample_is_refused(forgeable):
 def test_an_index_that_starts_inside_another_member_is_refused(forgeable):
     hidden = sample("h", 2)
     data = archive(sample("a", 0) + member("a.txt", hidden + bytes(1024)), sample("b", 1))
-    start = next(b for k, b, _ in _spans(data) if k == "a") + len(sample("a", 0)) + 512  # inside a.txt
+    start = (
+        next(b for k, b, _ in _spans(data) if k == "a") + len(sample("a", 0)) + 512
+    )  # inside a.txt
     end = start + len(hidden)
     assert data[start : start + 512] == hidden[:512]
     _forge(forgeable, "x.tar", data, 1, [start, end], ["h"])
@@ -202,10 +243,14 @@ def test_check_coverage_accepts_an_exact_index_with_leading_non_sample_members()
 def test_map_style_reads_check_coverage_and_fall_back_too(forgeable, make_dataset):
     data = archive(sample("a", 0), sample("b", 1), sample("c", 2), sample("d", 0))
     spans = _spans(data)
-    _forge(forgeable, "x.tar", data, 3, [b for _, b, _ in spans[1:]] + [spans[-1][2]], ["b", "c", "d"])
+    _forge(
+        forgeable, "x.tar", data, 3, [b for _, b, _ in spans[1:]] + [spans[-1][2]], ["b", "c", "d"]
+    )
     with pytest.raises(ShardReadError, match="first sample starts at byte 0"):
         StreamingDataset(forgeable)[0]
     root, _ = make_dataset(n=8, shard_size=4, name="plain")
     (root / "shard-000001.idx").write_bytes(b"damaged")
     ds = StreamingDataset(root)
-    assert [ds[i]["key"] for i in range(8)] == [f"s{i:07d}" for i in range(8)] and ds.indexed().scanned == 1
+    assert [ds[i]["key"] for i in range(8)] == [
+        f"s{i:07d}" for i in range(8)
+    ] and ds.indexed().scanned == 1

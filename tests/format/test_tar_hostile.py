@@ -56,7 +56,9 @@ def test_pax_path_in_front_of_a_directory_does_not_carry_over():
 def test_declared_size_beyond_the_file_fails_before_allocating():
     huge = b"%012o" % (8 << 30)  # 8 GiB
     data = archive(sample("a", 0), member("b.feat.msgpack", b"", size_field=huge))
-    with pytest.raises(ShardReadError, match=r"'b.feat.msgpack' at byte 2048 declares 8589934592 bytes"):
+    with pytest.raises(
+        ShardReadError, match=r"'b.feat.msgpack' at byte 2048 declares 8589934592 bytes"
+    ):
         members(data)
 
 
@@ -66,12 +68,17 @@ def test_consecutive_duplicate_keys_are_refused():
         list(iter_sample_members(io.BytesIO(data), shard="t.tar"))
 
 
-@pytest.mark.parametrize("label", [b"99999999999999999999", b"-9223372036854775809", b"9223372036854775808"])
+@pytest.mark.parametrize(
+    "label", [b"99999999999999999999", b"-9223372036854775809", b"9223372036854775808"]
+)
 def test_labels_outside_int64_are_sample_errors(label):
     with pytest.raises(SampleError, match="outside int64") as err:
         decode_sample("k", {"feat.msgpack": features(0), "cls": label}, shard="t.tar")
     assert err.value.key == "k" and err.value.shard == "t.tar"
-    assert decode_sample("k", {"feat.msgpack": features(0), "cls": b"9223372036854775807"}).label == (1 << 63) - 1
+    assert (
+        decode_sample("k", {"feat.msgpack": features(0), "cls": b"9223372036854775807"}).label
+        == (1 << 63) - 1
+    )
 
 
 @pytest.mark.parametrize("label", [b"1_000", b"+-3", b"", b"1e3", "٣".encode()])
@@ -81,7 +88,10 @@ def test_labels_must_be_plain_ascii_decimals(label):
 
 
 def test_ustar_prefix_and_absolute_names_give_the_basename_key():
-    data = archive(member("k0.feat.msgpack", features(0), prefix="some/dir"), member("/abs/k1.feat.msgpack", features(1)))
+    data = archive(
+        member("k0.feat.msgpack", features(0), prefix="some/dir"),
+        member("/abs/k1.feat.msgpack", features(1)),
+    )
     assert [k for k, _ in iter_sample_members(io.BytesIO(data), shard="t.tar")] == ["k0", "k1"]
 
 

@@ -101,7 +101,9 @@ def _cached_dataset(http_server, tmp_path):  # noqa: F811
     cache_dir = tmp_path / "cache"
 
     def read():
-        ds = StreamingDataset(http_server.url, shuffle=False, cache_dir=cache_dir, retry=RetryConfig(backoff=0.01))
+        ds = StreamingDataset(
+            http_server.url, shuffle=False, cache_dir=cache_dir, retry=RetryConfig(backoff=0.01)
+        )
         return [(x["key"], float(x["features"].flat[0])) for x in ds]
 
     return cache_dir, read
@@ -133,7 +135,9 @@ def test_a_same_size_republish_is_fetched_again(http_server, tmp_path):  # noqa:
     got = read()
     assert got[0] == ("s00100", 100.0) and _tar_gets(http_server) == 4
     record = ShardCache(CacheConfig(str(cache_dir))).version(f"{http_server.url}/shard-000000.tar")
-    assert record["size"] == len(old) and record["version"]["etag"]  # the version it was fetched under
+    assert (
+        record["size"] == len(old) and record["version"]["etag"]
+    )  # the version it was fetched under
 
 
 def test_stale_temporaries_are_reclaimed_and_live_ones_counted(tmp_path):
@@ -142,7 +146,9 @@ def test_stale_temporaries_are_reclaimed_and_live_ones_counted(tmp_path):
 
     root = tmp_path / "c"
     cache = ShardCache(CacheConfig(str(root), limit_bytes=25))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = root / f".tmp-{int(dead.stdout)}-abcdef012345-x.tar"
     live = root / f".tmp-{os.getpid()}-abcdef012345-y.tar"
     for p in (stale, live):

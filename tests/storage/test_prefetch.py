@@ -31,7 +31,11 @@ BLOCK = 16 << 10
 
 
 def flat(items):
-    return [i for b in items for i in (b["index"].tolist() if torch.is_tensor(b["index"]) else [b["index"]])]
+    return [
+        i
+        for b in items
+        for i in (b["index"].tolist() if torch.is_tensor(b["index"]) else [b["index"]])
+    ]
 
 
 @pytest.fixture
@@ -83,7 +87,9 @@ def test_requests_in_flight_reach_the_configured_depth(big, mode):
 
 def test_without_prefetch_one_request_at_a_time(big):
     big.latency = 0.05
-    ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=retry(), prefetch=PrefetchConfig(requests=0))
+    ds = StreamingDataset(
+        big.url, seed=0, batch_size=8, retry=retry(), prefetch=PrefetchConfig(requests=0)
+    )
     big.reset_peak()
     assert sorted(flat(ds)) == list(range(40))
     assert big.reset_peak() <= 2  # the block read plus one read ahead
@@ -93,8 +99,12 @@ def test_prefetch_stays_within_its_byte_budget(big):
     big.latency = 0.05
     fs, _ = filesystem(big.url, None, retry())
     shards = sorted(Path(big.root).glob("*.tar"))
-    reads = [ShardRead(f"{big.url}/{p.name}", fs, f"{big.url}/{p.name}", p.stat().st_size, p.stat().st_size)
-             for p in shards]
+    reads = [
+        ShardRead(
+            f"{big.url}/{p.name}", fs, f"{big.url}/{p.name}", p.stat().st_size, p.stat().st_size
+        )
+        for p in shards
+    ]
     pf = Prefetcher(PrefetchConfig(requests=8, budget_bytes=3 * BLOCK), retry())
     pf.plan(reads)  # nobody reads: the prefetcher must stop at the budget
     settled(pf)
@@ -113,7 +123,10 @@ def test_dropped_connection_and_503_burst_with_prefetch(big, mode):
     big.faults.statuses["shard-000000.tar"] = [503] * 6
     ds = StreamingDataset(big.url, seed=3, batch_size=8, retry=retry(), prefetch=prefetch(mode, 8))
     assert Counter(flat(DataLoader(ds, batch_size=None, num_workers=2))) == Counter(range(40))
-    assert "shard-000001.tar" not in big.faults.drop_after and not big.faults.statuses["shard-000000.tar"]
+    assert (
+        "shard-000001.tar" not in big.faults.drop_after
+        and not big.faults.statuses["shard-000000.tar"]
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -124,7 +137,9 @@ def test_a_stall_is_retried_and_a_dead_server_fails_in_time(big, requests, mode)
     ds = StreamingDataset(big.url, seed=0, batch_size=8, retry=quick, prefetch=pf)
     assert sorted(flat(ds)) == list(range(40))
     big.faults.stall["shard-000001.tar"] = [60.0] * 500  # stops answering
-    with pytest.raises(ShardReadError, match=f"{big.url}/shard-000001.tar.*after .* attempts") as err:
+    with pytest.raises(
+        ShardReadError, match=f"{big.url}/shard-000001.tar.*after .* attempts"
+    ) as err:
         list(StreamingDataset(big.url, seed=0, batch_size=8, retry=quick, prefetch=pf))
     tries = int(re.search(r"after (\d+) attempts", str(err.value))[1])
     assert tries < quick.attempts  # the deadline gave up, not the 20 attempts (of 0.5 s each)
@@ -141,12 +156,19 @@ def test_object_replaced_mid_read_fails_naming_the_url(big, tmp_path, requests, 
     new = other / "shard-000001.tar"
     assert new.stat().st_size == (Path(big.root) / "shard-000001.tar").stat().st_size  # same size
     big.faults.replace["shard-000001.tar"] = (2, str(new))  # a new version before the 2nd GET
-    ds = StreamingDataset(big.url, shuffle=False, batch_size=batch, retry=retry(),
-                          prefetch=prefetch("samples", requests))  # batches: by sample
+    ds = StreamingDataset(
+        big.url,
+        shuffle=False,
+        batch_size=batch,
+        retry=retry(),
+        prefetch=prefetch("samples", requests),
+    )  # batches: by sample
     # sequentially the second block meets the new version; with requests in flight, the new
     # version may answer first, and the index then refuses its first sample (another key)
     expected = ObjectChanged if requests == 0 else ShardReadError
-    with pytest.raises(expected, match=f"shard '{big.url}/shard-000001.tar'( changed while being read|: sample)"):
+    with pytest.raises(
+        expected, match=f"shard '{big.url}/shard-000001.tar'( changed while being read|: sample)"
+    ):
         list(ds)
 
 
@@ -165,8 +187,14 @@ def test_resume_mid_prefetch_is_exact(big, mode):
     big.latency = 0.02
 
     def make():
-        ds = StreamingDataset(big.url, seed=5, batch_size=4, shuffle_buffer=8, retry=retry(),
-                              prefetch=prefetch(mode, 4))
+        ds = StreamingDataset(
+            big.url,
+            seed=5,
+            batch_size=4,
+            shuffle_buffer=8,
+            retry=retry(),
+            prefetch=prefetch(mode, 4),
+        )
         return ds
 
     assert_resumes_exactly(make, [1, 4, 7])
@@ -181,7 +209,10 @@ def test_processes_sharing_a_cache_download_each_shard_once(big, tmp_path):
     big.latency = 0.05  # the two processes overlap
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_epoch_with_cache, args=(big.url, str(tmp_path / "c"), queue)) for _ in range(2)]
+    procs = [
+        ctx.Process(target=_epoch_with_cache, args=(big.url, str(tmp_path / "c"), queue))
+        for _ in range(2)
+    ]
     for p in procs:
         p.start()
     got = [queue.get(timeout=60) for _ in procs]

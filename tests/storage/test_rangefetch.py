@@ -33,8 +33,12 @@ def big(http_server):  # noqa: F811
 
 def _offsets(root: str) -> list[np.ndarray]:
     m = Manifest.load(str(Path(root) / "manifest.json"))
-    return [read_index(str(Path(root) / s.index_file), samples=s.samples, shard_bytes=s.bytes,
-                       sha256=s.sha256).offsets.astype(np.int64) for s in m.shards]
+    return [
+        read_index(
+            str(Path(root) / s.index_file), samples=s.samples, shard_bytes=s.bytes, sha256=s.sha256
+        ).offsets.astype(np.int64)
+        for s in m.shards
+    ]
 
 
 def _gets(server) -> list[int]:
@@ -48,7 +52,10 @@ def _gets(server) -> list[int]:
 
 
 def test_ranges_follow_the_groups_and_coalesce_neighbours_only():
-    offsets = [np.arange(0, 11_000, 1000), np.arange(0, 11_000, 1000)]  # 2 shards of 10 samples, 1000 B each
+    offsets = [
+        np.arange(0, 11_000, 1000),
+        np.arange(0, 11_000, 1000),
+    ]  # 2 shards of 10 samples, 1000 B each
     counts = [10, 10]
     got = list(sample_ranges(counts, offsets, np.array([3, 2, 15, 9, 4, 0]), 3, block_size=1 << 20))
     # group 1 (2, 3, 15 sorted): samples 2-3 of shard 0 in one range, then sample 5 of shard 1
@@ -91,9 +98,16 @@ def test_range_prefetcher_keeps_its_depth_within_the_budget(big):
 
 
 def _first_batch_bytes(server, by_sample: bool) -> int:
-    ds = StreamingDataset(server.url, seed=0, batch_size=8, shuffle_buffer=40,
-                          prefetch=PrefetchConfig(by_sample=by_sample, requests=2, sample_requests=4,
-                                                  budget_bytes=64 << 10), retry=RetryConfig(block_size=16 << 10))
+    ds = StreamingDataset(
+        server.url,
+        seed=0,
+        batch_size=8,
+        shuffle_buffer=40,
+        prefetch=PrefetchConfig(
+            by_sample=by_sample, requests=2, sample_requests=4, budget_bytes=64 << 10
+        ),
+        retry=RetryConfig(block_size=16 << 10),
+    )
     before = sum(_gets(server))
     it = iter(ds)
     first = next(it)
@@ -113,9 +127,17 @@ def test_the_first_window_by_sample_then_blocks_delivers_what_reading_by_shard_d
     block = 32 << 10
 
     def epoch(by_sample: bool) -> list[tuple[int, float]]:
-        ds = StreamingDataset(big.url, seed=4, batch_size=6, shuffle_buffer=16, retry=RetryConfig(block_size=block),
-                              prefetch=PrefetchConfig(by_sample=by_sample, sample_requests=3))
-        return [(int(i), float(f.flatten()[0])) for b in ds for i, f in zip(b["index"], b["features"])]
+        ds = StreamingDataset(
+            big.url,
+            seed=4,
+            batch_size=6,
+            shuffle_buffer=16,
+            retry=RetryConfig(block_size=block),
+            prefetch=PrefetchConfig(by_sample=by_sample, sample_requests=3),
+        )
+        return [
+            (int(i), float(f.flatten()[0])) for b in ds for i, f in zip(b["index"], b["features"])
+        ]
 
     by_shard = epoch(False)
     before = len(_gets(big))

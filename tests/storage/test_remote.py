@@ -272,7 +272,9 @@ def test_read_ahead_fetches_the_next_block_in_the_background(tmp_path):
     data = bytes(range(256)) * 64  # 16 KiB
     (tmp_path / "f.bin").write_bytes(data)
     fs = fsspec.filesystem("file")
-    r = ResumableReader("file://f.bin", fs, str(tmp_path / "f.bin"), retry=RetryConfig(block_size=4096))
+    r = ResumableReader(
+        "file://f.bin", fs, str(tmp_path / "f.bin"), retry=RetryConfig(block_size=4096)
+    )
     first = r.read(100)
     assert first == data[:100] and r._ahead is not None and r._ahead[0] == 4096
     r._ahead[1].result()  # the second block arrives while the first is being consumed
@@ -292,5 +294,7 @@ def test_main_process_requests_still_work_after_forked_workers_read(served):
     quick = RetryConfig(timeout=5, attempts=1)
     for _ in range(3):  # the manifest is read in this process, then workers are forked
         ds = StreamingDataset(served.url, batch_size=4, retry=quick)
-        got = [i for b in DataLoader(ds, batch_size=None, num_workers=2) for i in b["index"].tolist()]
+        got = [
+            i for b in DataLoader(ds, batch_size=None, num_workers=2) for i in b["index"].tolist()
+        ]
         assert sorted(got) == list(range(20))

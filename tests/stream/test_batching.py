@@ -28,7 +28,9 @@ def test_arena_slots_are_disjoint_page_aligned_storages_of_their_own(make_datase
         assert tensors["features"].shape == (4, *shards.features.shape)
         for t in tensors.values():
             assert t.data_ptr() % mmap.PAGESIZE == 0  # each can be page-locked on its own
-            assert storage_use_count(t) == storage_use_count(torch.empty(1))  # nothing else holds it
+            assert storage_use_count(t) == storage_use_count(
+                torch.empty(1)
+            )  # nothing else holds it
             ranges.append((t.data_ptr(), t.data_ptr() + t.untyped_storage().nbytes()))
     ranges.sort()
     assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))  # no two tensors overlap
@@ -53,13 +55,19 @@ def test_pool_sends_arena_slots_by_reference_from_the_first_batch(make_dataset):
     shards = _shards(make_dataset)
     arena = SharedArena(shards, batch_size=4, dtype=None, workers=1, slots=2)
     flags = torch.zeros(1, 2, dtype=torch.int32)
-    pool = BufferPool(shards, batch_size=4, shared=True, flags=flags, worker=0, by_reference=True, arena=arena)
+    pool = BufferPool(
+        shards, batch_size=4, shared=True, flags=flags, worker=0, by_reference=True, arena=arena
+    )
     buf = pool.get(4)
-    assert buf.tensors["features"].data_ptr() == arena.tensors(0, buf.slot[1])["features"].data_ptr()
+    assert (
+        buf.tensors["features"].data_ptr() == arena.tensors(0, buf.slot[1])["features"].data_ptr()
+    )
     sent = pool.hand_out(buf)
     assert sent["ref"] and sent["slot"] == (0, 0) and flags[0, 0] == 1
     partial = pool.hand_out(pool.get(3))  # a short batch is fresh: sent whole
     assert "ref" not in partial and partial["features"].shape[0] == 3
-    plain = BufferPool(shards, batch_size=4, shared=True, flags=flags.clone(), worker=0, by_reference=True)
+    plain = BufferPool(
+        shards, batch_size=4, shared=True, flags=flags.clone(), worker=0, by_reference=True
+    )
     assert "ref" not in plain.hand_out(plain.get(4))  # without an arena: sent whole once
     assert np.array_equal(flags.numpy(), [[1, 0]])

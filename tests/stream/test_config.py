@@ -66,7 +66,9 @@ def test_keyword_settings_are_the_config_fields_and_declare_no_default():
     params = inspect.signature(StreamingDataset.__init__).parameters
     settings = {n for n, p in params.items() if p.default is UNSET}
     assert settings == {f.name for f in dataclasses.fields(StreamConfig)}
-    others = {n: p.default for n, p in params.items() if n not in settings and n not in ("self", "source")}
+    others = {
+        n: p.default for n, p in params.items() if n not in settings and n not in ("self", "source")
+    }
     assert others == {"config": None, "rank": None, "world_size": None}
 
 

@@ -238,7 +238,9 @@ def test_resume_twice(uneven):
     middle = [tuple(next(it)["index"].tolist()) for _ in range(4)]
     third = ds()
     third.load_state_dict(second.state_dict(delivered=4, num_workers=3))
-    assert third.state_dict(delivered=0)["plan"]["start"] == 14  # 7 batches of 2 into the global order
+    assert (
+        third.state_dict(delivered=0)["plan"]["start"] == 14
+    )  # 7 batches of 2 into the global order
     assert head + middle + collect(loader(third, 1)) == full
 
 

@@ -130,8 +130,12 @@ def test_shard_shorter_than_manifest(data):
     m["shards"][3]["samples"] = 6
     m["num_samples"] = 21
     (data / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ShardReadError, match="shard-000003.tar.* ended after 5 samples, manifest says 6"):
-        list(StreamingDataset(data, batch_size=4))  # its sidecar (5 samples) is refused: read in sequence
+    with pytest.raises(
+        ShardReadError, match="shard-000003.tar.* ended after 5 samples, manifest says 6"
+    ):
+        list(
+            StreamingDataset(data, batch_size=4)
+        )  # its sidecar (5 samples) is refused: read in sequence
     del m["shards"][3]["index"]  # without an index the shard is read in sequence
     (data / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(

@@ -38,7 +38,9 @@ def test_s3_glob(s3_server, tmp_path):  # noqa: F811
     shards = resolve_source(f"{url}/shard-*.tar", s3_server.storage_options)
     assert shards.urls == [f"{url}/shard-{i:06d}.tar" for i in range(3)]
     assert shards.counts == [4, 4, 2]
-    ds = StreamingDataset(f"{url}/shard-*.tar", shuffle=False, storage_options=s3_server.storage_options)
+    ds = StreamingDataset(
+        f"{url}/shard-*.tar", shuffle=False, storage_options=s3_server.storage_options
+    )
     assert [x["key"] for x in ds] == [f"s{i:05d}" for i in range(10)]
 
 

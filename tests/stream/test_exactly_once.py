@@ -51,7 +51,9 @@ def shard_sets(draw, max_shards: int = 2, max_samples: int = 8):
             key = samples[-1][0] if dup else f"s{s}k{i}"
             label = draw(st.none() | st.integers(0, 2))
             suffixes = draw(st.lists(st.sampled_from(_EXTRAS), unique=True, max_size=2))
-            extras = [(x, draw(st.integers(0, 1500) | st.sampled_from([1, 512, 1024]))) for x in suffixes]
+            extras = [
+                (x, draw(st.integers(0, 1500) | st.sampled_from([1, 512, 1024]))) for x in suffixes
+            ]
             samples.append((key, value, label, extras))
             value += 1
         shards.append(samples)
@@ -99,8 +101,12 @@ def _sequential(root: Path, names: list[str]) -> list[tuple[str, int, int]] | Sh
 
 
 def _batched(root: Path | str, workers: int, shuffle: bool) -> list[tuple[int, str, int, int]]:
-    by_sample = PrefetchConfig(by_sample=True, sample_requests=4)  # remote: the first window by sample
-    ds = StreamingDataset(root, batch_size=3, shuffle=shuffle, shuffle_buffer=4, seed=7, prefetch=by_sample)
+    by_sample = PrefetchConfig(
+        by_sample=True, sample_requests=4
+    )  # remote: the first window by sample
+    ds = StreamingDataset(
+        root, batch_size=3, shuffle=shuffle, shuffle_buffer=4, seed=7, prefetch=by_sample
+    )
     items = DataLoader(ds, batch_size=None, num_workers=workers) if workers else ds
     got = []
     for b in items:
@@ -124,8 +130,12 @@ def check(shards, indexed: bool, workers: tuple[int, ...] = (0, 2), *, http: boo
                             _batched(source, w, shuffle)
                         continue
                     got = _batched(source, w, shuffle)
-                    assert sorted(i for i, *_ in got) == list(range(len(expected)))  # each exactly once
-                    assert {i: rest for i, *rest in got} == {i: list(e) for i, e in enumerate(expected)}
+                    assert sorted(i for i, *_ in got) == list(
+                        range(len(expected))
+                    )  # each exactly once
+                    assert {i: rest for i, *rest in got} == {
+                        i: list(e) for i, e in enumerate(expected)
+                    }
 
 
 @settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,7 +161,17 @@ def test_duplicates_unindexed_and_varied_indexed_examples():
     """The two kinds of example the property must cover, drawn by hand (not left to chance)."""
     dup = [[("a", 0, 1, []), ("a", 1, None, [("txt", 9)]), ("b", 2, 0, [])]]
     check(dup, indexed=False, workers=(0,))
-    varied = [[(f"k{i}", i, None if i % 3 else 1, [("unknown", 700 * i), ("more.msgpack", 513)][: i % 3]) for i in range(9)]]
+    varied = [
+        [
+            (
+                f"k{i}",
+                i,
+                None if i % 3 else 1,
+                [("unknown", 700 * i), ("more.msgpack", 513)][: i % 3],
+            )
+            for i in range(9)
+        ]
+    ]
     check(varied, indexed=True, workers=(0,))
     # two samples without a label shift the rest by one sample span: predicting offsets from
     # the first sample's layout (first + i * span) made index 3 deliver sample 4
@@ -159,5 +179,7 @@ def test_duplicates_unindexed_and_varied_indexed_examples():
     check(shifted, indexed=True, workers=(0,))
     for case in (varied, shifted, dup):  # over HTTP: the first window by sample, then in blocks
         check(case, indexed=case is not dup, workers=(0,), http=True)
-    captioned = [[(f"k{i}", i, 0, [("txt", 1000)] if i == 1 else []) for i in range(6)]]  # +2 blocks: one span
+    captioned = [
+        [(f"k{i}", i, 0, [("txt", 1000)] if i == 1 else []) for i in range(6)]
+    ]  # +2 blocks: one span
     check(captioned, indexed=True, workers=(0,))

@@ -34,7 +34,9 @@ CLASSES = ["a", "b", "c"]
 RETRY = RetryConfig(backoff=0.01)
 DEADLINE_S = 60  # a hang, not slowness: the VM is shared
 pytestmark = pytest.mark.slow  # about a minute on a shared 2-core VM
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 
 
 class Hang(Exception):
@@ -56,7 +58,9 @@ def deadline(seconds: int):
 
 
 def sample(i: int, feat: bytes | None = None) -> bytes:
-    return member(f"k{i}.feat.msgpack", features(i) if feat is None else feat) + member(f"k{i}.cls", str(i % 3).encode())
+    return member(f"k{i}.feat.msgpack", features(i) if feat is None else feat) + member(
+        f"k{i}.cls", str(i % 3).encode()
+    )
 
 
 _WWW: dict[str, str] = {}  # the served directory and its URL (see the ``served`` fixture)
@@ -86,11 +90,19 @@ def dataset(data: bytes, *, index_from: bytes | None) -> Path:
 
 def read(path: str, root: Path) -> list[int]:
     path, _, transport = path.partition(" ")
-    url = str(root) if transport == "local" else f"{_WWW['url']}/{root.relative_to(_WWW['root']).as_posix()}"
+    url = (
+        str(root)
+        if transport == "local"
+        else f"{_WWW['url']}/{root.relative_to(_WWW['root']).as_posix()}"
+    )
     if path == "sequential":
         return [int(s["index"]) for s in StreamingDataset(url, shuffle=False, retry=RETRY)]
     if path == "batched":
-        return [i for b in StreamingDataset(url, batch_size=2, shuffle=False, retry=RETRY) for i in b["index"].tolist()]
+        return [
+            i
+            for b in StreamingDataset(url, batch_size=2, shuffle=False, retry=RETRY)
+            for i in b["index"].tolist()
+        ]
     ds = StreamingDataset(url, retry=RETRY)
     return [int(ds[i]["index"]) for i in range(len(ds))]
 
@@ -132,8 +144,13 @@ def _intact() -> tuple[bytes, list[int]]:
 @given(st.data())
 def test_damaged_tar_headers(data):
     intact, starts = _intact()
-    header_at = data.draw(st.sampled_from([s + h for s in starts[:N] for h in (0, 1024)]), label="header")
-    flips = data.draw(st.lists(st.tuples(st.integers(0, 511), st.integers(1, 255)), min_size=1, max_size=6), label="flips")
+    header_at = data.draw(
+        st.sampled_from([s + h for s in starts[:N] for h in (0, 1024)]), label="header"
+    )
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, 511), st.integers(1, 255)), min_size=1, max_size=6),
+        label="flips",
+    )
     damaged = bytearray(intact)
     for pos, xor in flips:
         damaged[header_at + pos] ^= xor
@@ -151,8 +168,14 @@ def test_truncated_shards(cut, indexed):
     check_outcome(intact[: len(intact) - cut], index_from=intact if indexed else None)
 
 
-_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8),
-                    st.binary(max_size=16))
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=16),
+)
 _DIM = st.one_of(st.just(0), st.integers(0, 4), st.integers(-3, 2**63))
 _SHAPE = st.one_of(
     st.lists(_DIM, max_size=10),
@@ -160,8 +183,14 @@ _SHAPE = st.one_of(
     _SCALAR,
 )
 _PAYLOAD = st.fixed_dictionaries(
-    {"dtype": st.one_of(st.sampled_from(["float16", "float32", "int8", "bool", "bfloat16", "complex64"]), _SCALAR),
-     "shape": _SHAPE, "data": st.one_of(st.binary(max_size=64), _SCALAR)},
+    {
+        "dtype": st.one_of(
+            st.sampled_from(["float16", "float32", "int8", "bool", "bfloat16", "complex64"]),
+            _SCALAR,
+        ),
+        "shape": _SHAPE,
+        "data": st.one_of(st.binary(max_size=64), _SCALAR),
+    },
     optional={"scale": st.one_of(st.binary(max_size=32), _SCALAR), "axis": _SCALAR},
 )
 
@@ -171,7 +200,9 @@ def _packed(shape, dtype="float16", data=b"") -> bytes:
 
 
 @settings(FUZZ, max_examples=50)
-@given(st.one_of(_PAYLOAD.map(lambda p: msgpack.packb(p, use_bin_type=True)), st.binary(max_size=80)))
+@given(
+    st.one_of(_PAYLOAD.map(lambda p: msgpack.packb(p, use_bin_type=True)), st.binary(max_size=80))
+)
 @example(_packed([0, 2**62]))
 @example(_packed([2**40, 2**40, 0], "int8"))
 @example(b"\x83\xa5shape" + b"\x91" * 10**5 + b"\x00" + b"\xa5dtype\xa7float16\xa4data\xc4\x00")

@@ -47,7 +47,9 @@ def crafted(tmp_path, damage=None, *, indexed: bool, name: str = "ds"):
 
 
 def loader(root, on_error: str = "raise", **kw) -> LoffLoader:
-    return LoffLoader(str(root), batch_size=2, num_workers=0, augment=None, on_error=on_error, seed=1, **kw)
+    return LoffLoader(
+        str(root), batch_size=2, num_workers=0, augment=None, on_error=on_error, seed=1, **kw
+    )
 
 
 def delivered(ld: LoffLoader) -> list[int]:
@@ -67,7 +69,9 @@ def dup_key(i):
 
 
 def size_field(field: bytes):
-    return lambda i: member(f"k{i}.feat.msgpack", features(i), size_field=field) + member(f"k{i}.cls", b"0")
+    return lambda i: (
+        member(f"k{i}.feat.msgpack", features(i), size_field=field) + member(f"k{i}.cls", b"0")
+    )
 
 
 def label(text: bytes):
@@ -76,6 +80,7 @@ def label(text: bytes):
 
 def numeric_field(lo: int, hi: int, value: bytes):
     """Sample ``i`` whose features header has ``value`` in bytes ``[lo, hi)`` (checksum redone)."""
+
     def damage(i):
         blk = bytearray(member(f"k{i}.feat.msgpack", features(i)))
         blk[lo:hi] = value
@@ -87,15 +92,55 @@ def numeric_field(lo: int, hi: int, value: bytes):
 
 
 CASES = {
-    "non-octal mtime": (numeric_field(136, 148, b"1700000000x\0"), ShardReadError, "mtime .* is not octal", "not octal"),
-    "non-octal mode": (numeric_field(100, 108, b"0000-644"), ShardReadError, "mode .* is not octal", "not octal"),
-    "base-256 uid": (numeric_field(108, 116, b"\x80" + bytes(7)), ShardReadError, "uid is a GNU base-256", "base-256"),
-    "duplicate key": (dup_key, ShardReadError, "duplicate sample key 'k2'|'k2' goes on past byte", "duplicate sample key"),
+    "non-octal mtime": (
+        numeric_field(136, 148, b"1700000000x\0"),
+        ShardReadError,
+        "mtime .* is not octal",
+        "not octal",
+    ),
+    "non-octal mode": (
+        numeric_field(100, 108, b"0000-644"),
+        ShardReadError,
+        "mode .* is not octal",
+        "not octal",
+    ),
+    "base-256 uid": (
+        numeric_field(108, 116, b"\x80" + bytes(7)),
+        ShardReadError,
+        "uid is a GNU base-256",
+        "base-256",
+    ),
+    "duplicate key": (
+        dup_key,
+        ShardReadError,
+        "duplicate sample key 'k2'|'k2' goes on past byte",
+        "duplicate sample key",
+    ),
     "non-octal size": (size_field(b"0000000x012\0"), ShardReadError, "not octal", "not octal"),
-    "base-256 size": (size_field(b"\x80" + bytes(10) + b"\x40"), ShardReadError, "base-256", "base-256"),
-    "8 GiB member": (size_field(b"%012o" % (8 << 30)), ShardReadError, "declares 8589934592 bytes", "declares 8589934592"),
-    "label beyond int64": (label(b"99999999999999999999"), SampleError, "outside int64", "outside int64"),
-    "label outside classes": (label(b"7"), SampleError, "outside the 3 classes", "label 7 outside the 3 classes"),
+    "base-256 size": (
+        size_field(b"\x80" + bytes(10) + b"\x40"),
+        ShardReadError,
+        "base-256",
+        "base-256",
+    ),
+    "8 GiB member": (
+        size_field(b"%012o" % (8 << 30)),
+        ShardReadError,
+        "declares 8589934592 bytes",
+        "declares 8589934592",
+    ),
+    "label beyond int64": (
+        label(b"99999999999999999999"),
+        SampleError,
+        "outside int64",
+        "outside int64",
+    ),
+    "label outside classes": (
+        label(b"7"),
+        SampleError,
+        "outside the 3 classes",
+        "label 7 outside the 3 classes",
+    ),
 }
 
 
@@ -114,9 +159,13 @@ def test_damaged_sample_strict_skip_and_verify(tmp_path, case, indexed):
     assert len(got) == N and batches == len(ld) == N // 2
     assert 3 not in got and ld.dataset.skipped["samples"] >= 1
     assert set(got) <= set(range(N))
-    if indexed:  # the index confines the damage to the sample (and, for a repeated key, the one it repeats)
+    if (
+        indexed
+    ):  # the index confines the damage to the sample (and, for a repeated key, the one it repeats)
         lost = {2, 3} if case == "duplicate key" else {3}
-        assert set(got) == set(range(N)) - lost and ld.dataset.skipped["samples"] == 2 * len(lost)  # two passes
+        assert set(got) == set(range(N)) - lost and ld.dataset.skipped["samples"] == 2 * len(
+            lost
+        )  # two passes
     run = verify_cli(root)
     assert run.returncode == 1 and verify_text in run.stdout and "x.tar" in run.stdout
 
@@ -173,7 +222,9 @@ def test_prefixed_and_absolute_names_give_one_key_everywhere(tmp_path, indexed):
 
 
 def _manifest_case(tmp_path, mutate):
-    root = write_crafted(tmp_path / "ds", {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))})
+    root = write_crafted(
+        tmp_path / "ds", {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))}
+    )
     text = (root / "manifest.json").read_text()
     (root / "manifest.json").write_text(mutate(text))
     return root
@@ -183,9 +234,16 @@ def _manifest_case(tmp_path, mutate):
     "mutate, message",
     [
         (lambda t: t.replace('"b.tar"', '"./a.tar"'), "duplicate shard names: 'a.tar'"),
-        (lambda t: t.replace('"samples": 1,', '"samples": 1000000000000000,', 1).replace('"num_samples": 2', '"num_samples": 1000000000000001'),
-         "1000000000000000 samples cannot fit"),
-        (lambda t: t.replace('"b.tar"', '"%2e%2e/outside/x.tar"'), "leaves the dataset's directory"),
+        (
+            lambda t: t.replace('"samples": 1,', '"samples": 1000000000000000,', 1).replace(
+                '"num_samples": 2', '"num_samples": 1000000000000001'
+            ),
+            "1000000000000000 samples cannot fit",
+        ),
+        (
+            lambda t: t.replace('"b.tar"', '"%2e%2e/outside/x.tar"'),
+            "leaves the dataset's directory",
+        ),
     ],
     ids=["duplicate after normalising", "absurd num_samples", "percent-encoded dot-dot"],
 )
@@ -206,15 +264,22 @@ def _escaping(root):
 
 
 def test_shard_names_stay_inside_the_prefix_over_http(tmp_path, http_server):  # noqa: F811
-    root = write_crafted(tmp_path / "www" / "ds", {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))})
+    root = write_crafted(
+        tmp_path / "www" / "ds",
+        {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))},
+    )
     _escaping(root)
     with pytest.raises(ManifestError, match="leaves the dataset's directory"):
         StreamingDataset(f"{http_server.url}/ds")
-    assert http_server.gets("x.tar") == [] and {n for _, n, _ in http_server.requests} == {"manifest.json"}
+    assert http_server.gets("x.tar") == [] and {n for _, n, _ in http_server.requests} == {
+        "manifest.json"
+    }
 
 
 def test_shard_names_stay_inside_the_prefix_on_s3(tmp_path, s3_server):  # noqa: F811
-    root = write_crafted(tmp_path / "ds", {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))})
+    root = write_crafted(
+        tmp_path / "ds", {"a.tar": archive(sample("k0", 0)), "b.tar": archive(sample("k1", 1))}
+    )
     _escaping(root)
     url = s3_server.upload(root, "hostile", "ds")
     with pytest.raises(ManifestError, match="leaves the dataset's directory"):

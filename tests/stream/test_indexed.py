@@ -25,8 +25,14 @@ def same(a, b) -> bool:
         features = np.array_equal(fa.values, fb.values) and np.array_equal(fa.scale, fb.scale)
     else:
         features = np.array_equal(fa, fb)
-    extras = set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a if k not in ("features", "key", "label", "index"))
-    return features and extras and (a["key"], a["index"], a["label"]) == (b["key"], b["index"], b["label"])
+    extras = set(a) == set(b) and all(
+        np.array_equal(a[k], b[k]) for k in a if k not in ("features", "key", "label", "index")
+    )
+    return (
+        features
+        and extras
+        and (a["key"], a["index"], a["label"]) == (b["key"], b["index"], b["label"])
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
@@ -35,8 +41,12 @@ def test_getitem_equals_the_streamed_sample(make_dataset, dtype):
     ds = StreamingDataset(root, seed=2, shuffle_buffer=4)
     streamed = list(ds)
     assert all(same(ds[x["index"]], x) for x in streamed)
-    indexed = getattr(ds.shards, "index", None) is not None  # the writer recorded each shard's index
-    assert same(ds[-1], ds[22]) and ds.indexed().scanned == (0 if indexed else 5)  # else each shard read once
+    indexed = (
+        getattr(ds.shards, "index", None) is not None
+    )  # the writer recorded each shard's index
+    assert same(ds[-1], ds[22]) and ds.indexed().scanned == (
+        0 if indexed else 5
+    )  # else each shard read once
     with pytest.raises(IndexError, match="outside the dataset's 23 samples"):
         ds[23]
 
@@ -44,7 +54,11 @@ def test_getitem_equals_the_streamed_sample(make_dataset, dtype):
 def test_torch_dataset_view_with_workers(make_dataset):
     root, _ = make_dataset(17, 4)
     view = IndexedDataset(root)
-    got = [int(i) for b in DataLoader(view, batch_size=5, shuffle=True, num_workers=2) for i in b["index"]]
+    got = [
+        int(i)
+        for b in DataLoader(view, batch_size=5, shuffle=True, num_workers=2)
+        for i in b["index"]
+    ]
     assert sorted(got) == list(range(17)) and len(view) == 17
 
 
@@ -54,13 +68,18 @@ def test_wrong_offsets_are_caught_naming_shard_and_byte(make_dataset):
     view[0]
     offsets, keys = view.index[0]
     view.index[0] = (offsets, keys[1:] + keys[:1])  # an index that names other keys
-    with pytest.raises(ShardReadError, match=r"shard-000000.tar.*at byte 0: expected sample 's0000001'"):
+    with pytest.raises(
+        ShardReadError, match=r"shard-000000.tar.*at byte 0: expected sample 's0000001'"
+    ):
         view[0]
 
 
 def test_http_reads_one_range_per_sample(http_server):  # noqa: F811
     write_shards(Path(http_server.root), 12, 4)
-    remote, local = StreamingDataset(http_server.url, retry=FAST), StreamingDataset(http_server.root)
+    remote, local = (
+        StreamingDataset(http_server.url, retry=FAST),
+        StreamingDataset(http_server.root),
+    )
     assert all(same(remote[i], local[i]) for i in (5, 4, 11))
     before = len(http_server.gets("shard-000001.tar"))
     assert same(remote[6], local[6])
@@ -83,7 +102,10 @@ def test_mix_getitem_unifies_labels_as_streamed(tmp_path, make_dataset):
     assert all(same(ds[x["index"]], x) for x in ds)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("loffdata.format.index") is None, reason="manifests without shard indexes")
+@pytest.mark.skipif(
+    importlib.util.find_spec("loffdata.format.index") is None,
+    reason="manifests without shard indexes",
+)
 def test_the_manifest_index_is_used_without_a_scan(make_dataset):
     from loffdata.format.index import index_dataset
 
@@ -106,13 +128,17 @@ def test_indexed_view_is_a_drop_in_torch_dataset(make_dataset, dtype):
         warnings.simplefilter("error")  # "The given NumPy array is not writable" would fail here
         batches = list(DataLoader(ds.indexed(), batch_size=4))
     features = torch.cat([b["features"] for b in batches])
-    assert features.shape[0] == 9 and features.dtype == (torch.float16 if dtype == "float16" else torch.float32)
+    assert features.shape[0] == 9 and features.dtype == (
+        torch.float16 if dtype == "float16" else torch.float32
+    )
     stored = ds[3]["features"]
     expected = stored.dequantize() if isinstance(stored, Quantized) else stored
     assert np.array_equal(features[3].numpy(), expected)
     view = ds.indexed()[3]["features"]
     view += 1  # writable, and a copy: the stored form is untouched
-    assert np.array_equal(ds[3]["features"].dequantize() if dtype == "int8" else ds[3]["features"], expected)
+    assert np.array_equal(
+        ds[3]["features"].dequantize() if dtype == "int8" else ds[3]["features"], expected
+    )
 
 
 def test_a_server_that_ignores_range_is_named(make_dataset):
@@ -130,9 +156,13 @@ def test_a_server_that_ignores_range_is_named(make_dataset):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        ds = StreamingDataset(f"http://127.0.0.1:{server.server_address[1]}/manifest.json", retry=FAST)
+        ds = StreamingDataset(
+            f"http://127.0.0.1:{server.server_address[1]}/manifest.json", retry=FAST
+        )
         assert sorted(x["index"] for x in ds) == list(range(6))  # streaming works without Range
-        with pytest.raises(ShardReadError, match=r"shard-000001\.tar.*the server ignored the Range header"):
+        with pytest.raises(
+            ShardReadError, match=r"shard-000001\.tar.*the server ignored the Range header"
+        ):
             ds[4]
     finally:
         server.shutdown()

@@ -22,7 +22,9 @@ def million(tmp_path_factory):
     """1 M samples: 4,000 hardlinks of one 250-sample shard (and of its sidecar), one manifest."""
     base, root = tmp_path_factory.mktemp("base"), tmp_path_factory.mktemp("million")
     samples = ((f"s{i:06d}", np.full((4, 2, 2), i, np.float16), i % 3) for i in range(PER_SHARD))
-    m = write_dataset(str(base), samples, config=WriterConfig(max_samples=PER_SHARD), classes=["a", "b", "c"])
+    m = write_dataset(
+        str(base), samples, config=WriterConfig(max_samples=PER_SHARD), classes=["a", "b", "c"]
+    )
     info, infos = m.shards[0], []
     for s in range(SHARDS):
         name = f"shard-{s:06d}.tar"
@@ -38,7 +40,9 @@ def test_the_manifest_and_what_a_worker_receives_grow_with_shards_only(million):
     ds = StreamingDataset(million, batch_size=64, seed=0)
     assert ds.shards.num_samples == PER_SHARD * SHARDS
     sent = len(pickle.dumps(ds))  # what a spawned DataLoader worker gets
-    assert sent < 2 * PER_SHARD * SHARDS  # < 2 bytes a sample: no per-sample data (an index is >= 16)
+    assert (
+        sent < 2 * PER_SHARD * SHARDS
+    )  # < 2 bytes a sample: no per-sample data (an index is >= 16)
 
 
 def test_the_index_bytes_a_reader_holds_stay_bounded(million, monkeypatch):

@@ -21,8 +21,10 @@ from tests.servers import make_items, s3_server, write_shards  # noqa: F401
 
 
 def write(root, n, per_shard, *, offset=0, classes=None, shape=(4, 3, 3), extras=False):
-    items = [(k, f, int(k[1:]) % len(classes) if classes else None, *rest)
-             for k, f, _, *rest in make_items(n, offset=offset, shape=shape, extras=extras)]
+    items = [
+        (k, f, int(k[1:]) % len(classes) if classes else None, *rest)
+        for k, f, _, *rest in make_items(n, offset=offset, shape=shape, extras=extras)
+    ]
     write_dataset(str(root), items, config=WriterConfig(max_samples=per_shard), classes=classes)
     return str(root)
 
@@ -51,14 +53,24 @@ def test_epoch_counts_and_policies():
 
 
 def test_proportions_hold_over_the_epoch_and_within_windows(two):
-    ds = MixedDataset(Mix([Source(two[0], weight=3), Source(two[1], weight=1)], epoch_size=200), seed=5)
+    ds = MixedDataset(
+        Mix([Source(two[0], weight=3), Source(two[1], weight=1)], epoch_size=200), seed=5
+    )
     items = list(ds)
     src = ds.source_of([x["index"] for x in items])
-    assert len(items) == len(ds) == 200 and Counter(src.tolist()) == {0: 150, 1: 50}  # exact per epoch
-    for lo in range(0, 200, 40):  # every 40 consecutive samples: 30 +- sampling error (binomial sd 2.7)
+    assert len(items) == len(ds) == 200 and Counter(src.tolist()) == {
+        0: 150,
+        1: 50,
+    }  # exact per epoch
+    for lo in range(
+        0, 200, 40
+    ):  # every 40 consecutive samples: 30 +- sampling error (binomial sd 2.7)
         assert abs(int((src[lo : lo + 40] == 0).sum()) - 30) <= 8
     by_key = Counter(x["key"] for x in items)
-    assert set(by_key[f"s{1000 + i:05d}"] for i in range(30)) == {1, 2}  # 50 of 30: each once or twice
+    assert set(by_key[f"s{1000 + i:05d}"] for i in range(30)) == {
+        1,
+        2,
+    }  # 50 of 30: each once or twice
     assert all(x["key"] == f"s{int(x['features'].flat[0]):05d}" for x in items)  # the right sample
 
 
@@ -69,15 +81,21 @@ def test_undersampled_source_moves_through_its_data_across_epochs(two):
         ds.set_epoch(epoch)
         seen += [k for k in keys(ds) if k < "s01000"]
     assert sorted(seen) == [f"s{i:05d}" for i in range(120)]  # three epochs: every sample once
-    streams = [source_stream([25, 25], 60, seed=0, source=0, epoch=e, shuffle=True) for e in range(5)]
-    assert Counter(np.concatenate(streams).tolist()) == {i: 6 for i in range(50)}  # 5 x 60 = 6 passes
+    streams = [
+        source_stream([25, 25], 60, seed=0, source=0, epoch=e, shuffle=True) for e in range(5)
+    ]
+    assert Counter(np.concatenate(streams).tolist()) == {
+        i: 6 for i in range(50)
+    }  # 5 x 60 = 6 passes
     assert set(Counter(streams[1].tolist()).values()) == {1, 2}  # within an epoch: once or twice
 
 
 def test_deterministic_in_seed_and_epoch(two):
     mix = Mix([Source(two[0], weight=1), Source(two[1], weight=1)], epoch_size="smallest")
     a = keys(MixedDataset(mix, seed=3))
-    assert a == keys(MixedDataset(mix, seed=3)) and len(a) == 60 and len(set(a)) == 60  # smallest: no repeats
+    assert (
+        a == keys(MixedDataset(mix, seed=3)) and len(a) == 60 and len(set(a)) == 60
+    )  # smallest: no repeats
     other = MixedDataset(mix, seed=3)
     other.set_epoch(1)
     assert keys(other) != a and keys(MixedDataset(mix, seed=4)) != a
@@ -99,7 +117,8 @@ def test_resume_exactly_with_workers(two):
             return iter(self.dl)
 
     full = assert_resumes_exactly(
-        lambda: Run(2), [0, 5, 11],
+        lambda: Run(2),
+        [0, 5, 11],
         state_of=lambda r, k: r.ds.state_dict(delivered=k, num_workers=r.workers),
         load=lambda r, s: r.ds.load_state_dict(s),
         make_resumed=lambda: Run(1),  # fewer workers after the restart
@@ -112,7 +131,9 @@ def test_resume_exactly_with_workers(two):
 def test_feature_specs_must_agree_and_extras_are_common(tmp_path):
     a = write(tmp_path / "a", 6, 3, extras=True)
     b = write(tmp_path / "b", 6, 3, shape=(4, 2, 2))
-    with pytest.raises(LoffError, match=r"one feature spec.*float16\[4, 3, 3\].*float16\[4, 2, 2\]"):
+    with pytest.raises(
+        LoffError, match=r"one feature spec.*float16\[4, 3, 3\].*float16\[4, 2, 2\]"
+    ):
         MixedDataset(Mix([a, b]))
     c = write(tmp_path / "c", 6, 3)
     ds = MixedDataset(Mix([a, c]), batch_size=4)
@@ -140,14 +161,21 @@ def test_classes_unified_by_name_or_kept(tmp_path):
 def test_per_source_storage_options_and_stats(tmp_path, s3_server):  # noqa: F811
     local = write(tmp_path / "a", 20, 8)
     url = s3_server.upload(Path(write(tmp_path / "b", 10, 4, offset=1000)), "loff", "mix")
-    mix = Mix([Source(local, weight=1), Source(url, weight=1, storage_options=s3_server.storage_options)], epoch_size=20)
+    mix = Mix(
+        [Source(local, weight=1), Source(url, weight=1, storage_options=s3_server.storage_options)],
+        epoch_size=20,
+    )
     ds = MixedDataset(mix, seed=1, batch_size=5)  # no dataset-wide options: S3 has its own
     batches = list(ds)
     got = Counter(k[:3] for b in batches for k in b["key"])
     assert got == {"s00": 10, "s01": 10} and len(batches) == len(ds) == 4
     assert all(s is not None for s in ds.source_stats)
-    assert ds.source_stats[1].mean.mean() > 1000 > ds.source_stats[0].mean.mean()  # features = index
-    np.testing.assert_allclose(ds.stats().mean, (ds.source_stats[0].mean + ds.source_stats[1].mean) / 2)
+    assert (
+        ds.source_stats[1].mean.mean() > 1000 > ds.source_stats[0].mean.mean()
+    )  # features = index
+    np.testing.assert_allclose(
+        ds.stats().mean, (ds.source_stats[0].mean + ds.source_stats[1].mean) / 2
+    )
 
 
 def test_loff_loader_accepts_a_mix(tmp_path):
@@ -173,18 +201,31 @@ def test_directory_of_datasets_as_a_mix(tmp_path):
     with pytest.raises(DatasetDirectoryError, match="Mix"):
         StreamingDataset(tmp_path / "all")
     ds = MixedDataset(Mix.from_directory(str(tmp_path / "all")), shuffle=False)
-    assert sorted(keys(ds)) == [f"s{i:05d}" for i in range(5)] + [f"s{i:05d}" for i in range(1000, 1003)]
-    assert collect(ds) == collect(MixedDataset(Mix.from_directory(str(tmp_path / "all")), shuffle=False))
+    assert sorted(keys(ds)) == [f"s{i:05d}" for i in range(5)] + [
+        f"s{i:05d}" for i in range(1000, 1003)
+    ]
+    assert collect(ds) == collect(
+        MixedDataset(Mix.from_directory(str(tmp_path / "all")), shuffle=False)
+    )
 
 
 @pytest.mark.parametrize("epoch_size", [20, "total"])
 def test_an_empty_source_with_weight_is_refused_and_weight_0_agrees_with_len(tmp_path, epoch_size):
     from tests.craft import archive, sample, write_crafted
 
-    full = write_crafted(tmp_path / "full", {"a.tar": archive(*[sample(f"k{i}", i) for i in range(8)])}, {"a.tar": 8})
+    full = write_crafted(
+        tmp_path / "full", {"a.tar": archive(*[sample(f"k{i}", i) for i in range(8)])}, {"a.tar": 8}
+    )
     empty = write_crafted(tmp_path / "empty", {"e.tar": archive()}, {"e.tar": 0})
     with pytest.raises(LoffError, match=r"source 'empty' of the mix has no samples but weight 1"):
-        MixedDataset(Mix([Source(str(full), 3.0), Source(str(empty), 1.0, name="empty")], epoch_size=epoch_size),
-                     batch_size=4)
-    ds = MixedDataset(Mix([Source(str(full), 3.0), Source(str(empty), 0.0)], epoch_size=epoch_size), batch_size=4)
+        MixedDataset(
+            Mix(
+                [Source(str(full), 3.0), Source(str(empty), 1.0, name="empty")],
+                epoch_size=epoch_size,
+            ),
+            batch_size=4,
+        )
+    ds = MixedDataset(
+        Mix([Source(str(full), 3.0), Source(str(empty), 0.0)], epoch_size=epoch_size), batch_size=4
+    )
     assert len(list(ds)) == len(ds) == (5 if epoch_size == 20 else 2)

@@ -26,14 +26,24 @@ def test_epoch_counts_follow_the_weights(sizes, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(counts=st.lists(st.integers(0, 9), min_size=1, max_size=5), n=st.integers(1, 40), shuffle=st.booleans())
+@given(
+    counts=st.lists(st.integers(0, 9), min_size=1, max_size=5),
+    n=st.integers(1, 40),
+    shuffle=st.booleans(),
+)
 def test_source_streams_use_every_sample_equally_over_epochs(counts, n, shuffle):
     size = sum(counts)
     if size == 0:
         return
     epochs = size  # epochs x n samples = n whole passes
-    seen = Counter(np.concatenate([source_stream(counts, n, seed=1, source=0, epoch=e, shuffle=shuffle)
-                                   for e in range(epochs)]).tolist())
+    seen = Counter(
+        np.concatenate(
+            [
+                source_stream(counts, n, seed=1, source=0, epoch=e, shuffle=shuffle)
+                for e in range(epochs)
+            ]
+        ).tolist()
+    )
     assert seen == {i: n for i in range(size)}
 
 

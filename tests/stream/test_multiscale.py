@@ -26,10 +26,15 @@ def test_schedule_is_a_pure_function_covering_every_chunk():
     a = schedule(cfg, epoch=2, num_chunks=500)
     assert a == schedule(cfg, epoch=2, num_chunks=500)
     assert a != schedule(cfg, epoch=3, num_chunks=500)
-    assert a != schedule(MultiScaleConfig(grids=(18, 14, 9), base_chunks=4, seed=4), epoch=2, num_chunks=500)
+    assert a != schedule(
+        MultiScaleConfig(grids=(18, 14, 9), base_chunks=4, seed=4), epoch=2, num_chunks=500
+    )
     assert sum(n for _, n in a) == 500 and {g for g, _ in a} == {18, 14, 9}
-    dropped = schedule(MultiScaleConfig(grids=(18, 14, 9), base_chunks=4, seed=3, drop_last=True), epoch=2,
-                       num_chunks=500)
+    dropped = schedule(
+        MultiScaleConfig(grids=(18, 14, 9), base_chunks=4, seed=3, drop_last=True),
+        epoch=2,
+        num_chunks=500,
+    )
     assert all(n == cfg.chunks(g) for g, n in dropped) and sum(n for _, n in dropped) <= 500
 
 
@@ -58,13 +63,22 @@ def test_resize_grid_pools_down_and_interpolates_up():
 def data(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("ms") / "d"
     rng = np.random.default_rng(0)
-    samples = ((f"s{i:04d}", rng.standard_normal((3, 8, 8)).astype(np.float32), i % 5) for i in range(203))
-    write_dataset(str(root), samples, config=WriterConfig(max_samples=37, dtype="float32"), classes=list("abcde"))
+    samples = (
+        (f"s{i:04d}", rng.standard_normal((3, 8, 8)).astype(np.float32), i % 5) for i in range(203)
+    )
+    write_dataset(
+        str(root),
+        samples,
+        config=WriterConfig(max_samples=37, dtype="float32"),
+        classes=list("abcde"),
+    )
     return str(root)
 
 
 def _wrapped(data: str, *, rank: int = 0, world_size: int = 1) -> MultiScaleLoader:
-    loader = LoffLoader(data, batch_size=4, augment=None, num_workers=0, seed=1, rank=rank, world_size=world_size)
+    loader = LoffLoader(
+        data, batch_size=4, augment=None, num_workers=0, seed=1, rank=rank, world_size=world_size
+    )
     return MultiScaleLoader(loader, MultiScaleConfig(grids=(8, 4, 2), base_chunks=1, seed=5))
 
 
@@ -113,9 +127,22 @@ def test_multiscale_recipe_runs_and_resumes_exactly(data, tmp_path):
     from loffdata.train.trainer import CHECKPOINT_NAME, TrainConfig, train
 
     def config(out, **kw):
-        return TrainConfig(train=data, out=str(out), model="deit_t", depth=1, embed_dim=32, num_heads=2,
-                           batch_size=8, epochs=2, warmup_epochs=0, device="cpu", progress=False, augment="none",
-                           multiscale={"grids": [8, 4], "base_chunks": 1}, **kw)
+        return TrainConfig(
+            train=data,
+            out=str(out),
+            model="deit_t",
+            depth=1,
+            embed_dim=32,
+            num_heads=2,
+            batch_size=8,
+            epochs=2,
+            warmup_epochs=0,
+            device="cpu",
+            progress=False,
+            augment="none",
+            multiscale={"grids": [8, 4], "base_chunks": 1},
+            **kw,
+        )
 
     whole = train(config(tmp_path / "a"))
     assert whole["completed"]
@@ -131,9 +158,13 @@ def test_multiscale_recipe_runs_and_resumes_exactly(data, tmp_path):
 def _gloo_rank(rank: int, world: int, data: str, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
-        ms = _wrapped(data, rank=rank, world_size=world)  # rank and world size as DDP would give them
+        ms = _wrapped(
+            data, rank=rank, world_size=world
+        )  # rank and world size as DDP would give them
         ms.set_epoch(4)
         grids = []
         for x, _ in ms:

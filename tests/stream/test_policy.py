@@ -10,6 +10,7 @@ from loffdata.stream.policy import ErrorPolicy
 
 def fill(policy: ErrorPolicy, windows: list[list[str | None]]) -> list[list[str | None]]:
     """Runs windows of items (``None``: unreadable) through the policy's stand-ins."""
+
     def copy(dst, src):
         dst[0][dst[1]] = src[0][src[1]]
 
@@ -28,7 +29,9 @@ def test_stand_ins_previous_good_else_next_good_across_windows():
 def test_kept_copy_stands_in_even_if_the_handed_out_item_changes():
     first, second = ["a"], [None]
     policy = ErrorPolicy("skip")
-    stand_ins = policy.stand_ins(lambda d, s: d[0].__setitem__(d[1], s[0][s[1]]), keep=lambda s: ([s[0][s[1]]], 0))
+    stand_ins = policy.stand_ins(
+        lambda d, s: d[0].__setitem__(d[1], s[0][s[1]]), keep=lambda s: ([s[0][s[1]]], 0)
+    )
     stand_ins.fill([(first, 0)], [True])
     first[0] = "changed by the consumer"
     stand_ins.fill([(second, 0)], [False])

@@ -38,12 +38,22 @@ def _deep(depth: int) -> bytes:
     return b"\x83\xa5shape" + b"\x91" * depth + b"\x00" + head[1:]
 
 
-def good(i: int, *, label: bytes | None = None, pooled=POOLED, feat: bytes | None = None, key: str | None = None,
-         **more) -> bytes:
+def good(
+    i: int,
+    *,
+    label: bytes | None = None,
+    pooled=POOLED,
+    feat: bytes | None = None,
+    key: str | None = None,
+    **more,
+) -> bytes:
     lab, k = str(i % 3).encode() if label is None else label, f"k{i}" if key is None else key
-    return (member(f"{k}.feat.msgpack", features(i) if feat is None else feat) + member(f"{k}.cls", lab)
-            + member(f"{k}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32)))
-            + b"".join(member(f"{k}.{name}.msgpack", codec.encode(x)) for name, x in more.items()))
+    return (
+        member(f"{k}.feat.msgpack", features(i) if feat is None else feat)
+        + member(f"{k}.cls", lab)
+        + member(f"{k}.pooled.msgpack", codec.encode(np.full(pooled, i, np.float32)))
+        + b"".join(member(f"{k}.{name}.msgpack", codec.encode(x)) for name, x in more.items())
+    )
 
 
 def teacher(index=None, k: int = 2) -> dict:
@@ -55,15 +65,35 @@ CASES = {  # name -> (sample 3, the message every path gives[, the key named])
     "key with a space": (good(3, key="k 3"), "invalid sample key 'k 3'", "k 3"),
     "non-ASCII key": (good(3, key="k\u00e93"), "invalid sample key 'k\u00e93'", "k\u00e93"),
     "label outside classes": (good(3, label=b"7"), "label 7 outside the 3 classes"),
-    "label int64 max": (good(3, label=b"9223372036854775807"), "label 9223372036854775807 outside the 3 classes"),
+    "label int64 max": (
+        good(3, label=b"9223372036854775807"),
+        "label 9223372036854775807 outside the 3 classes",
+    ),
     "stored label -1": (good(3, label=b"-1"), "label -1 outside the 3 classes"),
-    "extra of the wrong shape": (good(3, pooled=(5,)), "extra 'pooled' is float32[5], manifest says float32[4]"),
-    "teacher index outside classes": (good(3, **teacher([0, 7])), "logits_index holds class 7, outside [0, 3)"),
-    "teacher index negative": (good(3, **teacher([-2, 1])), "logits_index holds class -2, outside [0, 3)"),
-    "teacher logits of another K": (good(3, **teacher(k=5)), "teacher logits have [5] classes, the dataset 3"),
-    "shape [0, 2**62]": (good(3, feat=_payload({"dtype": "float16", "shape": [0, 1 << 62], "data": b""})),
-                         "cannot decode member 'feat.msgpack': declared size"),
-    "shape nested 10**5 deep": (good(3, feat=_deep(10**5)), "cannot decode member 'feat.msgpack': malformed msgpack"),
+    "extra of the wrong shape": (
+        good(3, pooled=(5,)),
+        "extra 'pooled' is float32[5], manifest says float32[4]",
+    ),
+    "teacher index outside classes": (
+        good(3, **teacher([0, 7])),
+        "logits_index holds class 7, outside [0, 3)",
+    ),
+    "teacher index negative": (
+        good(3, **teacher([-2, 1])),
+        "logits_index holds class -2, outside [0, 3)",
+    ),
+    "teacher logits of another K": (
+        good(3, **teacher(k=5)),
+        "teacher logits have [5] classes, the dataset 3",
+    ),
+    "shape [0, 2**62]": (
+        good(3, feat=_payload({"dtype": "float16", "shape": [0, 1 << 62], "data": b""})),
+        "cannot decode member 'feat.msgpack': declared size",
+    ),
+    "shape nested 10**5 deep": (
+        good(3, feat=_deep(10**5)),
+        "cannot decode member 'feat.msgpack': malformed msgpack",
+    ),
 }
 
 
@@ -107,14 +137,22 @@ def _mix(url: str, other: str, **kw) -> MixedDataset:
 def read(path: str, url: str, other: str, on_error: str = "raise") -> list[int]:
     """The feature markers (sample numbers) one read path delivers, in order."""
     if path == "sequential":
-        return [int(s["features"][0, 0, 0]) for s in StreamingDataset(url, shuffle=False, on_error=on_error)]
+        return [
+            int(s["features"][0, 0, 0])
+            for s in StreamingDataset(url, shuffle=False, on_error=on_error)
+        ]
     if path == "batched":
         ds = StreamingDataset(url, batch_size=2, shuffle=False, on_error=on_error)
         return [int(v) for b in ds for v in b["features"][:, 0, 0, 0].tolist()]
     ds = StreamingDataset(url) if path == "ds[i]" else _mix(url, other)
     if path == "mix stream":
         ds = _mix(url, other, batch_size=2, on_error=on_error)
-        return [int(v) for b in ds for v, i in zip(b["features"][:, 0, 0, 0].tolist(), b["index"].tolist()) if i < N]
+        return [
+            int(v)
+            for b in ds
+            for v, i in zip(b["features"][:, 0, 0, 0].tolist(), b["index"].tolist())
+            if i < N
+        ]
     return [int(ds[i]["features"][0, 0, 0]) for i in range(N)]
 
 
@@ -129,7 +167,9 @@ def test_every_read_path_refuses_the_sample_alike(served, case, transport):
         url, other = _url(served, transport, case, indexed=path != "sequential")
         with pytest.raises(SampleError) as err:
             read(path, url, other)
-        assert err.value.key == (CASES[case][2:] or ["k3"])[0] and err.value.shard.endswith("x.tar"), (path, err.value)
+        assert err.value.key == (CASES[case][2:] or ["k3"])[0] and err.value.shard.endswith(
+            "x.tar"
+        ), (path, err.value)
         said[path] = str(err.value).split(" (shard=")[0]
     assert len(set(said.values())) == 1, said
     assert next(iter(said.values())).startswith(CASES[case][1])
@@ -206,8 +246,11 @@ def test_an_empty_key_is_refused_by_the_stream_and_verify(tmp_path):
     from loffdata.ops.verify import verify
 
     root = tmp_path / "ds"
-    _dataset(root, good(3, key=""), indexed=False)  # an index cannot even name it (the manifest refuses)
+    _dataset(
+        root, good(3, key=""), indexed=False
+    )  # an index cannot even name it (the manifest refuses)
     with pytest.raises(SampleError, match="invalid sample key ''"):
         list(StreamingDataset(str(root), shuffle=False))
     assert [p.message for p in verify(str(root), progress=False).problems] == [
-        "invalid sample key '': use 1-80 of [A-Za-z0-9_-]"]
+        "invalid sample key '': use 1-80 of [A-Za-z0-9_-]"
+    ]

@@ -42,12 +42,16 @@ def general_read(path) -> list[tuple[str, np.ndarray, int | None]]:
         return out
 
 
-def scatter(path, layout: SampleLayout, begin: int, locs, keys=None) -> tuple[list, list[np.ndarray]]:
+def scatter(
+    path, layout: SampleLayout, begin: int, locs, keys=None
+) -> tuple[list, list[np.ndarray]]:
     """Reads samples ``locs`` at ``begin + loc * span``, expecting ``keys`` (default: the writer's)."""
     rows = [np.zeros(NBYTES, dtype=np.uint8) for _ in locs]
     keys = keys or [f"s{i:07d}" for i in range(max(locs) + 1)]
     with open(path, "rb") as f:
-        reads = [(f.fileno(), begin + loc * layout.span, memoryview(r)) for loc, r in zip(locs, rows)]
+        reads = [
+            (f.fileno(), begin + loc * layout.span, memoryview(r)) for loc, r in zip(locs, rows)
+        ]
         got = read_samples(layout, reads, keys=[keys[loc] for loc in locs])
     return got, [r.view(np.float16).reshape(SHAPE) for r in rows]
 
@@ -143,7 +147,9 @@ def test_short_file_and_wrong_offsets_are_rejected(shard):
     with open(shard, "rb") as f:  # an offset that is not a sample's start
         row = memoryview(bytearray(NBYTES))
         assert read_samples(layout, [(f.fileno(), begin + 512, row)], keys=["s0000000"]) == [None]
-        assert read_samples(layout, [(f.fileno(), begin + layout.span, row)], keys=["s0000000"]) == [None]  # another key
+        assert read_samples(
+            layout, [(f.fileno(), begin + layout.span, row)], keys=["s0000000"]
+        ) == [None]  # another key
 
 
 def _write(path, samples) -> None:
@@ -209,8 +215,12 @@ def test_local_batches_are_read_by_random_access(make_dataset, monkeypatch, batc
     root, _ = make_dataset(40, 10)
     calls, general = [], []
     real, real_general = scatter_module.read_samples, scatter_module.read_sample_at
-    monkeypatch.setattr(scatter_module, "read_samples", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
-    monkeypatch.setattr(scatter_module, "read_sample_at", lambda *a, **k: general.append(1) or real_general(*a, **k))
+    monkeypatch.setattr(
+        scatter_module, "read_samples", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k)
+    )
+    monkeypatch.setattr(
+        scatter_module, "read_sample_at", lambda *a, **k: general.append(1) or real_general(*a, **k)
+    )
     singles = {int(s["index"]): s["features"] for s in StreamingDataset(root, seed=5)}
     assert not calls  # single samples are read in sequence
     for batch in StreamingDataset(root, seed=5, batch_size=8, batch_dtype=batch_dtype):
@@ -246,7 +256,9 @@ def test_octal_fields_common_layout_and_others():
     from loffdata.stream.scatter import _octal_fields
 
     def parse(*fields):
-        value, ok = _octal_fields(np.frombuffer(b"".join(fields), dtype=np.uint8).reshape(len(fields), -1))
+        value, ok = _octal_fields(
+            np.frombuffer(b"".join(fields), dtype=np.uint8).reshape(len(fields), -1)
+        )
         return [int(v) if k else None for v, k in zip(value, ok)]
 
     assert parse(b"011274\0 ", b"000017\0 ") == [0o11274, 0o17]  # tarfile's checksum layout

@@ -31,7 +31,9 @@ def test_resume_with_two_workers_is_exact(uneven, batch_size):
 
 def test_resume_without_workers(uneven):
     def make():
-        return StatefulDataLoader(StreamingDataset(uneven, seed=5, batch_size=4), batch_size=None, num_workers=0)
+        return StatefulDataLoader(
+            StreamingDataset(uneven, seed=5, batch_size=4), batch_size=None, num_workers=0
+        )
 
     assert len(assert_resumes_exactly(make, [0, 9], key=lambda b: tuple(b["index"].tolist()))) == 24
 
@@ -41,7 +43,9 @@ def test_resume_of_a_mix_and_of_a_resumed_run(uneven, tmp_path):
     mix = Mix([str(uneven), str(other)], epoch_size=60)
 
     def make():
-        return StatefulDataLoader(MixedDataset(mix, seed=1, batch_size=4), batch_size=None, num_workers=2)
+        return StatefulDataLoader(
+            MixedDataset(mix, seed=1, batch_size=4), batch_size=None, num_workers=2
+        )
 
     key = lambda b: tuple(b["index"].tolist())  # noqa: E731
     full = assert_resumes_exactly(make, [7], key=key)
@@ -61,7 +65,9 @@ def test_main_process_state_without_count_is_an_error(uneven):
     ds = StreamingDataset(uneven, batch_size=4)
     batches = iter(DataLoader(ds, batch_size=None, num_workers=2))
     [next(batches) for _ in range(5)]
-    with pytest.raises(LoffError, match="not iterated in this process.*delivered=.*LoffLoader.*StatefulDataLoader"):
+    with pytest.raises(
+        LoffError, match="not iterated in this process.*delivered=.*LoffLoader.*StatefulDataLoader"
+    ):
         ds.state_dict()
     assert ds.state_dict(delivered=5, num_workers=2)["plan"]["delivered"] == 5
 

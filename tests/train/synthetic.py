@@ -24,6 +24,11 @@ def learnable_samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):
 def write_splits(root: Path, *, train: int, val: int, shard: int) -> dict[str, str]:
     """``train`` and ``val`` samples (seeds 1 and 2) in shards of ``shard``; their paths by split."""
     for split, n, seed in (("train", train, 1), ("val", val, 2)):
-        write_dataset(str(root / split), learnable_samples(n, seed=seed), config=WriterConfig(max_samples=shard),
-                      classes=["a", "b", "c"], source={"model": "synthetic"})
+        write_dataset(
+            str(root / split),
+            learnable_samples(n, seed=seed),
+            config=WriterConfig(max_samples=shard),
+            classes=["a", "b", "c"],
+            source={"model": "synthetic"},
+        )
     return {"train": str(root / "train"), "val": str(root / "val")}

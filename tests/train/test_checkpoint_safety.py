@@ -51,6 +51,10 @@ def test_no_code_loads_checkpoints_unsafely():
 
     root = Path(__file__).resolve().parents[2]
     needle = "weights_only=" + "False"
-    found = [str(p.relative_to(root)) for d in ("loffdata", "recipes", "tools", "benchmarks", "tests")
-             for p in (root / d).rglob("*.py") if needle in p.read_text(encoding="utf-8")]
+    found = [
+        str(p.relative_to(root))
+        for d in ("loffdata", "recipes", "tools", "benchmarks", "tests")
+        for p in (root / d).rglob("*.py")
+        if needle in p.read_text(encoding="utf-8")
+    ]
     assert found == ["tests/train/test_checkpoint_safety.py"], found

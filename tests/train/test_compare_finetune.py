@@ -48,9 +48,22 @@ def test_feature_shape_matches_the_model(cf):
 
 
 def test_run_setting_in_process(cf):
-    spec = cf.BenchSpec(setting="loffta", model="-", img_size=0, feature_shape=(32, 4, 4),
-                        classifier="deit_t", batch_size=2, steps=2, warmup=1, num_classes=3,
-                        device="cpu", pretrained=False, threads=1, amp=False, seed=0)
+    spec = cf.BenchSpec(
+        setting="loffta",
+        model="-",
+        img_size=0,
+        feature_shape=(32, 4, 4),
+        classifier="deit_t",
+        batch_size=2,
+        steps=2,
+        warmup=1,
+        num_classes=3,
+        device="cpu",
+        pretrained=False,
+        threads=1,
+        amp=False,
+        seed=0,
+    )
     r = cf.run_setting(spec)
     assert r["samples_per_s"] > 0 and len(r["step_ms_all"]) == 2 and r["params_m"] > 0
     assert math.isfinite(r["peak_mem_mb"])
@@ -65,11 +78,17 @@ def test_preset_defaults_yield_to_explicit_options(cf):
 @pytest.mark.slow
 def test_quick_cli_prints_ratios_and_features_side_wins(tmp_path):
     out = tmp_path / "cmp.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    match = re.search(r"^RATIO speedup=([\d.]+) memory_ratio=([\d.]+) speedup_best=([\d.]+)$",
-                      proc.stdout, re.M)
+    match = re.search(
+        r"^RATIO speedup=([\d.]+) memory_ratio=([\d.]+) speedup_best=([\d.]+)$", proc.stdout, re.M
+    )
     assert match, proc.stdout
     speedup, memory, best = float(match[1]), float(match[2]), float(match[3])
     assert all(math.isfinite(v) and v > 0 for v in (speedup, memory, best))

@@ -41,7 +41,9 @@ def test_vit_accepts_other_grids_than_it_was_built_for():
 def test_deit_s_is_deit_small_and_overrides_apply():
     size = ClassifierConfig(kind="deit_s", in_chans=768, grid=16, num_classes=10).vit_size()
     assert size == {"embed_dim": 384, "depth": 12, "num_heads": 6}
-    model = create_classifier("deit_s", in_chans=32, grid=4, num_classes=3, depth=1, embed_dim=96, num_heads=2)
+    model = create_classifier(
+        "deit_s", in_chans=32, grid=4, num_classes=3, depth=1, embed_dim=96, num_heads=2
+    )
     assert isinstance(model, LoffClassifier) and len(model.vit.blocks) == 1
     assert model.vit.embed_dim == 96 and model(torch.randn(2, 32, 4, 4)).shape == (2, 3)
 
@@ -81,7 +83,9 @@ def test_linear_probe(dtype, norm):
 
 
 def test_module_in_half_precision_casts_float32_input():
-    model = create_classifier("linear", in_chans=8, grid=2, num_classes=3, norm="layer").to(torch.bfloat16)
+    model = create_classifier("linear", in_chans=8, grid=2, num_classes=3, norm="layer").to(
+        torch.bfloat16
+    )
     assert model(torch.randn(2, 8, 2, 2)).dtype == torch.bfloat16
 
 
@@ -110,12 +114,15 @@ def test_wrong_channel_count_names_the_expected_shape():
 
 # --------------------------------------------------------------------------- train_utils
 
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_loss_fn_hard_labels_equal_cross_entropy(smoothing):
     logits, target = torch.randn(6, 5), torch.randint(0, 5, (6,))
     expected = F.cross_entropy(logits, target, label_smoothing=smoothing)
     assert torch.allclose(loss_fn(logits, target, label_smoothing=smoothing), expected)
-    assert torch.allclose(loss_fn(logits.half(), target.int()), F.cross_entropy(logits.half().float(), target))
+    assert torch.allclose(
+        loss_fn(logits.half(), target.int()), F.cross_entropy(logits.half().float(), target)
+    )
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -132,7 +139,8 @@ def test_loss_fn_soft_labels_equal_cross_entropy(smoothing):
 
 
 @pytest.mark.parametrize(
-    "target", [torch.zeros(6, 4), torch.zeros(5, dtype=torch.long), torch.zeros(6, dtype=torch.bool)]
+    "target",
+    [torch.zeros(6, 4), torch.zeros(5, dtype=torch.long), torch.zeros(6, dtype=torch.bool)],
 )
 def test_loss_fn_rejects_mismatched_targets(target):
     with pytest.raises(ValueError, match="labels"):
@@ -153,12 +161,16 @@ def test_param_groups_exempt_norms_biases_and_position_embedding():
 
 def test_probe_path_is_a_second_head_with_its_own_loss_and_learning_rate():
     torch.manual_seed(0)
-    model = create_classifier("deit_t", in_chans=8, grid=4, num_classes=3, probe=True, probe_lr_scale=10.0, **SMALL)
+    model = create_classifier(
+        "deit_t", in_chans=8, grid=4, num_classes=3, probe=True, probe_lr_scale=10.0, **SMALL
+    )
     x = torch.randn(5, 8, 4, 4) * 3 + 1
     y = torch.tensor([0, 1, 2, 0, 1])
     model.eval()
     vit, probe = model.vit(model.norm(x)), model.probe(x)
-    assert torch.allclose(model(x), vit + probe, atol=1e-6)  # no training loss known yet: both heads
+    assert torch.allclose(
+        model(x), vit + probe, atol=1e-6
+    )  # no training loss known yet: both heads
     model.track_heads(torch.tensor([1.0, 2.0]))  # the ViT fits better: it predicts
     assert torch.equal(model(x), vit)
     for _ in range(10):
@@ -217,13 +229,22 @@ def test_config_values_are_consistent(path):
 
     cfg = yaml.safe_load(path.read_text())
     assert cfg["augment"] in PRESETS and cfg["optimizer"] == "adamw" and cfg["pool"] >= 1
-    assert all(isinstance(cfg[k], float) for k in ("lr", "min_lr", "weight_decay", "label_smoothing"))
+    assert all(
+        isinstance(cfg[k], float) for k in ("lr", "min_lr", "weight_decay", "label_smoothing")
+    )
     patch = int(re.search(r"patch(\d+)", cfg["feature_model"])[1])
-    assert (cfg["in_chans"], cfg["grid"]) == feature_dims(cfg["feature_model"], cfg["img_size"], patch, cfg["pool"])
+    assert (cfg["in_chans"], cfg["grid"]) == feature_dims(
+        cfg["feature_model"], cfg["img_size"], patch, cfg["pool"]
+    )
     overrides = {k: cfg[k] for k in ARCH_KEYS if cfg[k] is not None}
     with torch.device("meta"):  # builds DeiT-S on 1536 channels without allocating
-        model = create_classifier(cfg["model"], in_chans=cfg["in_chans"], grid=cfg["grid"],
-                                  num_classes=cfg["num_classes"] or 10, **overrides)
+        model = create_classifier(
+            cfg["model"],
+            in_chans=cfg["in_chans"],
+            grid=cfg["grid"],
+            num_classes=cfg["num_classes"] or 10,
+            **overrides,
+        )
     assert model.config.kind == cfg["model"]
 
 

@@ -17,7 +17,9 @@ HAS_TB = importlib.util.find_spec("tensorboard") is not None
 def test_progress_bar_shows_samples_per_s_and_data_wait(data, tmp_path, capsys):  # noqa: F811
     train(_config(data, tmp_path / "run", epochs=1, progress=True))
     captured = capsys.readouterr()
-    assert "epoch 1/1" in captured.err and "samples/s" in captured.err and "data wait" in captured.err
+    assert (
+        "epoch 1/1" in captured.err and "samples/s" in captured.err and "data wait" in captured.err
+    )
     assert "epoch 1/1  train_loss" in captured.out  # the line per epoch stays on stdout
 
 
@@ -37,7 +39,9 @@ def test_tensorboard_writes_event_files(data, tmp_path):  # noqa: F811
 def test_too_few_steps_warns_with_what_to_do(data, tmp_path):  # noqa: F811
     from loffdata.train.run import FewStepsWarning
 
-    with pytest.warns(FewStepsWarning, match=r"only 6 optimiser steps .*--probe True.*--model linear"):
+    with pytest.warns(
+        FewStepsWarning, match=r"only 6 optimiser steps .*--probe True.*--model linear"
+    ):
         train(_config(data, tmp_path / "run", epochs=1, probe=False))
 
 
@@ -53,7 +57,9 @@ def test_few_steps_with_the_probe_path_do_not_warn(data, tmp_path):  # noqa: F81
 
 def test_parent_dataset_dir_is_answered_with_the_split(data, tmp_path):  # noqa: F811
     parent = data["train"].rsplit("/", 1)[0]
-    with pytest.raises(LoffError, match=r"no dataset at .*\(no manifest.json\); did you mean '.*train'\?"):
+    with pytest.raises(
+        LoffError, match=r"no dataset at .*\(no manifest.json\); did you mean '.*train'\?"
+    ):
         train(_config(data, tmp_path / "run", train=parent))
 
 

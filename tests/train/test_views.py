@@ -28,7 +28,10 @@ def test_view_averaged_loss_matches_hand_computation():
     got = recipe_loss(logits, labels, views=k, label_smoothing=eps)
     per_sample = []
     for i in range(n):
-        view_losses = [_hand_ce(logits[i * k + j].tolist(), int(labels[i * k + j]), eps, classes) for j in range(k)]
+        view_losses = [
+            _hand_ce(logits[i * k + j].tolist(), int(labels[i * k + j]), eps, classes)
+            for j in range(k)
+        ]
         per_sample.append(sum(view_losses) / k)
     assert got.item() == pytest.approx(sum(per_sample) / n, rel=1e-5)
 
@@ -57,11 +60,27 @@ def data(tmp_path_factory) -> dict[str, str]:
 
 
 def test_views_recipe_runs(data, tmp_path):
-    config = TrainConfig(train=data["train"], val=data["val"], out=str(tmp_path), model="deit_t", depth=1,
-                         embed_dim=32, num_heads=2, batch_size=16, epochs=2, lr=3e-3, warmup_epochs=0,
-                         device="cpu", progress=False, augment="loffta", views=3)
+    config = TrainConfig(
+        train=data["train"],
+        val=data["val"],
+        out=str(tmp_path),
+        model="deit_t",
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        batch_size=16,
+        epochs=2,
+        lr=3e-3,
+        warmup_epochs=0,
+        device="cpu",
+        progress=False,
+        augment="loffta",
+        views=3,
+    )
     results = train(config)
-    assert results["completed"] and results["step"] == 2 * 3  # 48 samples / 16 a step: views cost no steps
+    assert (
+        results["completed"] and results["step"] == 2 * 3
+    )  # 48 samples / 16 a step: views cost no steps
     log = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
     assert len(log) == 2 and all(math.isfinite(r["train_loss"]) for r in log)
     saved = json.loads((tmp_path / CONFIG_NAME).read_text())
