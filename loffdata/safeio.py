@@ -125,21 +125,17 @@ def _refuse_constant(token: str) -> Any:
 
 
 def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON, iteratively; stops counting past ``limit``."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
+    """Nesting depth of parsed JSON, one level at a time; stops counting past ``limit``."""
+    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    while level and depth <= limit:
+        depth += 1
+        level = [
+            c
+            for item in level
+            for c in (item.values() if isinstance(item, dict) else item)
+            if isinstance(c, (dict, list))
+        ]
+    return depth
 
 
 def loads_json(data: bytes | str, *, where: str, max_depth: int = MAX_DEPTH) -> Any:

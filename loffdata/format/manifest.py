@@ -10,14 +10,13 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import fsspec
 import numpy as np
 
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
-from loffdata.format.names import decode_fully, first_duplicate, is_dot_file, resolve_name
+from loffdata.format.names import check_shard_name, first_duplicate, resolve_name
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
@@ -212,13 +211,27 @@ class Manifest:
 
 
 def _check_local_shards(urls: list[str], root: str) -> None:
-    real_root = os.path.realpath(root)
-    for url in urls:  # a symlink (of the file or a folder on the way) must stay in the dataset
-        if os.path.islink(url) or os.path.realpath(os.path.dirname(url)) != real_root:
+    """A symlink (of the file or a folder on the way) must stay in the dataset: each folder
+    is resolved once and listed once for its symlinks (no system call per shard)."""
+    real_root, folders = os.path.realpath(root), {}
+    for url in urls:
+        folder, name = os.path.split(url)
+        if folder not in folders:
+            folders[folder] = (os.path.realpath(folder or "."), _symlinks(folder or "."))
+        real, links = folders[folder]
+        if name in links or real != real_root:
             try:
                 check_inside(url, root)
             except OSError as err:
                 raise ManifestError(str(err)) from None
+
+
+def _symlinks(folder: str) -> frozenset[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # no folder: no shard there either (reading it says so)
+        return frozenset()
 
 
 def _read_manifest(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -250,42 +263,6 @@ def _parse_spec(d: Any, what: str) -> TensorSpec:
             f"{what}: 'shape' must be a list of non-negative ints, got {brief(shape)}"
         )
     return TensorSpec(shape=tuple(shape), dtype=d["dtype"], layout=d.get("layout"))
-
-
-_UNSAFE = set("\\?#") | {chr(c) for c in range(32)} | {chr(127)}
-
-
-def check_shard_name(name: str) -> str:
-    """The normalised form of a shard name (``./a.tar`` -> ``a.tar``) if it stays inside the
-    dataset's directory once resolved (:func:`~loffdata.format.names.resolve_name`:
-    percent-decoded, dot segments removed), for local, HTTP and S3 alike.
-
-    Raises:
-        ManifestError: for an empty or absolute name, a ``..`` segment (``%2e%2e`` too), a
-            URL, a character that a server could read another way (``\\ ? #``, controls), or
-            a dot-file (``.a.tar``, ``%2ea.tar``: names starting with ``.`` are never shards).
-    """
-    if not isinstance(name, str) or not name:
-        raise ManifestError(f"shard name {brief(name)} is not a non-empty string")
-    forms = [name, unquote(name), decode_fully(name)]
-    for form in forms:
-        bad = (
-            form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
-        )
-        if bad:
-            raise ManifestError(
-                f"shard name {brief(name)} leaves the dataset's directory or is not a plain path"
-            )
-    normal = posixpath.normpath(name)
-    if normal in (".", "") or normal.startswith("../") or resolve_name(name) in ("", "."):
-        raise ManifestError(
-            f"shard name {brief(name)} does not name a file inside the dataset's directory"
-        )
-    if is_dot_file(name):
-        raise ManifestError(
-            f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)"
-        )
-    return normal
 
 
 def _parse_shard(d: Any) -> ShardInfo:

@@ -16,20 +16,32 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
-from loffdata.errors import LocationError
+from loffdata.errors import LocationError, ManifestError
+from loffdata.safeio import brief
 
 __all__ = [
     "decode_fully",
     "remove_dot_segments",
     "resolve_name",
+    "is_plain_path",
     "is_dot_file",
     "url_identity",
     "first_duplicate",
     "check_prefix",
     "check_destination",
+    "check_shard_name",
 ]
 
 _MAX_DECODES = 8
+#: A name that is already its own resolved form: segments of plain characters, none empty or
+#: starting with ``.`` (so no dot segment and no dot-file), no ``%`` (nothing to decode).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]*(?:/[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]*)*")
+
+
+def is_plain_path(name: str) -> bool:
+    """Whether ``name`` is a relative path that every check leaves as it is (the fast path of
+    :func:`resolve_name` and of shard-name checks: most names of a large dataset)."""
+    return _PLAIN_PATH.fullmatch(name) is not None
 
 
 def decode_fully(text: str) -> str:
@@ -65,6 +77,8 @@ def remove_dot_segments(path: str) -> str:
 
 def resolve_name(name: str) -> str:
     """The path a transport reads for ``name``: decoded, then dot segments removed."""
+    if _PLAIN_PATH.fullmatch(name):
+        return name
     return remove_dot_segments(decode_fully(name))
 
 
@@ -88,6 +102,10 @@ def url_identity(url: str) -> str:
 
 def first_duplicate(names: Iterable[str], identity=resolve_name) -> str | None:
     """The first name whose identity was seen before, or ``None``."""
+    names = list(names)
+    distinct = identity is resolve_name and len(set(names)) == len(names)
+    if distinct and all(map(_PLAIN_PATH.fullmatch, names)):  # each is its own identity
+        return None
     seen: set[str] = set()
     for name in names:
         key = identity(name)
@@ -148,3 +166,41 @@ def check_destination(src: str, dst: str, *, both_ways: bool = False) -> None:
             f"the input {src!r} is inside the output {dst!r}, which may be replaced; "
             "choose an output directory outside the input"
         )
+
+
+_UNSAFE = set("\\?#") | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def check_shard_name(name: str) -> str:
+    """The normalised form of a shard name (``./a.tar`` -> ``a.tar``) if it stays inside the
+    dataset's directory once resolved (:func:`resolve_name`:
+    percent-decoded, dot segments removed), for local, HTTP and S3 alike.
+
+    Raises:
+        ManifestError: for an empty or absolute name, a ``..`` segment (``%2e%2e`` too), a
+            URL, a character that a server could read another way (``\\ ? #``, controls), or
+            a dot-file (``.a.tar``, ``%2ea.tar``: names starting with ``.`` are never shards).
+    """
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"shard name {brief(name)} is not a non-empty string")
+    if _PLAIN_PATH.fullmatch(name):  # its own normal form: nothing below can object
+        return name
+    forms = [name, unquote(name), decode_fully(name)]
+    for form in forms:
+        bad = (
+            form.startswith("/") or "://" in form or ".." in form.split("/") or set(form) & _UNSAFE
+        )
+        if bad:
+            raise ManifestError(
+                f"shard name {brief(name)} leaves the dataset's directory or is not a plain path"
+            )
+    normal = posixpath.normpath(name)
+    if normal in (".", "") or normal.startswith("../") or resolve_name(name) in ("", "."):
+        raise ManifestError(
+            f"shard name {brief(name)} does not name a file inside the dataset's directory"
+        )
+    if is_dot_file(name):
+        raise ManifestError(
+            f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)"
+        )
+    return normal
