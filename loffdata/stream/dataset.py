@@ -30,13 +30,13 @@ from loffdata.stream.batching import (
 )
 from loffdata.stream.config import StreamConfig
 from loffdata.stream.indexed import IndexedDataset
+from loffdata.stream.order import EpochOrder
 from loffdata.stream.plan import (
     Layout,
     PlanState,
     RankPlan,
     WorkerPlan,
-    epoch_sequence,
-    global_order,
+    epoch_order,
     rank_length,
     resume_sequence_plan,
     sequence_plan,
@@ -204,20 +204,21 @@ class StreamingDataset(IterableDataset):
 
     # -- plans ----------------------------------------------------------------------------
 
+    def epoch_order(self, epoch: int) -> EpochOrder | np.ndarray:
+        """The epoch's global order, lazy (computed a window at a time; a hook for mixes)."""
+        return epoch_order(self.shards.counts, self.config, epoch)
+
     def global_order(self, epoch: int) -> np.ndarray:
         """The epoch's global order of sample indices, before any split (pure; reads nothing)."""
-        seq = epoch_sequence(
-            self.shards.counts, seed=self.config.seed, epoch=epoch, shuffle=self.config.shuffle
-        )
-        return global_order(seq, self.config, epoch)
+        return np.asarray(self.epoch_order(epoch))
 
     def _plan(self, num_workers: int) -> tuple[RankPlan, PlanState]:
         """``(plan, base)``: this rank's plan and the state its progress adds to."""
         rank, layout = self.rank_world()[0], self._layout(num_workers)
         if self._resume is None:
-            plan = sequence_plan(self.global_order(self.epoch), self.config, layout, rank=rank)
+            plan = sequence_plan(self.epoch_order(self.epoch), self.config, layout, rank=rank)
             return plan, PlanState(epoch=self.epoch, layout=layout)
-        order = self.global_order(self._resume.epoch)
+        order = self.epoch_order(self._resume.epoch)
         return resume_sequence_plan(order, self.config, self._resume, layout, rank=rank)
 
     def _base(self, num_workers: int) -> PlanState:

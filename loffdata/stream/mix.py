@@ -316,7 +316,7 @@ class MixedDataset(StreamingDataset):
         b = self.batch_size or 1
         return length // b if self.config.drop_last else -(-length // b)
 
-    def global_order(self, epoch: int) -> np.ndarray:
+    def epoch_order(self, epoch: int) -> np.ndarray:
         """The mixed epoch's global order (the mixed sequence, window-shuffled), before any split."""
         return global_order(self.epoch_sequence(epoch), self.config, epoch)
 

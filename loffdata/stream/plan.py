@@ -9,7 +9,9 @@ samples first).
    their samples concatenated in that order (:func:`epoch_sequence`), then shuffled within
    consecutive windows of ``shuffle_buffer`` samples, each window by a generator keyed by
    (seed, epoch, window position). This sequence ``G`` of ``N`` global indices is the
-   epoch's order, whatever the layout. Without shuffle it is manifest order.
+   epoch's order, whatever the layout. Without shuffle it is manifest order. Plans compute
+   it lazily (:class:`~loffdata.stream.order.EpochOrder`): a window's permutation when a
+   batch in it is asked for, never an array of every sample.
 2. **Global batches.** With ``world`` ranks of ``batch_size`` samples, a *global batch*
    is ``B = world * batch_size`` consecutive positions of ``G``; global batch ``t`` holds
    the same samples for any world size at the same ``B``. The epoch covers positions
@@ -39,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from loffdata.stream.order import BatchIndices, EpochOrder, shard_order, window_permutation
+
 __all__ = [
     "PlanConfig",
     "Layout",
@@ -57,11 +61,10 @@ __all__ = [
     "resume_plan",
     "resume_sequence_plan",
     "sample_locations",
+    "epoch_order",
 ]
 
 _PARTIAL = ("pad", "drop")
-_SHARD_KEY = 0x5A4D
-_WINDOW_KEY = 0x3C1F
 
 
 @dataclass(frozen=True)
@@ -146,9 +149,11 @@ class PlanState:
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """What one worker yields: global indices in order, cut into batches of ``batch_sizes``."""
+    """What one worker yields: global indices in order (an array, or a lazy
+    :class:`~loffdata.stream.order.BatchIndices`: slices are computed when asked), cut into
+    batches of ``batch_sizes``."""
 
-    indices: np.ndarray
+    indices: np.ndarray | BatchIndices
     batch_sizes: np.ndarray
 
 
@@ -156,32 +161,43 @@ class WorkerPlan:
 class RankPlan:
     """A rank's epoch: its batches (as global indices), in delivery order.
 
+    Batch ``b`` is positions ``first[b], first[b] + 1, ...`` (``batch_starts[b + 1] -
+    batch_starts[b]`` of them, modulo ``len(order)``) of the global order ``order``: the
+    plan holds O(batches) numbers, and indices are computed when asked for.
+
     Attributes:
-        indices: the rank's global sample indices, batch after batch.
-        batch_starts: offset of each batch in ``indices`` (plus a final end offset).
+        order: the epoch's global order (lazy, or an array).
+        first: each batch's first position in ``order``.
+        batch_starts: offset of each batch in :attr:`indices` (plus a final end offset).
     """
 
-    indices: np.ndarray
+    order: EpochOrder | np.ndarray
+    first: np.ndarray
     batch_starts: np.ndarray
 
     @property
     def num_batches(self) -> int:
         return len(self.batch_starts) - 1
 
+    @property
+    def indices(self) -> np.ndarray:
+        """The rank's global sample indices, batch after batch (materialised)."""
+        return np.asarray(self._lazy(np.arange(self.num_batches)))
+
     def batch(self, b: int) -> np.ndarray:
         """Global indices of batch ``b``."""
-        return self.indices[self.batch_starts[b] : self.batch_starts[b + 1]]
+        return np.asarray(self._lazy(np.arange(b, b + 1)))
 
     def delivered_indices(self, k: int) -> np.ndarray:
         """Global indices of the first ``k`` batches."""
-        return self.indices[: self.batch_starts[min(k, self.num_batches)]]
+        return np.asarray(self._lazy(np.arange(min(k, self.num_batches))))
 
     def deal(self, start: int, num_workers: int, worker: int) -> WorkerPlan:
         """The batches from ``start`` on, dealt round robin: ``worker`` gets batches
         ``start + worker``, ``start + worker + num_workers``, ... A DataLoader with
         ``num_workers`` workers then delivers them in batch order."""
         batches = np.arange(start, self.num_batches, dtype=np.int64)[worker::num_workers]
-        return WorkerPlan(indices=self._gather(batches), batch_sizes=self._sizes(batches))
+        return WorkerPlan(indices=self._lazy(batches), batch_sizes=self._sizes(batches))
 
     def worker(self, w: int, num_workers: int) -> WorkerPlan:
         """Worker ``w``'s batches of the whole plan (``w, w + num_workers, ...``)."""
@@ -190,26 +206,8 @@ class RankPlan:
     def _sizes(self, batches: np.ndarray) -> np.ndarray:
         return (self.batch_starts[batches + 1] - self.batch_starts[batches]).astype(np.int64)
 
-    def _gather(self, batches: np.ndarray) -> np.ndarray:
-        """Global indices of ``batches``, concatenated (vectorised)."""
-        sizes = self._sizes(batches)
-        if not len(sizes):
-            return np.empty(0, np.int64)
-        offsets = np.repeat(self.batch_starts[batches] - (np.cumsum(sizes) - sizes), sizes)
-        return self.indices[offsets + np.arange(int(sizes.sum()))]
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(
-        np.random.PCG64(np.random.SeedSequence([int(k) & 0xFFFFFFFFFFFFFFFF for k in key]))
-    )
-
-
-def shard_order(num_shards: int, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The epoch's order of shard ids: a permutation from (seed, epoch), or identity."""
-    if not shuffle:
-        return np.arange(num_shards, dtype=np.int64)
-    return _rng(_SHARD_KEY, seed, epoch).permutation(num_shards).astype(np.int64)
+    def _lazy(self, batches: np.ndarray) -> BatchIndices:
+        return BatchIndices(self.order, self.first[batches], self._sizes(batches))
 
 
 def epoch_sequence(counts: Any, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -258,16 +256,24 @@ def window_shuffle(length: int, *, seed: int, epoch: int, start: int, window: in
     for o in range(0, length, window):
         chunk = out[o : o + window]
         out[o : o + window] = chunk[
-            _rng(_WINDOW_KEY, seed, epoch, start + o).permutation(len(chunk))
+            window_permutation(len(chunk), seed=seed, epoch=epoch, start=start + o)
         ]
     return out
 
 
-def _rank_positions(
+def epoch_order(counts: Any, cfg: PlanConfig, epoch: int) -> EpochOrder:
+    """The epoch's order ``G`` as a lazy function of position (equal to
+    ``global_order(epoch_sequence(...))``, computed a window at a time)."""
+    return EpochOrder(
+        counts, seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle, window=cfg.shuffle_buffer
+    )
+
+
+def _rank_batches(
     start: int, end: int, layout: Layout, rank: int, drop_last: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(positions, batch_starts)`` of ``rank``: its part of every global batch in
-    ``[start, end)`` (steps 2-3 of the module docs)."""
+    """``(first, batch_starts)`` of ``rank``: where its part of every global batch in
+    ``[start, end)`` begins, and the offsets of its batches (steps 2-3 of the module docs)."""
     world, b = layout.world_size, layout.batch_size
     big = world * b
     firsts = np.arange(start, end, big, dtype=np.int64)
@@ -275,31 +281,31 @@ def _rank_positions(
     if drop_last and len(sizes) and sizes[-1] < big:
         firsts, sizes = firsts[:-1], sizes[:-1]
     part = sizes // world
-    lo = firsts + rank * part
     offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int64)
-    pos = np.repeat(lo - offsets[:-1], part) + np.arange(int(offsets[-1]), dtype=np.int64)
-    return pos, offsets
+    return firsts + rank * part, offsets
 
 
 def sequence_plan(
-    order: np.ndarray, cfg: PlanConfig, layout: Layout, *, rank: int, start: int = 0
+    order: EpochOrder | np.ndarray,
+    cfg: PlanConfig,
+    layout: Layout,
+    *,
+    rank: int,
+    start: int = 0,
 ) -> RankPlan:
     """The plan of ``rank`` over the global order ``order`` from position ``start`` on."""
     if not 0 <= rank < layout.world_size:
         raise ValueError(f"rank {rank} is outside world_size {layout.world_size}")
-    n = len(order)
-    end = epoch_end(n, start, layout.world_size, cfg.partial)
-    pos, starts = _rank_positions(min(start, end), end, layout, rank, cfg.drop_last)
-    indices = order[pos % n] if n else order[:0]
-    return RankPlan(indices=indices.astype(np.int64), batch_starts=starts)
+    end = epoch_end(len(order), start, layout.world_size, cfg.partial)
+    first, starts = _rank_batches(min(start, end), end, layout, rank, cfg.drop_last)
+    return RankPlan(order=order, first=first, batch_starts=starts)
 
 
 def rank_plan(
     counts: Any, cfg: PlanConfig, layout: Layout, *, rank: int, epoch: int, start: int = 0
 ) -> RankPlan:
     """The plan of ``rank`` for ``epoch``, from position ``start`` of the global order."""
-    seq = epoch_sequence(counts, seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle)
-    return sequence_plan(global_order(seq, cfg, epoch), cfg, layout, rank=rank, start=start)
+    return sequence_plan(epoch_order(counts, cfg, epoch), cfg, layout, rank=rank, start=start)
 
 
 def resume_plan(
@@ -314,12 +320,12 @@ def resume_plan(
     Raises:
         ValueError: if ``state`` says more batches were delivered than its plan has.
     """
-    seq = epoch_sequence(counts, seed=cfg.seed, epoch=state.epoch, shuffle=cfg.shuffle)
-    return resume_sequence_plan(global_order(seq, cfg, state.epoch), cfg, state, layout, rank=rank)
+    order = epoch_order(counts, cfg, state.epoch)
+    return resume_sequence_plan(order, cfg, state, layout, rank=rank)
 
 
 def resume_sequence_plan(
-    order: np.ndarray, cfg: PlanConfig, state: PlanState, layout: Layout, *, rank: int
+    order: EpochOrder | np.ndarray, cfg: PlanConfig, state: PlanState, layout: Layout, *, rank: int
 ) -> tuple[RankPlan, PlanState]:
     """:func:`resume_plan` over a given global order (of a mix, say)."""
     old = Layout(state.layout.world_size, 1, state.layout.batch_size)
