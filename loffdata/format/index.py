@@ -24,7 +24,7 @@ from loffdata.format.writer import write_sidecar
 from loffdata.safeio import open_binary
 from loffdata.util import is_local
 
-__all__ = ["shard_index", "index_dataset", "check_writable"]
+__all__ = ["shard_index", "index_dataset", "check_writable", "remove_temporaries"]
 
 
 class _Arena:
@@ -59,7 +59,8 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
     """Writes the index sidecar (``shard-000001.idx``, see ``docs/format.md``) of every shard
     of the manifest at ``url`` that lacks one (all with ``force``), checks the sample counts,
     and saves the manifest, which then names the sidecars. An old manifest's inline index is
-    moved into sidecars as it is (``force`` computes it again from the shards).
+    moved into sidecars as it is (``force`` computes it again from the shards). Temporaries
+    that an interrupted run left are removed first.
 
     Raises:
         ManifestError: naming the shard when its sample count differs from the manifest's.
@@ -70,6 +71,7 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
     check_writable(url)
     manifest = Manifest.load(url, **storage_options)
     fs, root = fsspec.core.url_to_fs(posixpath.dirname(manifest_url(str(url))), **storage_options)
+    remove_temporaries(fs, root)
     indexes = []
     for info, shard_url in zip(manifest.shards, manifest.shard_urls(url)):
         if info.index_file is not None and info.offsets is None and not force:
@@ -100,6 +102,15 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
             "index needs a writable dataset; copy it somewhere writable first"
         ) from None
     return manifest
+
+
+def remove_temporaries(fs: Any, root: str) -> list[str]:
+    """Removes the sidecar temporaries (``.shard-000001.idx.tmp-*``) that an index run killed
+    while writing left in ``root``; returns their paths."""
+    found = fs.glob(f"{root.rstrip('/')}/.*.idx.tmp-*")
+    for path in found:
+        fs.rm(path)
+    return found
 
 
 def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) -> ShardIndex:

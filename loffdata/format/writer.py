@@ -59,9 +59,14 @@ def write_sidecar(fs: Any, path: str, data: bytes) -> None:
         return
     root, name = posixpath.split(path)
     tmp = f"{root}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except BaseException:  # interrupted (Ctrl-C too) or failed: no temporary is left
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import fsspec
 import pytest
 
 from loffdata.errors import ManifestError, ShardReadError
@@ -13,6 +14,7 @@ from loffdata.format.index import index_dataset, shard_index
 from loffdata.format.manifest import Manifest, check_shard_name
 from loffdata.format.shardindex import read_index
 from loffdata.format.tar import iter_sample_spans
+from loffdata.format.writer import write_sidecar
 from tests.craft import archive, member, sample, write_crafted
 
 
@@ -183,3 +185,23 @@ def test_shard_names_that_leave_the_dataset_are_refused(name):
 def test_plain_and_nested_shard_names_are_kept():
     assert check_shard_name("./sub/./a.tar") == "sub/a.tar"
     assert check_shard_name("a%20b.tar") == "a%20b.tar"
+
+
+def test_index_leaves_no_temporaries_and_removes_those_a_killed_run_left(make_dataset):
+    root, _ = make_dataset(n=8, shard_size=4)
+    left = root / ".shard-000001.idx.tmp-deadbeef"  # what a run killed mid-write leaves
+    left.write_bytes(b"partial")
+    manifest = index_dataset(str(root), force=True)
+    assert not list(root.glob(".*.tmp-*")) and all(sidecar(root, s) for s in manifest.shards)
+
+
+def test_an_interrupted_sidecar_write_leaves_no_temporary(tmp_path, monkeypatch):
+    fs = fsspec.filesystem("file")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fs, "mv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_sidecar(fs, str(tmp_path / "shard-000000.idx"), b"index bytes")
+    assert list(tmp_path.iterdir()) == []
