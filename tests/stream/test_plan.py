@@ -11,6 +11,7 @@ from loffdata.stream.plan import (
     Layout,
     PlanConfig,
     PlanState,
+    epoch_order,
     epoch_sequence,
     global_order,
     rank_plan,
@@ -262,3 +263,20 @@ def test_invalid_inputs():
         resume_plan(
             [3], PlanConfig(), PlanState(0, Layout(1, 1, 1), delivered=9), Layout(1, 1, 1), rank=0
         )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 9), max_size=12),
+    st.integers(1, 7),
+    st.booleans(),
+    st.integers(0, 3),
+    st.randoms(use_true_random=False),
+)
+def test_the_lazy_order_is_the_window_shuffled_sequence(counts, buf, shuffle, epoch, rnd):
+    cfg = PlanConfig(seed=3, shuffle=shuffle, shuffle_buffer=buf)
+    eager = global_order(epoch_sequence(counts, seed=3, epoch=epoch, shuffle=shuffle), cfg, epoch)
+    lazy = epoch_order(counts, cfg, epoch)
+    assert np.asarray(lazy).tolist() == eager.tolist()
+    positions = [rnd.randrange(len(eager)) for _ in range(20)] if len(eager) else []
+    assert lazy.at(np.array(positions, dtype=np.int64)).tolist() == eager[positions].tolist()
