@@ -5,17 +5,21 @@ disk, seconds) with one manifest listing them all, then measures, each size in a
 process (so imports and page faults are counted as a user would see them):
 
 - manifest bytes, and the bytes of the index sidecars if any (hardlinks: on disk once),
-- ``Manifest.load`` (including ``import loffdata``, about 1 s here),
+- the import of ``loffdata`` (and its loader), then ``Manifest.load`` alone,
 - ``LoffLoader(...)`` construction, the first batch, and the steady rate of the next batches,
 - peak RSS (``VmHWM``) of the main process plus that of each DataLoader worker.
 
-A projection to 100 M samples extends the slope between the two largest measured sizes.
+A projection to 100 M samples extends each figure's least-squares slope over the measured
+sizes. ``plot`` draws peak RSS and start-up (construction + first batch) against samples
+from two ``--out`` files (before and after).
 
 Usage::
 
     python benchmarks/bench_scale.py                        # 10 k, 1 M, 10 M samples
     python benchmarks/bench_scale.py --sizes 10000,1000000  # lighter on RAM
     python benchmarks/bench_scale.py --quick                # smoke run (CI)
+    python benchmarks/bench_scale.py --out after.json       # also the rows as JSON
+    python benchmarks/bench_scale.py plot before.json after.json --out docs/img/scale.png
 """
 
 from __future__ import annotations
@@ -93,10 +97,12 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
     """One measurement in this process (started fresh by :func:`main`); prints JSON."""
     t0 = time.perf_counter()
     from loffdata.format.manifest import Manifest
+    from loffdata.loader import LoffLoader
 
+    t_import = time.perf_counter() - t0
+    t0 = time.perf_counter()
     Manifest.load(root)
     t_load = time.perf_counter() - t0
-    from loffdata.loader import LoffLoader
 
     t1 = time.perf_counter()
     loader = LoffLoader(
@@ -107,19 +113,13 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
     it = iter(loader)
     next(it)
     t_first = time.perf_counter() - t2
-    worker_hwm: dict[int, int] = {}
-    t3, n = time.perf_counter(), 0
-    for _ in range(steady):
-        features, _ = next(it)
-        n += len(features)
-        for pid in _children(os.getpid()):
-            worker_hwm[pid] = max(worker_hwm.get(pid, 0), _hwm_kb(pid))
-    rate = n / (time.perf_counter() - t3)
+    rate, worker_hwm = _steady(it, steady)
     rss = _hwm_kb(os.getpid()) + sum(worker_hwm.values())
     del it
     print(
         json.dumps(
             {
+                "import_s": t_import,
                 "load_s": t_load,
                 "make_s": t_make,
                 "first_s": t_first,
@@ -129,6 +129,18 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
             }
         )
     )
+
+
+def _steady(it: object, steady: int) -> tuple[float, dict[int, int]]:
+    """Samples/s over the next ``steady`` batches, and each worker's peak RSS (kB)."""
+    worker_hwm: dict[int, int] = {}
+    t0, n = time.perf_counter(), 0
+    for _ in range(steady):
+        features, _ = next(it)
+        n += len(features)
+        for pid in _children(os.getpid()):
+            worker_hwm[pid] = max(worker_hwm.get(pid, 0), _hwm_kb(pid))
+    return n / (time.perf_counter() - t0), worker_hwm
 
 
 def _measure(root: Path, batch: int, workers: int, steady: int) -> dict:
@@ -151,23 +163,41 @@ def _dir_bytes(root: Path, suffix: str) -> int:
     return sum(p.stat().st_size for p in root.glob(f"*{suffix}"))
 
 
+_HEADER = (
+    "| samples | manifest | index sidecars (hardlinked) | `Manifest.load` | `LoffLoader(...)` "
+    "| first batch | start-up (construction + first batch) | peak RSS main + workers "
+    "| steady samples/s |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
 def _row(label: str, r: dict) -> str:
+    rate = f"{r['rate']:,.0f}" if "rate" in r else "-"
     return (
-        f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB | {r['load_s']:.2f} s | "
-        f"{r['make_s']:.2f} s | {r['first_s']:.2f} s | {r['rss_mb'] / 1024:.2f} GB | {r['rate']:,.0f} |"
+        f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB | {r['load_s']:.2f} s "
+        f"| {r['make_s']:.2f} s | {r['first_s']:.2f} s | {r['make_s'] + r['first_s']:.2f} s "
+        f"| {r['rss_mb'] / 1024:.2f} GB | {rate} |"
     )
 
 
-def _projection(rows: list[tuple[int, dict]], target: int = 100_000_000) -> str:
-    (n1, a), (n2, b) = rows[-2], rows[-1]
-    est = {
-        k: b[k] + (b[k] - a[k]) / (n2 - n1) * (target - n2)
-        for k in ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb")
-    }
-    return (
-        f"| 100 M (projected) | {est['manifest_mb']:.1f} MB | {est['index_mb']:.0f} MB | {est['load_s']:.2f} s | "
-        f"{est['make_s']:.2f} s | {est['first_s']:.2f} s | {est['rss_mb'] / 1024:.2f} GB | - |"
-    )
+def projection(rows: list[tuple[int, dict]], target: int = 100_000_000) -> dict:
+    """Each figure at ``target`` samples from its least-squares slope over the measured sizes
+    (a slope that noise makes negative is taken as flat: the largest size's figure)."""
+    n = np.array([float(k) for k, _ in rows])
+    est = {}
+    for key in ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb"):
+        y = np.array([r[key] for _, r in rows])
+        slope = max(0.0, float(np.polyfit(n, y, 1)[0]))
+        est[key] = float(y[-1] + slope * (target - n[-1]))
+    return est
+
+
+def print_table(rows: list[tuple[int, dict]]) -> None:
+    """The local rows and the 100 M projection, as a markdown table."""
+    print(_HEADER)
+    for n, r in rows:
+        print(_row(f"{n:,}", r))
+    if len(rows) >= 2:
+        print(_row("100 M (projected)", projection(rows)))
 
 
 def _ints(value: object) -> tuple[int, ...]:
@@ -175,6 +205,23 @@ def _ints(value: object) -> tuple[int, ...]:
     if isinstance(value, (tuple, list)):
         return tuple(int(x) for x in value)
     return tuple(int(x) for x in str(value).split(","))
+
+
+def local_rows(work: Path, sizes: tuple[int, ...], per_shard: int, dims: tuple, **how) -> list:
+    """``(samples, figures)`` of each size: a local cache built and measured, then removed."""
+    base = work / "base"
+    manifest = _base_shard(base, per_shard, dims)
+    rows = []
+    for n in sizes:
+        root = work / f"n{n}"
+        build(root, base, manifest, max(1, n // per_shard))
+        r = _measure(root, how["batch"], how["workers"], how["steady"])
+        r["manifest_mb"] = (root / "manifest.json").stat().st_size / 1e6
+        r["index_mb"] = _dir_bytes(root, ".idx") / 1e6
+        rows.append((n, r))
+        shutil.rmtree(root)
+        print(f"measured {n:,} samples: {json.dumps(r)}", file=sys.stderr, flush=True)
+    return rows
 
 
 def main(
@@ -186,43 +233,54 @@ def main(
     steady: int = 40,
     quick: bool = False,
     tmp: str | None = None,
+    out: str | None = None,
 ) -> None:
-    """Builds each cache, measures it in a fresh process, prints the table (markdown)."""
+    """Builds each cache, measures it in a fresh process, prints the table (markdown);
+    ``out``: also writes the rows as JSON (for :func:`plot`)."""
     if quick:
         sizes, per_shard, shape, steady = "1000,4000", 50, "8,4,4", 5
     dims = _ints(shape)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=tmp))
     try:
-        base = work / "base"
-        manifest = _base_shard(base, per_shard, dims)
-        rows = []
-        for n in _ints(sizes):
-            root = work / f"n{n}"
-            build(root, base, manifest, max(1, n // per_shard))
-            r = _measure(root, batch, workers, steady)
-            r["manifest_mb"] = (root / "manifest.json").stat().st_size / 1e6
-            r["index_mb"] = _dir_bytes(root, ".idx") / 1e6
-            rows.append((n, r))
-            shutil.rmtree(root)
-            print(f"measured {n:,} samples: {json.dumps(r)}", file=sys.stderr, flush=True)
-        print(
-            f"shape {dims} float16, {per_shard} samples a shard, batch {batch}, {workers} workers\n"
+        rows = local_rows(
+            work, _ints(sizes), per_shard, dims, batch=batch, workers=workers, steady=steady
         )
-        print(
-            "| samples | manifest | index sidecars (hardlinked) | `Manifest.load` | `LoffLoader(...)` "
-            "| first batch | peak RSS main + workers | steady samples/s |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for n, r in rows:
-            print(_row(f"{n:,}", r))
-        if len(rows) >= 2:
-            print(_projection(rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"shape {dims} float16, {per_shard} samples a shard, batch {batch}, {workers} workers\n")
+    print_table(rows)
+    if out:
+        Path(out).write_text(json.dumps(rows, indent=1))
+
+
+def plot(before: str, after: str, out: str = "docs/img/scale.png") -> None:
+    """Peak RSS and start-up time (construction + first batch) against samples, before and
+    after, from two ``--out`` files (needs matplotlib, in the ``bench`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rss, start) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, path, style in (("before", before, "o--"), ("after", after, "s-")):
+        rows = json.loads(Path(path).read_text())
+        n = [k for k, _ in rows]
+        rss.plot(n, [r["rss_mb"] / 1024 for _, r in rows], style, label=label)
+        start.plot(n, [r["make_s"] + r["first_s"] for _, r in rows], style, label=label)
+    for ax, what in ((rss, "peak RSS, main + 2 workers (GB)"), (start, "start-up (s)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("samples")
+        ax.set_ylabel(what)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    start.set_title("construction + first batch", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "child":
-        fire.Fire(child, command=sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] in ("child", "plot"):
+        fire.Fire({"child": child, "plot": plot}[sys.argv[1]], command=sys.argv[2:])
     else:
         fire.Fire(main)
