@@ -5,14 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from loffdata.errors import LoffError
 from loffdata.extract.jsonio import jsonable, read_json, write_json
 from loffdata.extract.runtime import Runtime
 from loffdata.extract.sink import sidecar_name
-from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
-from loffdata.format.stats import ChannelStats
+from loffdata.format.manifest import Manifest
 
 __all__ = ["finalize_split"]
 
@@ -36,16 +33,9 @@ def finalize_split(rt: Runtime, split: str) -> Manifest:
     with_data = [s for s in sidecars if s["features"] is not None]
     if not with_data:
         raise LoffError(f"split {split!r}: no image could be read, nothing was written")
-    manifest = Manifest(
-        shards=[ShardInfo(**s["shard"]) for s in with_data],
-        features=TensorSpec(
-            tuple(with_data[0]["features"]["shape"]), with_data[0]["features"]["dtype"], "CHW"
-        ),
+    manifest = Manifest.from_records(
+        with_data,
         classes=rt.source.classes,
-        extras={
-            k: TensorSpec(tuple(v["shape"]), v["dtype"]) for k, v in with_data[0]["extras"].items()
-        },
-        stats=_merge_stats(with_data),
         source=_source_info(rt, split),
         skipped=[item for s in sidecars for item in s["skipped"]],
     )
@@ -63,16 +53,6 @@ def _check_weights(rt: Runtime, split: str, sidecars: list[dict[str, Any]]) -> N
             "run must load the same weights (same --seed for random weights, same --checkpoint). "
             "Delete those shards and their .json sidecars, or start again with --overwrite"
         )
-
-
-def _merge_stats(sidecars: list[dict[str, Any]]) -> ChannelStats:
-    stats = ChannelStats()
-    for s in sidecars:
-        d = s["stats"]
-        stats.merge(
-            ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"]))
-        )
-    return stats
 
 
 def _source_info(rt: Runtime, split: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ model weights that produced it.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 from collections.abc import Callable
@@ -140,19 +139,4 @@ def sidecar_name(prefix: str, j: int) -> str:
 def _sidecar(
     j: int, writer: ShardWriter, skipped: list[dict[str, str]], weights: str
 ) -> dict[str, Any]:
-    spec = writer.feature_spec
-    return {
-        "index": j,
-        "shard": dataclasses.asdict(writer.shards[0]) if writer.shards else None,
-        "features": None if spec is None else {"shape": list(spec.shape), "dtype": spec.dtype},
-        "extras": {
-            k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()
-        },
-        "stats": {
-            "count": writer.stats.count,
-            "mean": writer.stats.mean.tolist(),
-            "m2": writer.stats.m2.tolist(),
-        },
-        "skipped": skipped,
-        "weights_sha256": weights,
-    }
+    return {"index": j, **writer.record(), "skipped": skipped, "weights_sha256": weights}

@@ -6,9 +6,9 @@ everything it reads and raises :class:`~loffdata.errors.ManifestError` naming th
 
 from __future__ import annotations
 
-import os
 import posixpath
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
@@ -16,11 +16,12 @@ import numpy as np
 
 from loffdata.errors import ManifestError
 from loffdata.format.codec import DTYPES
-from loffdata.format.names import check_shard_name, first_duplicate, resolve_name
+from loffdata.format.manifestchecks import MAX_SAMPLES, check_consistent, check_field_types
+from loffdata.format.names import check_local_shards, check_shard_name
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
-from loffdata.safeio import brief, check_inside, loads_json, read_regular
+from loffdata.safeio import brief, loads_json, read_regular
 from loffdata.util import write_json
 
 __all__ = [
@@ -31,13 +32,12 @@ __all__ = [
     "Manifest",
     "manifest_url",
     "check_shard_name",
+    "shard_record",
 ]
 
 MANIFEST_NAME = "manifest.json"
 #: Largest manifest read (2 GiB: ten million indexed samples take about 210 MB).
 MAX_MANIFEST_BYTES = 1 << 31
-#: Most samples a manifest may declare (17 billion): more is taken for a damaged manifest.
-MAX_SAMPLES = 1 << 34
 _END_MARKER = END_MARKER
 
 
@@ -148,6 +148,35 @@ class Manifest:
         return d
 
     @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]], **fields: Any) -> Manifest:
+        """The one way a manifest is built from what writers recorded (:func:`shard_record`;
+        writers, ``loffdata-shard``, ``loffdata convert`` and ``loffdata manifest`` use it).
+
+        Args:
+            records: :func:`shard_record` dicts (JSON-able); those without features (nothing
+                written) are left out. Shards are listed in record order, statistics merged,
+                specs taken from the first.
+            fields: the other fields (``classes``, ``source``, ``skipped``, ...).
+
+        Raises:
+            ValueError: if no record holds a sample.
+        """
+        used = [r for r in records if r.get("features") is not None]
+        if not used:
+            raise ValueError("no sample was written, so there is no feature spec")
+        stats = ChannelStats()
+        for r in used:
+            d = r["stats"]
+            stats.merge(ChannelStats(int(d["count"]), np.asarray(d["mean"]), np.asarray(d["m2"])))
+        return cls(
+            shards=[ShardInfo(**s) for r in used for s in r.get("shards", [r.get("shard")])],
+            features=_record_spec(used[0]["features"], "CHW"),
+            extras={k: _record_spec(v) for k, v in used[0]["extras"].items()},
+            stats=stats,
+            **fields,
+        )
+
+    @classmethod
     def from_dict(cls, d: Any, *, where: str = "<dict>") -> Manifest:
         """Builds and validates a manifest; errors name ``where``."""
         try:
@@ -206,32 +235,8 @@ class Manifest:
         root = posixpath.dirname(manifest_url(base))
         urls = [f"{root}/{check_shard_name(s.name)}" for s in self.shards]
         if "://" not in root or root.startswith("file://"):
-            _check_local_shards(urls, root.removeprefix("file://") or ".")
+            check_local_shards(urls, root.removeprefix("file://") or ".")
         return urls
-
-
-def _check_local_shards(urls: list[str], root: str) -> None:
-    """A symlink (of the file or a folder on the way) must stay in the dataset: each folder
-    is resolved once and listed once for its symlinks (no system call per shard)."""
-    real_root, folders = os.path.realpath(root), {}
-    for url in urls:
-        folder, name = os.path.split(url)
-        if folder not in folders:
-            folders[folder] = (os.path.realpath(folder or "."), _symlinks(folder or "."))
-        real, links = folders[folder]
-        if name in links or real != real_root:
-            try:
-                check_inside(url, root)
-            except OSError as err:
-                raise ManifestError(str(err)) from None
-
-
-def _symlinks(folder: str) -> frozenset[str]:
-    try:
-        with os.scandir(folder) as entries:
-            return frozenset(e.name for e in entries if e.is_symlink())
-    except OSError:  # no folder: no shard there either (reading it says so)
-        return frozenset()
 
 
 def _read_manifest(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -245,6 +250,26 @@ def manifest_url(url: str) -> str:
     """``url`` itself if it names a ``.json`` file, else ``url/manifest.json``."""
     url = str(url)
     return url if url.endswith(".json") else url.rstrip("/") + "/" + MANIFEST_NAME
+
+
+def shard_record(
+    shards: Iterable[ShardInfo],
+    features: TensorSpec | None,
+    extras: dict[str, TensorSpec],
+    stats: ChannelStats,
+) -> dict[str, Any]:
+    """What a writer knows of the shards it wrote, as JSON (``loffdata-shard`` and ``loffdata
+    convert`` keep one per shard beside it until the manifest is built from them)."""
+    return {
+        "shards": [asdict(s) for s in shards],
+        "features": None if features is None else _spec_dict(features),
+        "extras": {k: _spec_dict(v) for k, v in extras.items()},
+        "stats": {"count": stats.count, "mean": stats.mean.tolist(), "m2": stats.m2.tolist()},
+    }
+
+
+def _record_spec(d: dict[str, Any], layout: str | None = None) -> TensorSpec:
+    return TensorSpec(tuple(d["shape"]), d["dtype"], d.get("layout", layout))
 
 
 def _spec_dict(spec: TensorSpec) -> dict[str, Any]:
@@ -326,7 +351,7 @@ def _parse(d: Any) -> Manifest:
         raise ManifestError(
             f"unsupported version {brief(d.get('version'))} (this loffdata reads {FORMAT_VERSION})"
         )
-    _check_field_types(d)
+    check_field_types(d)
     features = _parse_spec(d["features"], "features")
     m = Manifest(
         shards=[_parse_shard(s) for s in d["shards"]],
@@ -337,51 +362,5 @@ def _parse(d: Any) -> Manifest:
         source=dict(d.get("source") or {}),
         skipped=list(d.get("skipped") or []),
     )
-    _check_consistent(m, d)
+    check_consistent(m, d)
     return m
-
-
-#: field -> (JSON types it may have, what to write); ``None`` is allowed for optional fields.
-_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "shards": ((list,), "a list of shard objects"),
-    "features": ((dict,), "an object with 'shape' and 'dtype'"),
-    "classes": ((list, type(None)), "a list of strings or null"),
-    "extras": ((dict, type(None)), "an object of name -> {shape, dtype}"),
-    "stats": ((dict, type(None)), "an object or null"),
-    "source": ((dict, type(None)), "an object"),
-    "skipped": ((list, type(None)), "a list of objects"),
-}
-
-
-def _check_field_types(d: dict) -> None:
-    for name, (kinds, want) in _FIELD_TYPES.items():
-        if name in d and not isinstance(d[name], kinds):
-            raise ManifestError(
-                f"field {name!r} must be {want}, got {type(d[name]).__name__} {brief(d[name])}"
-            )
-    if not all(isinstance(s, dict) for s in d.get("skipped") or []):
-        raise ManifestError("field 'skipped' must be a list of objects (input, reason)")
-
-
-def _check_consistent(m: Manifest, d: dict) -> None:
-    if "num_samples" in d and d["num_samples"] != m.num_samples:
-        raise ManifestError(
-            f"num_samples {d['num_samples']} != sum of shard samples {m.num_samples}"
-        )
-    if m.classes is not None and not (
-        isinstance(m.classes, list) and all(isinstance(c, str) for c in m.classes)
-    ):
-        raise ManifestError("'classes' must be a list of strings")
-    channels = m.features.shape[0] if m.features.shape else 0
-    if m.stats is not None and m.stats.mean.shape != (channels,):
-        raise ManifestError(f"stats have {m.stats.mean.size} channels, features have {channels}")
-    dup = first_duplicate(s.name for s in m.shards)  # resolved: %2e/a.tar is a.tar on HTTP
-    if dup is not None:
-        raise ManifestError(
-            f"duplicate shard names: {dup!r} is listed more than once (as {resolve_name(dup)!r}, "
-            "after percent-decoding and dot-segment removal)"
-        )
-    if m.num_samples > MAX_SAMPLES:
-        raise ManifestError(
-            f"{m.num_samples} samples is more than a manifest may declare ({MAX_SAMPLES})"
-        )

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from loffdata.errors import LocationError, ManifestError
-from loffdata.safeio import brief
+from loffdata.safeio import brief, check_inside
 
 __all__ = [
     "decode_fully",
@@ -30,6 +30,7 @@ __all__ = [
     "check_prefix",
     "check_destination",
     "check_shard_name",
+    "check_local_shards",
 ]
 
 _MAX_DECODES = 8
@@ -204,3 +205,31 @@ def check_shard_name(name: str) -> str:
             f"shard name {brief(name)} is a dot-file (names starting with '.' are never shards)"
         )
     return normal
+
+
+def check_local_shards(urls: list[str], root: str) -> None:
+    """Refuses a local shard that resolves outside ``root`` (a symlink of the file or of a
+    folder on the way): each folder is resolved and listed once, not a system call a shard.
+
+    Raises:
+        ManifestError: naming the shard and where it points.
+    """
+    real_root, folders = os.path.realpath(root), {}
+    for url in urls:
+        folder, name = os.path.split(url)
+        if folder not in folders:
+            folders[folder] = (os.path.realpath(folder or "."), _symlinks(folder or "."))
+        real, links = folders[folder]
+        if name in links or real != real_root:
+            try:
+                check_inside(url, root)
+            except OSError as err:
+                raise ManifestError(str(err)) from None
+
+
+def _symlinks(folder: str) -> frozenset[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # no folder: no shard there either (reading it says so)
+        return frozenset()

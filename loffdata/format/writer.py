@@ -24,7 +24,7 @@ import numpy as np
 
 from loffdata.errors import SampleError
 from loffdata.format import codec
-from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec, shard_record
 from loffdata.format.names import check_prefix
 from loffdata.format.sample import encode_sample
 from loffdata.format.shardindex import ShardIndex, index_name
@@ -287,17 +287,13 @@ class ShardWriter:
         else:
             self.abort()
 
+    def record(self) -> dict[str, Any]:
+        """What was written, as JSON (:func:`~loffdata.format.manifest.shard_record`)."""
+        return shard_record(self.shards, self.feature_spec, self.extra_specs, self.stats)
+
     def manifest(self, **fields: Any) -> Manifest:
         """A manifest of what was written; ``fields`` fill ``classes``, ``source`` etc."""
-        if self.feature_spec is None:
-            raise ValueError("no sample was written, so there is no feature spec")
-        return Manifest(
-            shards=list(self.shards),
-            features=self.feature_spec,
-            extras=dict(self.extra_specs),
-            stats=self.stats,
-            **fields,
-        )
+        return Manifest.from_records([self.record()], **fields)
 
 
 def _name_of(arr: np.ndarray) -> str:

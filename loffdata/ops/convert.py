@@ -26,10 +26,9 @@ import numpy as np
 
 from loffdata.errors import CliError, LoffError
 from loffdata.format import codec
-from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.manifest import Manifest
 from loffdata.format.names import check_destination, check_prefix
 from loffdata.format.sample import Sample, decode_sample, encode_sample
-from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.redact import redact_json_text, redact_text
@@ -277,24 +276,11 @@ def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
             feats, extras = run.sample(s)
             writer.write(s.key, feats, label=s.label, extras=extras)
             bar.update(1)
-    st, spec = writer.stats, writer.feature_spec
-    _write_json(run.fs, run.record_path(j), {
-        "shard": asdict(writer.shards[0]),
-        "features": {"shape": list(spec.shape), "dtype": spec.dtype},
-        "extras": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()},
-        "stats": {"count": st.count, "mean": st.mean.tolist(), "m2": st.m2.tolist()},
-    })  # fmt: skip
+    _write_json(run.fs, run.record_path(j), writer.record())
 
 
 def _finish(run: _Run, num_shards: int) -> Manifest:
     records = [_read_json(run.fs, run.record_path(j)) for j in range(num_shards)]
-    stats = ChannelStats()
-    for r in records:
-        d = r["stats"]
-        stats.merge(
-            ChannelStats(count=int(d["count"]), mean=np.asarray(d["mean"]), m2=np.asarray(d["m2"]))
-        )
-    first = records[0]
     source = {
         **run.manifest.source,
         "converted_from": redact_text(run.src),
@@ -302,14 +288,8 @@ def _finish(run: _Run, num_shards: int) -> Manifest:
     }
     if run.config.pool > 1 and isinstance(source.get("pool"), int):
         source["pool"] = source["pool"] * run.config.pool
-    manifest = Manifest(
-        shards=[ShardInfo(**r["shard"]) for r in records],
-        features=TensorSpec(tuple(first["features"]["shape"]), first["features"]["dtype"], "CHW"),
-        classes=run.manifest.classes,
-        extras={k: TensorSpec(tuple(v["shape"]), v["dtype"]) for k, v in first["extras"].items()},
-        stats=stats,
-        source=source,
-        skipped=list(run.manifest.skipped),
+    manifest = Manifest.from_records(
+        records, classes=run.manifest.classes, source=source, skipped=list(run.manifest.skipped)
     )
     manifest.save(run.dst, **run.dst_options)
     return manifest

@@ -24,7 +24,7 @@ from loffdata.errors import ManifestError, SampleError
 from loffdata.format import codec
 from loffdata.format.classes import class_names
 from loffdata.format.index import index_dataset
-from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
+from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec, shard_record
 from loffdata.format.sample import Sample, decode_sample, features_match
 from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
@@ -169,12 +169,9 @@ def build_manifest(
             shards.append(_read_shard(f"{root}/{name}", name, specs, bar, so))
     if specs.features is None:
         raise ManifestError(f"the shards at {source!r} hold no samples")
-    manifest = Manifest(
-        shards=shards,
-        features=specs.features,
+    manifest = Manifest.from_records(
+        [shard_record(shards, specs.features, specs.extras, specs.stats)],
         classes=class_names(classes, specs.labels),
-        extras=specs.extras,
-        stats=specs.stats,
         source={"kind": "foreign shards", "from": str(source)},
     )
     manifest.save(root, **so)

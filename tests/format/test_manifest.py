@@ -1,9 +1,11 @@
 import json
 
+import numpy as np
 import pytest
 
 from loffdata.errors import ManifestError
 from loffdata.format.manifest import Manifest
+from loffdata.format.writer import ShardWriter, WriterConfig
 
 
 def _load_dict(root):
@@ -53,3 +55,23 @@ def test_shard_urls_relative_to_manifest(make_dataset):
         == f"{root}/shard-000000.tar"
     )
     assert m.shard_urls("s3://b/feats/")[2] == "s3://b/feats/shard-000002.tar"
+
+
+def _written(root, lo, hi, prefix):
+    with ShardWriter(str(root), WriterConfig(prefix=prefix, max_samples=2)) as w:
+        for i in range(lo, hi):
+            w.write(f"k{i:03d}", np.full((3, 2, 2), i, np.float32), label=i % 2)
+    return w
+
+
+def test_from_records_lists_shards_in_order_and_merges_statistics(tmp_path):
+    a, b = _written(tmp_path, 0, 5, "a"), _written(tmp_path, 5, 8, "b")
+    old = {**b.record(), "shard": b.record()["shards"][0]}  # a sidecar of the older form
+    del old["shards"]
+    m = Manifest.from_records([a.record(), {"features": None}, old], classes=["x", "y"])
+    assert [s.name for s in m.shards] == [s.name for s in a.shards] + [b.shards[0].name]
+    assert m.stats.count == 8 * 4 and np.allclose(m.stats.mean, 3.5)
+    assert m.features.layout == "CHW" and m.classes == ["x", "y"]
+    assert Manifest.from_dict(m.to_dict()).to_dict() == m.to_dict()
+    with pytest.raises(ValueError, match="no sample"):
+        Manifest.from_records([{"features": None}])

@@ -13,6 +13,7 @@ from loffdata.format.manifest import Manifest
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.stream import indexes
 from loffdata.stream.dataset import StreamingDataset
+from loffdata.stream.plan import epoch_sequence, global_order
 
 PER_SHARD, SHARDS = 250, 4000  # 1 M samples
 
@@ -57,3 +58,24 @@ def test_the_index_bytes_a_reader_holds_stay_bounded(million, monkeypatch):
     assert len(seen) > 4 and len(held._loaded) <= 4  # more shards read than indexes held
     one = 16 * (PER_SHARD + 1) + 7 * PER_SHARD  # offsets, key starts and keys of one shard
     assert held.held_bytes <= 4 * one
+
+
+def order_bytes(order) -> int:
+    """Bytes of the arrays a lazy order holds (its O(shards) tables and the windows kept)."""
+    arrays = [v for v in vars(order).values() if isinstance(v, np.ndarray)]
+    return sum(a.nbytes for a in arrays) + sum(p.nbytes for p in order._perms.values())
+
+
+def test_a_workers_plan_and_order_stay_o_shards(million):
+    ds = StreamingDataset(million, batch_size=64, seed=3, shuffle_buffer=1024)
+    n = ds.shards.num_samples
+    plan = ds.worker_plan(0, 2)  # what worker 0 of 2 computes before its first batch
+    held = len(pickle.dumps(plan))  # our own object, measured; nothing is unpickled
+    assert held < 48 * SHARDS + 24 * n // 64, held  # the worker's half would be 4 MB
+    first = plan.indices[:64]
+    assert order_bytes(plan.indices.order) < 24 * SHARDS + 8 * 4 * 1024  # + a few windows
+    eager = global_order(epoch_sequence(ds.shards.counts, seed=3, epoch=0), ds.config, 0)
+    assert first.tolist() == eager[:64].tolist()
+    batches = -(-n // 64)  # worker 0 of 2 has the even ones, the last included
+    assert len(plan.indices) == 64 * (-(-batches // 2))
+    assert plan.indices[-64:].tolist() == eager[-64:].tolist()
