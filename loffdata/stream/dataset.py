@@ -107,27 +107,23 @@ class StreamingDataset(IterableDataset):
             cache_dir=cache_dir,
             cache_limit_bytes=cache_limit_bytes,
         )
-        self.batch_size, self.on_error, self.batch_dtype = (
-            config.batch_size,
-            config.on_error,
-            config.batch_dtype,
-        )
-        self.storage_options, self.retry, self.cache = (
-            dict(config.storage_options),
-            config.retry,
-            config.cache,
-        )
+        self._adopt(config, source, rank, world_size)
+
+    def _adopt(self, config: StreamConfig, source: Any, rank: int | None, world: int | None):
+        """The settings of ``config``, the shards of ``source`` and a fresh epoch state."""
+        self.batch_size, self.on_error = config.batch_size, config.on_error
+        self.batch_dtype, self.retry, self.cache = config.batch_dtype, config.retry, config.cache
+        self.storage_options = dict(config.storage_options)
         self.prefetch = config.prefetch  # read when an iteration starts (benchmarks change it)
         self.shards = self._resolve(source)
-        self._rank, self._world = rank, world_size
-        self._dist = distributed_rank_world()
-        self.epoch = 0
+        self._rank, self._world, self._dist = rank, world, distributed_rank_world()
+        self.epoch, self._yielded, self._num_workers = 0, 0, 1
         self._policy = ErrorPolicy(config.on_error)
         self._resume: PlanState | None = None
-        self._yielded = 0
-        self._num_workers = 1
-        #: Set by a consumer that releases batches (see :class:`~loffdata.stream.batching.BufferPool`):
-        #: int32 ``[workers, slots]`` flags in shared memory; ``None`` makes every batch fresh.
+        self._pool: BufferPool | None = None
+        #: Set by a consumer that releases batches (see
+        #: :class:`~loffdata.stream.batching.BufferPool`): int32 ``[workers, slots]`` flags
+        #: in shared memory; ``None`` makes every batch fresh.
         self.release_flags: torch.Tensor | None = None
         #: Set by a consumer that also keeps every pooled buffer it received: buffers it
         #: already has are then sent as ``{"slot", "key", "ref": True}`` references.
@@ -140,7 +136,6 @@ class StreamingDataset(IterableDataset):
         #: where it publishes the epoch and resume state before each iteration (JSON), since
         #: persistent workers keep their copy of the dataset from the first epoch.
         self.control: torch.Tensor | None = None
-        self._pool: BufferPool | None = None
 
     def _resolve(self, source: Any) -> ShardSet:
         """The shard set of ``source`` (a hook: :class:`~loffdata.stream.mix.MixedDataset`)."""
@@ -151,7 +146,7 @@ class StreamingDataset(IterableDataset):
         return SampleReader(self._read_context(), self._policy, reuse_buffers=reuse_buffers)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Sample ``i`` in manifest order, as stored (map-style access for torch: :meth:`indexed`)."""
+        """Sample ``i`` in manifest order, as stored (map-style access: :meth:`indexed`)."""
         return self.indexed().item(i)
 
     def indexed(self) -> IndexedDataset:
@@ -247,10 +242,8 @@ class StreamingDataset(IterableDataset):
             self._read_control()
         self._num_workers, self._yielded = num_workers, 0
         wplan = self.worker_plan(worker, num_workers)
-        skip, self._worker_resume = (
-            getattr(self, "_worker_resume", None),
-            None,
-        )  # StatefulDataLoader
+        skip = getattr(self, "_worker_resume", None)  # a worker state (StatefulDataLoader)
+        self._worker_resume = None
         if skip is not None:
             wplan, self._yielded = workerstate.skip_yielded(wplan, skip.yielded), skip.yielded
         reader = self._reader(reuse_buffers=bool(self.batch_size))
@@ -386,7 +379,8 @@ class StreamingDataset(IterableDataset):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resumes from :meth:`state_dict`'s output: the next iteration yields the rest of its epoch.
+        """Resumes from :meth:`state_dict`'s output: the next iteration yields the rest of its
+        epoch.
 
         Raises:
             ValueError: if the state belongs to another dataset or order configuration.
@@ -397,9 +391,7 @@ class StreamingDataset(IterableDataset):
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"state does not match this dataset (state, dataset): {diff}")
-        if (
-            "worker" in state
-        ):  # a worker's own state (StatefulDataLoader), see loffdata.stream.workerstate
+        if "worker" in state:  # a worker's own state (StatefulDataLoader): stream.workerstate
             self._resume, self._worker_resume = workerstate.load_worker_state(state)
         else:
             self._resume = PlanState.from_dict(state["plan"])
