@@ -100,15 +100,15 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
     from loffdata.loader import LoffLoader
 
     t_import = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     Manifest.load(root)
-    t_load = time.perf_counter() - t0
+    t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
 
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     loader = LoffLoader(
         root, batch_size=batch, augment=None, device="cpu", num_workers=workers, seed=0
     )
-    t_make = time.perf_counter() - t1
+    t_make, c_make = time.perf_counter() - t1, time.process_time() - c1
     t2 = time.perf_counter()
     it = iter(loader)
     next(it)
@@ -121,6 +121,8 @@ def child(root: str, batch: int = 64, workers: int = 2, steady: int = 40) -> Non
             {
                 "import_s": t_import,
                 "load_s": t_load,
+                "load_cpu_s": c_load,
+                "make_cpu_s": c_make,
                 "make_s": t_make,
                 "first_s": t_first,
                 "rate": rate,
@@ -164,7 +166,8 @@ def _dir_bytes(root: Path, suffix: str) -> int:
 
 
 _HEADER = (
-    "| samples | manifest | index sidecars (hardlinked) | `Manifest.load` | `LoffLoader(...)` "
+    "| samples | manifest | index sidecars (hardlinked) | `Manifest.load` (CPU) "
+    "| `LoffLoader(...)` (CPU) "
     "| first batch | start-up (construction + first batch) | peak RSS main + workers "
     "| steady samples/s |\n|---|---|---|---|---|---|---|---|---|"
 )
@@ -172,9 +175,11 @@ _HEADER = (
 
 def _row(label: str, r: dict) -> str:
     rate = f"{r['rate']:,.0f}" if "rate" in r else "-"
+    cpu = {k: f" ({r[k + '_cpu_s']:.2f})" if k + "_cpu_s" in r else "" for k in ("load", "make")}
     return (
-        f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB | {r['load_s']:.2f} s "
-        f"| {r['make_s']:.2f} s | {r['first_s']:.2f} s | {r['make_s'] + r['first_s']:.2f} s "
+        f"| {label} | {r['manifest_mb']:.2f} MB | {r['index_mb']:.1f} MB "
+        f"| {r['load_s']:.2f} s{cpu['load']} | {r['make_s']:.2f} s{cpu['make']} "
+        f"| {r['first_s']:.2f} s | {r['make_s'] + r['first_s']:.2f} s "
         f"| {r['rss_mb'] / 1024:.2f} GB | {rate} |"
     )
 
@@ -184,7 +189,8 @@ def projection(rows: list[tuple[int, dict]], target: int = 100_000_000) -> dict:
     (a slope that noise makes negative is taken as flat: the largest size's figure)."""
     n = np.array([float(k) for k, _ in rows])
     est = {}
-    for key in ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb"):
+    keys = ("manifest_mb", "index_mb", "load_s", "make_s", "first_s", "rss_mb")
+    for key in keys + tuple(k for k in ("load_cpu_s", "make_cpu_s") if k in rows[-1][1]):
         y = np.array([r[key] for _, r in rows])
         slope = max(0.0, float(np.polyfit(n, y, 1)[0]))
         est[key] = float(y[-1] + slope * (target - n[-1]))
