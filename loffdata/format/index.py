@@ -72,27 +72,11 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
     manifest = Manifest.load(url, **storage_options)
     fs, root = fsspec.core.url_to_fs(posixpath.dirname(manifest_url(str(url))), **storage_options)
     remove_temporaries(fs, root)
-    indexes = []
-    for info, shard_url in zip(manifest.shards, manifest.shard_urls(url)):
-        if info.index_file is not None and info.offsets is None and not force:
-            indexes.append(None)
-            continue
-        index = (
-            info.index
-            if info.index is not None and not force
-            else _computed(shard_url, info, storage_options)
-        )
-        indexes.append(index)
-    shards = []
-    for info, index in zip(manifest.shards, indexes):  # written only once every shard was read
-        if index is not None:
-            data = index.to_bytes(shard_bytes=info.bytes, sha256=info.sha256)
-            write_sidecar(fs, f"{root.rstrip('/')}/{index_name(info.name)}", data)
-            info = dataclasses.replace(
-                info, offsets=None, keys=None, index_file=index_name(info.name)
-            )
-        shards.append(info)
-    manifest.shards = shards
+    indexes = [
+        _new_index(info, shard_url, force, storage_options)
+        for info, shard_url in zip(manifest.shards, manifest.shard_urls(url))
+    ]
+    manifest.shards = _with_sidecars(fs, root, manifest.shards, indexes)
     Manifest.from_dict(manifest.to_dict(), where=repr(url))  # the index passes the reader's checks
     try:
         manifest.save(url, **storage_options)
@@ -102,6 +86,35 @@ def index_dataset(url: str, *, force: bool = False, **storage_options: Any) -> M
             "index needs a writable dataset; copy it somewhere writable first"
         ) from None
     return manifest
+
+
+def _new_index(
+    info: ShardInfo, shard_url: str, force: bool, storage_options: dict[str, Any]
+) -> ShardIndex | None:
+    """The index to write for a shard: none while its sidecar stands, else its inline index,
+    else one computed from the shard (``force``: always computed)."""
+    if info.index_file is not None and info.offsets is None and not force:
+        return None
+    if info.index is not None and not force:
+        return info.index
+    return _computed(shard_url, info, storage_options)
+
+
+def _with_sidecars(
+    fs: Any, root: str, shards: list[ShardInfo], indexes: list[ShardIndex | None]
+) -> list[ShardInfo]:
+    """Writes the sidecar of each shard with a new index (once every shard was read); the
+    shards' entries, naming them."""
+    out = []
+    for info, index in zip(shards, indexes):
+        if index is not None:
+            data = index.to_bytes(shard_bytes=info.bytes, sha256=info.sha256)
+            write_sidecar(fs, f"{root.rstrip('/')}/{index_name(info.name)}", data)
+            info = dataclasses.replace(
+                info, offsets=None, keys=None, index_file=index_name(info.name)
+            )
+        out.append(info)
+    return out
 
 
 def remove_temporaries(fs: Any, root: str) -> list[str]:
