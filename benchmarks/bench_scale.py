@@ -261,7 +261,7 @@ def main(
 
 def plot(before: str, after: str, out: str = "docs/img/scale.png") -> None:
     """Peak RSS and start-up time (construction + first batch) against samples, before and
-    after, from two ``--out`` files (needs matplotlib, in the ``bench`` extra)."""
+    after, from two ``--out`` files (needs matplotlib: the ``show`` extra, in ``dev``)."""
     import matplotlib
 
     matplotlib.use("Agg")
