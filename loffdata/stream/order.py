@@ -146,6 +146,11 @@ class BatchIndices:
             if item.stop is None and hi > lo:  # an open tail stays lazy (resuming a worker)
                 return BatchIndices(self.order, self.first, self.sizes, self._skip + lo)
             return self._range(self._skip + lo, self._skip + max(hi, lo))
+        if isinstance(item, (int, np.integer)):
+            k = int(item) + (len(self) if item < 0 else 0)
+            if not 0 <= k < len(self):
+                raise IndexError(f"index {item} is out of range for {len(self)} indices")
+            return int(self._range(self._skip + k, self._skip + k + 1)[0])
         return np.asarray(self)[item]
 
     def _range(self, a: int, b: int) -> np.ndarray:

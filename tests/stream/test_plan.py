@@ -280,3 +280,22 @@ def test_the_lazy_order_is_the_window_shuffled_sequence(counts, buf, shuffle, ep
     assert np.asarray(lazy).tolist() == eager.tolist()
     positions = [rnd.randrange(len(eager)) for _ in range(20)] if len(eager) else []
     assert lazy.at(np.array(positions, dtype=np.int64)).tolist() == eager[positions].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts, st.randoms(use_true_random=False))
+def test_a_workers_lazy_indices_slice_like_the_array(case, rnd):
+    counts, world, workers, batch, partial, drop_last, buf = case
+    cfg = PlanConfig(seed=2, shuffle_buffer=buf, partial=partial, drop_last=drop_last)
+    plan = rank_plan(counts, cfg, Layout(world, workers, batch), rank=world - 1, epoch=1)
+    lazy = plan.worker(workers - 1, workers).indices
+    whole = np.asarray(lazy)
+    mine = [plan.batch(b) for b in range(workers - 1, plan.num_batches, workers)]
+    assert whole.tolist() == (np.concatenate(mine).tolist() if mine else [])
+    for _ in range(5):
+        a, b = sorted(rnd.randrange(len(whole) + 1) for _ in range(2))
+        assert lazy[a:b].tolist() == whole[a:b].tolist()
+        assert np.asarray(lazy[a:]).tolist() == whole[a:].tolist()
+        if len(whole):
+            k = rnd.randrange(-len(whole), len(whole))
+            assert lazy[k] == whole[k]
