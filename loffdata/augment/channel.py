@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from loffdata.augment.params import Params
+from loffdata.augment.opkit import Params
 
 __all__ = [
     "channel_stats",
@@ -83,9 +83,7 @@ def _floored_std(std: np.ndarray) -> np.ndarray:
 
 def constant_channels(std: Sequence[float] | np.ndarray) -> int:
     """How many channels of a manifest std are constant (std 0, or below the floor)."""
-    arr = np.asarray(std, dtype=np.float64).ravel()
-    top = float(arr.max()) if arr.size else 0.0
-    return int(np.sum(arr <= STD_FLOOR_REL * top)) if top > 0 else int(arr.size)
+    return int(_constant_mask(_floored_std(np.asarray(std, dtype=np.float64).ravel())).sum())
 
 
 def channel_coefficients(

@@ -11,35 +11,8 @@ import pytest
 import torch
 
 from loffdata.augment import Augmenter, AugmentSpec
+from loffdata.augment.registry import EXAMPLES
 
-EXAMPLES = {
-    "hflip": {"hflip": 0.5},
-    "vflip": {"vflip": 0.5},
-    "crop": {"crop": 1.0, "crop_scale": (0.1, 1.0)},
-    "crop_out_size": {"crop": 0.7, "out_size": (5, 6), "hflip": 0.5, "vflip": 0.5},
-    "rot90": {"rot90": 0.8, "hflip": 0.5},
-    "noise": {"noise": 0.8, "noise_std": (0.1, 0.5)},
-    "jitter": {"jitter": 0.8, "brightness": 0.5, "contrast": 0.3},
-    "jitter_global": {
-        "jitter": 1.0,
-        "brightness": 0.5,
-        "contrast": 0.3,
-        "jitter_per_channel": False,
-    },
-    "channel_dropout": {"channel_dropout": 0.8, "channel_dropout_rate": 0.3},
-    "normalize": {"normalize": True, "noise": 1.0},
-    "pool_factor": {"pool_factor": 2, "crop": 1.0},
-    "pool_size": {"pool_size": (3, 5), "hflip": 0.5},
-    "mixup": {"mixup": 1.0, "num_classes": 4, "noise": 1.0},
-    "cutmix": {"cutmix": 1.0, "num_classes": 4, "crop": 1.0},
-    "trivial": {
-        "trivial": True,
-        "brightness": 0.5,
-        "channel_dropout_rate": 0.5,
-        "noise_std": (0, 0.5),
-    },
-    "views": {"views": 3, "crop": 1.0, "noise": 1.0},
-}
 PINNED = {
     "channel_dropout/torch/float32": "84ec187ffc9eab28",
     "channel_dropout/torch/float16": "5c9c8608b748070f",
@@ -135,3 +108,7 @@ def test_outputs_are_pinned(name, backend, dtype, features):
         pytest.importorskip("nvidia.dali")
     key = f"{name}/{backend}/{str(dtype).split('.')[-1]}"
     assert digest(name, backend, dtype, features) == PINNED[key], key
+
+
+def test_every_example_is_pinned():
+    assert {key.split("/")[0] for key in PINNED} == set(EXAMPLES)
