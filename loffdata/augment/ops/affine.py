@@ -19,15 +19,8 @@ from loffdata.augment.staging import stage
 
 __all__ = ["OPS", "STEPS"]
 
-_S_NOISE_ON, _S_NOISE, _S_JIT_ON, _S_CONTRAST, _S_BRIGHT, _S_DROP_ON, _S_DROP = (
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-)
+_S_NOISE_ON, _S_NOISE, _S_NOISE_SEED = 12, 13, 23
+_S_JIT_ON, _S_CONTRAST, _S_BRIGHT, _S_DROP_ON, _S_DROP = 14, 15, 16, 17, 18
 
 
 def _jitter(spec, d: Draw) -> dict[str, np.ndarray]:
@@ -43,9 +36,14 @@ def _jitter(spec, d: Draw) -> dict[str, np.ndarray]:
 
 
 def _noise(spec, d: Draw) -> dict[str, np.ndarray]:
+    """Each row's noise std and the seed of its noise field, keyed per row like the rest."""
     lo, hi = spec.noise_std
     scale = hi * d.mag if spec.trivial else lo + rng.uniform(d.keys, _S_NOISE) * (hi - lo)
-    return {"noise_scale": np.where(d.on["noise"], scale, 0.0).astype(np.float32)}
+    seeds = (rng.mix(d.keys, _S_NOISE_SEED) >> np.uint64(1)).astype(np.int64)
+    return {
+        "noise_scale": np.where(d.on["noise"], scale, 0.0).astype(np.float32),
+        "noise_seed": seeds,
+    }
 
 
 def _dropout(spec, d: Draw) -> dict[str, np.ndarray]:
@@ -115,7 +113,7 @@ OPS = (
             Field("noise_std", "tuple[float, float]", (0.0, 0.25), _NOISE_DOC, "pair"),
         ),
         doc="`x' = x + s * std_c * z`, `s ~ U(noise_std)` per row, `z ~ N(0, 1)`",
-        slots=(_S_NOISE_ON, _S_NOISE),
+        slots=(_S_NOISE_ON, _S_NOISE, _S_NOISE_SEED),
         sample=_noise,
         trivial=5,
         validate=lambda spec: check_range("noise_std", spec.noise_std, 0.0, math.inf),

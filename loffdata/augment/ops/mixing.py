@@ -1,4 +1,9 @@
-"""Mixup and cutmix with a partner row; labels become soft labels. Torch only."""
+"""Mixup and cutmix with a partner row; labels become soft labels. Torch only.
+
+Partners are drawn within consecutive groups of ``mix_group`` samples of the batch, so a
+row's partner, weight and box are a function of (seed, epoch, its group of the global
+order) -- identical for any world size when ``mix_group`` divides the per-rank batch size.
+"""
 
 from __future__ import annotations
 
@@ -71,24 +76,42 @@ def _mix_maps(x: torch.Tensor, xp: torch.Tensor, t: dict[str, torch.Tensor]) -> 
     return torch.where(inside[:, None], xp, out)
 
 
-def _mixing(spec, d: Draw) -> dict:
-    """Batch-level draws: mixup/cutmix partner, weight, box; the noise-field seed."""
-    key = rng.mix(np.uint64(rng.batch_key(d.seed, d.epoch, d.indices)), spec.views)
-    gen = np.random.default_rng(int(key))
+def _mixing(spec, d: Draw) -> dict[str, np.ndarray]:
+    """Partner, mode, weight and box of every row, drawn per group of ``mix_group`` samples.
+
+    The batch is cut into consecutive groups of ``mix_group`` samples from its first one
+    (the last group may be shorter); a row's partner is a row of its group, and the group's
+    draws come from a generator keyed by (seed, epoch, the group's ordered sample indices,
+    views). When ``mix_group`` divides every per-rank batch size, the groups are aligned
+    groups of the global order: the same for any world size and number of workers."""
     r = d.indices.size * spec.views
-    partner = gen.permutation(r).astype(np.int64)
+    if not spec.mixing:  # nothing is mixed: no draws
+        return {
+            "mix_mode": np.zeros(r, np.int8),
+            "mix_partner": np.arange(r, dtype=np.int64),
+            "mix_lam": np.ones(r, np.float32),
+            "cut_box": np.zeros((r, 4), np.int64),
+        }
+    starts = range(0, d.indices.size, spec.mix_group)
+    parts = [_group(spec, d, d.indices[s : s + spec.mix_group], s * spec.views) for s in starts]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _group(spec, d: Draw, group: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
+    key = rng.mix(np.uint64(rng.batch_key(d.seed, d.epoch, group)), spec.views)
+    gen = np.random.default_rng(int(key))
+    r = group.size * spec.views
+    partner = gen.permutation(r).astype(np.int64) + first_row
     u = gen.random(r)
     mode = np.where(u < spec.mixup, 1, np.where(u < spec.mixup + spec.cutmix, 2, 0)).astype(np.int8)
     lam_mix = gen.beta(spec.mixup_alpha, spec.mixup_alpha, r)
     cut_box, lam_cut = _cut_boxes(gen, gen.beta(spec.cutmix_alpha, spec.cutmix_alpha, r), d.out_hw)
     lam = np.select([mode == 1, mode == 2], [lam_mix, lam_cut], 1.0).astype(np.float32)
-    cut_box = np.where((mode == 2)[:, None], cut_box, 0)
     return {
         "mix_mode": mode,
         "mix_partner": partner,
         "mix_lam": lam,
-        "cut_box": cut_box,
-        "noise_seed": int(gen.integers(0, 2**62)),
+        "cut_box": np.where((mode == 2)[:, None], cut_box, 0),
     }
 
 
@@ -113,6 +136,12 @@ def _check_mixing(spec) -> None:
         raise ValueError("mixup/cutmix need AugmentSpec.num_classes (soft labels); got None")
     if spec.mixup_alpha <= 0 or spec.cutmix_alpha <= 0:
         raise ValueError("mixup_alpha and cutmix_alpha must be > 0")
+    if isinstance(spec.mix_group, bool) or not isinstance(spec.mix_group, int):
+        raise ValueError(f"mix_group must be an int >= 2, got {spec.mix_group!r}")
+    if spec.mix_group < 2:
+        raise ValueError(
+            f"mix_group must be >= 2 (a partner other than the row), got {spec.mix_group}"
+        )
 
 
 def _torch_step(x, y, ctx):
@@ -127,6 +156,13 @@ OPS = (
             Field("mixup", "float", 0.0, "probability of mixup with the partner.", "prob"),
             Field("mixup_alpha", "float", 0.8, "Beta(alpha, alpha) of the mixup weight."),
             Field("num_classes", "int | None", None, "classes; mixup/cutmix need it."),
+            Field(
+                "mix_group",
+                "int",
+                8,
+                "samples per partner group (consecutive in the global order); a divisor of "
+                "every per-rank batch size keeps partners the same for any world size.",
+            ),
         ),
         doc="`x = λ x + (1 - λ) x[partner]`, `λ ~ Beta(α, α)`, labels likewise",
         sample=_mixing,
