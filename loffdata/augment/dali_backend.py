@@ -4,20 +4,24 @@ Runs on the GPU (``external_source(device="gpu")`` fed torch CUDA tensors) or, w
 a GPU, in DALI's CPU-only mode (``device_id=None``, fed numpy views), which is how the
 tests check it against the torch backend. DALI is imported lazily, on first use.
 
-Which step runs where (same order and semantics as :mod:`loffdata.augment.torch_backend`):
+The registry's steps (:data:`loffdata.augment.registry.STEPS`) run in their order, as on
+the torch backend; consecutive steps with a DALI implementation (``Step.dali``) that the
+batch needs run as one pipeline, the others (``Step.dali is None``: torch only) in torch
+between pipelines. With the ops of today:
 
 ==========================================  =========================================
 step                                        DALI backend
 ==========================================  =========================================
-pooling (integer / adaptive)                torch, before the pipeline (DALI has no pooling op)
-repeat per view, bfloat16 -> float32         torch, before the pipeline
-float16 -> float32 cast                      DALI ``fn.cast`` (resize/arithmetic refuse fp16)
-random resized crop + flips                  DALI ``fn.resize(roi_start, roi_end,
+pooling, repeat per view                    torch, before the pipeline (DALI has no pooling op)
+float16 -> float32 cast                     DALI ``fn.cast`` (resize/arithmetic refuse fp16;
+                                            bfloat16 is cast by torch first)
+random resized crop + flips                 DALI ``fn.resize(roi_start, roi_end,
                                             antialias=False)``; a reversed ROI flips
-jitter, noise, normalise, channel dropout    DALI arithmetic ``x * A + B + z * S``; the
+jitter, noise, normalise, channel dropout   DALI arithmetic ``x * A + B + z * S``; the
                                             noise field ``z`` is drawn by torch on the
                                             device and fed as an input
-rot90, mixup/cutmix, final cast              torch, after the pipeline (no DALI op)
+cutout                                      DALI ``fn.erase``
+rot90, mixup/cutmix, final cast             torch, after the pipeline (no DALI op)
 ==========================================  =========================================
 
 A pipeline is built once per (spec, sample shape, dtype, device, which steps this batch

@@ -157,8 +157,9 @@ class Draw:
 class Params:
     """Every random parameter of one augmented batch, as numpy arrays (``R = N * views`` rows).
 
-    The arrays each op's sampler draws (``hflip``, ``box``, ``mix_partner`` ...; the docs
-    table of :mod:`loffdata.augment.params` lists them) are attributes: ``params.hflip``.
+    The arrays each op's sampler draws (``hflip``, ``box``, ``mix_partner`` ...; see each
+    op's ``sample`` under :mod:`loffdata.augment.ops`, or ``sorted(params.arrays)``) are
+    attributes: ``params.hflip``.
 
     Attributes:
         seed: sampler seed.

@@ -1,11 +1,11 @@
 """Host-side sampler: (spec, seed, epoch, sample indices) -> :class:`Params` of numpy arrays.
 
-Per-row parameters (flips, crop box, rot90 k, jitter, noise scale, dropout mask) are
-counter-based draws keyed by ``(seed, epoch, global index, view, slot)`` (see
-:mod:`loffdata.augment.rng`): a sample's parameters do not depend on the batch it is
-in, on the batch size, or on the number of workers/ranks. Batch-level parameters
-(mixup/cutmix partner, weight and box, and the seed of the Gaussian noise field) are
-keyed by ``(seed, epoch, ordered batch indices)``.
+Per-row parameters (flips, crop box, rot90 k, jitter, noise scale and noise seed, dropout
+mask, cutout box) are counter-based draws keyed by ``(seed, epoch, global index, view,
+slot)`` (see :mod:`loffdata.augment.rng`): a sample's parameters do not depend on the
+batch it is in, on the batch size, or on the number of workers/ranks. Mixup/cutmix
+partners, weights and boxes are keyed by ``(seed, epoch, the ordered indices of the
+sample's group of AugmentSpec.mix_group)`` (:mod:`loffdata.augment.ops.mixing`).
 
 Each op of :mod:`loffdata.augment.registry` draws its own arrays (``Op.sample``); this
 module draws what they share: the per-row keys, the on/off switches and TrivialAugment's

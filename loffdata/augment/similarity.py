@@ -25,23 +25,13 @@ import numpy as np
 import torch
 
 from loffdata.augment.augmenter import Augmenter
+from loffdata.augment.registry import OPS
 from loffdata.augment.spec import AugmentSpec
 
 __all__ = ["calibrate", "mean_similarity", "scaled"]
 
-_RANDOM_OFF = {
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "rot90": 0.0,
-    "crop": 0.0,
-    "noise": 0.0,
-    "jitter": 0.0,
-    "channel_dropout": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "trivial": False,
-    "views": 1,
-}
+#: the reference view: every op with a probability off (from the registry), one view
+_RANDOM_OFF = {o.name: 0.0 for o in OPS if o.switch} | {"trivial": False, "views": 1}
 _MAX_CONTRAST = 0.99
 
 

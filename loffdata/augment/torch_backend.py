@@ -1,15 +1,9 @@
 """Torch backend: the reference semantics, batched (no loop over samples), CPU or GPU.
 
 It runs the registry's steps (:data:`loffdata.augment.registry.STEPS`) in their declared
-order; each step is declared once, with its op, under :mod:`loffdata.augment.ops`:
-
-1. pooling (integer factor: ``avg_pool2d``; adaptive: ``adaptive_avg_pool2d``), same for all rows;
-2. repeat each sample ``views`` times (views adjacent);
-3. random resized crop + flips (:mod:`~loffdata.augment.ops.spatial`);
-4. jitter, noise, normalisation, channel dropout: ``x * A + B + z * S`` (see
-   :mod:`loffdata.augment.channel`);
-5. rot90, then mixup / cutmix with the partner row, labels to soft labels;
-6. cast to the output dtype.
+order; each is declared once, with its op, under :mod:`loffdata.augment.ops` (pooling,
+views, crop + flips, the fused per-channel step ``x * A + B + z * S``, cutout, rot90,
+mixup/cutmix, the cast; ``docs/augmentations.md`` has the table).
 
 A step that does nothing for a batch is skipped, and the maps are cast to float32 only
 before the first step that computes (resampling, the fused multiply-add, mixing); flips and

@@ -59,3 +59,11 @@ def test_dali_erases_the_same_cells(features, layout):
     got, _ = DaliBackend(SPEC, std=np.ones(4), layout=layout).apply(x, None, p)
     torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
     assert torch.equal(got == 0, want == 0)
+
+
+def test_similarity_counts_cutout_as_a_change(features):
+    from loffdata.augment.similarity import mean_similarity
+
+    x = features(8, 3, 8, 8)
+    assert mean_similarity(AugmentSpec(cutout=1.0, cutout_size=(0.5, 0.5)), x) < 0.95
+    assert mean_similarity(AugmentSpec(cutout=0.0), x) == pytest.approx(1.0)
