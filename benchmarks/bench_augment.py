@@ -5,6 +5,7 @@ CPU-only mode) and, when a GPU is present, on CUDA, with ratios to torch CPU::
 
     python benchmarks/bench_augment.py              # batch 64 of 768x16x16 and 1024x32x32 fp16
     python benchmarks/bench_augment.py --quick      # tiny smoke run (CI)
+    python benchmarks/bench_augment.py --per-op     # one row per op example of the registry
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(
 
 from loffdata.augment import Augmenter, AugmentSpec  # noqa: E402
 from loffdata.augment.dali_backend import dali_available  # noqa: E402
+from loffdata.augment.registry import EXAMPLES  # noqa: E402
 
 FULL_SHAPES = [(768, 16, 16), (1024, 32, 32)]
 QUICK_SHAPES = [(32, 8, 8)]
@@ -58,7 +60,7 @@ def measure(
 ) -> float:
     """Seconds per batch (median-free mean over ``iters`` after ``warmup``)."""
     c, h, w = shape
-    aug = Augmenter(spec, backend=backend, device=device, std=np.ones(c))
+    aug = Augmenter(spec, backend=backend, device=device, mean=np.zeros(c), std=np.ones(c))
     x = torch.randn(batch, c, h, w, device=device).half()
     for i in range(warmup):
         aug(x, indices=np.arange(batch) + i * batch, epoch=0)
@@ -70,34 +72,52 @@ def measure(
     return (time.perf_counter() - start) / iters
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--preset", default="loffta")
+    parser.add_argument("--per-op", action="store_true", help="each op example of the registry")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--iters", type=int, default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _specs(args: argparse.Namespace) -> dict[str, AugmentSpec]:
+    if not args.per_op:
+        return {args.preset: AugmentSpec.preset(args.preset)}
+    return {name: AugmentSpec.from_dict(fields) for name, fields in sorted(EXAMPLES.items())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
     batch = args.batch or (4 if args.quick else 64)
     iters = args.iters or (2 if args.quick else 10)
-    spec = AugmentSpec.preset(args.preset)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(
-        f"# preset={args.preset} batch={batch} iters={iters} fp16 | {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, cuda={torch.cuda.is_available()}"
+        f"# preset={args.preset} per_op={args.per_op} batch={batch} iters={iters} fp16 | "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"cuda={torch.cuda.is_available()}"
     )
     print(
-        f"{'shape':>14} {'backend':>8} {'device':>6} {'samples/s':>10} {'GB/s':>7} {'vs torch-cpu':>12}"
+        f"{'spec':>16} {'shape':>14} {'backend':>8} {'device':>6} {'samples/s':>10} "
+        f"{'GB/s':>7} {'vs torch-cpu':>12}"
     )
-    for shape in QUICK_SHAPES if args.quick else FULL_SHAPES:
-        base = None
-        for backend, device in targets():
-            sec = measure(spec, backend, device, shape, batch=batch, iters=iters)
-            rate = batch / sec
-            gbs = batch * int(np.prod(shape)) * 2 / sec / 1e9
-            base = base or rate
-            print(
-                f"{'x'.join(map(str, shape)):>14} {backend:>8} {device:>6} {rate:>10.0f} {gbs:>7.2f} {rate / base:>11.2f}x"
-            )
+    for name, spec in _specs(args).items():
+        for shape in QUICK_SHAPES if args.quick else FULL_SHAPES:
+            _rows(name, spec, shape, batch=batch, iters=iters)
+
+
+def _rows(name: str, spec: AugmentSpec, shape, *, batch: int, iters: int) -> None:
+    base = None
+    for backend, device in targets():
+        sec = measure(spec, backend, device, shape, batch=batch, iters=iters)
+        rate = batch / sec
+        gbs = batch * int(np.prod(shape)) * 2 / sec / 1e9
+        base = base or rate
+        print(
+            f"{name:>16} {'x'.join(map(str, shape)):>14} {backend:>8} {device:>6} "
+            f"{rate:>10.0f} {gbs:>7.2f} {rate / base:>11.2f}x"
+        )
 
 
 if __name__ == "__main__":

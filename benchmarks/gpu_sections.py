@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from loffdata.augment import Augmenter, AugmentSpec
+from loffdata.augment.registry import EXAMPLES
 from loffdata.augment.spec import PRESETS
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
@@ -30,28 +31,7 @@ from loffdata.loader.config import LoaderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-OPS = {
-    "hflip": {"hflip": 0.5},
-    "vflip": {"vflip": 0.5},
-    "crop": {"crop": 1.0, "crop_scale": (0.1, 1.0)},
-    "crop_out_size": {"crop": 0.7, "out_size": (5, 6), "hflip": 0.5, "vflip": 0.5},
-    "rot90": {"rot90": 0.8, "hflip": 0.5},
-    "noise": {"noise": 0.8, "noise_std": (0.1, 0.5)},
-    "jitter": {"jitter": 0.8, "brightness": 0.5, "contrast": 0.3},
-    "channel_dropout": {"channel_dropout": 0.8, "channel_dropout_rate": 0.3},
-    "normalize": {"normalize": True, "noise": 1.0},
-    "pool_factor": {"pool_factor": 2, "crop": 1.0},
-    "pool_size": {"pool_size": (3, 5), "hflip": 0.5},
-    "mixup": {"mixup": 1.0, "num_classes": 4, "noise": 1.0},
-    "cutmix": {"cutmix": 1.0, "num_classes": 4, "crop": 1.0},
-    "trivial": {
-        "trivial": True,
-        "brightness": 0.5,
-        "channel_dropout_rate": 0.5,
-        "noise_std": (0, 0.5),
-    },
-    "views": {"views": 3, "crop": 1.0, "noise": 1.0},
-}
+OPS = EXAMPLES  # every op's examples, from the augmentation registry
 DTYPES = (torch.float16, torch.float32, torch.bfloat16)
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 

@@ -20,15 +20,19 @@ from loffdata.loader.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.stream.mix import Mix, Source
 
 WORKERS = (0, 1, 2, 3)
-#: per-sample draws only: the noise field and mixup/cutmix partners are drawn per rank batch,
-#: so they change with the per-rank batch size, i.e. the world size (docs/streaming.md)
+#: per-sample draws, the noise field included (keyed per sample); mixup/cutmix partners are
+#: per group of the global order, checked per world size in tests/augment/test_global_params.py
+#: (here the last global batch's padding, which depends on the world size, would be a partner)
 PER_SAMPLE = {
     "hflip": 0.5,
     "crop": 1.0,
     "crop_scale": (0.25, 1.0),
     "jitter": 1.0,
     "brightness": 0.5,
+    "noise": 1.0,
 }
+#: mixup/cutmix partners in groups of 2 consecutive samples of the global order
+MIXING = {"preset": "loffta", "mixup": 0.5, "cutmix": 0.5, "num_classes": 3, "mix_group": 2}
 
 
 def _write(root, n, per_shard, offset=0):
@@ -108,6 +112,18 @@ def _mixed(data, workers, shuffle):
     )
 
 
+def _mixing(data, workers, shuffle):
+    return LoffLoader(
+        data["a"],
+        batch_size=4,
+        augment=MIXING,
+        num_workers=workers,
+        seed=3,
+        shuffle=shuffle,
+        shuffle_buffer=8,
+    )
+
+
 def _multiscale(data, workers, shuffle):
     loader = LoffLoader(
         data["a"],
@@ -130,7 +146,9 @@ def _multiscale_sequence(ms):
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
-@pytest.mark.parametrize("make", [_plain, _mixed], ids=["plain-2-views", "mix"])
+@pytest.mark.parametrize(
+    "make", [_plain, _mixed, _mixing], ids=["plain-2-views", "mix", "mixup-cutmix"]
+)
 def test_keys_and_augmentation_identical_for_any_num_workers(data, make, shuffle):
     runs = [_sequence(make(data, w, shuffle)) for w in WORKERS]
     for other in runs[1:]:

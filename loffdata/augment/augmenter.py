@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from loffdata.augment.ops.shape import finish, prepare_labels
 from loffdata.augment.params import Params, sample_params
 from loffdata.augment.spec import AugmentSpec
-from loffdata.augment.torch_backend import finish, prepare_labels
 
 __all__ = ["Augmenter", "BACKENDS", "resolve_backend"]
 

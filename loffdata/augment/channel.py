@@ -11,14 +11,12 @@ which is ``out = x * A + B + z * S`` with ``A, B, S`` of shape [R, C] computed h
 the host. ``mean``/``std`` are the manifest's per-channel statistics (0 and 1 when not
 given); ``mean_n, std_n`` are them when ``normalize`` is on, else 0 and 1.
 
-The Gaussian field ``z`` (C*H*W values per row) is drawn with torch on the target device
-from a generator seeded by ``Params.noise_seed`` (a hash of seed, epoch and the ordered
-batch indices), and the same tensor is handed to the DALI pipeline as an input, so both
-backends add identical noise. The noise *scale* of each row is keyed per sample; the
-noise *field* depends on the batch composition and on the device's generator. On the CPU
-values are drawn only for the noisy rows (drawing is the expensive part there); on a GPU
-one draw covers every row (rows without noise have ``S = 0``), which is a single pass over
-the field instead of a zero-fill, a draw and a scatter.
+The Gaussian field ``z`` (C*H*W values per row) is drawn with torch on the target device,
+row by row, each noisy row from a generator seeded by its own ``Params.noise_seed`` (a
+hash of seed, epoch, global sample index and view), and the same tensor is handed to the
+DALI pipeline as an input, so both backends add identical noise. A row's noise does not
+depend on the batch it is in; it depends on the device type's generator. Rows without
+noise are zero and cost no draw.
 
 **Constant channels** (manifest std 0, e.g. the dead channels of a ReLU CNN) are allowed:
 every std is raised to the floor ``STD_FLOOR_REL * max(std)`` (``STD_FLOOR_ABS`` when all
@@ -36,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from loffdata.augment.params import Params
+from loffdata.augment.opkit import Params
 
 __all__ = [
     "channel_stats",
@@ -83,9 +81,7 @@ def _floored_std(std: np.ndarray) -> np.ndarray:
 
 def constant_channels(std: Sequence[float] | np.ndarray) -> int:
     """How many channels of a manifest std are constant (std 0, or below the floor)."""
-    arr = np.asarray(std, dtype=np.float64).ravel()
-    top = float(arr.max()) if arr.size else 0.0
-    return int(np.sum(arr <= STD_FLOOR_REL * top)) if top > 0 else int(arr.size)
+    return int(_constant_mask(_floored_std(np.asarray(std, dtype=np.float64).ravel())).sum())
 
 
 def channel_coefficients(
@@ -118,26 +114,24 @@ def noise_field(
 ) -> torch.Tensor | None:
     """Noise field [R, C, h, w] float32 on ``device``, or None when no row is noised.
 
-    On the CPU, standard normal values are drawn only for the rows with ``noise_scale > 0``
-    (in row order, from one generator seeded by ``params.noise_seed``); other rows are zero.
-    On other devices every row is drawn (no host-to-device index copy, no scatter); the
-    rows without noise are multiplied by ``S = 0``.
+    Each noisy row (``noise_scale > 0``) is drawn by a torch generator on ``device``
+    seeded with the row's own ``params.noise_seed`` (keyed per sample and view); the other
+    rows are zero. A row's field is thus the same in any batch, for any batch size, number
+    of workers or ranks; it depends on the device type (CPU and CUDA generators differ).
     """
     noisy = np.flatnonzero(params.noise_scale > 0)
     if noisy.size == 0:
         return None
     device = torch.device(device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(params.noise_seed)
     c, (h, w) = params.in_shape[0], hw
-    every = noisy.size == params.rows or device.type != "cpu"
-    rows = params.rows if every else noisy.size
-    z = torch.randn((rows, c, h, w), generator=gen, device=device, dtype=torch.float32)
-    if every:
-        return z
-    full = torch.zeros((params.rows, c, h, w), device=device, dtype=torch.float32)
-    full[torch.from_numpy(noisy)] = z
-    return full
+    shape = (params.rows, c, h, w)
+    every = noisy.size == params.rows
+    z = (torch.empty if every else torch.zeros)(shape, device=device, dtype=torch.float32)
+    gen = torch.Generator(device=device)
+    for row in noisy.tolist():
+        gen.manual_seed(int(params.noise_seed[row]))
+        torch.randn((c, h, w), generator=gen, device=device, dtype=torch.float32, out=z[row])
+    return z
 
 
 def is_identity(a: np.ndarray, b: np.ndarray) -> bool:

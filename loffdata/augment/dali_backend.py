@@ -4,20 +4,24 @@ Runs on the GPU (``external_source(device="gpu")`` fed torch CUDA tensors) or, w
 a GPU, in DALI's CPU-only mode (``device_id=None``, fed numpy views), which is how the
 tests check it against the torch backend. DALI is imported lazily, on first use.
 
-Which step runs where (same order and semantics as :mod:`loffdata.augment.torch_backend`):
+The registry's steps (:data:`loffdata.augment.registry.STEPS`) run in their order, as on
+the torch backend; consecutive steps with a DALI implementation (``Step.dali``) that the
+batch needs run as one pipeline, the others (``Step.dali is None``: torch only) in torch
+between pipelines. With the ops of today:
 
 ==========================================  =========================================
 step                                        DALI backend
 ==========================================  =========================================
-pooling (integer / adaptive)                torch, before the pipeline (DALI has no pooling op)
-repeat per view, bfloat16 -> float32         torch, before the pipeline
-float16 -> float32 cast                      DALI ``fn.cast`` (resize/arithmetic refuse fp16)
-random resized crop + flips                  DALI ``fn.resize(roi_start, roi_end,
+pooling, repeat per view                    torch, before the pipeline (DALI has no pooling op)
+float16 -> float32 cast                     DALI ``fn.cast`` (resize/arithmetic refuse fp16;
+                                            bfloat16 is cast by torch first)
+random resized crop + flips                 DALI ``fn.resize(roi_start, roi_end,
                                             antialias=False)``; a reversed ROI flips
-jitter, noise, normalise, channel dropout    DALI arithmetic ``x * A + B + z * S``; the
+jitter, noise, normalise, channel dropout   DALI arithmetic ``x * A + B + z * S``; the
                                             noise field ``z`` is drawn by torch on the
                                             device and fed as an input
-rot90, mixup/cutmix, final cast              torch, after the pipeline (no DALI op)
+cutout                                      DALI ``fn.erase``
+rot90, mixup/cutmix, final cast             torch, after the pipeline (no DALI op)
 ==========================================  =========================================
 
 A pipeline is built once per (spec, sample shape, dtype, device, which steps this batch
@@ -51,19 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from loffdata.augment.channel import is_identity, noise_field
-from loffdata.augment.params import Params
+from loffdata.augment.opkit import Params, Step, StepContext
+from loffdata.augment.registry import STEPS
 from loffdata.augment.spec import AugmentSpec
-from loffdata.augment.torch_backend import (
-    TorchBackend,
-    finish,
-    mix,
-    pool,
-    prepare_labels,
-    repeat_views,
-    rot90,
-    spatial,
-)
+from loffdata.augment.torch_backend import TorchBackend
 
 __all__ = ["DaliBackend", "dali_available", "WIDE_CHANNELS", "RESIZES"]
 
@@ -126,8 +121,8 @@ class DaliBackend(TorchBackend):
             or resize not in RESIZES
         ):
             raise ValueError(
-                f"need layout 'CHW' or 'HWC', output 'dlpack' or 'copy', max_pipelines >= 1, resize in "
-                f"{RESIZES}; got {layout!r}, {output!r}, {max_pipelines}, {resize!r}"
+                "need layout 'CHW' or 'HWC', output 'dlpack' or 'copy', max_pipelines >= 1, "
+                f"resize in {RESIZES}; got {layout!r}, {output!r}, {max_pipelines}, {resize!r}"
             )
         super().__init__(spec, mean=mean, std=std)
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
@@ -141,77 +136,57 @@ class DaliBackend(TorchBackend):
         """Whether the resize step of maps with ``channels`` channels runs in torch."""
         return self.resize == "torch" or (self.resize == "auto" and channels > WIDE_CHANNELS)
 
-    def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):
-        """Augment ``x`` [N, C, H, W] (and labels ``y`` [N]) with ``params``."""
-        dtype = x.dtype
-        x = repeat_views(pool(x, self.spec), self.spec.views)
-        z = noise_field(params, params.out_hw, device=x.device)
-        x = self._run(x, params, z)
-        x = rot90(x, params)
-        y = prepare_labels(y, self.spec.views, params.rows)
-        x, y = mix(x, y, params, num_classes=self.spec.num_classes if self.spec.mixing else None)
-        return finish(x, dtype, self.spec), y
+    def per_channel(self, a: np.ndarray) -> np.ndarray:
+        """Per-row [R, C] coefficients as per-sample [C, 1, 1] (or [1, 1, C]) inputs."""
+        return a[:, None, None, :] if self.layout == "HWC" else a[:, :, None, None]
 
-    def _run(self, x: torch.Tensor, params: Params, z: torch.Tensor | None) -> torch.Tensor:
-        """The pipeline's steps on ``x`` (float32 out); ``x`` itself when none is needed."""
-        resize = params.resamples() or bool(params.hflip.any() or params.vflip.any())
-        if resize and self.resizes_in_torch(x.shape[1]):
-            x, resize = (
-                spatial(x, params),
-                False,
-            )  # one batched grid_sample, not a launch per channel
-        a, b, s = self.coefficients(params)
-        affine = not is_identity(a, b)
-        if not (resize or affine or z is not None):
+    def in_layout(self, z: torch.Tensor) -> torch.Tensor:
+        """A [R, C, H, W] input in the pipeline's layout."""
+        return z.permute(0, 2, 3, 1).contiguous() if self.layout == "HWC" else z
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor | None, params: Params):
+        """Augment ``x`` [N, C, H, W] (and labels ``y`` [N]) with ``params``.
+
+        The registry's steps run in their order; consecutive steps with a DALI
+        implementation that this batch needs run as one pipeline, the others in torch."""
+        ctx = self.context(x, params)
+        segment: list[tuple[Step, Any]] = []
+        for step in STEPS:
+            variant = None if step.dali is None else step.dali.plan(x, ctx)
+            if variant is not None:
+                segment.append((step, variant))
+                continue
+            x, segment = self._run(x, ctx, segment), []
+            x, y = step.torch(x, y, ctx)
+        return self._run(x, ctx, segment), y
+
+    def _run(self, x: torch.Tensor, ctx: StepContext, segment: list) -> torch.Tensor:
+        """The pipeline of ``segment``'s steps on ``x`` (float32 out); ``x`` when empty."""
+        if not segment:
             return x
         x = x if x.dtype in _DALI_DTYPES else x.float()
-        hwc = self.layout == "HWC"
-        x = (x.permute(0, 2, 3, 1) if hwc else x).contiguous()
-        key = (
-            tuple(x.shape[1:]),
-            x.dtype,
-            str(x.device),
-            resize,
-            affine,
-            z is not None,
-            params.out_hw,
-        )
-        pipe = self._pipeline(key, x.shape[0])
-        start, end = params.roi()
-        per_channel = (
-            (slice(None), None, None, slice(None))
-            if hwc
-            else (slice(None), slice(None), None, None)
-        )
+        x = self.in_layout(x).contiguous()
+        variants = tuple((step.name, variant) for step, variant in segment)
+        key = (tuple(x.shape[1:]), x.dtype, str(x.device), variants, ctx.params.out_hw)
+        pipe = self._pipeline(key, x.shape[0], segment)
         feeds = {"x": x}
-        if affine:
-            feeds.update(a=a[per_channel], b=b[per_channel])
-        if resize:
-            feeds.update(roi_start=start, roi_end=end)
-        if z is not None:
-            feeds.update(z=(z.permute(0, 2, 3, 1).contiguous() if hwc else z), s=s[per_channel])
+        for step, variant in segment:
+            feeds.update(step.dali.feeds(x, ctx, variant))
         for name, value in feeds.items():
             _feed(pipe, name, value, x.device)
         stream = torch.cuda.current_stream(x.device) if x.is_cuda else None
         (out,) = pipe.run(stream.cuda_stream) if stream is not None else pipe.run()
         res = _to_torch(out, x.device, copy=self.output == "copy")
-        return res.permute(0, 3, 1, 2).contiguous() if hwc else res
+        return res.permute(0, 3, 1, 2).contiguous() if self.layout == "HWC" else res
 
-    def _pipeline(self, key: tuple, rows: int) -> Any:
+    def _pipeline(self, key: tuple, rows: int, segment: list) -> Any:
         """The cached pipeline of ``key`` for ``rows`` samples: built on a miss or for a batch
-        larger than it was built for; smaller batches run on it. The oldest dropped past the bound."""
+        larger than it was built for; smaller batches run on it. The oldest dropped past the
+        bound."""
         pipe, size = self._pipes.get(key, (None, 0))
         if pipe is None or rows > size:
-            pipe, size = (
-                _build(
-                    key,
-                    batch_size=rows,
-                    num_threads=self.num_threads,
-                    minibatch_size=self.minibatch_size,
-                    layout=self.layout,
-                ),
-                rows,
-            )
+            graph = _Graph(key, self.layout, self.minibatch_size)
+            pipe, size = _build(graph, segment, batch_size=rows, num_threads=self.num_threads), rows
             self._pipes[key] = (pipe, size)
             while len(self._pipes) > self.max_pipelines:
                 self._pipes.popitem(last=False)
@@ -252,66 +227,56 @@ def _to_torch(out: Any, device: torch.device, *, copy: bool = False) -> torch.Te
     return res
 
 
-def _build(
-    key: tuple,
-    *,
-    batch_size: int,
-    num_threads: int,
-    minibatch_size: int | None = None,
-    layout: str = "CHW",
-) -> Any:
-    """Build the pipeline for one cache key, for batches of up to ``batch_size`` samples."""
-    from nvidia.dali import fn, pipeline_def, types
+class _Graph:
+    """What a step's DALI graph function sees: ``fn``, ``types``, where and how it runs."""
 
-    _, dtype, device, resize, affine, noise, out_hw = key
-    dev = torch.device(device)
-    gpu = dev.type == "cuda"
-    place = "gpu" if gpu else "cpu"
+    def __init__(self, key: tuple, layout: str, minibatch_size: int | None) -> None:
+        from nvidia.dali import fn, types
+
+        self.fn, self.types, self.layout = fn, types, layout
+        self.dtype, self.out_hw = key[1], key[4]
+        self.device = torch.device(key[2])
+        self.gpu = self.device.type == "cuda"
+        self.place = "gpu" if self.gpu else "cpu"
+        self.resize_options = {} if minibatch_size is None else {"minibatch_size": minibatch_size}
+
+    def source(self, name: str, **kwargs: Any) -> Any:
+        """An external source fed as ``name`` (host-side unless ``device`` says otherwise)."""
+        return self.fn.external_source(name=name, **kwargs)
+
+    def arg(self, name: str) -> Any:
+        """A per-sample [C, 1, 1] (or [1, 1, C]) coefficient input, moved to the GPU when the
+        pipeline is (DALI copies these small host arrays itself)."""
+        node = self.fn.external_source(name=name, layout=self.layout)
+        return node.gpu() if self.gpu else node
+
+    def device_id(self) -> int | None:
+        """The pipeline's ``device_id``: the CUDA device, or ``None`` (CPU-only mode)."""
+        if not self.gpu:
+            return None
+        return torch.cuda.current_device() if self.device.index is None else self.device.index
+
+
+def _build(g: _Graph, segment: list, *, batch_size: int, num_threads: int) -> Any:
+    """Build the pipeline of ``segment``'s steps, for batches of up to ``batch_size``."""
+    from nvidia.dali import pipeline_def
+
+    types = g.types
 
     @pipeline_def(
         batch_size=batch_size,
         num_threads=num_threads,
-        device_id=(torch.cuda.current_device() if dev.index is None else dev.index)
-        if gpu
-        else None,
+        device_id=g.device_id(),
         prefetch_queue_depth=1,
     )
     def pipe():
-        x = fn.external_source(
-            name="x",
-            device=place,
-            layout=layout,
-            dtype=getattr(types, _DALI_DTYPES[dtype]),
-            no_copy=True,
-        )
-        x = fn.cast(x, dtype=types.FLOAT) if dtype == torch.float16 else x
-        if resize:
-            start = fn.external_source(name="roi_start")
-            end = fn.external_source(name="roi_end")
-            x = fn.resize(
-                x,
-                size=list(out_hw),
-                roi_start=start,
-                roi_end=end,
-                antialias=False,
-                interp_type=types.INTERP_LINEAR,
-                device=place,
-                **({} if minibatch_size is None else {"minibatch_size": minibatch_size}),
-            )
-        if affine:
-            x = x * _arg(fn, "a", gpu, layout) + _arg(fn, "b", gpu, layout)
-        if noise:
-            z = fn.external_source(name="z", device=place, layout=layout, no_copy=True)
-            x = x + z * _arg(fn, "s", gpu, layout)
+        dtype = getattr(types, _DALI_DTYPES[g.dtype])
+        x = g.source("x", device=g.place, layout=g.layout, dtype=dtype, no_copy=True)
+        x = g.fn.cast(x, dtype=types.FLOAT) if g.dtype == torch.float16 else x
+        for step, variant in segment:
+            x = step.dali.graph(x, variant, g)
         return x
 
     p = pipe()
     p.build()
     return p
-
-
-def _arg(fn: Any, name: str, gpu: bool, layout: str) -> Any:
-    """A per-sample [C, 1, 1] (or [1, 1, C]) coefficient input, moved to the GPU when the
-    pipeline is (DALI copies these small host arrays itself)."""
-    node = fn.external_source(name=name, layout=layout)
-    return node.gpu() if gpu else node

@@ -40,7 +40,7 @@ def sample_keys(seed: int, epoch: int, indices: np.ndarray, views: np.ndarray) -
 
 
 def uniform(keys: np.ndarray, slot: int, extra: int | None = None) -> np.ndarray:
-    """Uniform [0, 1) float64 per key for ``slot``; ``extra`` adds a trailing axis of that length."""
+    """Uniform [0, 1) float64 per key for ``slot``; ``extra`` adds a trailing axis that long."""
     k = mix(keys, slot)
     if extra is not None:
         k = mix(k[..., None], np.arange(extra))

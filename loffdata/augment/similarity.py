@@ -18,30 +18,20 @@ must have a probability above zero.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from loffdata.augment.augmenter import Augmenter
+from loffdata.augment.registry import OPS
 from loffdata.augment.spec import AugmentSpec
 
 __all__ = ["calibrate", "mean_similarity", "scaled"]
 
-_RANDOM_OFF = {
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "rot90": 0.0,
-    "crop": 0.0,
-    "noise": 0.0,
-    "jitter": 0.0,
-    "channel_dropout": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "trivial": False,
-    "views": 1,
-}
+#: the reference view: every op with a probability off (from the registry), one view
+_RANDOM_OFF = {o.name: 0.0 for o in OPS if o.switch} | {"trivial": False, "views": 1}
 _MAX_CONTRAST = 0.99
 
 
@@ -110,20 +100,13 @@ def calibrate(
         max_iter: bisection steps at most.
 
     Returns:
-        ``(calibrated spec, record)``; the record (``target``, ``achieved``, ``factor``,
-        ``noise_std``, ``brightness``, ``contrast``, ``samples``, ``iterations``) is what the
-        recipe writes into the run's config.
+        ``(calibrated spec, record)``; the record (target, achieved, factor, noise_std,
+        brightness, contrast, samples, iterations) goes into the recipe's run config.
 
     Raises:
         ValueError: no target, no noise or jitter to scale, or an unreachable target.
     """
-    target = spec.target_similarity
-    if target is None:
-        raise ValueError("calibrate needs AugmentSpec.target_similarity")
-    if spec.noise == 0 and spec.jitter == 0:
-        raise ValueError(
-            "target_similarity scales noise and jitter: set AugmentSpec.noise or jitter > 0"
-        )
+    target = _target(spec)
 
     def sim(f: float) -> float:
         return mean_similarity(scaled(spec, f), x, seed=seed, mean=mean, std=std)
@@ -134,6 +117,38 @@ def calibrate(
             f"target_similarity {target} is out of reach: the spec's other operations alone "
             f"give {top:.3f} on this sample"
         )
+    f, s, it = _bisect(sim, target, tol=tol, max_iter=max_iter)
+    out = scaled(spec, f).replace(target_similarity=target)
+    return out, _record(out, achieved=s, factor=f, samples=int(x.shape[0]), iterations=it)
+
+
+def _target(spec: AugmentSpec) -> float:
+    if spec.target_similarity is None:
+        raise ValueError("calibrate needs AugmentSpec.target_similarity")
+    if spec.noise == 0 and spec.jitter == 0:
+        raise ValueError(
+            "target_similarity scales noise and jitter: set AugmentSpec.noise or jitter > 0"
+        )
+    return spec.target_similarity
+
+
+def _record(out: AugmentSpec, *, achieved: float, factor: float, **counts: int) -> dict:
+    return {
+        "target": out.target_similarity,
+        "achieved": achieved,
+        "factor": factor,
+        "noise_std": list(out.noise_std),
+        "brightness": out.brightness,
+        "contrast": out.contrast,
+        **counts,
+    }
+
+
+def _bisect(
+    sim: Callable[[float], float], target: float, *, tol: float, max_iter: int
+) -> tuple[float, float, int]:
+    """The factor ``f`` with ``sim(f)`` within ``tol`` of ``target`` (``sim`` falls with ``f``):
+    doubling until below the target, then bisection. Returns ``(f, sim(f), bisection steps)``."""
     lo, hi, it = 0.0, 1.0, 0
     while sim(hi) > target and hi < 1e6:
         lo, hi = hi, hi * 2
@@ -143,15 +158,4 @@ def calibrate(
         s = sim(f)
         lo, hi = (f, hi) if s > target else (lo, f)
         it += 1
-    out = scaled(spec, f).replace(target_similarity=target)
-    record = {
-        "target": target,
-        "achieved": s,
-        "factor": f,
-        "noise_std": list(out.noise_std),
-        "brightness": out.brightness,
-        "contrast": out.contrast,
-        "samples": int(x.shape[0]),
-        "iterations": it,
-    }
-    return out, record
+    return f, s, it

@@ -5,38 +5,12 @@ import pytest
 import torch
 
 from loffdata.augment import Augmenter, AugmentSpec
+from loffdata.augment.registry import EXAMPLES
 
 pytest.importorskip("nvidia.dali")
 pytestmark = pytest.mark.dali
 
-OPS = {
-    "hflip": {"hflip": 0.5},
-    "vflip": {"vflip": 0.5},
-    "crop": {"crop": 1.0, "crop_scale": (0.1, 1.0)},
-    "crop_out_size": {"crop": 0.7, "out_size": (5, 6), "hflip": 0.5, "vflip": 0.5},
-    "rot90": {"rot90": 0.8, "hflip": 0.5},
-    "noise": {"noise": 0.8, "noise_std": (0.1, 0.5)},
-    "jitter": {"jitter": 0.8, "brightness": 0.5, "contrast": 0.3},
-    "jitter_global": {
-        "jitter": 1.0,
-        "brightness": 0.5,
-        "contrast": 0.3,
-        "jitter_per_channel": False,
-    },
-    "channel_dropout": {"channel_dropout": 0.8, "channel_dropout_rate": 0.3},
-    "normalize": {"normalize": True, "noise": 1.0},
-    "pool_factor": {"pool_factor": 2, "crop": 1.0},
-    "pool_size": {"pool_size": (3, 5), "hflip": 0.5},
-    "mixup": {"mixup": 1.0, "num_classes": 4, "noise": 1.0},
-    "cutmix": {"cutmix": 1.0, "num_classes": 4, "crop": 1.0},
-    "trivial": {
-        "trivial": True,
-        "brightness": 0.5,
-        "channel_dropout_rate": 0.5,
-        "noise_std": (0, 0.5),
-    },
-    "views": {"views": 3, "crop": 1.0, "noise": 1.0},
-}
+OPS = EXAMPLES  # one table: every op's examples, from the registry
 DTYPES = [torch.float32, torch.float16]
 
 
@@ -116,6 +90,9 @@ def test_import_does_not_load_dali():
     import subprocess
     import sys
 
-    code = "import sys, loffdata.augment as a; a.AugmentSpec; a.Augmenter; print('nvidia.dali' in sys.modules)"
+    code = (
+        "import sys, loffdata.augment as a, loffdata.augment.registry; a.AugmentSpec; "
+        "a.Augmenter; print('nvidia.dali' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

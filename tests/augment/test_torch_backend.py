@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from loffdata.augment import Augmenter, AugmentSpec
+from loffdata.augment.ops.spatial import resamples
 
 
 def run(spec, x, y=None, *, indices=None, std=None, mean=None, epoch=0):
@@ -41,8 +42,8 @@ def test_flip_through_resample_path_matches_flip(features):
     p = aug.params(np.arange(8), epoch=0, shape=(5, 8, 8))
     box = p.box.copy()
     box[0] = [1.0, 1.0, 5.0, 5.0]  # one cropped row sends the whole batch through grid_sample
-    p = type(p)(**{**p.__dict__, "box": box})
-    assert p.resamples() and 0 < p.hflip[1:].sum() < 7
+    p = p.replace(box=box)
+    assert resamples(p) and 0 < p.hflip[1:].sum() < 7
     out, _ = aug.apply(x, None, p)
     ref = torch.where(torch.as_tensor(p.hflip)[:, None, None, None], x.flip(-1), x)
     torch.testing.assert_close(out[1:], ref[1:], rtol=0, atol=1e-5)
@@ -62,7 +63,7 @@ def test_crop_equals_interpolate_of_integer_box(features):
     aug = Augmenter(spec, backend="torch")
     p = aug.params(np.arange(1), epoch=0, shape=(3, 16, 16))
     box = np.array([[4.0, 8.0, 12.0, 16.0]])  # an 8x8 crop resized to 4x4 = 2x2 mean pooling
-    p = type(p)(**{**p.__dict__, "box": box})
+    p = p.replace(box=box)
     out, _ = aug.apply(x, None, p)
     torch.testing.assert_close(out, F.avg_pool2d(x[:, :, 4:12, 8:16], 2), rtol=0, atol=1e-5)
 
