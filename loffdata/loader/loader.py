@@ -336,7 +336,8 @@ class LoffLoader:
         """Position mid-epoch; restoring it makes the next iteration continue exactly there.
 
         Schema: ``{"version": 1, "epoch": int, "position": batches of this epoch already
-        given to the consumer, "dataset": StreamingDataset.state_dict(...)}``.
+        given to the consumer, "dataset": StreamingDataset.state_dict(...)}``. A loader
+        resumed with another batch size counts ``position`` in its own batches.
         """
         workers = max(1, self.num_workers)
         ds = self.dataset.state_dict(delivered=self._delivered, num_workers=workers)
@@ -349,7 +350,10 @@ class LoffLoader:
             raise ValueError(f"unsupported loader state version {state.get('version')!r}")
         self.dataset.load_state_dict(dict(state["dataset"]))
         self.epoch, self._epoch_set = int(state["epoch"]), True
-        self._offset, self._delivered = int(state["position"]), 0
+        # the batches already done, counted in this loader's batch size (the state may count
+        # another one): the epoch's batches less those its rest makes
+        rest = len(self.dataset.worker_plan(0, 1).batch_sizes)
+        self._offset, self._delivered = len(self) - rest, 0
 
     # -- pipeline steps -------------------------------------------------------------------
 
