@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from loffdata.cli import parse as cliutil
+from loffdata.devices import resolve_auto
 from loffdata.train.models import create_classifier
 from loffdata.train.utils import create_optimizer, loss_fn
 
@@ -221,7 +222,7 @@ def _build_finetune(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Mod
 def _build_loffta(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Module, Callable]:
     c, h, w = spec.feature_shape
     model = create_classifier(
-        spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes
+        spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes, probe=False
     )
     pool = torch.randn((2, spec.batch_size, c, h, w), generator=gen).to(spec.device, torch.float16)
     return model, lambda i: augment_features(pool[i % 2], gen=gen)
@@ -398,8 +399,7 @@ def compare(
             "threads": threads,
         },
     )
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_auto(device)
     base = BenchSpec(
         setting="finetune",
         feature_shape=feature_shape(opts["model"], opts["img_size"]),

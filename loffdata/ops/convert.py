@@ -367,48 +367,51 @@ def convert(
         LoffError: if ``dst`` holds a conversion with other settings (unless ``overwrite``),
             or the source is unreadable (naming the shard and sample key).
     """
-    from tqdm.auto import tqdm
-
     cfg, retry = config or ConvertConfig(), retry or RetryConfig()
-    src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
     check_destination(
         posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite
     )
-    manifest = load_manifest(src, src_options, retry)
-    run = _Run(
-        src,
-        dst,
-        cfg,
-        manifest,
-        resolve_source(src, src_options, retry),
-        src_options,
-        dst_options,
-        retry,
-    )
-    _check_fit(run)
-    run.fs, run.root = filesystem(dst, dst_options, retry)
-    run.root = run.root.rstrip("/")
+    run = _start(src, dst, cfg, dict(src_options or {}), dict(dst_options or {}), retry)
     starts = plan_output(run.shards.counts, _per_shard(run))
     if starts[-1] == 0:
         raise LoffError(f"{src!r} holds no samples")
     _check_previous(run, _fingerprint(run, starts), overwrite)
+    _write_pending(run, starts, progress)
+    return _finish(run, len(starts) - 1)
+
+
+def _start(
+    src: str, dst: str, cfg: ConvertConfig, src_options: dict, dst_options: dict, retry: RetryConfig
+) -> _Run:
+    """The run: the source's manifest and shards, checked against ``cfg``; the output's fs."""
+    manifest = load_manifest(src, src_options, retry)
+    shards = resolve_source(src, src_options, retry)
+    run = _Run(src, dst, cfg, manifest, shards, src_options, dst_options, retry)
+    _check_fit(run)
+    run.fs, run.root = filesystem(dst, dst_options, retry)
+    run.root = run.root.rstrip("/")
+    return run
+
+
+def _write_pending(run: _Run, starts: list[int], progress: bool) -> None:
+    """Writes every output shard without a record (the others are complete), with a bar."""
+    from tqdm.auto import tqdm
+
     pending = [j for j in range(len(starts) - 1) if not run.fs.exists(run.record_path(j))]
     _remove_stale(run, pending)
-    done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(
-        starts[j + 1] - starts[j] for j in pending
-    )
-    with tqdm(
+    done = starts[-1] - sum(starts[j + 1] - starts[j] for j in pending)
+    bar = tqdm(
         total=starts[-1],
         initial=done,
         unit="sample",
         desc="convert",
         disable=not progress,
         dynamic_ncols=True,
-    ) as bar:
+    )
+    with bar:
         for j in pending:
             _write_shard(run, j, starts[j], starts[j + 1], bar)
-    return _finish(run, len(starts) - 1)
 
 
 def command(

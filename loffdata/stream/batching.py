@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loffdata.compat import storage_use_count
+from loffdata.compat import new_shared_storage, storage_use_count
 from loffdata.format import codec
 from loffdata.format.sample import Sample
 from loffdata.stream.plan import WorkerPlan
@@ -97,7 +97,7 @@ class BatchBuffer:
         nbytes = max(
             1, int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
         )
-        storage = torch.UntypedStorage._new_shared(nbytes)
+        storage = new_shared_storage(nbytes)
         self.tensors[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
 
     def put(self, i: int, gid: int, sample: Sample) -> None:

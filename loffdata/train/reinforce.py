@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from loffdata import defaults
+from loffdata.devices import resolve_auto
 from loffdata.format.codec import Quantized
 from loffdata.format.logits import encode_logits
 from loffdata.format.manifest import Manifest
@@ -62,8 +64,8 @@ def reinforce(
     model: nn.Module,
     *,
     topk: int | None = 10,
-    batch_size: int = 256,
-    device: str = "cpu",
+    batch_size: int = defaults.BATCH_SIZE,
+    device: str = defaults.DEVICE,
     storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Copy the dataset at ``src`` to ``dst`` with ``model``'s logits as the ``logits`` extra.
@@ -74,7 +76,7 @@ def reinforce(
         model: a classifier over the stored feature maps (``(N, C, H, W) -> (N, K)``).
         topk: logits kept per sample (``None``: all ``K``).
         batch_size: samples per forward pass.
-        device: where ``model`` runs.
+        device: where ``model`` runs (``auto``: CUDA where available, else the CPU).
         storage_options: fsspec options of both locations.
 
     Returns:
@@ -82,6 +84,7 @@ def reinforce(
     """
     opts = dict(storage_options or {})
     manifest = Manifest.load(src, **opts)
+    device = resolve_auto(device)
     model = model.eval().to(device)
 
     def rows() -> Iterator[tuple]:
