@@ -267,7 +267,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "verify": verify,
     "show": show,
     "index": index,
-    "convert": "loffdata.ops.convert:command",
+    "convert": "loffdata.cli.convert:command",
     "doctor": doctor,
 }
 

@@ -27,22 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loffdata.cli.guard import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_PROBLEM,
-    EXIT_USAGE,
-    run,
-)
+from loffdata.cli.guard import run
 from loffdata.cli.values import BOOL_WORDS, CliError, coerce, is_bool, load_config_file, type_name
 
 __all__ = [
-    "EXIT_BROKEN_PIPE",
-    "EXIT_INTERNAL",
-    "EXIT_INTERRUPTED",
-    "EXIT_PROBLEM",
-    "EXIT_USAGE",
     "CliError",
     "Option",
     "REQUIRED",

@@ -1,13 +1,11 @@
 """Deriving a cache from a cache: pool, crop, change dtype, select extras, re-shard.
 
-A pooled or int8 variant of a feature cache is a pure function of the stored features, so
-it needs no foundation model: ``loffdata convert SRC DST --pool 2 --dtype int8``. The
-source is read sequentially, shard by shard (local, HTTP, S3, any fsspec URL), each sample
-is transformed in float32 (crop, then integer-factor average pooling, as
-``torch.nn.functional.avg_pool2d`` in floor mode), and written with
-:class:`~loffdata.format.writer.ShardWriter` (its storage conversion: int8 is the codec's
-per-channel quantisation). Channel statistics are recomputed from the converted features
-(before storage conversion, like extraction) and the manifest is written last.
+A pooled or int8 variant of a feature cache needs no foundation model (``loffdata convert
+SRC DST --pool 2 --dtype int8``, :mod:`loffdata.cli.convert`). The source is read shard by
+shard (any fsspec URL), each sample transformed in float32 (crop, then integer-factor
+average pooling, as ``avg_pool2d`` in floor mode) and written by
+:class:`~loffdata.format.writer.ShardWriter` (int8: the codec's per-channel quantisation).
+Channel statistics are recomputed from the converted features; the manifest comes last.
 
 Output shard ``j`` holds source samples ``[starts[j], starts[j + 1])`` of a plan fixed up
 front (:func:`plan_output`), so a re-run resumes: shards whose record
@@ -24,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.errors import CliError, LoffError
+from loffdata.errors import LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest, ShardInfo, TensorSpec
 from loffdata.format.names import check_destination, check_prefix
@@ -33,7 +31,7 @@ from loffdata.format.stats import ChannelStats
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.redact import redact_json_text, redact_text
-from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
+from loffdata.storage.remote import RetryConfig, filesystem, open_shard
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 from loffdata.util import write_json
@@ -44,7 +42,6 @@ __all__ = [
     "convert",
     "convert_features",
     "plan_output",
-    "command",
     "RECORD_DIR",
 ]
 
@@ -142,13 +139,6 @@ def plan_output(counts: Sequence[int], per_shard: int | None) -> list[int]:
 # -- reading --------------------------------------------------------------------------
 
 
-def _open(url: str, options: dict[str, Any], retry: RetryConfig):
-    if is_local(url):
-        return open_shard(url)
-    fs, path = filesystem(url, options, retry)
-    return open_shard(url, fs=fs, path=path, retry=retry)
-
-
 def _read_range(
     shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig
 ) -> Iterator[Sample]:
@@ -158,7 +148,7 @@ def _read_range(
     s = int(np.searchsorted(starts, lo, side="right") - 1)
     while s < len(shards.urls) and starts[s] < hi:
         url, pos = shards.urls[s], int(starts[s])
-        with _open(url, options, retry) as f:
+        with open_shard(url, retry=retry, storage_options=options) as f:
             for key, members in iter_sample_members(f, shard=url):
                 if pos >= hi:
                     break
@@ -167,7 +157,8 @@ def _read_range(
                 pos += 1
         if pos < min(hi, int(starts[s + 1])):
             raise LoffError(
-                f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}"
+                f"shard {url!r} ended after {pos - int(starts[s])} samples, "
+                f"manifest says {shards.counts[s]}"
             )
         s += 1
 
@@ -200,10 +191,6 @@ class _Run:
         }
 
 
-def _write_json(fs: Any, path: str, obj: Any) -> None:
-    write_json(path, obj, fs=fs)  # atomic on local disk, secrets redacted
-
-
 def _remove_stale(run: _Run, pending: list[int]) -> None:
     """Deletes temporary files a crashed run left for the shards about to be written."""
     names = {f".{shard_name(run.config.prefix, j)}.tmp-" for j in pending}
@@ -211,11 +198,6 @@ def _remove_stale(run: _Run, pending: list[int]) -> None:
         base = path.rstrip("/").rsplit("/", 1)[-1]
         if any(base.startswith(n) for n in names):
             run.fs.rm(path)
-
-
-def _read_json(fs: Any, path: str) -> Any:
-    with fs.open(path, "r") as f:
-        return json.load(f)
 
 
 def _out_dtype(run: _Run) -> str:
@@ -251,16 +233,17 @@ def _fingerprint(run: _Run, starts: list[int]) -> dict[str, Any]:
 def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> None:
     path = f"{run.root}/{RECORD_DIR}/config.json"
     if run.fs.exists(path):
-        previous = _read_json(run.fs, path)
+        previous = json.loads(run.fs.cat_file(path))
         if previous == json.loads(redact_json_text(json.dumps(fingerprint))):
             return
         if not overwrite:
             raise LoffError(
-                f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it"
+                f"{run.dst!r} holds a conversion with other settings or another source; "
+                "pass --overwrite (overwrite=True in Python) to replace it"
             )
         run.fs.rm(f"{run.root}/{RECORD_DIR}", recursive=True)
     run.fs.makedirs(f"{run.root}/{RECORD_DIR}", exist_ok=True)
-    _write_json(run.fs, path, fingerprint)
+    write_json(path, fingerprint, fs=run.fs)  # atomic on local disk, secrets redacted
 
 
 def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
@@ -278,16 +261,18 @@ def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
             writer.write(s.key, feats, label=s.label, extras=extras)
             bar.update(1)
     st, spec = writer.stats, writer.feature_spec
-    _write_json(run.fs, run.record_path(j), {
+    extras = {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()}
+    record = {
         "shard": asdict(writer.shards[0]),
         "features": {"shape": list(spec.shape), "dtype": spec.dtype},
-        "extras": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in writer.extra_specs.items()},
+        "extras": extras,
         "stats": {"count": st.count, "mean": st.mean.tolist(), "m2": st.m2.tolist()},
-    })  # fmt: skip
+    }
+    write_json(run.record_path(j), record, fs=run.fs)
 
 
 def _finish(run: _Run, num_shards: int) -> Manifest:
-    records = [_read_json(run.fs, run.record_path(j)) for j in range(num_shards)]
+    records = [json.loads(run.fs.cat_file(run.record_path(j))) for j in range(num_shards)]
     stats = ChannelStats()
     for r in records:
         d = r["stats"]
@@ -412,85 +397,3 @@ def _write_pending(run: _Run, starts: list[int], progress: bool) -> None:
     with bar:
         for j in pending:
             _write_shard(run, j, starts[j], starts[j + 1], bar)
-
-
-def command(
-    src: str,
-    dst: str,
-    *,
-    pool: int = 1,
-    crop: tuple[int, int, int, int] | None = None,
-    dtype: str | None = None,
-    extras: str = "all",
-    max_samples: int | None = None,
-    max_bytes: int | None = None,
-    prefix: str = "shard",
-    overwrite: bool = False,
-    quiet: bool = False,
-    endpoint_url: str | None = None,
-    nonfinite: str = "refuse",
-) -> None:
-    """Derives a dataset from a dataset: pool, crop, change dtype, select extras, re-shard.
-
-    Example: ``loffdata convert SRC DST --pool 2 --dtype int8``. Every value is checked
-    against the source's manifest before anything is written; re-running resumes.
-
-    Args:
-        src: source dataset directory or manifest URL (local, http(s)://, s3://).
-        dst: destination directory or URL (any fsspec URL).
-        pool: average-pool the feature map by this integer factor (floor mode, as avg_pool2d).
-        crop: top,left,height,width in the source grid, applied before pooling
-            (``--crop 0,0,32,32`` or ``--crop [0,0,32,32]``).
-        dtype: storage dtype of the output: float32, float16, bfloat16 or int8; default: the
-            source's.
-        extras: comma-separated names of the extra tensors to keep; ``all`` keeps every one,
-            ``none`` drops all.
-        max_samples: most samples per output shard (default: the source's shard boundaries).
-        max_bytes: most bytes per output shard.
-        prefix: output shard name prefix.
-        overwrite: replace an existing conversion with other settings at DST (a switch:
-            ``--overwrite``).
-        quiet: no progress bar.
-        endpoint_url: an S3-compatible store's endpoint, used at both ends.
-        nonfinite: what to do with NaN/infinite features: ``refuse`` (an error naming the
-            sample) or ``zero`` (stored as 0).
-    """
-    cfg = _cli_config(
-        pool=pool,
-        crop=crop,
-        dtype=dtype,
-        extras=extras,
-        max_samples=max_samples,
-        max_bytes=max_bytes,
-        prefix=prefix,
-        nonfinite=nonfinite,
-    )
-    options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
-    try:
-        m = convert(
-            src,
-            dst,
-            cfg,
-            src_options=options,
-            dst_options=options,
-            overwrite=overwrite,
-            progress=not quiet,
-        )
-    except ConfigMismatch as err:
-        raise CliError(f"--{err}") from None
-    print(
-        f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}"
-    )
-
-
-def _cli_config(*, extras: str, **values: Any) -> ConvertConfig:
-    """The :class:`ConvertConfig` of the command's flags, or a :class:`CliError` naming the flag."""
-    keep = {"all": None, "none": ()}.get(
-        extras.lower(), tuple(x.strip() for x in extras.split(",") if x.strip())
-    )
-    if keep == () and extras.lower() != "none":
-        raise CliError(f"--extras {extras!r}: expected comma-separated names, 'all' or 'none'")
-    try:
-        return ConvertConfig(extras=keep, **values)
-    except (TypeError, ValueError) as err:
-        raise CliError(f"--{err}") from None

@@ -250,8 +250,10 @@ def open_shard(
     path: str | None = None,
     retry: RetryConfig | None = None,
     size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> BinaryIO:
-    """Opens a shard for sequential reading: a local file, or a :class:`ResumableReader`.
+    """Opens a shard for sequential reading: a local file, or a :class:`ResumableReader`
+    (on ``fs`` and ``path``, else on the filesystem of ``url`` with ``storage_options``).
 
     Raises:
         ShardReadError: naming ``url`` if it is missing or unreachable.
@@ -266,5 +268,5 @@ def open_shard(
                 f"shard {url!r} is missing or not readable ({type(err).__name__}: {err})"
             ) from err
     if fs is None or path is None:
-        fs, path = filesystem(url, None, retry)
+        fs, path = filesystem(url, storage_options, retry)
     return ResumableReader(url, fs, path, retry=retry, size=size)
