@@ -36,7 +36,7 @@ are available. Soft labels (mixup/cutmix) are a matter of the loss
 
 Example::
 
-    model = create_classifier("deit_s", in_chans=768, grid=16, num_classes=1000)
+    model = create_classifier("deit_s", in_chans=768, grid=16, num_classes=1000, probe=False)
     logits = model(features)  # features: (N, 768, H, W), any float dtype, any H, W
 """
 
