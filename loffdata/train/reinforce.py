@@ -58,6 +58,20 @@ def _with_logits(batch: list[Sample], model: nn.Module, topk: int | None, device
         )
 
 
+def _rows(
+    samples: Iterator[Sample], model: nn.Module, topk: int | None, size: int, device: Any
+) -> Iterator[tuple]:
+    """Each sample's row with its logits, ``size`` samples at a time through ``model``."""
+    batch: list[Sample] = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield from _with_logits(batch, model, topk, device)
+            batch = []
+    if batch:
+        yield from _with_logits(batch, model, topk, device)
+
+
 def reinforce(
     src: str,
     dst: str,
@@ -86,22 +100,11 @@ def reinforce(
     manifest = Manifest.load(src, **opts)
     device = resolve_auto(device)
     model = model.eval().to(device)
-
-    def rows() -> Iterator[tuple]:
-        batch: list[Sample] = []
-        for s in _samples(src, manifest, opts):
-            batch.append(s)
-            if len(batch) == batch_size:
-                yield from _with_logits(batch, model, topk, torch.device(device))
-                batch = []
-        if batch:
-            yield from _with_logits(batch, model, topk, torch.device(device))
+    rows = _rows(_samples(src, manifest, opts), model, topk, batch_size, torch.device(device))
 
     source = {**manifest.source, "teacher": {"kind": "feature", "topk": topk}}
     config = WriterConfig(
         max_samples=max((s.samples for s in manifest.shards), default=256),
         dtype=manifest.features.dtype,
     )
-    return write_dataset(
-        dst, rows(), config=config, classes=manifest.classes, source=source, **opts
-    )
+    return write_dataset(dst, rows, config=config, classes=manifest.classes, source=source, **opts)
