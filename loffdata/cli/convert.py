@@ -79,7 +79,8 @@ def command(
     except ConfigMismatch as err:
         raise CliError(f"--{err}") from None
     print(
-        f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}"
+        f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: "
+        f"{m.features.dtype}{list(m.features.shape)}"
     )
 
 

@@ -78,7 +78,8 @@ class LoaderConfig:
             object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
         if not isinstance(self.stream, StreamConfig):
             raise TypeError(
-                f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}"
+                "stream must be a StreamConfig or a dict of its fields, "
+                f"not {type(self.stream).__name__}"
             )
         if self.stream.batch_size is None:  # LoffLoader delivers batches: the documented default
             object.__setattr__(
@@ -125,7 +126,8 @@ def resolve_augment(augment: Any, views: int, num_classes: int | None):
         spec = augment
     else:
         raise TypeError(
-            f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}"
+            "augment must be a preset name, dict, AugmentSpec or None, "
+            f"not {type(augment).__name__}"
         )
     overrides: dict[str, Any] = {"views": views} if views != 1 else {}
     if spec.mixing and spec.num_classes is None and num_classes is not None:

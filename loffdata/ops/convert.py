@@ -97,7 +97,8 @@ class ConvertConfig:
             len(self.crop) != 4 or min(self.crop[2:]) < 1 or min(self.crop[:2]) < 0
         ):
             raise ValueError(
-                f"crop must be (top, left, height, width) with height, width >= 1, got {self.crop!r}"
+                "crop must be (top, left, height, width) with height, width >= 1, "
+                f"got {self.crop!r}"
             )
         for name in ("max_samples", "max_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -179,6 +180,10 @@ class _Run:
     fs: Any = None
     root: str = ""
 
+    @property
+    def out_dtype(self) -> str:
+        return self.config.dtype or self.manifest.features.dtype
+
     def record_path(self, j: int) -> str:
         return f"{self.root}/{RECORD_DIR}/{shard_name(self.config.prefix, j)[:-4]}.json"
 
@@ -200,10 +205,6 @@ def _remove_stale(run: _Run, pending: list[int]) -> None:
             run.fs.rm(path)
 
 
-def _out_dtype(run: _Run) -> str:
-    return run.config.dtype or run.manifest.features.dtype
-
-
 def _per_shard(run: _Run) -> int | None:
     """Samples per output shard: ``max_samples``, lowered to fit ``max_bytes``."""
     cfg, per = run.config, run.config.max_samples
@@ -211,12 +212,9 @@ def _per_shard(run: _Run) -> int | None:
         return per
     first = next(_read_range(run.shards, 0, 1, run.src_options, run.retry))
     feats, extras = run.sample(first)
-    size = sum(
-        512 + -(-len(b) // 512) * 512
-        for _, b in encode_sample(
-            first.key, feats, label=first.label, extras=extras, dtype=_out_dtype(run)
-        )
-    )
+    dtype = run.out_dtype
+    members = encode_sample(first.key, feats, label=first.label, extras=extras, dtype=dtype)
+    size = sum(512 + -(-len(b) // 512) * 512 for _, b in members)  # tar header + padded payload
     by_bytes = max(1, cfg.max_bytes // size)
     return by_bytes if per is None else min(per, by_bytes)
 
@@ -251,7 +249,7 @@ def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
         prefix=run.config.prefix,
         max_samples=hi - lo + 1,
         max_bytes=1 << 62,
-        dtype=_out_dtype(run),
+        dtype=run.out_dtype,
         start_index=j,
         nonfinite=run.config.nonfinite,
     )
@@ -312,7 +310,8 @@ def _check_fit(run: _Run) -> None:
     if len(shape) != 3:
         if cfg.crop is not None or cfg.pool > 1:
             raise ConfigMismatch(
-                f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, {run.src!r} has {list(shape)}"
+                f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, "
+                f"{run.src!r} has {list(shape)}"
             )
         return
     grid = [int(shape[1]), int(shape[2])]
@@ -320,7 +319,8 @@ def _check_fit(run: _Run) -> None:
         top, left, h, w = cfg.crop
         if top + h > grid[0] or left + w > grid[1]:
             raise ConfigMismatch(
-                f"crop {','.join(map(str, cfg.crop))} does not fit the {grid[0]}x{grid[1]} grid of {run.src!r}"
+                f"crop {','.join(map(str, cfg.crop))} does not fit the "
+                f"{grid[0]}x{grid[1]} grid of {run.src!r}"
             )
         grid = [h, w]
     if cfg.pool > min(grid):

@@ -121,7 +121,8 @@ def _give_up(
     late = retry.deadline is not None and spent + retry.delay(failures) >= retry.deadline
     if failures == retry.attempts or late:
         return ShardReadError(
-            f"cannot {what} shard {url!r} after {failures} attempts ({spent:.1f} s): {type(err).__name__}: {err}"
+            f"cannot {what} shard {url!r} after {failures} attempts ({spent:.1f} s): "
+            f"{type(err).__name__}: {err}"
         )
     log.warning("%s", redact_text(f"retrying {what} of {url} after {type(err).__name__}: {err}"))
     return None

@@ -11,11 +11,11 @@ foundation model. Two kinds are provided, built by :func:`create_classifier`:
   enough for tests and CPU demos (pass ``depth=12`` for the real DeiT-Ti).
 * ``linear``: :class:`LinearProbe`, global average pool -> norm -> ``Linear(C, classes)``.
 
-The *probe path* (``probe=True``, the default, :data:`loffdata.defaults.PROBE`) adds a :class:`LinearProbe` on the
-raw features as a second head: in training each head gets its own cross-entropy (the
-forward returns both, stacked), so each trains as it would alone, and the classifier keeps
-a running mean of each head's training loss (:meth:`LoffClassifier.track_heads`, called by
-the recipe's loop). It predicts with the head whose running training loss is lower (both
+The *probe path* (``probe=True``, the default, :data:`loffdata.defaults.PROBE`) adds a
+:class:`LinearProbe` on the raw features as a second head: in training each head gets its
+own cross-entropy (the forward returns both, stacked), so each trains as it would alone,
+and the classifier keeps a running mean of each head's training loss
+(:meth:`LoffClassifier.track_heads`, called by the recipe's loop). It predicts with the head whose running training loss is lower (both
 summed until a loss is known). The probe, with its own, larger learning rate
 (``probe_lr_scale``, see :func:`loffdata.train.utils.param_groups`), carries a short run on
 a small cache, where a transformer from scratch is still near chance; the transformer takes
