@@ -101,7 +101,7 @@ class BufferLeases:
         if (*slot, name) in self.idle_counts:  # a slot of the arena, held since the fork
             return self.idle_counts[slot[0], slot[1], name]
         buf = local_pool.buffers.get(slot[1]) if local_pool is not None else None
-        return self.lone_count if buf is None else buf.rest_counts.get(name, self.lone_count)
+        return self.lone_count if buf is None else buf.idle_counts.get(name, self.lone_count)
 
     def give_back(self) -> None:
         """Hands buffers back to their workers once no tensor outside the loader uses them."""

@@ -30,13 +30,7 @@ __all__ = [
     "window_batches",
     "pool_slots",
     "reads_randomly",
-    "use_count",
 ]
-
-
-def use_count(t: torch.Tensor) -> int | None:
-    """Number of tensors (views included) using ``t``'s storage (``None``: torch cannot tell)."""
-    return storage_use_count(t)
 
 
 def _numpy_view(t: torch.Tensor) -> np.ndarray:
@@ -75,7 +69,7 @@ class BatchBuffer:
         self._row_size = self.tensors["features"][0].nbytes if size else 0
         self._data_ptr = self.tensors["features"].data_ptr()
         #: use counts of the tensors while only this buffer holds them (views included)
-        self.rest_counts = {k: use_count(t) for k, t in self.tensors.items()}
+        self.idle_counts = {k: storage_use_count(t) for k, t in self.tensors.items()}
 
     def _in_row(self, feats: np.ndarray, i: int) -> bool:
         """Whether ``feats`` is row ``i`` itself (read straight into it)."""
