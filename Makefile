@@ -30,11 +30,13 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # ruff, then the import contracts of pyproject.toml [tool.importlinter] (layers, no circles,
-# a core without the extras' packages); see docs/architecture.md.
+# a core without the extras' packages), then the size limits (no module over 400 lines, no
+# function over 40); see docs/architecture.md.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python tools/check_sizes.py loffdata benchmarks recipes tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py

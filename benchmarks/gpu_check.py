@@ -44,6 +44,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import fire
 import torch
@@ -126,29 +127,29 @@ def run(
             device=torch.device("cpu" if standin else device), sizes=sizes, root=Path(tmp)
         )
         for name in names:
-            left = deadline - time.monotonic()
-            result = (
-                _run_section(name, ctx, min(BUDGETS_S.get(name, 60), left))
-                if left > 1
-                else {
-                    "ok": False,
-                    "error": f"skipped: the check's budget of {budget_s:.0f} s is spent",
-                    "seconds": 0,
-                }
-            )
+            result = _run_within(name, ctx, deadline, budget_s)
             report["sections"][name] = result
-            print(
-                f"[{name}] {'ok' if result.get('ok', True) else 'FAILED'} in {result['seconds']} s"
-            )
             if not result.get("ok", True):
                 failed.append(name)
-                print(
-                    result.get("error") or json.dumps(result.get("failures", []), indent=1)[:4000]
-                )
             _write(report, out_dir, smoke, quiet=True)  # what was measured so far
     _write(report, out_dir, smoke, quiet=False)
     print(f"failed sections: {failed or 'none'}")
     return 1 if failed else 0
+
+
+def _run_within(name: str, ctx: Any, deadline: float, budget_s: float) -> dict:
+    """One section within its budget and what is left of the check's; its result, printed."""
+    left = deadline - time.monotonic()
+    if left > 1:
+        result = _run_section(name, ctx, min(BUDGETS_S.get(name, 60), left))
+    else:
+        spent = f"skipped: the check's budget of {budget_s:.0f} s is spent"
+        result = {"ok": False, "error": spent, "seconds": 0}
+    ok = result.get("ok", True)
+    print(f"[{name}] {'ok' if ok else 'FAILED'} in {result['seconds']} s")
+    if not ok:
+        print(result.get("error") or json.dumps(result.get("failures", []), indent=1)[:4000])
+    return result
 
 
 def _run_section(name: str, ctx, budget: float) -> dict:

@@ -16,6 +16,15 @@ fallback is always correct; it may be slower). ``tests/test_compat.py`` runs bot
   fork (see :mod:`loffdata.storage.remote`). Private path: the per-class instance cache
   ``_cache`` of fsspec's ``_Cached`` metaclass. Public fallback: the filesystems loffdata
   created itself, recorded with :func:`register_filesystem`.
+- :func:`worker_processes`: a DataLoader iterator's worker processes, to name a dead one
+  (``_workers``). Fallback: none known, and torch's own error about the dead worker is
+  raised instead of :class:`~loffdata.errors.WorkerDiedError`.
+- :func:`new_shared_storage`: a storage allocated in shared memory at once
+  (``torch.UntypedStorage._new_shared``). Fallback: ``share_memory_()`` of a fresh buffer
+  (allocated privately, then copied into shared memory: 2-3x slower, same result).
+- :func:`strip_protocol`: the path of a URL within its fsspec filesystem (the class method
+  ``_strip_protocol`` that fsspec's own ``url_to_fs`` uses). Fallback: the URL less its
+  ``protocol://`` (HTTP: the whole URL), what fsspec's filesystems expect.
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ __all__ = [
     "shutdown_workers",
     "register_filesystem",
     "cached_filesystems",
+    "worker_processes",
+    "new_shared_storage",
+    "strip_protocol",
 ]
 
 #: Filesystems created by :func:`loffdata.storage.remote.filesystem` (the public fallback
@@ -97,3 +109,27 @@ def cached_filesystems() -> list[Any]:
             found.update((id(fs), fs) for fs in cache.values())
     found.update((id(fs), fs) for fs in list(_CREATED))
     return list(found.values())
+
+
+def worker_processes(it: Any) -> list[Any]:
+    """The worker processes of DataLoader iterator ``it``; ``[]`` if torch does not say."""
+    return list(getattr(it, "_workers", None) or [])
+
+
+def new_shared_storage(nbytes: int) -> Any:
+    """An untyped storage of ``nbytes`` bytes in shared memory."""
+    import torch
+
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new_shared is not None:
+        return new_shared(nbytes)
+    return torch.empty(nbytes, dtype=torch.uint8).share_memory_().untyped_storage()
+
+
+def strip_protocol(fs: Any, url: str) -> str:
+    """The path of ``url`` within the fsspec filesystem ``fs``."""
+    strip = getattr(type(fs), "_strip_protocol", None)
+    if strip is not None:
+        return strip(url)
+    protocol, path = url.split("://", 1) if "://" in url else ("file", url)
+    return url if protocol in ("http", "https") else path  # an HTTP path is its whole URL

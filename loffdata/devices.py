@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["cuda_index", "resolve_cuda"]
+__all__ = ["cuda_index", "resolve_auto", "resolve_cuda"]
 
 
 def cuda_index(env: Mapping[str, str] | None = None, count: int | None = None) -> int:
@@ -43,6 +44,15 @@ def cuda_index(env: Mapping[str, str] | None = None, count: int | None = None) -
     if rank < 0:
         raise ValueError(f"LOCAL_RANK={raw!r} is negative")
     return rank % count
+
+
+def resolve_auto(device: Any) -> Any:
+    """``"auto"`` -> ``"cuda"`` where CUDA is available, else ``"cpu"``; any other as is."""
+    if str(device) != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_cuda(device, env: Mapping[str, str] | None = None, count: int | None = None):

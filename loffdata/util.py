@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 __all__ = [
+    "check_int",
     "is_local",
     "url_protocol",
     "fs_protocol",
@@ -46,6 +47,13 @@ def is_local(url: str | os.PathLike) -> bool:
     """Whether ``url`` is a plain path or a ``file://`` URL."""
     text = os.fspath(url)
     return "://" not in text or text.startswith("file://")
+
+
+def check_int(config: Any, name: str, low: int) -> None:
+    """Raises ``ValueError`` unless ``config.<name>`` is an int (not a bool) >= ``low``."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def url_protocol(url: str | os.PathLike) -> str:

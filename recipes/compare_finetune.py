@@ -4,32 +4,26 @@ Both settings are measured in one run, on the same machine and synthetic data, a
 printed as a table with ratios (the paper's comparison, at a scale a CPU can run):
 
 * ``finetune``: the timm foundation model (random weights unless ``--pretrained``) plus a
-  classification head, trained end-to-end on augmented images: batched random resized
-  crop + horizontal flip with torch ops (``affine_grid``/``grid_sample``) from uint8
-  images of ``1.14 x img_size`` pixels, then mean/std normalisation.
+  classification head, trained end-to-end on augmented uint8 images of ``1.14 x img_size``
+  pixels (:mod:`compare_augment`).
 * ``loffta``: the DeiT-style classifier (:func:`loffdata.train.models.create_classifier`) on
-  float16 feature maps of exactly the shape the model produces (``C = embed dim``,
-  ``grid = img_size / patch``), with tensor augmentation in torch: random resized crop
-  back to the grid + flip (one ``grid_sample``) + additive Gaussian noise.
+  float16 feature maps of exactly the shape the model produces, augmented as tensors.
 
 Each step is augment -> forward -> cross-entropy -> backward -> AdamW step; image decoding
 and feature reading are *not* timed (both sides take batches from a small in-memory pool),
 which favours fine-tuning. Throughput is ``batch_size / median step time`` after
-``warmup`` untimed steps; ``best ms`` and ``speedup_best`` use the fastest step instead,
-which other jobs on a shared machine disturb less. Every setting runs in a fresh subprocess, so one cannot inherit
-the other's allocator state, and peak memory is measured there:
-
-* CUDA: ``torch.cuda.max_memory_allocated`` (tensors only, reset before the model is built).
-* CPU: growth of the process's peak resident set size, ``ru_maxrss`` at the end minus
-  ``ru_maxrss`` after the imports: weights, gradients, optimizer state, activations and
-  data, but not the torch/timm import footprint. (``tracemalloc`` does not see torch's
-  allocations.)
+``warmup`` untimed steps; ``best ms`` and ``speedup_best`` use the fastest step, which
+other jobs on a shared machine disturb less. Every setting runs in a fresh subprocess,
+where its peak memory is measured: ``torch.cuda.max_memory_allocated`` on CUDA; on the
+CPU the growth of the peak resident set size after the imports (``ru_maxrss``: weights,
+gradients, optimizer state, activations and data, not the torch/timm imports).
 
 Usage::
 
-    python recipes/compare_finetune.py                 # ViT-B/16 @224 vs DeiT-S, ~1-2 min on 2 cores
-    python recipes/compare_finetune.py --quick         # ViT-S/16 @112 vs DeiT-Ti/4, ~15 s smoke run
-    python recipes/compare_finetune.py --model vit_base_patch14_dinov2 --device cuda --batch_size 64 --steps 20
+    python recipes/compare_finetune.py          # ViT-B/16 @224 vs DeiT-S, ~1-2 min on 2 cores
+    python recipes/compare_finetune.py --quick  # ViT-S/16 @112 vs DeiT-Ti/4, ~15 s smoke run
+    python recipes/compare_finetune.py --model vit_base_patch14_dinov2 --device cuda \
+        --batch_size 64 --steps 20
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,14 +42,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from loffdata.cli import parse as cliutil
-from loffdata.train.models import create_classifier
-from loffdata.train.utils import create_optimizer, loss_fn
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its sibling, when imported
+
+from compare_augment import _resample, augment_features, augment_images  # noqa: E402, F401
+from compare_report import machine_line  # noqa: E402
+from compare_report import report as summary  # noqa: E402
+
+from loffdata.cli import parse as cliutil  # noqa: E402
+from loffdata.devices import resolve_auto  # noqa: E402
+from loffdata.train.models import create_classifier  # noqa: E402
+from loffdata.train.utils import create_optimizer, loss_fn  # noqa: E402
 
 __all__ = [
     "BenchSpec",
+    "CompareConfig",
     "augment_features",
     "augment_images",
     "compare",
@@ -65,7 +65,6 @@ __all__ = [
 ]
 
 SETTINGS = ("finetune", "loffta")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: defaults of a full run and of ``--quick``; an explicitly given option wins over both.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
@@ -127,54 +126,6 @@ class BenchSpec:
     seed: int
 
 
-# --------------------------------------------------------------------------- augmentation
-
-
-def _crop_flip_theta(n: int, *, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
-    """Per-sample affine matrices ``(n, 2, 3)`` of a random resized crop with a random hflip.
-
-    Box area fraction ~ U(scale), aspect ratio log-uniform in [3/4, 4/3], position uniform;
-    a negative x scale flips the crop horizontally.
-    """
-    area = torch.empty(n).uniform_(*scale, generator=gen)
-    log_ratio = torch.empty(n).uniform_(-0.2877, 0.2877, generator=gen)  # log(3/4), log(4/3)
-    w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
-    h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
-    cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - w)
-    cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    return theta
-
-
-def _resample(x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    grid = F.affine_grid(
-        theta.to(x.device, x.dtype), [x.shape[0], x.shape[1], *size], align_corners=False
-    )
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def augment_images(images: torch.Tensor, *, size: int, gen: torch.Generator) -> torch.Tensor:
-    """uint8 ``(N, 3, S, S)`` -> normalised float ``(N, 3, size, size)``: RRC(0.08, 1) + hflip."""
-    x = images.float().div_(255)
-    x = _resample(x, _crop_flip_theta(x.shape[0], scale=(0.08, 1.0), gen=gen), (size, size))
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def augment_features(
-    feats: torch.Tensor, *, gen: torch.Generator, noise: float = 0.1
-) -> torch.Tensor:
-    """float16 ``(N, C, H, W)`` -> float32, same shape: RRC(0.25, 1) + hflip + Gaussian noise."""
-    x = feats.float()
-    x = _resample(x, _crop_flip_theta(x.shape[0], scale=(0.25, 1.0), gen=gen), tuple(x.shape[2:]))
-    eps = torch.randn(x.shape, generator=gen).to(x.device)
-    return x + noise * x.std() * eps
-
-
 # --------------------------------------------------------------------------- settings
 
 
@@ -221,7 +172,7 @@ def _build_finetune(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Mod
 def _build_loffta(spec: BenchSpec, gen: torch.Generator) -> tuple[torch.nn.Module, Callable]:
     c, h, w = spec.feature_shape
     model = create_classifier(
-        spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes
+        spec.classifier, in_chans=c, grid=(h, w), num_classes=spec.num_classes, probe=False
     )
     pool = torch.randn((2, spec.batch_size, c, h, w), generator=gen).to(spec.device, torch.float16)
     return model, lambda i: augment_features(pool[i % 2], gen=gen)
@@ -311,142 +262,97 @@ def _worker(spec_json: str) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def _machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"CPU ({cpu}, {os.cpu_count()} cores{load}, no GPU used), torch {torch.__version__}"
-
-
-def _table(spec: BenchSpec, results: dict[str, dict[str, Any]]) -> str:
-    c, h, w = spec.feature_shape
-    inputs = {
-        "finetune": (f"{spec.model} + head", f"images 3x{spec.img_size}x{spec.img_size}"),
-        "loffta": (f"{spec.classifier} classifier", f"features {c}x{h}x{w} fp16"),
-    }
-    mem = "peak mem MB (cuda alloc)" if spec.device.startswith("cuda") else "peak RSS growth MB"
-    rows = [
-        f"{'setting':<9} {'model':<30} {'input':<24} {'params M':>8} {'samples/s':>10} "
-        f"{'step ms':>8} {'best ms':>8} {mem:>24}"
-    ]
-    for name, r in results.items():
-        model, inp = inputs[name]
-        rows.append(
-            f"{name:<9} {model:<30} {inp:<24} {r['params_m']:>8.1f} {r['samples_per_s']:>10.2f} "
-            f"{r['step_ms']:>8.1f} {r['best_step_ms']:>8.1f} {r['peak_mem_mb']:>24.0f}"
-        )
-    return "\n".join(rows)
-
-
 def _resolve(quick: bool, given: dict[str, Any]) -> dict[str, Any]:
     preset = PRESETS["quick" if quick else "default"]
     return {k: (preset[k] if given.get(k) is None else given[k]) for k in preset}
 
 
-def compare(
-    *,
-    model: str | None = None,
-    img_size: int | None = None,
-    classifier: str | None = None,
-    batch_size: int | None = None,
-    steps: int | None = None,
-    warmup: int | None = None,
-    num_classes: int = 100,
-    device: str = "auto",
-    pretrained: bool = False,
-    amp: bool = True,
-    threads: int | None = None,
-    seed: int = 0,
-    quick: bool = False,
-    out: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CompareConfig:
     """Measure fine-tuning vs LOFF-TA and print a table with the ratios.
 
-    Args:
-        model: timm foundation model (default ``vit_base_patch16_224``; quick: ``vit_small_patch16_224``).
-        img_size: image resolution (default 224; quick: 112).
-        classifier: LOFF-TA classifier kind (default ``deit_s``; quick: ``deit_t``).
-        batch_size: samples per step on both sides (default 4; quick: 8).
-        steps: timed steps per setting (default 4; quick: 3).
-        warmup: untimed steps first (default 1).
+    ``None`` takes the preset's value (``PRESETS``: a full run, or ``--quick``).
+
+    Attributes:
+        model: timm foundation model.
+        img_size: image resolution.
+        classifier: LOFF-TA classifier kind (``deit_s``, ``deit_t``, ``linear``).
+        batch_size: samples per step on both sides.
+        steps: timed steps per setting.
+        warmup: untimed steps first.
         num_classes: classes of the synthetic task.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         pretrained: load the foundation model's hub weights (needs network or a warm cache).
         amp: bf16 autocast on CUDA (both settings).
-        threads: torch threads per run (default: all cores; quick: 1, because with
-            every core in use, other jobs on a shared machine stall the threads'
-            synchronisation points, which slows the many small ops of a small model most).
+        threads: torch threads per run (``None`` in the preset: all cores; ``--quick``: 1,
+            as other jobs on a shared machine stall the threads of a small model most).
         seed: seed of the synthetic data and augmentation.
         quick: smoke-test sizes (~15 s on 2 CPU cores).
         out: write the results, the settings and the machine to this JSON file.
+    """
+
+    model: str | None = None
+    img_size: int | None = None
+    classifier: str | None = None
+    batch_size: int | None = None
+    steps: int | None = None
+    warmup: int | None = None
+    num_classes: int = 100
+    device: str = "auto"
+    pretrained: bool = False
+    amp: bool = True
+    threads: int | None = None
+    seed: int = 0
+    quick: bool = False
+    out: str | None = None
+
+
+def compare(config: CompareConfig | None = None, **changes: Any) -> dict[str, Any]:
+    """Measures fine-tuning vs LOFF-TA and prints a table with the ratios.
+
+    Args:
+        config: the comparison (:class:`CompareConfig`; its defaults when ``None``).
+        **changes: fields of ``config`` to change.
 
     Returns:
         ``{"machine", "spec", "results", "speedup", "speedup_best", "memory_ratio"}``; the
         speed-up is the ratio of median step times, ``speedup_best`` that of the fastest
         steps (less sensitive to other jobs on a shared machine).
     """
-    opts = _resolve(
-        quick,
-        {
-            "model": model,
-            "img_size": img_size,
-            "classifier": classifier,
-            "batch_size": batch_size,
-            "steps": steps,
-            "warmup": warmup,
-            "threads": threads,
-        },
-    )
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = BenchSpec(
-        setting="finetune",
-        feature_shape=feature_shape(opts["model"], opts["img_size"]),
-        num_classes=num_classes,
-        device=device,
-        pretrained=pretrained,
-        amp=amp,
-        seed=seed,
-        **{**opts, "threads": opts["threads"] or os.cpu_count() or 1},
-    )
-    machine = _machine(device)  # before the runs: the load average is the background load
+    c = dataclasses.replace(config or CompareConfig(), **changes)
+    base = _base_spec(c)
+    machine = machine_line(base.device)  # before the runs: the load average is the background load
     results = {s: _run_in_subprocess(dataclasses.replace(base, setting=s)) for s in SETTINGS}
-    ft, lt = results["finetune"], results["loffta"]
-    speedup = lt["samples_per_s"] / ft["samples_per_s"]
-    best = ft["best_step_ms"] / lt["best_step_ms"]
-    memory = ft["peak_mem_mb"] / max(lt["peak_mem_mb"], 1e-6)
-    print(f"machine: {machine}")
-    print(_table(base, results))
-    print(
-        f"LOFF-TA vs fine-tuning: {speedup:.2f}x faster (median step; {best:.2f}x on the best "
-        f"step), {memory:.2f}x less peak memory"
-    )
-    print(f"RATIO speedup={speedup:.3f} memory_ratio={memory:.3f} speedup_best={best:.3f}")
-    report = {
-        "machine": machine,
-        "spec": dataclasses.asdict(base),
-        "results": results,
-        "speedup": speedup,
-        "speedup_best": best,
-        "memory_ratio": memory,
-    }
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2))
+    report = summary(base, results, machine)
+    if c.out:
+        Path(c.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(c.out).write_text(json.dumps(report, indent=2))
     return report
 
 
-def _cli(argv: list[str]) -> None:
-    """Checks every flag (the keyword arguments of :func:`compare`), then compares."""
-    values = cliutil.parse_command(
-        argv,
-        cliutil.options_from_function(compare),
-        prog="recipes/compare_finetune.py",
-        doc=compare.__doc__,
+def _base_spec(c: CompareConfig) -> BenchSpec:
+    """The settings both sides share, the preset's where ``c`` leaves them out."""
+    names = ("model", "img_size", "classifier", "batch_size", "steps", "warmup", "threads")
+    opts = _resolve(c.quick, {k: getattr(c, k) for k in names})
+    return BenchSpec(
+        setting="finetune",
+        feature_shape=feature_shape(opts["model"], opts["img_size"]),
+        num_classes=c.num_classes,
+        device=resolve_auto(c.device),
+        pretrained=c.pretrained,
+        amp=c.amp,
+        seed=c.seed,
+        **{**opts, "threads": opts["threads"] or os.cpu_count() or 1},
     )
-    if values is not None:
-        compare(**values)
+
+
+def _cli(argv: list[str]) -> None:
+    """Checks every flag (the fields of :class:`CompareConfig`), then compares."""
+    options = cliutil.options_from_dataclass(CompareConfig)
+    prog, doc = "recipes/compare_finetune.py", CompareConfig.__doc__
+    config = cliutil.parse_config(CompareConfig, options, argv, prog=prog, doc=doc)
+    if config is not None:
+        compare(config)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ PACKAGES = [
     "loffdata.train",
     "loffdata.util",
     "loffdata.compat",
+    "loffdata.defaults",
     "loffdata.redact",
     "loffdata.safeio",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loffdata.cli import parse
+from loffdata.cli import guard, parse
 from loffdata.cli.values import CliError
 from loffdata.errors import ManifestError
 
@@ -38,14 +38,14 @@ def _raise(err: BaseException):
 
 def test_loff_and_cli_errors_are_one_line(capsys):
     code, err = _run(_raise(ManifestError(f"no manifest at 'http://u:{SECRET}@h/x'")), capsys)
-    assert code == parse.EXIT_PROBLEM and err == "error: no manifest at 'http://***@h/x'\n"
+    assert code == guard.EXIT_PROBLEM and err == "error: no manifest at 'http://***@h/x'\n"
     code, err = _run(_raise(CliError("--epochs: expected int")), capsys)
-    assert code == parse.EXIT_USAGE and err == "error: --epochs: expected int\n"
+    assert code == guard.EXIT_USAGE and err == "error: --epochs: expected int\n"
 
 
 def test_any_other_exception_is_one_line_with_a_redacted_log(capsys):
     code, err = _run(_raise(KeyError(f"http://user:{SECRET}@host/a.tar")), capsys)
-    assert code == parse.EXIT_INTERNAL and len(err.strip().splitlines()) == 1
+    assert code == guard.EXIT_INTERNAL and len(err.strip().splitlines()) == 1
     assert "please report" in err and SECRET not in err and "Traceback" not in err
     log = Path(re.search(r"the log (\S+)", err)[1])
     text = log.read_text()
@@ -56,7 +56,7 @@ def test_any_other_exception_is_one_line_with_a_redacted_log(capsys):
 
 def test_interrupt_is_one_line(capsys):
     code, err = _run(_raise(KeyboardInterrupt()), capsys)
-    assert code == parse.EXIT_INTERRUPTED and err == "error: interrupted\n"
+    assert code == guard.EXIT_INTERRUPTED and err == "error: interrupted\n"
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
@@ -66,7 +66,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     )
     proc.stdout.close()  # the reader is gone before the first write: every write meets EPIPE
     err = proc.stderr.read().decode()
-    assert proc.wait() == parse.EXIT_BROKEN_PIPE and err == "", err
+    assert proc.wait() == guard.EXIT_BROKEN_PIPE and err == "", err
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,6 @@ def test_every_cli_answers_in_one_line(tmp_path, script, argv):
         else [sys.executable, str(ROOT / script), *args]
     )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode in (parse.EXIT_PROBLEM, parse.EXIT_USAGE), proc.stderr
+    assert proc.returncode in (guard.EXIT_PROBLEM, guard.EXIT_USAGE), proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr

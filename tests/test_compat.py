@@ -29,13 +29,15 @@ def test_without_use_count_every_batch_is_fresh_and_right(make_dataset, monkeypa
     kwargs = dict(batch_size=4, num_workers=0, augment=None, seed=1)
     pooled = LoffLoader(str(root), **kwargs)
     expected = _batches(pooled) + _batches(pooled)
-    assert pooled._flags is not None  # the private path pools buffers
+    assert pooled._buffers.flags is not None  # the private path pools buffers
 
     monkeypatch.delattr(torch._C, "_storage_Use_Count")
     assert not compat.can_count_storage_uses() and compat.storage_use_count(torch.zeros(1)) is None
     fresh = LoffLoader(str(root), **kwargs)
     got = _batches(fresh) + _batches(fresh)
-    assert fresh._flags is None and not fresh._leases  # nothing pooled, nothing leased
+    assert (
+        fresh._buffers.flags is None and not fresh._buffers.leases
+    )  # nothing pooled, nothing leased
     assert all(
         torch.equal(a, c) and torch.equal(b, d)
         for (a, b), (c, d) in zip(expected, got, strict=True)
@@ -71,3 +73,31 @@ def test_cached_filesystems_fallback_holds_registered_ones():
     assert not any(f is fs for f in compat.cached_filesystems())
     assert compat.register_filesystem(fs) is fs
     assert any(f is fs for f in compat.cached_filesystems())
+
+
+def test_new_shared_storage_on_both_paths(monkeypatch):
+    private = compat.new_shared_storage(64)
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", None)
+    fallback = compat.new_shared_storage(64)
+    for storage in (private, fallback):
+        assert storage.nbytes() == 64 and storage.is_shared()
+
+
+def test_strip_protocol_on_both_paths(monkeypatch):
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/a.tar", b"tar")
+    paths = [compat.strip_protocol(fs, "memory://bucket/a.tar")]
+    with monkeypatch.context() as patch:
+        patch.setattr(type(fs), "_strip_protocol", None)
+        paths.append(compat.strip_protocol(fs, "memory://bucket/a.tar"))
+        assert compat.strip_protocol(fs, "https://h/a.tar") == "https://h/a.tar"
+    assert [fs.cat(p) for p in paths] == [b"tar", b"tar"] and paths[0] == "/bucket/a.tar"
+
+
+def test_worker_processes_on_both_paths():
+    it = iter(DataLoader(list(range(4)), num_workers=1))
+    try:
+        assert len(compat.worker_processes(it)) == 1
+    finally:
+        compat.shutdown_workers(it)
+    assert compat.worker_processes(object()) == []

@@ -13,6 +13,7 @@ import torch
 from loffdata.errors import WorkerDiedError
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
+from loffdata.loader.batch import LoadedBatch
 from loffdata.loader.config import LoaderConfig
 from loffdata.loader.device import StandInCuda
 from loffdata.loader.transfer import select_transfer
@@ -266,13 +267,24 @@ def test_persistent_workers_give_the_same_epochs_and_resume(data):
     assert _wait_no_children(before) == set()
 
 
+def _received(monkeypatch, what) -> list:
+    """``what(host)`` of every batch dict the loader receives from a worker, in order."""
+    seen, from_worker = [], LoadedBatch.from_worker
+
+    def spy(host, mapped):
+        seen.append(what(host))
+        return from_worker(host, mapped)
+
+    monkeypatch.setattr(LoadedBatch, "from_worker", staticmethod(spy))
+    return seen
+
+
 @pytest.mark.parametrize(
     "dtype", [torch.float16, torch.float32]
 )  # read straight into rows / converted
-def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype):
+def test_pooled_batches_come_back_by_reference_with_the_right_data(data, dtype, monkeypatch):
     loader = LoffLoader(data, batch_size=4, num_workers=2, augment=None, seed=2, dtype=dtype)
-    refs, resolve = [], loader._resolve
-    loader._resolve = lambda host: (refs.append(bool(host.get("ref"))), resolve(host))[1]
+    refs = _received(monkeypatch, lambda host: bool(host.get("ref")))
     for epoch in range(3):
         loader.set_epoch(epoch)
         seen = []
@@ -367,17 +379,15 @@ def test_transfer_selection():
             select_transfer(cuda, "register")
 
 
-def test_only_short_batches_cross_as_shared_memory_handles(data):
+def test_only_short_batches_cross_as_shared_memory_handles(data, monkeypatch):
     loader = LoffLoader(data, batch_size=8, num_workers=2, augment=None, seed=3)  # 52 = 6 x 8 + 4
-    refs, resolve = [], loader._resolve
-    loader._resolve = lambda host: (
-        refs.append((bool(host.get("ref")), len(host["key"]))),
-        resolve(host),
-    )[1]
+    refs = _received(monkeypatch, lambda host: (bool(host.get("ref")), len(host["key"])))
     seen = [i for x, _ in loader for i in x[:, 0, 0, 0].long().tolist()]
     assert sorted(seen) == list(range(52))
     assert sorted(refs) == [(False, 4)] + [(True, 8)] * 6
     arena = loader.dataset.batch_arena
     assert list(loader) and loader.dataset.batch_arena is arena  # one arena while the workers live
     loader.close()
-    assert loader.dataset.batch_arena is None and loader._held == {}  # dropped with the workers
+    assert (
+        loader.dataset.batch_arena is None and loader._buffers.mapped == {}
+    )  # dropped with the workers

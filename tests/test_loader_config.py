@@ -36,7 +36,7 @@ def test_defaults_are_the_loader_defaults():
     assert (cfg.stream.batch_size, cfg.augment, cfg.num_workers, cfg.dtype) == (
         256,
         "loffta",
-        4,
+        0,
         "float32",
     )
 

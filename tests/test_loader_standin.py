@@ -45,10 +45,9 @@ def data(make_dataset):
     return str(root)
 
 
-def _loader(source, gpu, transfer, **kw):
-    loader = LoffLoader(source, device=gpu, **kw)
-    loader.transfer = transfer
-    return loader
+def _loader(source, gpu, transfer, config=None, **kw):
+    config = (config or LoaderConfig()).replace(transfer=transfer)
+    return LoffLoader(source, config, device=gpu, **kw)
 
 
 def _same(got, want) -> None:
@@ -261,7 +260,7 @@ def test_loaded_batch_keeps_control_data_out_of_the_payload():
         "key": ["a", "b"],
         "slot": (0, 1),
     }
-    batch = LoadedBatch.from_worker(raw, held={})
+    batch = LoadedBatch.from_worker(raw, mapped={})
     assert (
         set(batch.payload) == {"features", "label"}
         and batch.keys == ["a", "b"]

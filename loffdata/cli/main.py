@@ -156,16 +156,8 @@ def show(
     check_dataset_dir(path)
     from loffdata.cli.show import render_views
 
-    written = render_views(
-        path,
-        out=out,
-        preset=preset,
-        samples=samples,
-        views=views,
-        seed=seed,
-        pick=pick,
-        storage_options=storage_options or {},
-    )
+    options = dict(preset=preset, samples=samples, views=views, seed=seed, pick=pick)
+    written = render_views(path, out=out, storage_options=storage_options or {}, **options)
     print(f"wrote {written}")
 
 
@@ -222,18 +214,12 @@ def index(
         quiet: no progress bar.
         storage_options: fsspec options for remote data, e.g. '{anon: true}'.
     """
-    from loffdata.format.index import check_writable, index_dataset
+    from loffdata.format.index import check_writable
 
     check_writable(path)  # before any read: the manifest is written next to the shards
     so = storage_options or {}
     if _has_manifest(path, so):
-        if classes is not None:
-            raise cliutil.CliError(
-                f"--classes: {path!r} has a manifest already (its classes are kept)"
-            )
-        m = index_dataset(path, force=force, **so)
-        print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
-        return
+        return _index_dataset(path, force=force, classes=classes, storage_options=so)
     from loffdata.ops.manifest import build_manifest
 
     m = build_manifest(path, classes=classes, progress=not quiet, storage_options=so)
@@ -241,6 +227,18 @@ def index(
         f"wrote a manifest: {len(m.shards)} shards, {m.num_samples} samples, features "
         f"{m.features.dtype}{list(m.features.shape)}, {m.num_classes or 'no'} classes"
     )
+
+
+def _index_dataset(
+    path: str, *, force: bool, classes: str | None, storage_options: dict[str, Any]
+) -> None:
+    """``index`` on a dataset with a manifest: each shard's index added to it."""
+    from loffdata.format.index import index_dataset
+
+    if classes is not None:
+        raise cliutil.CliError(f"--classes: {path!r} has a manifest already (its classes are kept)")
+    m = index_dataset(path, force=force, **storage_options)
+    print(f"indexed: {len(m.shards)} shards, {m.num_samples} samples")
 
 
 def _has_manifest(path: str, storage_options: dict[str, Any]) -> bool:
@@ -267,7 +265,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "verify": verify,
     "show": show,
     "index": index,
-    "convert": "loffdata.ops.convert:command",
+    "convert": "loffdata.cli.convert:command",
     "doctor": doctor,
 }
 

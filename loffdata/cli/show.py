@@ -109,15 +109,7 @@ def render_views(
     Raises:
         LoffError: matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LoffError(
-            "loffdata show needs matplotlib: pip install 'loffdata[show]' (or pip install matplotlib)"
-        ) from None
+    plt = _pyplot()
     x, y, manifest = _picked_batch(path, samples, pick, seed, storage_options or {})
     aug, _ = _augmenter(preset, views, seed, manifest)(x, y, indices=np.arange(len(x)), epoch=0)
     basis = pca_basis(x)
@@ -131,16 +123,38 @@ def render_views(
         panels = [("original", x[i])] + [
             (f"{preset} view {v + 1}", aug[i * views + v]) for v in range(views)
         ]
-        for ax, (title, m) in zip(axes[i], panels):
-            ax.imshow(to_rgb(m, *basis), interpolation="nearest")
-            ax.set_title(f"{name}: {title}" if title == "original" else title, fontsize=8)
-            ax.axis("off")
+        _draw_row(axes[i], panels, name, basis)
     c, h, w = x.shape[1:]
-    fig.suptitle(
-        f"{os.path.basename(os.path.normpath(path))}: {c}x{h}x{w} features, PCA of channels as RGB",
-        fontsize=9,
-    )
+    name = os.path.basename(os.path.normpath(path))
+    fig.suptitle(f"{name}: {c}x{h}x{w} features, PCA of channels as RGB", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return os.fspath(out)
+
+
+def _draw_row(axes: Any, panels: list[tuple[str, Any]], name: str, basis: Any) -> None:
+    """One sample's row: each ``(title, map)`` panel as RGB, the original titled ``name``."""
+    for ax, (title, m) in zip(axes, panels):
+        ax.imshow(to_rgb(m, *basis), interpolation="nearest")
+        ax.set_title(f"{name}: {title}" if title == "original" else title, fontsize=8)
+        ax.axis("off")
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed).
+
+    Raises:
+        LoffError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LoffError(
+            "loffdata show needs matplotlib: "
+            "pip install 'loffdata[show]' (or pip install matplotlib)"
+        ) from None
+    return plt

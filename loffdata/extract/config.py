@@ -12,8 +12,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from loffdata import defaults
 from loffdata.errors import LoffError
 from loffdata.format.names import check_destination, check_prefix
+from loffdata.util import check_int, is_local
 
 __all__ = [
     "CONFIG_NAME",
@@ -105,7 +107,7 @@ class ExtractConfig:
     prefix: str = "shard"
     batch_size: int = 64
     workers: int | None = None
-    device: str = "auto"
+    device: str = defaults.DEVICE
     amp: bool = True
     skip_bad: bool = False
     overwrite: bool = False
@@ -126,8 +128,7 @@ class ExtractConfig:
         if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("pool", "shard_size", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+            check_int(self, name, 1)
         check_prefix(self.prefix)
         if isinstance(self.input, (str, os.PathLike)) and os.fspath(self.input) not in SOURCES:
             check_destination(
@@ -167,10 +168,6 @@ def _hub_cache_may_hold(model: str) -> bool:
     )
 
 
-def _is_local(text: str) -> bool:
-    return "://" not in text or text.startswith("file://")
-
-
 def check_paths(config: ExtractConfig) -> None:
     """Refuses what would fail later: a missing local ``input``/``checkpoint``, unreachable hub weights.
 
@@ -201,5 +198,5 @@ def check_paths(config: ExtractConfig) -> None:
         )
     for flag, value in checks.items():
         text = os.fspath(value) if value is not None else None
-        if text and _is_local(text) and not os.path.exists(text.removeprefix("file://")):
+        if text and is_local(text) and not os.path.exists(text.removeprefix("file://")):
             raise LoffError(f"--{flag} {text}: no such file or directory")

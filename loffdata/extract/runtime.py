@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from loffdata.devices import resolve_cuda
+from loffdata.devices import resolve_auto, resolve_cuda
 from loffdata.extract.config import ExtractConfig
 from loffdata.extract.images import ImageSource
 from loffdata.util import DistContext
@@ -30,9 +30,7 @@ def init_distributed() -> Dist:
 def select_device(config: ExtractConfig, ctx: Dist) -> torch.device:
     """The rank's device: ``auto`` is CUDA where available; plain ``cuda`` follows the one
     device rule (:mod:`loffdata.devices`), so torchrun ranks spread over the GPUs."""
-    kind = config.device
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = resolve_auto(config.device)
     return resolve_cuda(kind, env={"LOCAL_RANK": str(ctx.local_rank)})
 
 

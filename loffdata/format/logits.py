@@ -10,22 +10,19 @@ itself) over ``K`` classes, in one of two layouts:
   ``K <= 32767``, else int32): ``4 * A * k`` bytes (``6 * A * k`` with int32).
 
 The number of classes ``K`` of a top-k layout is not stored per sample; the dataset's
-``num_classes`` gives it. numpy only (``import loffdata`` stays light).
+``num_classes`` gives it. The trainer reads them back as a teacher distribution
+(:func:`loffdata.train.distill.teacher_probs`). numpy only (``import loffdata`` stays light).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
 __all__ = [
     "INDEX_EXTRA",
     "LOGITS_EXTRA",
-    "decode_logits",
     "encode_logits",
     "index_dtype",
-    "logits_bytes",
 ]
 
 LOGITS_EXTRA = "logits"
@@ -65,41 +62,3 @@ def encode_logits(logits: np.ndarray, *, topk: int | None = None) -> dict[str, n
     idx = np.argsort(-arr, axis=1, kind="stable")[:, :topk]
     values = np.take_along_axis(arr, idx, axis=1)
     return {LOGITS_EXTRA: values.astype(np.float16), INDEX_EXTRA: idx.astype(index_dtype(classes))}
-
-
-def decode_logits(
-    extras: Mapping[str, np.ndarray], *, num_classes: int, fill: float = -np.inf
-) -> np.ndarray:
-    """Dense ``(A, num_classes)`` float32 logits of one sample's extras.
-
-    Classes outside a top-k layout get ``fill`` (``-inf``: no teacher mass after a softmax).
-
-    Raises:
-        ValueError: a missing ``logits`` extra, mismatched shapes or an index out of range.
-    """
-    if LOGITS_EXTRA not in extras:
-        raise ValueError(f"no {LOGITS_EXTRA!r} extra: this dataset was not written with a teacher")
-    values = np.asarray(extras[LOGITS_EXTRA], dtype=np.float32)
-    values = values[None] if values.ndim == 1 else values
-    if INDEX_EXTRA not in extras:
-        if values.shape[-1] != num_classes:
-            raise ValueError(f"full logits have {values.shape[-1]} classes, expected {num_classes}")
-        return values
-    idx = np.asarray(extras[INDEX_EXTRA]).astype(np.int64)
-    idx = idx[None] if idx.ndim == 1 else idx
-    if idx.shape != values.shape:
-        raise ValueError(
-            f"{INDEX_EXTRA} shape {idx.shape} does not match {LOGITS_EXTRA} shape {values.shape}"
-        )
-    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
-        raise ValueError(f"{INDEX_EXTRA} holds a class outside [0, {num_classes})")
-    dense = np.full((values.shape[0], num_classes), fill, dtype=np.float32)
-    np.put_along_axis(dense, idx, values, axis=1)
-    return dense
-
-
-def logits_bytes(*, num_classes: int, topk: int | None = None, targets: int = 1) -> int:
-    """Payload bytes a sample spends on teacher logits (msgpack headers not counted)."""
-    if topk is None or topk >= num_classes:
-        return 2 * targets * num_classes
-    return (2 + index_dtype(num_classes).itemsize) * targets * topk

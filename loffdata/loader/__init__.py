@@ -17,7 +17,7 @@ from loffdata.util import lazy_exports
 
 _WHERE = {
     "LoffLoader": "loffdata.loader.loader",
-    "LoaderStats": "loffdata.loader.loader",
+    "LoaderStats": "loffdata.loader.stats",
     "Batch": "loffdata.loader.batch",
     "BatchWithExtras": "loffdata.loader.batch",
     "StandInCuda": "loffdata.loader.device",

@@ -22,7 +22,16 @@ import torch
 from loffdata.compat import storage_use_count
 from loffdata.loader.device import Gpu
 
-__all__ = ["Batch", "BatchWithExtras", "LoadedBatch", "HostRegistry", "CONTROL_KEYS"]
+__all__ = [
+    "Batch",
+    "BatchWithExtras",
+    "LoadedBatch",
+    "HostRegistry",
+    "CONTROL_KEYS",
+    "check_mixing_labels",
+    "delivered_batch",
+    "own_view",
+]
 
 _log = logging.getLogger("loffdata.loader.batch")
 
@@ -157,15 +166,15 @@ class LoadedBatch:
         self.copied: Any = None  # event passed once the device copy no longer reads the host
         self._device: dict[str, torch.Tensor] | None = None
         self._staged: dict[str, torch.Tensor] | None = None
-        self._rest: list[tuple[torch.Tensor, int]] = []
+        self._idle_counts: list[tuple[torch.Tensor, int]] = []
 
     @classmethod
     def from_worker(
-        cls, raw: dict[str, Any], held: dict[tuple[int, int], dict[str, torch.Tensor]]
+        cls, raw: dict[str, Any], mapped: dict[tuple[int, int], dict[str, torch.Tensor]]
     ) -> LoadedBatch:
-        """A worker's batch dict (or its reference to a pooled buffer in ``held``) as a batch."""
+        """A worker's batch dict (or its reference to a pooled buffer in ``mapped``) as a batch."""
         slot = tuple(raw["slot"]) if raw.get("slot") is not None else None
-        source = held[slot] if raw.get("ref") else raw
+        source = mapped[slot] if raw.get("ref") else raw
         tensors = {k: v for k, v in source.items() if isinstance(v, torch.Tensor)}
         return cls(tensors, list(raw.get("key", ())), slot)
 
@@ -208,15 +217,70 @@ class LoadedBatch:
 
     # -- back to the worker ---------------------------------------------------------------
 
-    def lease(self, at_rest: Callable[[str], int]) -> None:
+    def lease(self, idle_use_count: Callable[[str], int]) -> None:
         """Remembers the use count of each host tensor when nothing outside the loader uses it."""
-        self._rest = [(t, at_rest(k)) for k, t in self.tensors.items()]
+        self._idle_counts = [(t, idle_use_count(k)) for k, t in self.tensors.items()]
 
     def releasable(self, gpu: Gpu | None) -> bool:
         """Whether the device copy is done and nothing outside the loader uses the buffer."""
         if self.copied is not None and not gpu.query(self.copied):
             return False
-        if not all(storage_use_count(t) <= base for t, base in self._rest):
+        if not all(storage_use_count(t) <= base for t, base in self._idle_counts):
             return False
         self._staged = None
         return True
+
+
+# -- what the consumer gets -----------------------------------------------------------------
+
+
+def delivered_batch(
+    loaded: LoadedBatch,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    payload: dict[str, torch.Tensor],
+    *,
+    views: int,
+    extras: Iterable[str] | None,
+) -> Batch | BatchWithExtras:
+    """The batch the consumer gets: ``x`` and ``y``, the keys and indices of ``loaded``
+    (each repeated ``views`` times), and with ``extras`` those tensors of ``payload``."""
+    x, y = own_view(x, payload["features"]), own_view(y, payload["label"])
+    keys = [k for k in loaded.keys for _ in range(views)] if views > 1 else loaded.keys
+    names = {"keys": keys, "indices": _repeat(loaded.indices.clone(), views)}
+    if extras is None:
+        return Batch(x, y, **names)
+    more = {k: own_view(_repeat(payload[k], views), payload[k]) for k in extras}
+    return BatchWithExtras(x, y, more, **names)
+
+
+def _repeat(t: torch.Tensor, views: int) -> torch.Tensor:
+    return t.repeat_interleave(views, dim=0) if views > 1 else t
+
+
+def check_mixing_labels(y: torch.Tensor, keys: list[str], num_classes: int) -> None:
+    """Mixup/cutmix need a label for every sample: checked on the host copy of the batch,
+    before the labels reach the device (where ``one_hot`` would fail with a device assert).
+
+    Raises:
+        ValueError: naming the keys of the unlabelled or out-of-range samples.
+    """
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        keys = [k for k, b in zip(keys, bad.tolist()) if b][:5]
+        raise ValueError(
+            f"mixup/cutmix need a label in [0, {num_classes}) for every sample; "
+            f"{int(bad.sum())} samples of this batch have none or another "
+            f"(label -1 = unlabelled), e.g. keys {keys}; "
+            "use a preset without mixing for unlabelled data"
+        )
+
+
+def own_view(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """``t``, as a tensor object of its own if it is the batch ``buffer`` itself.
+
+    Handing out the loader's own tensor object would hide the consumer's use of a pooled
+    buffer; a separate view counts in the storage's use count, which
+    :meth:`~loffdata.loader.leases.BufferLeases.give_back` watches.
+    """
+    return t.view(t.shape) if t is buffer else t

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loffdata import defaults
 from loffdata.stream.config import BATCH_DTYPES, StreamConfig, dtype_string
+from loffdata.util import check_int
 
 __all__ = ["LoaderConfig", "resolve_augment", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "dali")
-#: Samples per batch read when nothing else is said.
-DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,14 @@ class LoaderConfig:
     Attributes:
         stream: the dataset's settings: order, batch size, error policy, storage, cache, retry
             (a ``batch_size`` of ``None`` becomes the default, 256; a dict of its fields is
-            accepted). Its
-            ``batch_dtype`` is chosen by the loader from ``dtype`` and ``device``.
+            accepted). Its ``batch_dtype`` is chosen by the loader from ``dtype`` and
+            ``device``.
         augment: preset name (``"loffta"``, ``"frofa"``, ``"none"``), a dict or
             :class:`~loffdata.augment.AugmentSpec`, or ``None`` for no augmentation step.
-        device: where batches are delivered (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
-        num_workers: DataLoader worker processes reading shards (0 reads in this process).
+        device: where batches are delivered (``"auto"``: CUDA where available, else the CPU;
+            ``"cuda"``, ``"cuda:1"``, ``"cpu"``).
+        num_workers: DataLoader worker processes reading shards (0 reads in this process;
+            the order is the same for any number).
         views: independently augmented views per sample (the output has
             ``batch_size * views`` rows).
         dtype: dtype of the delivered features (``"float32"``, ``"float16"`` or
@@ -52,43 +54,47 @@ class LoaderConfig:
             ``LoffLoader.close`` or dropping the loader stops them. Breaking out of a pass or
             an error stops them at once.
         log_every: log the loader's stats every this many batches (``None``: never).
+        transfer: how host batches reach a CUDA device: ``"auto"`` (the pin thread),
+            ``"pin-thread"`` or ``"register"`` (:mod:`loffdata.loader.transfer`).
     """
 
     stream: StreamConfig = field(
-        default_factory=lambda: StreamConfig(batch_size=DEFAULT_BATCH_SIZE)
+        default_factory=lambda: StreamConfig(batch_size=defaults.BATCH_SIZE)
     )
     augment: Any = "loffta"
-    device: str = "cpu"
-    num_workers: int = 4
-    views: int = 1
+    device: str = defaults.DEVICE
+    num_workers: int = defaults.NUM_WORKERS
+    views: int = defaults.VIEWS
     dtype: str = "float32"
     backend: str = "auto"
     return_extras: bool = False
     prefetch_factor: int = 2
     persistent_workers: bool = True
     log_every: int | None = None
+    transfer: str = defaults.TRANSFER
 
     def __post_init__(self) -> None:
         if isinstance(self.stream, Mapping):
             object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
         if not isinstance(self.stream, StreamConfig):
             raise TypeError(
-                f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}"
+                "stream must be a StreamConfig or a dict of its fields, "
+                f"not {type(self.stream).__name__}"
             )
         if self.stream.batch_size is None:  # LoffLoader delivers batches: the documented default
             object.__setattr__(
-                self, "stream", dataclasses.replace(self.stream, batch_size=DEFAULT_BATCH_SIZE)
+                self, "stream", dataclasses.replace(self.stream, batch_size=defaults.BATCH_SIZE)
             )
         dtype = dtype_string(self.dtype)
         if dtype not in BATCH_DTYPES:
             raise ValueError(f"dtype must be one of {BATCH_DTYPES}, got {self.dtype!r}")
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "device", str(self.device))
-        _check_int(self, "num_workers", 0)
-        _check_int(self, "views", 1)
-        _check_int(self, "prefetch_factor", 1)
+        check_int(self, "num_workers", 0)
+        check_int(self, "views", 1)
+        check_int(self, "prefetch_factor", 1)
         if self.log_every is not None:
-            _check_int(self, "log_every", 1)
+            check_int(self, "log_every", 1)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.views != 1 and self.augment in (None, False):
@@ -106,12 +112,6 @@ class LoaderConfig:
         return dataclasses.replace(self, **own)
 
 
-def _check_int(config: Any, name: str, low: int) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
 def resolve_augment(augment: Any, views: int, num_classes: int | None):
     """``augment`` (preset name, dict, AugmentSpec or None) -> AugmentSpec or None."""
     if augment is None or augment is False:
@@ -126,7 +126,8 @@ def resolve_augment(augment: Any, views: int, num_classes: int | None):
         spec = augment
     else:
         raise TypeError(
-            f"augment must be a preset name, dict, AugmentSpec or None, not {type(augment).__name__}"
+            "augment must be a preset name, dict, AugmentSpec or None, "
+            f"not {type(augment).__name__}"
         )
     overrides: dict[str, Any] = {"views": views} if views != 1 else {}
     if spec.mixing and spec.num_classes is None and num_classes is not None:

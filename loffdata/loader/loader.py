@@ -15,34 +15,46 @@ preallocated shared-memory batch (:class:`~loffdata.stream.dataset.StreamingData
 DataLoader's pin thread; page-locking the pooled buffer in place is an opt-in,
 :mod:`loffdata.loader.transfer`) and copied to the device on a side stream while the previous
 step computes (:class:`~loffdata.loader.batch.LoadedBatch` owns the buffer until its worker
-gets it back); int8 caches are
-dequantised on the device; then the :class:`~loffdata.augment.Augmenter` runs there (DALI or
-torch). Nothing in that path makes the host wait for the GPU.
+gets it back); int8 caches are dequantised on the device; then the
+:class:`~loffdata.augment.Augmenter` runs there (DALI or torch). In the steady state the host
+never waits for the GPU (a buffer goes back to its worker after an event query, which does not
+block; ``tests/test_loader_standin.py`` counts the waits); it waits when the loader closes
+and when a worker replaces a pooled buffer (rare), so that no copy still reads a buffer.
 """
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import logging
 import math
 import os
 import time
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from loffdata.compat import can_count_storage_uses, shutdown_workers
-from loffdata.compat import storage_use_count as _use_count
+from loffdata.devices import resolve_auto
 from loffdata.errors import WorkerDiedError
 from loffdata.format import codec
 from loffdata.hints import check_device
-from loffdata.loader.batch import Batch, BatchWithExtras, HostRegistry, LoadedBatch
+from loffdata.loader.augmentation import build_augmenter, calibrated
+from loffdata.loader.batch import (
+    Batch,
+    BatchWithExtras,
+    HostRegistry,
+    LoadedBatch,
+    check_mixing_labels,
+    delivered_batch,
+)
 from loffdata.loader.config import LoaderConfig, resolve_augment
 from loffdata.loader.device import Gpu, as_gpu
+from loffdata.loader.leases import BufferLeases, release_flags
+from loffdata.loader.stats import LoaderStats
 from loffdata.loader.transfer import device_batches, select_transfer
 from loffdata.loader.workers import (
     defer_sigchld,
@@ -52,52 +64,15 @@ from loffdata.loader.workers import (
     warm_worker_imports,
 )
 from loffdata.storage.remote import RetryConfig
-from loffdata.stream.batching import SharedArena, pool_slots
+from loffdata.stream.batching import SharedArena
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
-from loffdata.stream.plan import window_size
 from loffdata.util import UNSET
 
 __all__ = ["LoffLoader", "LoaderStats", "Batch", "BatchWithExtras"]
 
 _log = logging.getLogger("loffdata.loader")
 STATE_VERSION = 1
-
-
-@dataclass
-class LoaderStats:
-    """Throughput of the current iteration, and how long the consumer waited for data.
-
-    ``wait_fraction`` near 0 means the loader keeps up; near 1 means it is the bottleneck.
-    """
-
-    batches: int = 0
-    samples: int = 0
-    bytes: int = 0
-    wait_s: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def elapsed_s(self) -> float:
-        return max(time.perf_counter() - self.started, 1e-9)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.elapsed_s
-
-    @property
-    def bytes_per_s(self) -> float:
-        return self.bytes / self.elapsed_s
-
-    @property
-    def wait_fraction(self) -> float:
-        return min(self.wait_s / self.elapsed_s, 1.0)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.batches} batches, {self.samples_per_s:,.0f} samples/s, "
-            f"{self.bytes_per_s / 1e9:.2f} GB/s, waited {self.wait_s:.2f}s ({self.wait_fraction:.0%})"
-        )
 
 
 class LoffLoader:
@@ -137,86 +112,64 @@ class LoffLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        gpu, device = (
-            (device, UNSET) if isinstance(device, Gpu) else (None, device)
-        )  # a Gpu is no config value
-        check_device(device if device is not UNSET else (config or LoaderConfig()).device)
-        given = dict(
-            batch_size=batch_size,
-            augment=augment,
-            device=device,
-            num_workers=num_workers,
-            seed=seed,
-            shuffle=shuffle,
-            shuffle_buffer=shuffle_buffer,
-            dtype=dtype,
-            views=views,
-            on_error=on_error,
-            retry=retry,
-            storage_options=storage_options,
-            cache_dir=cache_dir,
-        )
-        self.config = cfg = (config or LoaderConfig()).replace(
-            **{k: v for k, v in given.items() if v is not UNSET}
-        )
-        self.gpu = gpu or as_gpu(
-            cfg.device
-        )  # every CUDA call goes through it (loader/device.py); None on CPU
-        self.device = self.gpu.compute if self.gpu is not None else torch.device(cfg.device)
+        gpu = device if isinstance(device, Gpu) else None  # a Gpu is no config value
+        given = {k: v for k, v in locals().items() if k in _SETTINGS and v is not UNSET}
+        if gpu is not None:
+            del given["device"]
+        self.config = cfg = (config or LoaderConfig()).replace(**given)
+        where = resolve_auto(cfg.device)
+        check_device(where)
+        self.gpu = gpu or as_gpu(where)  # every CUDA call goes through it; None on CPU
+        self.device = self.gpu.compute if self.gpu is not None else torch.device(where)
         self.dtype, self.seed = getattr(torch, cfg.dtype), cfg.stream.seed
+        self._init_pipeline(source, cfg, rank=rank, world_size=world_size)
+        self._init_runtime(cfg)
+
+    def _init_pipeline(
+        self, source: Any, cfg: LoaderConfig, *, rank: int | None, world_size: int | None
+    ) -> None:
+        """The dataset this loader reads, its manifest, and the augmentation step."""
         # on CPU the workers convert, in parallel, while assembling; on CUDA the device does
         stream = replace(cfg.stream, batch_dtype=cfg.dtype if self.gpu is None else None)
         kind = MixedDataset if isinstance(source, Mix) else StreamingDataset
         self.dataset = kind(source, stream, rank=rank, world_size=world_size)
-        self.manifest = (
-            self.dataset.summary_manifest()
-            if isinstance(source, Mix)
-            else self.dataset.shards.manifest
-        )
+        mixed = isinstance(source, Mix)
+        self.manifest = self.dataset.summary_manifest() if mixed else self.dataset.shards.manifest
         num_classes = None if self.manifest is None else self.manifest.num_classes
         self.spec = resolve_augment(cfg.augment, cfg.views, num_classes)
-        self.similarity_search = (
-            None  # AugmentSpec.target_similarity: magnitudes searched once, here
-        )
+        #: AugmentSpec.target_similarity: magnitudes searched once, here
+        self.similarity_search = None
         if self.spec is not None and self.spec.target_similarity is not None:
-            self.spec, self.similarity_search = self._calibrated(
-                kind(
-                    source,
-                    replace(stream, shuffle=False, batch_size=64, batch_dtype="float32"),
-                    rank=rank,
-                    world_size=world_size,
-                )
+            in_order = replace(stream, shuffle=False, batch_size=64, batch_dtype="float32")
+            calibration_set = kind(source, in_order, rank=rank, world_size=world_size)
+            self.spec, self.similarity_search = calibrated(
+                self.spec, calibration_set, seed=self.seed, manifest=self.manifest
             )
-        self._augmenter = self._build_augmenter(cfg.backend) if self.spec is not None else None
-        self._init_runtime(cfg)
-
-    def _calibrated(self, probe: StreamingDataset, samples: int = 512) -> tuple[Any, dict]:
-        """The spec with noise/jitter magnitudes searched (:mod:`loffdata.augment.similarity`)
-        to meet ``target_similarity`` on the first ``samples`` samples, read in order."""
-        from loffdata.augment.similarity import calibrate
-
-        parts = list(itertools.islice((b["features"].clone() for b in probe), -(-samples // 64)))
-        stats = None if self.manifest is None else self.manifest.stats
-        mean, std = (None, None) if stats is None else (stats.mean.tolist(), stats.std.tolist())
-        return calibrate(self.spec, torch.cat(parts)[:samples], seed=self.seed, mean=mean, std=std)
+        self._augmenter = None
+        if self.spec is not None:
+            self._augmenter = build_augmenter(
+                self.spec, cfg.backend, device=self.device, seed=self.seed, manifest=self.manifest
+            )
 
     def _init_runtime(self, cfg: LoaderConfig) -> None:
         """The worker settings and the state of passes, leases and statistics."""
         self.num_workers, self.prefetch_factor = cfg.num_workers, cfg.prefetch_factor
         self.persistent_workers = cfg.persistent_workers
+        #: how host batches reach a CUDA device (``LoaderConfig.transfer``); read when the
+        #: workers start
+        self.transfer = cfg.transfer
         self.return_extras, self.log_every, self.views = cfg.return_extras, cfg.log_every, cfg.views
         self.epoch, self.stats = 0, LoaderStats()
         self._delivered, self._offset, self._epoch_set = 0, 0, False
-        self._flags, self._held, self._leases, self._rest = None, {}, {}, {}
         self._dl, self._it = None, None
         self._registry = HostRegistry(self.gpu) if self.gpu is not None else None
+        self._buffers = BufferLeases(self.gpu, self._registry)
         # registrations are undone when this loader goes, closed or not, before buffers are unmapped
         self._unregister = (
             weakref.finalize(self, HostRegistry.clear, self._registry) if self.gpu else None
         )
         spec = self.dataset.shards.features
         self._sample_bytes = math.prod(spec.shape) * codec.DTYPES[spec.dtype].itemsize
-        self._baseline = _use_count(torch.empty(1))
 
     # -- public ---------------------------------------------------------------------------
 
@@ -231,10 +184,6 @@ class LoffLoader:
         """Batches per epoch on this rank (equal on every rank; independent of workers)."""
         return len(self.dataset)
 
-    #: how host batches reach a CUDA device: "auto", "register" or "pin-thread" (see
-    #: :mod:`loffdata.loader.transfer`); read when the workers start.
-    transfer: str = "auto"
-
     def __iter__(self) -> Iterator[Batch | BatchWithExtras]:
         self._advance_epoch_if_needed()
         self.stats, self._delivered = LoaderStats(), 0
@@ -246,7 +195,7 @@ class LoffLoader:
                 completed = self._offset + self._delivered >= len(self)  # Lightning stops here
                 yield batch
                 del batch
-                self._return_leases()
+                self._buffers.give_back()
             completed = True
         finally:
             if not (completed and self._persistent):  # break, exception, or workers per epoch
@@ -262,11 +211,11 @@ class LoffLoader:
         if self._dl is None:
             self._start_transfer()
             # buffers are reused only where torch can tell when the consumer is done with them
-            self._flags = self._release_flags() if can_count_storage_uses() else None
-            self.dataset.release_flags = self._flags
+            flags = self._release_flags() if can_count_storage_uses() else None
+            self.dataset.release_flags = self._buffers.flags = flags
             # the DataLoader's pin thread copies each batch, so references need unpinned batches
             self.dataset.send_by_reference = self._transfer != "pin-thread"
-            self._held, self._leases = {}, {}
+            self._buffers.clear()
             self.dataset.batch_arena = self._make_arena()
             if self._persistent:
                 self.dataset.control = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
@@ -292,27 +241,10 @@ class LoffLoader:
         pooled batch comes by reference, from the first on), when workers are forked and
         batches are sent by reference; this loader holds every slot from now on."""
         forked = torch.multiprocessing.get_start_method() == "fork"
-        if not (
-            forked
-            and self.num_workers > 0
-            and self._flags is not None
-            and self.dataset.send_by_reference
-        ):
+        pooled = self._buffers.flags is not None and self.dataset.send_by_reference
+        if not (forked and self.num_workers > 0 and pooled):
             return None
-        workers, slots = self._flags.shape
-        arena = SharedArena(
-            self.dataset.shards,
-            batch_size=self.dataset.batch_size,
-            workers=workers,
-            slots=slots,
-            dtype=self.dataset.batch_dtype,
-        )
-        self._rest = {}
-        for w in range(workers):
-            for s in range(slots):
-                self._held[w, s] = arena.tensors(w, s)
-                self._rest.update({(w, s, k): _use_count(t) for k, t in self._held[w, s].items()})
-        return arena
+        return self._buffers.make_arena(self.dataset)
 
     def _start_transfer(self) -> None:
         """Picks the host-to-device path and makes the loader's GPU the current one (the pin
@@ -324,19 +256,20 @@ class LoffLoader:
     def close(self) -> None:
         """Stops the worker processes now (they are started again by the next pass)."""
         if self._it is not None:
-            _shutdown(self._it)
+            shutdown_workers(self._it)  # stops the workers now
         self._it = self._dl = None
         self.dataset.control = None
         if self._registry is not None:
             self._registry.clear()  # waits for the device: no copy may still read a buffer
-        self._held, self._leases, self._rest = {}, {}, {}
+        self._buffers.clear()
         self.dataset.batch_arena = None  # unmapped once the workers are gone and nothing uses it
 
     def state_dict(self) -> dict[str, Any]:
         """Position mid-epoch; restoring it makes the next iteration continue exactly there.
 
         Schema: ``{"version": 1, "epoch": int, "position": batches of this epoch already
-        given to the consumer, "dataset": StreamingDataset.state_dict(...)}``.
+        given to the consumer, "dataset": StreamingDataset.state_dict(...)}``. A loader
+        resumed with another batch size counts ``position`` in its own batches.
         """
         workers = max(1, self.num_workers)
         ds = self.dataset.state_dict(delivered=self._delivered, num_workers=workers)
@@ -349,7 +282,10 @@ class LoffLoader:
             raise ValueError(f"unsupported loader state version {state.get('version')!r}")
         self.dataset.load_state_dict(dict(state["dataset"]))
         self.epoch, self._epoch_set = int(state["epoch"]), True
-        self._offset, self._delivered = int(state["position"]), 0
+        # the batches already done, counted in this loader's batch size (the state may count
+        # another one): the epoch's batches less those its rest makes
+        rest = len(self.dataset.worker_plan(0, 1).batch_sizes)
+        self._offset, self._delivered = len(self) - rest, 0
 
     # -- pipeline steps -------------------------------------------------------------------
 
@@ -363,59 +299,16 @@ class LoffLoader:
             self._offset = 0
         self._epoch_set = False
 
-    def _build_augmenter(self, backend: str):
-        from loffdata.augment import Augmenter
-
-        stats = None if self.manifest is None else self.manifest.stats
-        mean = None if stats is None else stats.mean.tolist()
-        std = None if stats is None else stats.std.tolist()
-        return Augmenter(
-            self.spec, backend=backend, device=self.device, seed=self.seed, mean=mean, std=std
-        )
-
     def _release_flags(self) -> torch.Tensor:
         """Shared flags through which batch buffers are handed back to the workers."""
-        window = window_size(self.dataset.config.shuffle_buffer, self.dataset.batch_size)
-        slots = pool_slots(window, self.dataset.batch_size, self.prefetch_factor)
-        return torch.zeros(max(1, self.num_workers), slots, dtype=torch.int32).share_memory_()
+        return release_flags(self.dataset, self.num_workers, self.prefetch_factor)
 
-    def _lease(self, batch: LoadedBatch) -> None:
-        """Keeps a pooled batch until nothing but the loader refers to it (and, on CUDA, until
-        the copy that reads it is done)."""
-        slot = batch.slot
-        if slot is None:
-            return
-        if self.dataset.send_by_reference:  # keeps the mapping, so the buffer is not mapped again
-            self._hold(
-                slot, batch.tensors
-            )  # (the pin thread's copies are never sent again: not kept)
-        batch.lease(lambda name: self._at_rest(slot, name))
-        self._leases[slot] = batch
-
-    def _hold(self, slot: tuple[int, int], host: dict[str, torch.Tensor]) -> None:
-        """Keeps a pooled batch mapped; a buffer it replaces is unregistered before it goes."""
-        old = self._held.get(slot)
-        if old is not None and old.get("features") is not host.get("features") and self._registry:
-            self.gpu.synchronize()  # rare: the worker made a new pool
-            self._registry.forget(old.values())
-        self._held[slot] = host
-
-    def _at_rest(self, slot: tuple[int, int], name: str) -> int:
-        """Use count of a pooled tensor that nothing outside the loader uses: one tensor when
-        it came from a worker process; whatever the pool holds itself when the pool lives in
-        this process (``num_workers=0``)."""
-        if (*slot, name) in self._rest:  # a slot of the arena, held since the fork
-            return self._rest[slot[0], slot[1], name]
-        pool = self.dataset._pool if self.num_workers == 0 else None
-        buf = pool.buffers.get(slot[1]) if pool is not None else None
-        return self._baseline if buf is None else buf.rest_counts.get(name, self._baseline)
-
-    def _return_leases(self) -> None:
-        """Hands buffers back to their workers once no tensor outside the loader uses them."""
-        for slot, batch in list(self._leases.items()):
-            if batch.releasable(self.gpu):
-                self._flags[slot[0], slot[1]] = 0
-                del self._leases[slot]
+    def _lend(self, batch: LoadedBatch) -> None:
+        """Keeps a pooled batch on lease until the consumer and the copy are done with it."""
+        local_pool = self.dataset._pool if self.num_workers == 0 else None
+        self._buffers.lend(
+            batch, by_reference=self.dataset.send_by_reference, local_pool=local_pool
+        )
 
     def _dataloader(self) -> DataLoader:
         workers = self.num_workers
@@ -426,7 +319,7 @@ class LoffLoader:
             pin_memory=self._transfer == "pin-thread" and self.gpu.pin_thread,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self._persistent,
-            collate_fn=_as_is,
+            collate_fn=_whole_batch,
         )
 
     def _batches(self, it: Iterator[Any]) -> Iterator[Batch | BatchWithExtras]:
@@ -440,7 +333,7 @@ class LoffLoader:
                 return
             loaded, payload = got
             batch = self._finish(loaded, payload)
-            self._lease(loaded)
+            self._lend(loaded)
             del got, loaded, payload
             self.stats.wait_s += time.perf_counter() - t0
             yield batch
@@ -457,11 +350,8 @@ class LoffLoader:
                 if died is err:
                     raise
                 raise died from err
-            yield self._resolve(host)
-
-    def _resolve(self, host: dict[str, Any]) -> LoadedBatch:
-        """A worker's batch (or its reference to a pooled buffer this loader holds) -> the batch."""
-        return LoadedBatch.from_worker(host, self._held)
+            # a worker's batch, or its reference to a pooled buffer this loader keeps mapped
+            yield LoadedBatch.from_worker(host, self._buffers.mapped)
 
     def _device_batches(self, hosts: Iterator[LoadedBatch]) -> Iterator[tuple[LoadedBatch, dict]]:
         """Copies batch k+1 to the device on a side stream while batch k is being used."""
@@ -474,7 +364,7 @@ class LoffLoader:
     def _finish(self, loaded: LoadedBatch, b: dict[str, torch.Tensor]) -> Batch | BatchWithExtras:
         """The delivered batch, from the device payload ``b`` (labels checked on the host)."""
         if self.spec is not None and self.spec.mixing:
-            _check_mixing_labels(loaded.payload["label"], loaded.keys, self.spec.num_classes)
+            check_mixing_labels(loaded.payload["label"], loaded.keys, self.spec.num_classes)
         x = b["features"]
         if x.dtype == torch.int8:
             x = x.to(torch.float32) * b["scale"].to(torch.float32)[:, :, None, None]
@@ -486,59 +376,23 @@ class LoffLoader:
         if self._augmenter is not None:
             x, y = self._augmenter(x, y, indices=loaded.indices.numpy(), epoch=self.epoch)
             x = x.to(self.dtype)
-        x, y = _alias(x, b["features"]), _alias(y, b["label"])
-        names = {
-            "keys": [k for k in loaded.keys for _ in range(self.views)]
-            if self.views > 1
-            else loaded.keys,
-            "indices": self._repeat(loaded.indices.clone()),
-        }
-        if not self.return_extras:
-            return Batch(x, y, **names)
-        extras = {k: _alias(self._repeat(b[k]), b[k]) for k in self.dataset.shards.extras}
-        return BatchWithExtras(x, y, extras, **names)
-
-    def _repeat(self, t: torch.Tensor) -> torch.Tensor:
-        return t.repeat_interleave(self.views, dim=0) if self.views > 1 else t
+        extras = self.dataset.shards.extras if self.return_extras else None
+        return delivered_batch(loaded, x, y, b, views=self.views, extras=extras)
 
     def _log(self) -> None:
         if self.log_every and self.stats.batches % self.log_every == 0:
             _log.info("loffdata epoch %d: %s", self.epoch, self.stats)
 
 
-def _check_mixing_labels(y: torch.Tensor, keys: list[str], num_classes: int) -> None:
-    """Mixup/cutmix need a label for every sample: checked on the host copy of the batch,
-    before the labels reach the device (where ``one_hot`` would fail with a device assert).
-
-    Raises:
-        ValueError: naming the keys of the unlabelled or out-of-range samples.
-    """
-    bad = (y < 0) | (y >= num_classes)
-    if bool(bad.any()):
-        keys = [k for k, b in zip(keys, bad.tolist()) if b][:5]
-        raise ValueError(
-            f"mixup/cutmix need a label in [0, {num_classes}) for every sample; {int(bad.sum())} samples "
-            f"of this batch have none or another (label -1 = unlabelled), e.g. keys {keys}; "
-            "use a preset without mixing for unlabelled data"
-        )
-
-
-def _alias(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-    """``t``, as a tensor object of its own if it is the batch ``buffer`` itself.
-
-    Handing out the loader's own tensor object would hide the consumer's use of a pooled
-    buffer; a separate view counts in the storage's use count, which :meth:`_return_leases`
-    watches.
-    """
-    return t.view(t.shape) if t is buffer else t
-
-
-def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+def _whole_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """The DataLoader's collate step: batches come whole from the dataset (the default,
     ``default_convert``, would walk every key of every batch)."""
     return batch
 
 
-def _shutdown(it: Any) -> None:
-    """Stops DataLoader workers now (on break, exception or normal end)."""
-    shutdown_workers(it)
+#: The keyword settings of LoffLoader, each overriding the LoaderConfig field of its name.
+_SETTINGS = frozenset(
+    p.name
+    for p in inspect.signature(LoffLoader.__init__).parameters.values()
+    if p.kind is p.KEYWORD_ONLY and p.default is UNSET
+)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from loffdata.compat import worker_processes
 from loffdata.errors import WorkerDiedError
 
 __all__ = [
@@ -55,7 +56,7 @@ def defer_sigchld() -> None:
 def dead_workers(it: Any, wait_s: float = 0.0) -> list[tuple[int, int]]:
     """``(pid, exitcode)`` of the DataLoader iterator's workers that died, waiting up to
     ``wait_s`` for one to be reaped (a negative exit code is the signal number)."""
-    workers = list(getattr(it, "_workers", []) or [])
+    workers = worker_processes(it)
     deadline = time.monotonic() + wait_s
     while True:
         dead = [(w.pid, w.exitcode) for w in workers if w.exitcode not in (None, 0)]

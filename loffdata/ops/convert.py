@@ -1,13 +1,11 @@
 """Deriving a cache from a cache: pool, crop, change dtype, select extras, re-shard.
 
-A pooled or int8 variant of a feature cache is a pure function of the stored features, so
-it needs no foundation model: ``loffdata convert SRC DST --pool 2 --dtype int8``. The
-source is read sequentially, shard by shard (local, HTTP, S3, any fsspec URL), each sample
-is transformed in float32 (crop, then integer-factor average pooling, as
-``torch.nn.functional.avg_pool2d`` in floor mode), and written with
-:class:`~loffdata.format.writer.ShardWriter` (its storage conversion: int8 is the codec's
-per-channel quantisation). Channel statistics are recomputed from the converted features
-(before storage conversion, like extraction) and the manifest is written last.
+A pooled or int8 variant of a feature cache needs no foundation model (``loffdata convert
+SRC DST --pool 2 --dtype int8``, :mod:`loffdata.cli.convert`). The source is read shard by
+shard (any fsspec URL), each sample transformed in float32 (crop, then integer-factor
+average pooling, as ``avg_pool2d`` in floor mode) and written by
+:class:`~loffdata.format.writer.ShardWriter` (int8: the codec's per-channel quantisation).
+Channel statistics are recomputed from the converted features; the manifest comes last.
 
 Output shard ``j`` holds source samples ``[starts[j], starts[j + 1])`` of a plan fixed up
 front (:func:`plan_output`), so a re-run resumes: shards whose record
@@ -24,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.errors import CliError, LoffError
+from loffdata.errors import LoffError
 from loffdata.format import codec
 from loffdata.format.manifest import Manifest
 from loffdata.format.names import check_destination, check_prefix
@@ -32,7 +30,7 @@ from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.redact import redact_json_text, redact_text
-from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
+from loffdata.storage.remote import RetryConfig, filesystem, open_shard
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 from loffdata.util import write_json
@@ -43,7 +41,6 @@ __all__ = [
     "convert",
     "convert_features",
     "plan_output",
-    "command",
     "RECORD_DIR",
 ]
 
@@ -99,7 +96,8 @@ class ConvertConfig:
             len(self.crop) != 4 or min(self.crop[2:]) < 1 or min(self.crop[:2]) < 0
         ):
             raise ValueError(
-                f"crop must be (top, left, height, width) with height, width >= 1, got {self.crop!r}"
+                "crop must be (top, left, height, width) with height, width >= 1, "
+                f"got {self.crop!r}"
             )
         for name in ("max_samples", "max_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -141,13 +139,6 @@ def plan_output(counts: Sequence[int], per_shard: int | None) -> list[int]:
 # -- reading --------------------------------------------------------------------------
 
 
-def _open(url: str, options: dict[str, Any], retry: RetryConfig):
-    if is_local(url):
-        return open_shard(url)
-    fs, path = filesystem(url, options, retry)
-    return open_shard(url, fs=fs, path=path, retry=retry)
-
-
 def _read_range(
     shards: ShardSet, lo: int, hi: int, options: dict[str, Any], retry: RetryConfig
 ) -> Iterator[Sample]:
@@ -157,7 +148,7 @@ def _read_range(
     s = int(np.searchsorted(starts, lo, side="right") - 1)
     while s < len(shards.urls) and starts[s] < hi:
         url, pos = shards.urls[s], int(starts[s])
-        with _open(url, options, retry) as f:
+        with open_shard(url, retry=retry, storage_options=options) as f:
             for key, members in iter_sample_members(f, shard=url):
                 if pos >= hi:
                     break
@@ -166,7 +157,8 @@ def _read_range(
                 pos += 1
         if pos < min(hi, int(starts[s + 1])):
             raise LoffError(
-                f"shard {url!r} ended after {pos - int(starts[s])} samples, manifest says {shards.counts[s]}"
+                f"shard {url!r} ended after {pos - int(starts[s])} samples, "
+                f"manifest says {shards.counts[s]}"
             )
         s += 1
 
@@ -187,6 +179,10 @@ class _Run:
     fs: Any = None
     root: str = ""
 
+    @property
+    def out_dtype(self) -> str:
+        return self.config.dtype or self.manifest.features.dtype
+
     def record_path(self, j: int) -> str:
         return f"{self.root}/{RECORD_DIR}/{shard_name(self.config.prefix, j)[:-4]}.json"
 
@@ -199,10 +195,6 @@ class _Run:
         }
 
 
-def _write_json(fs: Any, path: str, obj: Any) -> None:
-    write_json(path, obj, fs=fs)  # atomic on local disk, secrets redacted
-
-
 def _remove_stale(run: _Run, pending: list[int]) -> None:
     """Deletes temporary files a crashed run left for the shards about to be written."""
     names = {f".{shard_name(run.config.prefix, j)}.tmp-" for j in pending}
@@ -212,15 +204,6 @@ def _remove_stale(run: _Run, pending: list[int]) -> None:
             run.fs.rm(path)
 
 
-def _read_json(fs: Any, path: str) -> Any:
-    with fs.open(path, "r") as f:
-        return json.load(f)
-
-
-def _out_dtype(run: _Run) -> str:
-    return run.config.dtype or run.manifest.features.dtype
-
-
 def _per_shard(run: _Run) -> int | None:
     """Samples per output shard: ``max_samples``, lowered to fit ``max_bytes``."""
     cfg, per = run.config, run.config.max_samples
@@ -228,12 +211,9 @@ def _per_shard(run: _Run) -> int | None:
         return per
     first = next(_read_range(run.shards, 0, 1, run.src_options, run.retry))
     feats, extras = run.sample(first)
-    size = sum(
-        512 + -(-len(b) // 512) * 512
-        for _, b in encode_sample(
-            first.key, feats, label=first.label, extras=extras, dtype=_out_dtype(run)
-        )
-    )
+    dtype = run.out_dtype
+    members = encode_sample(first.key, feats, label=first.label, extras=extras, dtype=dtype)
+    size = sum(512 + -(-len(b) // 512) * 512 for _, b in members)  # tar header + padded payload
     by_bytes = max(1, cfg.max_bytes // size)
     return by_bytes if per is None else min(per, by_bytes)
 
@@ -250,16 +230,17 @@ def _fingerprint(run: _Run, starts: list[int]) -> dict[str, Any]:
 def _check_previous(run: _Run, fingerprint: dict[str, Any], overwrite: bool) -> None:
     path = f"{run.root}/{RECORD_DIR}/config.json"
     if run.fs.exists(path):
-        previous = _read_json(run.fs, path)
+        previous = json.loads(run.fs.cat_file(path))
         if previous == json.loads(redact_json_text(json.dumps(fingerprint))):
             return
         if not overwrite:
             raise LoffError(
-                f"{run.dst!r} holds a conversion with other settings or another source; pass --overwrite (overwrite=True in Python) to replace it"
+                f"{run.dst!r} holds a conversion with other settings or another source; "
+                "pass --overwrite (overwrite=True in Python) to replace it"
             )
         run.fs.rm(f"{run.root}/{RECORD_DIR}", recursive=True)
     run.fs.makedirs(f"{run.root}/{RECORD_DIR}", exist_ok=True)
-    _write_json(run.fs, path, fingerprint)
+    write_json(path, fingerprint, fs=run.fs)  # atomic on local disk, secrets redacted
 
 
 def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
@@ -267,7 +248,7 @@ def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
         prefix=run.config.prefix,
         max_samples=hi - lo + 1,
         max_bytes=1 << 62,
-        dtype=_out_dtype(run),
+        dtype=run.out_dtype,
         start_index=j,
         nonfinite=run.config.nonfinite,
     )
@@ -276,11 +257,11 @@ def _write_shard(run: _Run, j: int, lo: int, hi: int, bar: Any) -> None:
             feats, extras = run.sample(s)
             writer.write(s.key, feats, label=s.label, extras=extras)
             bar.update(1)
-    _write_json(run.fs, run.record_path(j), writer.record())
+    write_json(run.record_path(j), writer.record(), fs=run.fs)
 
 
 def _finish(run: _Run, num_shards: int) -> Manifest:
-    records = [_read_json(run.fs, run.record_path(j)) for j in range(num_shards)]
+    records = [json.loads(run.fs.cat_file(run.record_path(j))) for j in range(num_shards)]
     source = {
         **run.manifest.source,
         "converted_from": redact_text(run.src),
@@ -307,7 +288,8 @@ def _check_fit(run: _Run) -> None:
     if len(shape) != 3:
         if cfg.crop is not None or cfg.pool > 1:
             raise ConfigMismatch(
-                f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, {run.src!r} has {list(shape)}"
+                f"{'crop' if cfg.crop else 'pool'}: needs (C, H, W) features, "
+                f"{run.src!r} has {list(shape)}"
             )
         return
     grid = [int(shape[1]), int(shape[2])]
@@ -315,7 +297,8 @@ def _check_fit(run: _Run) -> None:
         top, left, h, w = cfg.crop
         if top + h > grid[0] or left + w > grid[1]:
             raise ConfigMismatch(
-                f"crop {','.join(map(str, cfg.crop))} does not fit the {grid[0]}x{grid[1]} grid of {run.src!r}"
+                f"crop {','.join(map(str, cfg.crop))} does not fit the "
+                f"{grid[0]}x{grid[1]} grid of {run.src!r}"
             )
         grid = [h, w]
     if cfg.pool > min(grid):
@@ -347,127 +330,48 @@ def convert(
         LoffError: if ``dst`` holds a conversion with other settings (unless ``overwrite``),
             or the source is unreadable (naming the shard and sample key).
     """
-    from tqdm.auto import tqdm
-
     cfg, retry = config or ConvertConfig(), retry or RetryConfig()
-    src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     src, dst = str(src).rstrip("/"), str(dst).rstrip("/")
     check_destination(
         posixpath.dirname(src) if src.endswith(".json") else src, dst, both_ways=overwrite
     )
-    manifest = load_manifest(src, src_options, retry)
-    run = _Run(
-        src,
-        dst,
-        cfg,
-        manifest,
-        resolve_source(src, src_options, retry),
-        src_options,
-        dst_options,
-        retry,
-    )
-    _check_fit(run)
-    run.fs, run.root = filesystem(dst, dst_options, retry)
-    run.root = run.root.rstrip("/")
+    run = _start(src, dst, cfg, dict(src_options or {}), dict(dst_options or {}), retry)
     starts = plan_output(run.shards.counts, _per_shard(run))
     if starts[-1] == 0:
         raise LoffError(f"{src!r} holds no samples")
     _check_previous(run, _fingerprint(run, starts), overwrite)
+    _write_pending(run, starts, progress)
+    return _finish(run, len(starts) - 1)
+
+
+def _start(
+    src: str, dst: str, cfg: ConvertConfig, src_options: dict, dst_options: dict, retry: RetryConfig
+) -> _Run:
+    """The run: the source's manifest and shards, checked against ``cfg``; the output's fs."""
+    manifest = load_manifest(src, src_options, retry)
+    shards = resolve_source(src, src_options, retry)
+    run = _Run(src, dst, cfg, manifest, shards, src_options, dst_options, retry)
+    _check_fit(run)
+    run.fs, run.root = filesystem(dst, dst_options, retry)
+    run.root = run.root.rstrip("/")
+    return run
+
+
+def _write_pending(run: _Run, starts: list[int], progress: bool) -> None:
+    """Writes every output shard without a record (the others are complete), with a bar."""
+    from tqdm.auto import tqdm
+
     pending = [j for j in range(len(starts) - 1) if not run.fs.exists(run.record_path(j))]
     _remove_stale(run, pending)
-    done = sum(starts[j + 1] - starts[j] for j in range(len(starts) - 1)) - sum(
-        starts[j + 1] - starts[j] for j in pending
-    )
-    with tqdm(
+    done = starts[-1] - sum(starts[j + 1] - starts[j] for j in pending)
+    bar = tqdm(
         total=starts[-1],
         initial=done,
         unit="sample",
         desc="convert",
         disable=not progress,
         dynamic_ncols=True,
-    ) as bar:
+    )
+    with bar:
         for j in pending:
             _write_shard(run, j, starts[j], starts[j + 1], bar)
-    return _finish(run, len(starts) - 1)
-
-
-def command(
-    src: str,
-    dst: str,
-    *,
-    pool: int = 1,
-    crop: tuple[int, int, int, int] | None = None,
-    dtype: str | None = None,
-    extras: str = "all",
-    max_samples: int | None = None,
-    max_bytes: int | None = None,
-    prefix: str = "shard",
-    overwrite: bool = False,
-    quiet: bool = False,
-    endpoint_url: str | None = None,
-    nonfinite: str = "refuse",
-) -> None:
-    """Derives a dataset from a dataset: pool, crop, change dtype, select extras, re-shard.
-
-    Example: ``loffdata convert SRC DST --pool 2 --dtype int8``. Every value is checked
-    against the source's manifest before anything is written; re-running resumes.
-
-    Args:
-        src: source dataset directory or manifest URL (local, http(s)://, s3://).
-        dst: destination directory or URL (any fsspec URL).
-        pool: average-pool the feature map by this integer factor (floor mode, as avg_pool2d).
-        crop: top,left,height,width in the source grid, applied before pooling
-            (``--crop 0,0,32,32`` or ``--crop [0,0,32,32]``).
-        dtype: storage dtype of the output: float32, float16, bfloat16 or int8; default: the
-            source's.
-        extras: comma-separated names of the extra tensors to keep; ``all`` keeps every one,
-            ``none`` drops all.
-        max_samples: most samples per output shard (default: the source's shard boundaries).
-        max_bytes: most bytes per output shard.
-        prefix: output shard name prefix.
-        overwrite: replace an existing conversion with other settings at DST (a switch:
-            ``--overwrite``).
-        quiet: no progress bar.
-        endpoint_url: an S3-compatible store's endpoint, used at both ends.
-        nonfinite: what to do with NaN/infinite features: ``refuse`` (an error naming the
-            sample) or ``zero`` (stored as 0).
-    """
-    cfg = _cli_config(
-        pool=pool,
-        crop=crop,
-        dtype=dtype,
-        extras=extras,
-        max_samples=max_samples,
-        max_bytes=max_bytes,
-        prefix=prefix,
-        nonfinite=nonfinite,
-    )
-    options = {} if endpoint_url is None else {"client_kwargs": {"endpoint_url": endpoint_url}}
-    try:
-        m = convert(
-            src,
-            dst,
-            cfg,
-            src_options=options,
-            dst_options=options,
-            overwrite=overwrite,
-            progress=not quiet,
-        )
-    except ConfigMismatch as err:
-        raise CliError(f"--{err}") from None
-    print(
-        f"wrote {m.num_samples} samples in {len(m.shards)} shards to {dst}: {m.features.dtype}{list(m.features.shape)}"
-    )
-
-
-def _cli_config(*, extras: str, **values: Any) -> ConvertConfig:
-    """The :class:`ConvertConfig` of the command's flags, or a :class:`CliError` naming the flag."""
-    keep = {"all": None, "none": ()}.get(
-        extras.lower(), tuple(x.strip() for x in extras.split(",") if x.strip())
-    )
-    if keep == () and extras.lower() != "none":
-        raise CliError(f"--extras {extras!r}: expected comma-separated names, 'all' or 'none'")
-    try:
-        return ConvertConfig(extras=keep, **values)
-    except (TypeError, ValueError) as err:
-        raise CliError(f"--{err}") from None

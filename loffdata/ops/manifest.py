@@ -138,6 +138,16 @@ def _read_shard(
     return ShardInfo(name=name, samples=count, bytes=f.count, sha256=f.sha.hexdigest())
 
 
+def _read_shards(
+    root: str, names: list[str], specs: _Specs, progress: bool, storage_options: dict[str, Any]
+) -> list[ShardInfo]:
+    """Every shard read once, in order, its samples added to ``specs``, with a bar."""
+    from tqdm.auto import tqdm
+
+    with tqdm(unit="sample", desc="manifest", disable=not progress, dynamic_ncols=True) as bar:
+        return [_read_shard(f"{root}/{n}", n, specs, bar, storage_options) for n in names]
+
+
 def build_manifest(
     source: str,
     *,
@@ -159,14 +169,10 @@ def build_manifest(
             from the first one's specs.
         ManifestError: no shards, or labels outside the class names.
     """
-    from tqdm.auto import tqdm
-
     so = dict(storage_options or {})
     root, names = find_shards(source, **so)
-    specs, shards = _Specs(), []
-    with tqdm(unit="sample", desc="manifest", disable=not progress, dynamic_ncols=True) as bar:
-        for name in names:
-            shards.append(_read_shard(f"{root}/{name}", name, specs, bar, so))
+    specs = _Specs()
+    shards = _read_shards(root, names, specs, progress, so)
     if specs.features is None:
         raise ManifestError(f"the shards at {source!r} hold no samples")
     manifest = Manifest.from_records(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loffdata.compat import storage_use_count
+from loffdata.compat import new_shared_storage, storage_use_count
 from loffdata.format import codec
 from loffdata.format.sample import Sample
 from loffdata.stream.plan import WorkerPlan
@@ -30,13 +30,7 @@ __all__ = [
     "window_batches",
     "pool_slots",
     "reads_randomly",
-    "use_count",
 ]
-
-
-def use_count(t: torch.Tensor) -> int | None:
-    """Number of tensors (views included) using ``t``'s storage (``None``: torch cannot tell)."""
-    return storage_use_count(t)
 
 
 def _numpy_view(t: torch.Tensor) -> np.ndarray:
@@ -75,7 +69,7 @@ class BatchBuffer:
         self._row_size = self.tensors["features"][0].nbytes if size else 0
         self._data_ptr = self.tensors["features"].data_ptr()
         #: use counts of the tensors while only this buffer holds them (views included)
-        self.rest_counts = {k: use_count(t) for k, t in self.tensors.items()}
+        self.idle_counts = {k: storage_use_count(t) for k, t in self.tensors.items()}
 
     def _in_row(self, feats: np.ndarray, i: int) -> bool:
         """Whether ``feats`` is row ``i`` itself (read straight into it)."""
@@ -97,7 +91,7 @@ class BatchBuffer:
         nbytes = max(
             1, int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
         )
-        storage = torch.UntypedStorage._new_shared(nbytes)
+        storage = new_shared_storage(nbytes)
         self.tensors[name] = torch.empty(0, dtype=dt).set_(storage, 0, shape)
 
     def put(self, i: int, gid: int, sample: Sample) -> None:

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from loffdata.compat import strip_protocol
 from loffdata.errors import SampleError, ShardReadError
 from loffdata.format.sample import (
     FEATURES_SUFFIX,
@@ -403,7 +404,7 @@ class SampleReader:
         if protocol not in self.fs:
             self.fs[protocol] = filesystem(url, self.context.storage_options, self.context.retry)
         fs = self.fs[protocol][0]
-        return fs, fs._strip_protocol(url)
+        return fs, strip_protocol(fs, url)
 
     def close(self) -> None:
         self.remote.close()

@@ -10,7 +10,7 @@ import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from loffdata.format.manifest import Manifest, TensorSpec
 from loffdata.format.names import first_duplicate, is_dot_file, url_identity
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
-from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard
+from loffdata.storage.remote import RetryConfig, open_shard
 from loffdata.stream import discover
 from loffdata.stream.discover import load_manifest
 from loffdata.stream.indexes import ShardIndexes
@@ -168,7 +168,7 @@ def _from_sibling_manifest(
 def _scan(urls: list[str], options: dict[str, Any], retry: RetryConfig) -> ShardSet:
     counts, first = [], None
     for url in urls:
-        with _open_any(url, options, retry) as f:
+        with open_shard(url, retry=retry, storage_options=options) as f:
             n = 0
             for key, members in iter_sample_members(f, shard=url):
                 first = first or decode_sample(key, members, shard=url)
@@ -179,13 +179,6 @@ def _scan(urls: list[str], options: dict[str, Any], retry: RetryConfig) -> Shard
     extras = {k: TensorSpec(tuple(v.shape), _dtype_name(v)) for k, v in first.extras.items()}
     spec = TensorSpec(tuple(first.features.shape), _dtype_name(first.features), "CHW")
     return ShardSet(urls, counts, [None] * len(urls), spec, extras)
-
-
-def _open_any(url: str, options: dict[str, Any], retry: RetryConfig) -> BinaryIO:
-    if is_local(url):
-        return open_shard(url)
-    fs, path = filesystem(url, options, retry)
-    return open_shard(url, fs=fs, path=path, retry=retry)
 
 
 def _dtype_name(x: Any) -> str:

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loffdata import defaults
 from loffdata.stream.config import StreamConfig
+from loffdata.util import check_int
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -122,19 +124,19 @@ class TrainConfig:
     num_heads: int | None = None
     norm: str = "batch"
     drop_path_rate: float = 0.0
-    probe: bool = True
-    probe_lr_scale: float = 10.0
+    probe: bool = defaults.PROBE
+    probe_lr_scale: float = defaults.PROBE_LR_SCALE
     augment: Any = "loffta"
-    num_workers: int = 0
+    num_workers: int = defaults.NUM_WORKERS
     optimizer: str = "adamw"
-    batch_size: int = 64
+    batch_size: int = defaults.BATCH_SIZE
     epochs: int = 5
     lr: float = 1e-3
     min_lr: float = 1e-6
     warmup_epochs: float = 1
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    device: str = "auto"
+    device: str = defaults.DEVICE
     amp: str = "none"
     seed: int = 0
     out: str = "out/train"
@@ -143,7 +145,7 @@ class TrainConfig:
     progress: bool = True
     log: str = "jsonl"
     stream: StreamConfig = field(default_factory=StreamConfig)
-    views: int = 1
+    views: int = defaults.VIEWS
     distill_weight: float = 0.0
     temperature: float = 1.0
     multiscale: dict[str, Any] | None = None
@@ -165,8 +167,7 @@ class TrainConfig:
         if self.amp not in ("bf16", "none"):
             raise ValueError(f"amp must be 'bf16' or 'none', got {self.amp!r}")
         for name in ("batch_size", "epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+            check_int(self, name, 1)
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if self.predictions and not str(self.predictions).lower().endswith((".csv", ".jsonl")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from loffdata.devices import resolve_cuda
+from loffdata.devices import resolve_auto, resolve_cuda
 from loffdata.hints import check_device
 from loffdata.train.config import TrainConfig
 from loffdata.util import DistContext
@@ -20,9 +20,7 @@ Dist = DistContext
 def resolve_device(config: TrainConfig) -> torch.device:
     """The run's device; plain ``cuda`` by the one device rule (:mod:`loffdata.devices`:
     ``LOCAL_RANK % device_count()``), made the current device."""
-    kind = config.device
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = resolve_auto(config.device)
     check_device(kind)  # a clear error where CUDA is missing, before an index is chosen
     device = resolve_cuda(kind)
     if device.type == "cuda":

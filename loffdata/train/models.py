@@ -11,11 +11,11 @@ foundation model. Two kinds are provided, built by :func:`create_classifier`:
   enough for tests and CPU demos (pass ``depth=12`` for the real DeiT-Ti).
 * ``linear``: :class:`LinearProbe`, global average pool -> norm -> ``Linear(C, classes)``.
 
-The *probe path* (``probe=True``, the recipe's default) adds a :class:`LinearProbe` on the
-raw features as a second head: in training each head gets its own cross-entropy (the
-forward returns both, stacked), so each trains as it would alone, and the classifier keeps
-a running mean of each head's training loss (:meth:`LoffClassifier.track_heads`, called by
-the recipe's loop). It predicts with the head whose running training loss is lower (both
+The *probe path* (``probe=True``, the default, :data:`loffdata.defaults.PROBE`) adds a
+:class:`LinearProbe` on the raw features as a second head: in training each head gets its
+own cross-entropy (the forward returns both, stacked), so each trains as it would alone,
+and the classifier keeps a running mean of each head's training loss
+(:meth:`LoffClassifier.track_heads`, called by the recipe's loop). It predicts with the head whose running training loss is lower (both
 summed until a loss is known). The probe, with its own, larger learning rate
 (``probe_lr_scale``, see :func:`loffdata.train.utils.param_groups`), carries a short run on
 a small cache, where a transformer from scratch is still near chance; the transformer takes
@@ -36,7 +36,7 @@ are available. Soft labels (mixup/cutmix) are a matter of the loss
 
 Example::
 
-    model = create_classifier("deit_s", in_chans=768, grid=16, num_classes=1000)
+    model = create_classifier("deit_s", in_chans=768, grid=16, num_classes=1000, probe=False)
     logits = model(features)  # features: (N, 768, H, W), any float dtype, any H, W
 """
 
@@ -49,6 +49,8 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+
+from loffdata import defaults
 
 __all__ = [
     "KINDS",
@@ -104,8 +106,8 @@ class ClassifierConfig:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     global_pool: str = "token"
-    probe: bool = False
-    probe_lr_scale: float = 10.0
+    probe: bool = defaults.PROBE
+    probe_lr_scale: float = defaults.PROBE_LR_SCALE
 
     def __post_init__(self) -> None:
         _validate(self)

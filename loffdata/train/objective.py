@@ -39,39 +39,39 @@ def recipe_loss(
     Raises:
         ValueError: ``distill_weight > 0`` without a ``logits`` extra in ``extras``.
     """
-    if (
-        logits.dim() == 3
-    ):  # the probe path's heads (LoffClassifier in training): each on its own loss
-        losses = [
-            recipe_loss(
-                head,
-                labels,
-                extras,
-                views=views,
-                label_smoothing=label_smoothing,
-                distill_weight=distill_weight,
-                temperature=temperature,
-            )
-            for head in logits
-        ]
+    options = dict(
+        views=views,
+        label_smoothing=label_smoothing,
+        distill_weight=distill_weight,
+        temperature=temperature,
+    )
+    if logits.dim() == 3:  # the probe path's heads (LoffClassifier in training): a loss each
+        losses = [recipe_loss(head, labels, extras, **options) for head in logits]
         if head_losses is not None:
             head_losses.extend(losses)
         return torch.stack(losses).mean()
     rows = per_row_loss(logits, labels, label_smoothing=label_smoothing)
     if distill_weight > 0:
-        if not extras or LOGITS_EXTRA not in extras:
-            raise ValueError(
-                "distill_weight > 0 needs the 'logits' extra: write the dataset with --teacher"
-            )
-        probs = teacher_probs(
-            extras[LOGITS_EXTRA],
-            extras.get(INDEX_EXTRA),
-            num_classes=logits.shape[1],
-            temperature=temperature,
-        )
-        kd = distill_rows(logits, probs, temperature=temperature)
+        kd = _distill(logits, extras, temperature=temperature)
         rows = (1.0 - distill_weight) * rows + distill_weight * kd
     return view_averaged_loss(rows, views=views)
+
+
+def _distill(
+    logits: torch.Tensor, extras: Mapping[str, torch.Tensor] | None, *, temperature: float
+) -> torch.Tensor:
+    """Per-row distillation term against the teacher logits stored in ``extras``."""
+    if not extras or LOGITS_EXTRA not in extras:
+        raise ValueError(
+            "distill_weight > 0 needs the 'logits' extra: write the dataset with --teacher"
+        )
+    probs = teacher_probs(
+        extras[LOGITS_EXTRA],
+        extras.get(INDEX_EXTRA),
+        num_classes=logits.shape[1],
+        temperature=temperature,
+    )
+    return distill_rows(logits, probs, temperature=temperature)
 
 
 def check_objective(*, views: int, distill_weight: float, temperature: float) -> None:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from loffdata import defaults
+from loffdata.devices import resolve_auto
 from loffdata.format.codec import Quantized
 from loffdata.format.logits import encode_logits
 from loffdata.format.manifest import Manifest
@@ -56,14 +58,28 @@ def _with_logits(batch: list[Sample], model: nn.Module, topk: int | None, device
         )
 
 
+def _rows(
+    samples: Iterator[Sample], model: nn.Module, topk: int | None, size: int, device: Any
+) -> Iterator[tuple]:
+    """Each sample's row with its logits, ``size`` samples at a time through ``model``."""
+    batch: list[Sample] = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield from _with_logits(batch, model, topk, device)
+            batch = []
+    if batch:
+        yield from _with_logits(batch, model, topk, device)
+
+
 def reinforce(
     src: str,
     dst: str,
     model: nn.Module,
     *,
     topk: int | None = 10,
-    batch_size: int = 256,
-    device: str = "cpu",
+    batch_size: int = defaults.BATCH_SIZE,
+    device: str = defaults.DEVICE,
     storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Copy the dataset at ``src`` to ``dst`` with ``model``'s logits as the ``logits`` extra.
@@ -74,7 +90,7 @@ def reinforce(
         model: a classifier over the stored feature maps (``(N, C, H, W) -> (N, K)``).
         topk: logits kept per sample (``None``: all ``K``).
         batch_size: samples per forward pass.
-        device: where ``model`` runs.
+        device: where ``model`` runs (``auto``: CUDA where available, else the CPU).
         storage_options: fsspec options of both locations.
 
     Returns:
@@ -82,23 +98,13 @@ def reinforce(
     """
     opts = dict(storage_options or {})
     manifest = Manifest.load(src, **opts)
+    device = resolve_auto(device)
     model = model.eval().to(device)
-
-    def rows() -> Iterator[tuple]:
-        batch: list[Sample] = []
-        for s in _samples(src, manifest, opts):
-            batch.append(s)
-            if len(batch) == batch_size:
-                yield from _with_logits(batch, model, topk, torch.device(device))
-                batch = []
-        if batch:
-            yield from _with_logits(batch, model, topk, torch.device(device))
+    rows = _rows(_samples(src, manifest, opts), model, topk, batch_size, torch.device(device))
 
     source = {**manifest.source, "teacher": {"kind": "feature", "topk": topk}}
     config = WriterConfig(
         max_samples=max((s.samples for s in manifest.shards), default=256),
         dtype=manifest.features.dtype,
     )
-    return write_dataset(
-        dst, rows(), config=config, classes=manifest.classes, source=source, **opts
-    )
+    return write_dataset(dst, rows, config=config, classes=manifest.classes, source=source, **opts)

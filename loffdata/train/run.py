@@ -148,6 +148,21 @@ class Run:
             print(message, flush=True)
 
 
+def _write_config(run: Run, shape: dict[str, Any]) -> None:
+    """``<out>/config.json``: the run's config and what was resolved from it."""
+    loader = run.train_loader
+    resolved = {
+        **shape,
+        "device": str(run.device),
+        "world_size": run.ctx.world_size,
+        "steps_per_epoch": run.steps_per_epoch,
+        "params": count_params(run.model),
+        "augment": None if loader.spec is None else loader.spec.to_dict(),
+        "similarity_search": loader.similarity_search,
+    }
+    write_json(run.out / CONFIG_NAME, {**dataclasses.asdict(run.config), "resolved": resolved})
+
+
 def setup(config: TrainConfig) -> Run:
     """Builds the run (see the module docstring); every check comes before any work."""
     check_log_backend(config.log)
@@ -176,21 +191,7 @@ def setup(config: TrainConfig) -> Run:
         config, ctx, device, model, net, optimizer, train_loader, val_loader, Progress(), out, log
     )
     if ctx.main:
-        write_json(
-            run.out / CONFIG_NAME,
-            {
-                **dataclasses.asdict(config),
-                "resolved": {
-                    **shape,
-                    "device": str(device),
-                    "world_size": ctx.world_size,
-                    "steps_per_epoch": run.steps_per_epoch,
-                    "params": count_params(model),
-                    "augment": None if train_loader.spec is None else train_loader.spec.to_dict(),
-                    "similarity_search": train_loader.similarity_search,
-                },
-            },
-        )
+        _write_config(run, shape)
     return run
 
 

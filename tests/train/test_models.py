@@ -15,7 +15,7 @@ from loffdata.train.models import ClassifierConfig, LinearProbe, LoffClassifier,
 from loffdata.train.objective import recipe_loss
 from loffdata.train.utils import create_optimizer, loss_fn, lr_at, param_groups
 
-SMALL = {"depth": 2}  # deit_t width at depth 2 keeps the ViT tests fast
+SMALL = {"depth": 2, "probe": False}  # deit_t at depth 2 keeps the ViT tests fast; plain ViT
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -42,7 +42,14 @@ def test_deit_s_is_deit_small_and_overrides_apply():
     size = ClassifierConfig(kind="deit_s", in_chans=768, grid=16, num_classes=10).vit_size()
     assert size == {"embed_dim": 384, "depth": 12, "num_heads": 6}
     model = create_classifier(
-        "deit_s", in_chans=32, grid=4, num_classes=3, depth=1, embed_dim=96, num_heads=2
+        "deit_s",
+        in_chans=32,
+        grid=4,
+        num_classes=3,
+        depth=1,
+        embed_dim=96,
+        num_heads=2,
+        probe=False,
     )
     assert isinstance(model, LoffClassifier) and len(model.vit.blocks) == 1
     assert model.vit.embed_dim == 96 and model(torch.randn(2, 32, 4, 4)).shape == (2, 3)
@@ -162,7 +169,7 @@ def test_param_groups_exempt_norms_biases_and_position_embedding():
 def test_probe_path_is_a_second_head_with_its_own_loss_and_learning_rate():
     torch.manual_seed(0)
     model = create_classifier(
-        "deit_t", in_chans=8, grid=4, num_classes=3, probe=True, probe_lr_scale=10.0, **SMALL
+        "deit_t", in_chans=8, grid=4, num_classes=3, **{**SMALL, "probe": True}
     )
     x = torch.randn(5, 8, 4, 4) * 3 + 1
     y = torch.tensor([0, 1, 2, 0, 1])
