@@ -19,6 +19,7 @@ missing (root only); :class:`OriginUnavailable` says why when they cannot be.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -49,11 +50,14 @@ class OriginConfig:
         latency_s: time to first byte of every request (0: no Lua, no wait).
         conn_bytes_per_s: bandwidth of one connection (0: no cap).
         sndbuf: the listening socket's send buffer, small so that the cap holds.
+        access_log: log every request (end time, duration, range, bytes) for
+            :meth:`NginxOrigin.requests`, a timeline of what the client asked and when.
     """
 
     latency_s: float = 0.03
     conn_bytes_per_s: int = 100_000_000
     sndbuf: int = 262_144
+    access_log: bool = False
 
 
 def _nginx() -> str | None:
@@ -109,13 +113,15 @@ def render_config(root: Path, work: Path, port: int, cfg: OriginConfig) -> str:
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    log = f"{work / 'access.log'} timeline" if cfg.access_log else "off"
     return f"""{modules}{user}worker_processes 1;
 daemon off;
 pid {work / "nginx.pid"};
 error_log {work / "error.log"} warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
+  log_format timeline '$msec $request_time $connection $status $bytes_sent $uri $http_range';
+  access_log {log};
 {temps}  sendfile on;
   tcp_nopush on;
   keepalive_requests 100000;
@@ -178,6 +184,19 @@ class NginxOrigin:
                 time.sleep(0.05)  # still binding; polling a start-up, not evidence of speed
         raise OriginUnavailable(f"nginx did not answer on {self.url}")
 
+    def requests(self) -> list[dict]:
+        """The requests served so far (``access_log`` on), each with its start and end
+        (``time.time()`` seconds), connection, status, bytes sent, path and Range header."""
+        path = Path(self._work.name) / "access.log"
+        rows = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            end, dur, conn, status, sent, uri, rng = (line.split(" ", 6) + ["-"])[:7]
+            rows.append(
+                {"start": float(end) - float(dur), "end": float(end), "conn": int(conn)}
+                | {"status": int(status), "bytes": int(sent), "path": uri, "range": rng}
+            )
+        return rows
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -196,7 +215,5 @@ if __name__ == "__main__":
 
     with NginxOrigin(sys.argv[1]) as origin:
         print(f"serving {origin.root} at {origin.url} (Ctrl-C stops)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             origin.proc.wait()  # type: ignore[union-attr]
-        except KeyboardInterrupt:
-            pass

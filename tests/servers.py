@@ -108,6 +108,9 @@ class Faults:
             its answers at once; one that does not waits ``gather_timeout`` seconds, and
             ``peak_in_flight`` shows it. Overlap as a state, not as latency luck.
         gather_timeout: seconds a held request waits for the gate at most.
+        gate_suffix: the files whose GETs the gate holds (``.idx``: sidecars).
+        gate_met: whether the gate opened because ``gather`` requests were in flight
+            (``False``: it gave up waiting).
     """
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
@@ -116,6 +119,8 @@ class Faults:
     replace: dict[str, tuple[int, str]] = field(default_factory=dict)
     gather: int = 0
     gather_timeout: float = 30.0
+    gate_suffix: str = ".tar"
+    gate_met: bool = False
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
@@ -200,14 +205,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _gather(self) -> None:
         """Holds a GET of a shard until ``faults.gather`` requests are in flight (then opens)."""
         srv = self.server
-        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(".tar"):
+        suffix = srv.faults.gate_suffix
+        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(suffix):
             return
         with srv.lock:
             want = srv.faults.gather
-            if want:
+            if want:  # open once enough are in flight; a later waiter then passes too
                 srv.arrived.wait_for(
-                    lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout
+                    lambda: srv.in_flight >= want or not srv.faults.gather,
+                    timeout=srv.faults.gather_timeout,
                 )
+                if srv.faults.gather:
+                    srv.faults.gate_met = srv.in_flight >= want
+                    srv.arrived.notify_all()
                 srv.faults.gather = 0  # reached (or given up) once: every later request passes
 
     def _answer(self, *, head: bool) -> None:

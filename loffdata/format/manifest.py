@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import fsspec
 import numpy as np
 
 from loffdata.errors import ManifestError
@@ -21,7 +20,7 @@ from loffdata.format.names import decode_fully, first_duplicate, is_dot_file, re
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
-from loffdata.safeio import brief, check_inside, loads_json, read_regular
+from loffdata.safeio import brief, check_inside, fetch_remote, loads_json, read_regular
 from loffdata.util import write_json
 
 __all__ = [
@@ -224,8 +223,10 @@ def _check_local_shards(urls: list[str], root: str) -> None:
 def _read_manifest(url: str, storage_options: dict[str, Any]) -> bytes:
     if "://" not in url or url.startswith("file://"):
         return read_regular(url.removeprefix("file://"), limit=MAX_MANIFEST_BYTES, what="manifest")
-    with fsspec.open(url, "rb", **storage_options) as f:
-        return f.read(MAX_MANIFEST_BYTES + 1)
+    got = fetch_remote([url], limit=MAX_MANIFEST_BYTES, **storage_options)[0]  # one GET
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 def manifest_url(url: str) -> str:

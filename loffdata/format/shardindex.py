@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from loffdata.errors import ManifestError, ShardReadError
+from loffdata.safeio import fetch_remote
 
 __all__ = ["INDEX_MAGIC", "ShardIndex", "Keys", "index_name", "read_index", "check_coverage"]
 
@@ -257,10 +258,10 @@ def _map_local(url: str) -> Any:
 
 
 def _fetch(url: str, storage_options: dict[str, Any]) -> bytes:
-    import fsspec
-
-    with fsspec.open(url, "rb", **storage_options) as f:
-        return f.read()
+    got = fetch_remote([url], **storage_options)[0]  # one GET, no size probe
+    if isinstance(got, Exception):
+        raise got if isinstance(got, OSError | ValueError) else OSError(str(got))
+    return got
 
 
 def check_coverage(f: BinaryIO, offsets: np.ndarray, *, shard: str) -> None:

@@ -179,6 +179,7 @@ class SampleReader:
             filesystem=self._filesystem,
             cache=self.cache,
             offsets=offsets,
+            preload=getattr(self.shards.index, "prefetch", None),
         )
         # indexed remote shards read into batches are fetched by sample (their byte ranges)
         # (not with prefetch off: one request per sample, in turn, is slower than streaming)
@@ -245,6 +246,7 @@ class SampleReader:
         shard_ids, locals_ = sample_locations(self.shards.counts, indices)
         if random and destinations and self.indexed is not None:
             missed = yield from self._random(indices, shard_ids, locals_, destinations)
+            self.remote.reached(len(indices))  # plans the byte ranges of the next windows
             indices, shard_ids, locals_ = indices[missed], shard_ids[missed], locals_[missed]
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1
         for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(indices)]):
