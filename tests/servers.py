@@ -54,7 +54,8 @@ PEAK_PATH = "/__peak_in_flight__"
 def make_items(
     n: int, *, shape=(4, 3, 3), offset: int = 0, classes: int = 3, extras: bool = False
 ) -> list[tuple]:
-    """``n`` samples; sample ``i`` has key ``s{i:05d}``, features all equal to ``i``, label ``i % classes``."""
+    """``n`` samples; sample ``i`` has key ``s{i:05d}``, features all equal to ``i``, label
+    ``i % classes``."""
     out = []
     for i in range(offset, offset + n):
         item = (f"s{i:05d}", np.full(shape, i, dtype=np.float32), i % classes)
@@ -65,7 +66,8 @@ def make_items(
 def write_shards(
     root: Path, n: int, per_shard: int, *, dtype: str | None = "float16", **kwargs
 ) -> Path:
-    """Writes ``make_items(n, **kwargs)`` in shards of ``per_shard`` under ``root``; returns ``root``."""
+    """Writes ``make_items(n, **kwargs)`` in shards of ``per_shard`` under ``root``; returns
+    ``root``."""
     write_dataset(
         str(root), make_items(n, **kwargs), config=WriterConfig(max_samples=per_shard, dtype=dtype)
     )
@@ -103,10 +105,11 @@ class Faults:
             that stopped responding), one GET per entry, in turn.
         replace: ``(n, path)``: before serving the ``n``-th GET of a file (counted from 1),
             the file is replaced by a copy of ``path`` (a new object version, same name).
-        gather: hold every GET of a ``.tar`` until this many requests are in flight at once (then the gate
-            stays open; 0: no gate). A client that keeps that many requests in flight gets
-            its answers at once; one that does not waits ``gather_timeout`` seconds, and
-            ``peak_in_flight`` shows it. Overlap as a state, not as latency luck.
+        gather: hold every GET of a ``gate_suffix`` file (``.tar``) until this many requests
+            are in flight at once (then the gate stays open; 0: no gate). A client that
+            keeps that many requests in flight gets its answers at once; one that does not
+            waits ``gather_timeout`` seconds, and ``peak_in_flight`` and ``gate_met`` show
+            it. Overlap as a state, not as latency luck.
         gather_timeout: seconds a held request waits for the gate at most.
         gate_suffix: the files whose GETs the gate holds (``.idx``: sidecars).
         gate_met: whether the gate opened because ``gather`` requests were in flight

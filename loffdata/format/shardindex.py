@@ -146,7 +146,8 @@ class ShardIndex:
             or o[-1] + END_MARKER > shard_bytes
         ):
             raise ManifestError(
-                f"{where}: offsets must be block-aligned, increasing and inside the shard's {shard_bytes} bytes"
+                f"{where}: offsets must be block-aligned, increasing and inside the shard's "
+                f"{shard_bytes} bytes"
             )
         self._check_keys(where)
         return self
@@ -162,7 +163,8 @@ class ShardIndex:
         same = [i for i in range(1, len(keys)) if keys[i] == keys[i - 1]]
         if same:
             raise ManifestError(
-                f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})"
+                f"{where}: duplicate sample key {keys[same[0]]!r} "
+                f"(consecutive samples {same[0] - 1}, {same[0]})"
             )
 
     def to_bytes(self, *, shard_bytes: int, sha256: str) -> bytes:

@@ -166,7 +166,8 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
             datasets = [os.path.relpath(d) for d in datasets]
         listing = "\n  ".join(datasets)
         raise DatasetDirectoryError(
-            f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? {url!r} holds "
+            f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? "
+            f"{url!r} holds "
             f"{len(datasets)} datasets:\n  {listing}\nopen one of them, or mix them: "
             "MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
             datasets,
