@@ -31,6 +31,7 @@ __all__ = [
     "brief",
     "check_inside",
     "loads_json",
+    "fetch_remote",
     "open_binary",
     "open_regular",
     "read_regular",
@@ -176,3 +177,20 @@ def open_binary(url: str, *, what: str = "file", **storage_options: Any) -> Any:
     import fsspec
 
     return fsspec.open(text, "rb", **storage_options)
+
+
+def fetch_remote(
+    urls: list[str], *, limit: int | None = None, **storage_options: Any
+) -> list[bytes | Exception]:
+    """The bytes of each remote ``url`` (or the error reading it), fetched concurrently, each
+    in one GET (no size probe first); at most ``limit + 1`` bytes of each when ``limit`` is
+    given, so that a caller can tell an oversized file without downloading all of it."""
+    if not urls:
+        return []
+    from fsspec.core import url_to_fs
+
+    fs, _ = url_to_fs(urls[0], **storage_options)
+    paths = [fs._strip_protocol(u) for u in urls]
+    start, end = (None, None) if limit is None else (0, limit + 1)
+    got = fs.cat_ranges(paths, start, end, on_error="return")
+    return [g if end is None or isinstance(g, Exception) else g[:end] for g in got]

@@ -54,7 +54,8 @@ PEAK_PATH = "/__peak_in_flight__"
 def make_items(
     n: int, *, shape=(4, 3, 3), offset: int = 0, classes: int = 3, extras: bool = False
 ) -> list[tuple]:
-    """``n`` samples; sample ``i`` has key ``s{i:05d}``, features all equal to ``i``, label ``i % classes``."""
+    """``n`` samples; sample ``i`` has key ``s{i:05d}``, features all equal to ``i``, label
+    ``i % classes``."""
     out = []
     for i in range(offset, offset + n):
         item = (f"s{i:05d}", np.full(shape, i, dtype=np.float32), i % classes)
@@ -65,7 +66,8 @@ def make_items(
 def write_shards(
     root: Path, n: int, per_shard: int, *, dtype: str | None = "float16", **kwargs
 ) -> Path:
-    """Writes ``make_items(n, **kwargs)`` in shards of ``per_shard`` under ``root``; returns ``root``."""
+    """Writes ``make_items(n, **kwargs)`` in shards of ``per_shard`` under ``root``; returns
+    ``root``."""
     write_dataset(
         str(root), make_items(n, **kwargs), config=WriterConfig(max_samples=per_shard, dtype=dtype)
     )
@@ -103,11 +105,15 @@ class Faults:
             that stopped responding), one GET per entry, in turn.
         replace: ``(n, path)``: before serving the ``n``-th GET of a file (counted from 1),
             the file is replaced by a copy of ``path`` (a new object version, same name).
-        gather: hold every GET of a ``.tar`` until this many requests are in flight at once (then the gate
-            stays open; 0: no gate). A client that keeps that many requests in flight gets
-            its answers at once; one that does not waits ``gather_timeout`` seconds, and
-            ``peak_in_flight`` shows it. Overlap as a state, not as latency luck.
+        gather: hold every GET of a ``gate_suffix`` file (``.tar``) until this many requests
+            are in flight at once (then the gate stays open; 0: no gate). A client that
+            keeps that many requests in flight gets its answers at once; one that does not
+            waits ``gather_timeout`` seconds, and ``peak_in_flight`` and ``gate_met`` show
+            it. Overlap as a state, not as latency luck.
         gather_timeout: seconds a held request waits for the gate at most.
+        gate_suffix: the files whose GETs the gate holds (``.idx``: sidecars).
+        gate_met: whether the gate opened because ``gather`` requests were in flight
+            (``False``: it gave up waiting).
     """
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
@@ -116,6 +122,8 @@ class Faults:
     replace: dict[str, tuple[int, str]] = field(default_factory=dict)
     gather: int = 0
     gather_timeout: float = 30.0
+    gate_suffix: str = ".tar"
+    gate_met: bool = False
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
@@ -200,14 +208,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _gather(self) -> None:
         """Holds a GET of a shard until ``faults.gather`` requests are in flight (then opens)."""
         srv = self.server
-        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(".tar"):
+        suffix = srv.faults.gate_suffix
+        if self.command != "GET" or not self.path.split("?", 1)[0].endswith(suffix):
             return
         with srv.lock:
             want = srv.faults.gather
-            if want:
+            if want:  # open once enough are in flight; a later waiter then passes too
                 srv.arrived.wait_for(
-                    lambda: srv.in_flight >= want, timeout=srv.faults.gather_timeout
+                    lambda: srv.in_flight >= want or not srv.faults.gather,
+                    timeout=srv.faults.gather_timeout,
                 )
+                if srv.faults.gather:
+                    srv.faults.gate_met = srv.in_flight >= want
+                    srv.arrived.notify_all()
                 srv.faults.gather = 0  # reached (or given up) once: every later request passes
 
     def _answer(self, *, head: bool) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 
 from loffdata.errors import ManifestError
@@ -21,7 +20,7 @@ from loffdata.format.names import check_local_shards, check_shard_name
 from loffdata.format.sample import FORMAT_NAME, FORMAT_VERSION
 from loffdata.format.shardindex import END_MARKER, MIN_SAMPLE_BYTES, Keys, ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
-from loffdata.safeio import brief, loads_json, read_regular
+from loffdata.safeio import brief, fetch_remote, loads_json, read_regular
 from loffdata.util import write_json
 
 __all__ = [
@@ -242,8 +241,10 @@ class Manifest:
 def _read_manifest(url: str, storage_options: dict[str, Any]) -> bytes:
     if "://" not in url or url.startswith("file://"):
         return read_regular(url.removeprefix("file://"), limit=MAX_MANIFEST_BYTES, what="manifest")
-    with fsspec.open(url, "rb", **storage_options) as f:
-        return f.read(MAX_MANIFEST_BYTES + 1)
+    got = fetch_remote([url], limit=MAX_MANIFEST_BYTES, **storage_options)[0]  # one GET
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 def manifest_url(url: str) -> str:

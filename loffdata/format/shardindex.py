@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from loffdata.errors import ManifestError, ShardReadError
+from loffdata.safeio import fetch_remote
 
 __all__ = ["INDEX_MAGIC", "ShardIndex", "Keys", "index_name", "read_index", "check_coverage"]
 
@@ -145,7 +146,8 @@ class ShardIndex:
             or o[-1] + END_MARKER > shard_bytes
         ):
             raise ManifestError(
-                f"{where}: offsets must be block-aligned, increasing and inside the shard's {shard_bytes} bytes"
+                f"{where}: offsets must be block-aligned, increasing and inside the shard's "
+                f"{shard_bytes} bytes"
             )
         self._check_keys(where)
         return self
@@ -161,7 +163,8 @@ class ShardIndex:
         same = [i for i in range(1, len(keys)) if keys[i] == keys[i - 1]]
         if same:
             raise ManifestError(
-                f"{where}: duplicate sample key {keys[same[0]]!r} (consecutive samples {same[0] - 1}, {same[0]})"
+                f"{where}: duplicate sample key {keys[same[0]]!r} "
+                f"(consecutive samples {same[0] - 1}, {same[0]})"
             )
 
     def to_bytes(self, *, shard_bytes: int, sha256: str) -> bytes:
@@ -257,10 +260,10 @@ def _map_local(url: str) -> Any:
 
 
 def _fetch(url: str, storage_options: dict[str, Any]) -> bytes:
-    import fsspec
-
-    with fsspec.open(url, "rb", **storage_options) as f:
-        return f.read()
+    got = fetch_remote([url], **storage_options)[0]  # one GET, no size probe
+    if isinstance(got, Exception):
+        raise got if isinstance(got, OSError | ValueError) else OSError(str(got))
+    return got
 
 
 def check_coverage(f: BinaryIO, offsets: np.ndarray, *, shard: str) -> None:

@@ -48,13 +48,14 @@ class PrefetchConfig:
     to first byte per request): 16 requests of 8 MiB (``RetryConfig.block_size``) in flight
     keep ~1-3 GB/s per worker busy; see docs/streaming.md for sizing.
 
-    With ``by_sample``, indexed shards (see ``docs/format.md``) read into batches have the
-    first window of each plan fetched *by sample*: only the byte ranges of the samples the
-    next batches need, neighbours coalesced (:mod:`loffdata.storage.rangefetch`), so the
-    first batch waits for its own samples, not for a whole shuffle window. Such requests
-    are a sample or a run of neighbours, far smaller than a block, so more of them are kept
-    in flight (``sample_requests``); each costs the client CPU time, so it is off by default
-    (measured in docs/benchmarks.md: streaming in blocks moved more samples per second).
+    With ``by_sample`` (default), indexed shards (see ``docs/format.md``) read into batches
+    are fetched *by sample*: only the byte ranges of the samples this process's batches
+    need, neighbours coalesced (:mod:`loffdata.storage.rangefetch`), so the first batch
+    waits for its own samples, not for a whole shuffle window, and each DataLoader worker
+    (which reads every W-th batch of a window, see ``stream/plan.py``) fetches its own
+    samples, not every shard of the window. Such requests are a sample or a run of
+    neighbours, smaller than a block, so more of them are kept in flight
+    (``sample_requests``); measured against nginx in docs/benchmarks.md.
 
     Attributes:
         requests: ranged GETs of whole-shard blocks in flight per process; ``0`` turns
@@ -62,15 +63,15 @@ class PrefetchConfig:
             one sample at a time by sample).
         budget_bytes: bytes fetched ahead and not yet read, in flight included (the
             memory prefetch may hold per process; with a cache, the bytes downloaded ahead).
-        by_sample: fetch the first window of indexed shards by sample (the first batch
-            after one round trip); ``False`` (default): stream whole shards in blocks,
-            fewer and larger requests (the first batch waits for its window).
+        by_sample: fetch indexed shards by sample (default; the first batch after one
+            round trip); ``False``: stream whole shards in blocks, fewer and larger
+            requests (the first batch waits for its window; each worker streams them all).
         sample_requests: ranged GETs in flight per process when fetching by sample.
     """
 
     requests: int = 16
     budget_bytes: int = 256 << 20
-    by_sample: bool = False
+    by_sample: bool = True
     sample_requests: int = 64
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ moves bytes, with the retries, resume-from-offset and object-version pin of
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,12 @@ class RangePrefetcher(Prefetcher):
         """Sets the byte ranges to fetch next, in read order (replaces the previous plan)."""
         with self._lock:
             self._jobs, self._peeked, self._served = iter(ranges), None, {}
+        self._pump()
+
+    def extend_ranges(self, ranges: Iterable[RangeRead]) -> None:
+        """Appends byte ranges to fetch after those planned already."""
+        with self._lock:
+            self._jobs = itertools.chain(self._jobs, ranges)
         self._pump()
 
     def _pump(self) -> None:

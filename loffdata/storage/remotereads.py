@@ -2,16 +2,17 @@
 
 A reader reads either whole shards a shuffle window at a time (the shards' prefixes are
 prefetched in blocks, :class:`~loffdata.storage.prefetch.Prefetcher`), or, for indexed
-shards read into batches, its first window sample by sample (only those samples' byte
-ranges are fetched, :class:`~loffdata.storage.rangefetch.RangePrefetcher`, so the first
-batch comes after one round trip) and the rest in blocks again (fewer, larger requests
-stream faster once the reader is ahead). Local shards are never prefetched;
+shards read into batches, sample by sample: only the byte ranges of this process's own
+samples are fetched (:class:`~loffdata.storage.rangefetch.RangePrefetcher`), so the first
+batch comes after one round trip, and workers that each read every other batch of a
+window do not each fetch the whole window's shards. Local shards are never prefetched;
 with a cache, whole shards are downloaded into it ahead of the reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,14 +27,30 @@ from loffdata.storage.prefetch import (
 )
 from loffdata.storage.rangefetch import (
     RangePrefetcher,
-    RangeRead,
-    block_ranges,
     planned_ranges,
     sample_ranges,
 )
 from loffdata.storage.remote import RetryConfig
 
-__all__ = ["RemoteReads"]
+__all__ = ["AHEAD_WINDOWS", "RemoteReads"]
+
+#: windows of a by-sample plan whose ranges are planned ahead of the reader
+AHEAD_WINDOWS = 2
+
+
+@dataclass
+class _SampledPlan:
+    """A by-sample plan: its indices, planned ``step`` at a time, read ``batch`` at a time."""
+
+    indices: np.ndarray
+    step: int
+    batch: int
+    planned: int = 0  # samples whose ranges are planned
+    done: int = 0  # samples the reader has read
+
+    @property
+    def ahead(self) -> int:
+        return AHEAD_WINDOWS * self.step
 
 
 def _remote(url: str) -> bool:
@@ -51,6 +68,8 @@ class RemoteReads:
         filesystem: ``url -> (fs, path)``.
         cache: the local cache (then whole shards are prefetched into it).
         offsets: the shards' index offsets (``None``: not indexed; no reading by sample).
+        preload: loads the indexes of several shards at once (remote sidecars fetched
+            concurrently) before their offsets are read.
     """
 
     def __init__(
@@ -64,10 +83,13 @@ class RemoteReads:
         filesystem: Callable[[str], tuple[Any, str]],
         cache: Any = None,
         offsets: list[np.ndarray] | None = None,
+        preload: Callable[[list[int]], None] | None = None,
     ):
         self.urls, self.counts, self.sizes, self.offsets = urls, counts, sizes, offsets
         self.retry, self.config, self.filesystem, self.cache = retry, config, filesystem, cache
+        self.preload = preload
         self.prefetcher: Prefetcher | None = None
+        self._sampled: _SampledPlan | None = None
         self.filler: Any = None
         #: reads indexed remote shards by sample (set by the reader, see ``by_sample``)
         self.sampled = False
@@ -119,17 +141,19 @@ class RemoteReads:
     ) -> None:
         """Prefetches what reading ``indices`` needs, in read order.
 
-        By sample (``sampled`` and a ``batch``): the first ``first`` samples (default: one
-        window) by their byte ranges, ``batch`` at a time, then the rest's shards in blocks,
-        ``window`` at a time; so the first batch waits for its own samples, and the epoch then
-        streams in large requests. Else whole shards' prefixes, ``window`` at a time.
+        By sample (``sampled`` and a ``batch``): every sample's byte range, ``batch`` at a
+        time, planned a window at a time (``first``: the samples of the first plan step,
+        default one window) and :data:`AHEAD_WINDOWS` ahead of the reader (see
+        :meth:`reached`), so only this process's samples are fetched and the first batch
+        waits for its own samples. Else whole shards' prefixes, ``window`` at a time.
         """
         if self._active() is None:
             return
         if self.sampled and batch:
-            first = window if first is None else first
-            offsets = self._offsets_of(indices[:first])
-            self.prefetcher.plan_ranges(self._sampled_plan(indices, window, batch, first, offsets))
+            step = max(batch, -(-(first or window) // batch) * batch)
+            self._sampled = _SampledPlan(np.asarray(indices), step, batch)
+            self.prefetcher.plan_ranges(())
+            self.reached(0)
             return
         reads = [
             r
@@ -141,33 +165,34 @@ class RemoteReads:
         else:
             self.prefetcher.plan(reads)
 
+    def reached(self, n: int) -> None:
+        """The reader has read ``n`` more samples of a by-sample plan: plans the ranges of
+        the next windows (their indexes loaded here, in the reader's thread, concurrently,
+        never in the prefetcher's callbacks)."""
+        plan = self._sampled
+        if plan is None:
+            return
+        plan.done += n
+        while plan.planned < len(plan.indices) and plan.planned - plan.done < plan.ahead:
+            chunk = plan.indices[plan.planned : plan.planned + plan.step]
+            plan.planned += len(chunk)
+            offsets = self._offsets_of(chunk)
+            ranges = sample_ranges(
+                self.counts, offsets, chunk, plan.batch, block_size=self.retry.block_size
+            )
+            self.prefetcher.extend_ranges(planned_ranges(self.read, ranges))
+
     def _offsets_of(self, indices: np.ndarray) -> dict[int, np.ndarray]:
-        """The offsets of the shards ``indices`` lie in, loaded here: indexes may be sidecars
-        read on first use, which must not happen in the prefetcher's callbacks."""
+        """The offsets of the shards ``indices`` lie in, loaded here (sidecars fetched
+        together, see ``preload``): indexes may be sidecars read on first use, which must
+        not happen in the prefetcher's callbacks."""
         starts = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
         shards = np.unique(
             np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1
-        )
-        return {s: self.offsets[s] for s in shards.tolist()}
-
-    def _sampled_plan(
-        self,
-        indices: np.ndarray,
-        window: int,
-        batch: int,
-        first: int,
-        offsets: dict[int, np.ndarray],
-    ) -> Iterator[RangeRead]:
-        bs = self.retry.block_size
-        yield from planned_ranges(
-            self.read, sample_ranges(self.counts, offsets, indices[:first], batch, block_size=bs)
-        )
-        rest = [
-            r
-            for s, n in read_order(self.counts, indices[first:], window)
-            if (r := self.read(s, n)) is not None
-        ]
-        yield from block_ranges(rest, bs)
+        ).tolist()
+        if self.preload is not None:
+            self.preload(shards)
+        return {s: self.offsets[s] for s in shards}
 
     def open(self, s: int) -> PrefetchedFile | None:
         """Shard ``s`` read through the prefetcher (``None``: not prefetchable)."""

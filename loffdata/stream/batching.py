@@ -40,7 +40,8 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray:
 
 
 class BatchBuffer:
-    """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
+    """One batch preallocated as torch tensors (in shared memory inside workers), filled in
+    place."""
 
     def __init__(
         self,
@@ -196,11 +197,7 @@ def _read_groups(
     if not reads_randomly(reader):
         yield from ((g, False) for g in _batch_groups(sizes, window))
         return
-    first = len(sizes)
-    if reader.sampled:  # remote: the first window batch by batch, then windows streamed in blocks
-        first = len(next(_batch_groups(sizes, window), ()))
-    yield from ((g, True) for g in _batch_groups(sizes[:first], 1))
-    yield from ((g, False) for g in _batch_groups(sizes[first:], window))
+    yield from ((g, True) for g in _batch_groups(sizes, 1))  # local or remote by sample
 
 
 def _fill_window(

@@ -18,7 +18,13 @@ from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
 from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
-from loffdata.storage.remote import ResumableReader, RetryConfig, filesystem, is_local
+from loffdata.storage.remote import (
+    ResumableReader,
+    RetryConfig,
+    filesystem,
+    is_local,
+    with_retries,
+)
 
 __all__ = [
     "GLOB_CHARS",
@@ -109,7 +115,7 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
         return Manifest.load(murl)
     fs, path = filesystem(murl, storage_options, retry)
     try:
-        data = ResumableReader(murl, fs, path, retry=retry).read()
+        data = _read_whole(murl, fs, path, retry)
     except ShardReadError as err:
         missing = isinstance(err.__cause__, FileNotFoundError)
         why = str(err).replace(
@@ -119,6 +125,19 @@ def load_manifest(url: str, storage_options: dict[str, Any], retry: RetryConfig)
             f"no manifest at {murl!r}" if missing else f"cannot read manifest {murl!r}: {why}"
         ) from None
     return Manifest.from_bytes(data, where=repr(murl))
+
+
+def _read_whole(url: str, fs: Any, path: str, retry: RetryConfig) -> bytes:
+    """A remote file in one GET when it fits in a block (no size probe first: one round
+    trip for a manifest of up to ``retry.block_size``); the rest, if any, resumably."""
+    head = with_retries(
+        lambda: fs.cat_file(path, start=0, end=retry.block_size), url=url, retry=retry
+    )
+    if len(head) < retry.block_size:
+        return head
+    rest = ResumableReader(url, fs, path, retry=retry)
+    rest.seek(len(head))
+    return head + rest.read()
 
 
 def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) -> Manifest:
@@ -147,7 +166,8 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
             datasets = [os.path.relpath(d) for d in datasets]
         listing = "\n  ".join(datasets)
         raise DatasetDirectoryError(
-            f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? {url!r} holds "
+            f"no dataset at {url!r} (no manifest.json); did you mean {datasets[0]!r}? "
+            f"{url!r} holds "
             f"{len(datasets)} datasets:\n  {listing}\nopen one of them, or mix them: "
             "MixedDataset(Mix.from_directory(url)) (loffdata.stream.mix)",
             datasets,

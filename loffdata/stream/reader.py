@@ -19,13 +19,7 @@ import numpy as np
 
 from loffdata.compat import strip_protocol
 from loffdata.errors import SampleError, ShardReadError
-from loffdata.format.sample import (
-    FEATURES_SUFFIX,
-    Sample,
-    decode_sample,
-    split_member_name,
-)
-from loffdata.format.tar import iter_sample_members
+from loffdata.format.sample import Sample, decode_sample
 from loffdata.storage.cache import CacheConfig, ShardCache
 from loffdata.storage.prefetch import PrefetchConfig
 from loffdata.storage.remote import (
@@ -39,6 +33,7 @@ from loffdata.storage.remote import (
 from loffdata.storage.remotereads import RemoteReads
 from loffdata.stream import scatter
 from loffdata.stream.checks import SampleRules, check_sample
+from loffdata.stream.cursor import ReadArena, ShardCursor
 from loffdata.stream.plan import sample_locations
 from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.sources import ShardSet
@@ -72,79 +67,6 @@ class ReadContext:
     labels: np.ndarray | None = None
 
 
-class ReadArena:
-    """A reused ring of read buffers, so that reading a member allocates nothing.
-
-    Fresh allocations of large buffers page-fault on every byte (the kernel zero-fills new
-    pages); reading into the same memory again does not. A member's view stays valid while
-    the same arena reads about three more samples, so each shard cursor has its own arena
-    (a cursor holds at most one sample of look-ahead), and only consumers that copy each
-    sample at once (batch assembly) use them.
-    """
-
-    def __init__(self) -> None:
-        self.buf, self.pos = bytearray(0), 0
-
-    def alloc(self, n: int) -> memoryview:
-        if 4 * n > len(self.buf):
-            self.buf, self.pos = bytearray(8 * n), 0  # old views keep the old buffer alive
-        if self.pos + n > len(self.buf):
-            self.pos = 0
-        view = memoryview(self.buf)[self.pos : self.pos + n]
-        self.pos += n
-        return view
-
-
-class _ShardCursor:
-    """A shard read sequentially; hands out the samples asked for, in increasing order."""
-
-    def __init__(
-        self,
-        url: str,
-        file: BinaryIO,
-        count: int,
-        *,
-        reuse_buffers: bool = False,
-        keys: tuple[str, ...] | None = None,
-    ):
-        self.url, self.file, self.count, self.keys = url, file, count, keys
-        alloc = ReadArena().alloc if reuse_buffers else None  # one per cursor: see ReadArena
-        self.members = iter_sample_members(file, shard=url, alloc=alloc, direct=self._direct)
-        self.pos = 0
-        #: sample number in the shard -> buffer its feature data is read into (batch rows)
-        self.destinations: dict[int, memoryview] = {}
-        self._member_key, self._member_pos = None, -1
-
-    def _direct(self, name: str, size: int) -> memoryview | None:
-        key, suffix = split_member_name(name)
-        if key != self._member_key:
-            self._member_key, self._member_pos = key, self._member_pos + 1
-        if suffix != FEATURES_SUFFIX or not self.destinations:
-            return None
-        dst = self.destinations.pop(self._member_pos, None)
-        return dst if dst is not None and len(dst) < size else None
-
-    def take(self, local: int) -> tuple[str, dict[str, bytes]]:
-        """Sample number ``local`` (skipping those before it without decoding)."""
-        while True:
-            try:
-                key, members = next(self.members)
-            except StopIteration:
-                raise ShardReadError(
-                    f"shard {self.url!r} ended after {self.pos} samples, manifest says {self.count}"
-                ) from None
-            if self.keys is not None and self.pos < len(self.keys) and key != self.keys[self.pos]:
-                raise ShardReadError(
-                    f"shard {self.url!r}: sample {self.pos} is {key!r}, the shard's index says {self.keys[self.pos]!r}"
-                )
-            self.pos += 1
-            if self.pos > local:
-                return key, members
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class SampleReader:
     """Reads samples by global index for one process, with open-shard reuse and error policy.
 
@@ -161,7 +83,7 @@ class SampleReader:
         self.shards = context.shards
         #: what every sample must be (:mod:`loffdata.stream.checks`, shared by every read path)
         self.rules = SampleRules.of(self.shards, batched=context.batched, labels=context.labels)
-        self.cursors: OrderedDict[int, _ShardCursor] = OrderedDict()
+        self.cursors: OrderedDict[int, ShardCursor] = OrderedDict()
         self.broken: dict[int, int] = {}  # shard -> first unreadable sample
         self.fs: dict[str, tuple[Any, str]] = {}
         self.cache = ShardCache(context.cache) if context.cache is not None else None
@@ -171,25 +93,7 @@ class SampleReader:
         local = context.cache is not None or all(map(is_local, self.shards.urls))
         offsets = self.shards.offsets() if self.shards.indexed else None
         #: plan-driven prefetch of remote shards (see :meth:`plan_reads`)
-        self.remote = RemoteReads(
-            self.shards.urls,
-            self.shards.counts,
-            self.shards.sizes,
-            retry=context.retry,
-            config=context.prefetch,
-            filesystem=self._filesystem,
-            cache=self.cache,
-            offsets=offsets,
-        )
-        # indexed remote shards read into batches are fetched by sample (their byte ranges)
-        # (not with prefetch off: one request per sample, in turn, is slower than streaming)
-        self.remote.sampled = (
-            not local
-            and self.remote.by_sample
-            and context.batched
-            and context.prefetch.requests > 0
-            and self.shards.features.dtype != "int8"
-        )
+        self.remote = self._remote_reads(offsets, local)
         #: indexed shards are read by random access: local ones with one ``preadv`` per
         #: sample, remote ones from their prefetched ranges (see :mod:`loffdata.stream.scatter`)
         self.random_access = bool(
@@ -208,9 +112,33 @@ class SampleReader:
             else None
         )
 
+    def _remote_reads(self, offsets: Any, local: bool) -> RemoteReads:
+        context = self.context
+        remote = RemoteReads(
+            self.shards.urls,
+            self.shards.counts,
+            self.shards.sizes,
+            retry=context.retry,
+            config=context.prefetch,
+            filesystem=self._filesystem,
+            cache=self.cache,
+            offsets=offsets,
+            preload=getattr(self.shards.index, "prefetch", None),
+        )
+        # indexed remote shards read into batches are fetched by sample (their byte ranges)
+        # (not with prefetch off: one request per sample, in turn, is slower than streaming)
+        remote.sampled = (
+            not local
+            and remote.by_sample
+            and context.batched
+            and context.prefetch.requests > 0
+            and self.shards.features.dtype != "int8"
+        )
+        return remote
+
     @property
     def sampled(self) -> bool:
-        """Remote shards are read by sample at the start of each plan (see :meth:`plan_reads`)."""
+        """Remote shards are read by sample (see :meth:`plan_reads`)."""
         return self.remote.sampled
 
     def plan_reads(
@@ -246,6 +174,7 @@ class SampleReader:
         shard_ids, locals_ = sample_locations(self.shards.counts, indices)
         if random and destinations and self.indexed is not None:
             missed = yield from self._random(indices, shard_ids, locals_, destinations)
+            self.remote.reached(len(indices))  # plans the byte ranges of the next windows
             indices, shard_ids, locals_ = indices[missed], shard_ids[missed], locals_[missed]
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1
         for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(indices)]):
@@ -290,7 +219,7 @@ class SampleReader:
 
     def _aim(
         self, s: int, gids: np.ndarray, locs: np.ndarray, destinations: dict[int, memoryview]
-    ) -> _ShardCursor | None:
+    ) -> ShardCursor | None:
         """Tells the shard's cursor where the feature data of these samples should go."""
         if int(locs[0]) >= self.broken.get(s, 1 << 62):
             return None
@@ -325,7 +254,10 @@ class SampleReader:
             self.policy.skip(err, n=len(gids) - done)
             return
         if done < len(gids):
-            msg = f"shard {self.shards.urls[s]!r} is unreadable from sample {limit} on (see the earlier error)"
+            msg = (
+                f"shard {self.shards.urls[s]!r} is unreadable from sample {limit} on "
+                "(see the earlier error)"
+            )
             self.policy.skip(ShardReadError(msg), n=len(gids) - done)
 
     def _read_one(self, s: int, loc: int) -> Sample | None:
@@ -346,14 +278,14 @@ class SampleReader:
     def _decode(self, key: str, members: dict[str, bytes], url: str) -> Sample:
         return check_sample(decode_sample(key, members, shard=url), self.rules, shard=url)
 
-    def _cursor(self, s: int, loc: int) -> _ShardCursor:
+    def _cursor(self, s: int, loc: int) -> ShardCursor:
         cur = self.cursors.get(s)
         if cur is None or cur.pos > loc:
             self._drop_cursor(s)
             index = _index_of(
                 self.shards.index, s, read=is_local(self.shards.urls[s]) or self.cache is not None
             )
-            cur = _ShardCursor(
+            cur = ShardCursor(
                 self.shards.urls[s],
                 self._open(s),
                 self.shards.counts[s],

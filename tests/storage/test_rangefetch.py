@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from loffdata.format.manifest import Manifest
 from loffdata.format.shardindex import read_index
@@ -123,28 +124,56 @@ def test_by_sample_the_first_batch_waits_for_its_samples_not_its_window(big):
     assert _first_batch_bytes(big, by_sample=True) < 0.5 * total  # 8 samples, and the budget ahead
 
 
-def test_the_first_window_by_sample_then_blocks_delivers_what_reading_by_shard_does(big):
-    block = 32 << 10
+def _epoch(server, by_sample: bool, workers: int = 0) -> list[tuple[int, float]]:
+    ds = StreamingDataset(
+        server.url,
+        seed=4,
+        batch_size=6,
+        shuffle_buffer=16,
+        retry=RetryConfig(block_size=32 << 10),
+        prefetch=PrefetchConfig(by_sample=by_sample, sample_requests=3),
+    )
+    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    return [
+        (int(i), float(f.flatten()[0])) for b in loader for i, f in zip(b["index"], b["features"])
+    ]
 
-    def epoch(by_sample: bool) -> list[tuple[int, float]]:
-        ds = StreamingDataset(
-            big.url,
-            seed=4,
-            batch_size=6,
-            shuffle_buffer=16,
-            retry=RetryConfig(block_size=block),
-            prefetch=PrefetchConfig(by_sample=by_sample, sample_requests=3),
-        )
-        return [
-            (int(i), float(f.flatten()[0])) for b in ds for i, f in zip(b["index"], b["features"])
-        ]
 
-    by_shard = epoch(False)
+def test_by_sample_every_window_delivers_what_reading_by_shard_does(big):
+    by_shard = _epoch(big, False)
     before = len(_gets(big))
-    by_sample = epoch(True)
+    by_sample = _epoch(big, True)
     assert by_sample == by_shard and sorted(i for i, _ in by_sample) == list(range(40))
     assert all(i == v for i, v in by_sample)  # sample i's features are all i (tests/servers.py)
     span = int(np.diff(_offsets(big.root)[0]).max())
     sizes = _gets(big)[before:]
-    # the first window (18 samples: 3 batches) by sample, the other 22 samples' shards in blocks
-    assert sum(n <= 2 * span + TAIL_BYTES for n in sizes) >= 6 and block in sizes
+    # every window by sample (3 windows of <= 18 samples), no whole-shard block at all
+    assert sizes and all(n <= 3 * span + TAIL_BYTES for n in sizes) and (32 << 10) not in sizes
+
+
+@pytest.mark.parametrize("by_sample", [False, True])
+def test_two_workers_fetch_the_shards_once_by_sample_twice_by_shard(big, by_sample):
+    """Each worker reads every other batch of a window: by sample it fetches only its own
+    samples' bytes, by shard each worker streams every shard of the window."""
+    total = sum(p.stat().st_size for p in Path(big.root).glob("*.tar"))
+    before = sum(_gets(big))
+    assert sorted(i for i, _ in _epoch(big, by_sample, workers=2)) == list(range(40))
+    fetched = (sum(_gets(big)) - before) / total
+    assert fetched >= 1.6 if not by_sample else fetched <= 1.25
+
+
+def test_start_up_is_one_get_for_the_manifest_and_one_round_trip_for_the_sidecars(
+    http_server,  # noqa: F811
+):
+    """Before the first batch: the manifest in one GET, every sidecar of the first window's
+    shards in flight at once (the gate holds them until all 6 are), then sample ranges."""
+    write_shards(Path(http_server.root), 30, 5, shape=SHAPE)  # 6 shards
+    faults = http_server.faults
+    faults.gather, faults.gate_suffix, faults.gather_timeout = 6, ".idx", 5.0
+    ds = StreamingDataset(http_server.url, seed=0, batch_size=4, shuffle_buffer=30)
+    first = next(iter(ds))
+    assert faults.gate_met and len(first["index"]) == 4  # 6 sidecar GETs were in flight at once
+    seen = [(m, n.rsplit(".", 1)[-1]) for m, n, _ in http_server.requests]
+    assert ("HEAD", "json") not in seen and seen[0] == ("GET", "json")
+    kinds = [k for _, k in seen]
+    assert kinds[1:7] == ["idx"] * 6 and set(kinds[7:]) == {"tar"} and ("HEAD", "idx") not in seen
