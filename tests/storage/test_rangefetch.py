@@ -81,7 +81,9 @@ def test_range_prefetcher_keeps_its_depth_within_the_budget(big):
     big.reset_peak()
     pf.plan_ranges(iter(jobs))
     settled(pf)
-    assert big.faults.gather == 0 and big.reset_peak() == 5  # 5 at once (the gate opened), no more
+    # the gate opened (5 at once at the server), and the client never had more than 5 in flight
+    # (the server's own count may lag a response it already sent, so it bounds from below)
+    assert big.faults.gather == 0 and big.reset_peak() >= 5 and pf.peak_in_flight == 5
     assert pf.held <= int(o[8]) and pf.requests <= 8  # then the budget
     f = pf.open(read)
     data = shard.read_bytes()
