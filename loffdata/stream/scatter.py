@@ -24,7 +24,6 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -33,7 +32,7 @@ from loffdata.errors import ShardReadError
 from loffdata.format.sample import FEATURES_SUFFIX
 from loffdata.format.shardindex import check_coverage
 from loffdata.format.tar import SplitPayload, read_sample_at
-from loffdata.stream.headercheck import check_samples, named
+from loffdata.stream.layout import SampleLayout, check_samples, learn_layout, named
 
 __all__ = ["SampleLayout", "IndexedShards", "learn_layout", "read_samples", "AVAILABLE"]
 
@@ -41,83 +40,6 @@ __all__ = ["SampleLayout", "IndexedShards", "learn_layout", "read_samples", "AVA
 AVAILABLE = hasattr(os, "preadv")
 
 _BLOCK = 512
-# header fields that differ between samples: name, size, mtime, checksum; the rest must match
-_VARIABLE = np.zeros(_BLOCK, dtype=bool)
-for _lo, _hi in ((0, 100), (124, 156)):
-    _VARIABLE[_lo:_hi] = True
-
-
-def _padded(n: int) -> int:
-    return (n + _BLOCK - 1) // _BLOCK * _BLOCK
-
-
-@dataclass(frozen=True)
-class SampleLayout:
-    """Where a sample's bytes lie, relative to its first header.
-
-    Attributes:
-        suffixes: member suffixes in file order.
-        sizes: member sizes (the features' must match exactly; others by padded size).
-        headers: offset of each member's header from the sample's start.
-        span: bytes from one sample's start to the next's.
-        head: the feature payload's head (the bytes before its data).
-        data: offset and length of the feature data (what goes into a batch row).
-        template: a header block whose fixed fields (all but name, size, mtime and
-            checksum) every member header must have.
-    """
-
-    suffixes: tuple[str, ...]
-    sizes: tuple[int, ...]
-    headers: tuple[int, ...]
-    span: int
-    head: bytes
-    data: tuple[int, int]
-    template: bytes
-
-    @property
-    def scratch(self) -> int:
-        """Bytes of a sample that do not go into its batch row."""
-        return self.span - self.data[1]
-
-    def scratch_offset(self, offset: int) -> int:
-        """Position in a sample's scratch bytes of the byte at ``offset`` in the sample."""
-        lo, n = self.data
-        return offset if offset < lo else offset - n
-
-
-def learn_layout(members: dict, span: int, template: bytes) -> SampleLayout | None:
-    """The layout of a sample read the general way, or ``None`` if it cannot predict others.
-
-    ``members`` maps suffix -> data in file order, with the features read as a
-    :class:`~loffdata.format.tar.SplitPayload`; ``span`` is the bytes the sample took (the
-    layout is refused when headers other than one per member, such as long names, were
-    involved); ``template`` is its first header block.
-    """
-    feats = members.get(FEATURES_SUFFIX)
-    if not isinstance(feats, SplitPayload) or not feats.tail:
-        return None
-    suffixes, sizes, headers, pos, data = [], [], [], 0, None
-    for suffix, value in members.items():
-        size = len(value)
-        suffixes.append(suffix)
-        sizes.append(size)
-        headers.append(pos)
-        if suffix == FEATURES_SUFFIX:
-            data = (pos + _BLOCK + len(feats.head), len(feats.tail))
-        pos += _BLOCK + _padded(size)
-    if pos != span or data is None or len(template) != _BLOCK:
-        return None
-    fixed = np.frombuffer(template, dtype=np.uint8).copy()
-    fixed[_VARIABLE] = 0  # only the fixed fields are compared: shards then share one layout
-    return SampleLayout(
-        tuple(suffixes),
-        tuple(sizes),
-        tuple(headers),
-        span,
-        bytes(feats.head),
-        data,
-        fixed.tobytes(),
-    )
 
 
 def read_samples(

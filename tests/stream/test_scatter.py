@@ -253,7 +253,7 @@ def test_more_shards_per_batch_than_open_files(make_dataset, monkeypatch):
 
 
 def test_octal_fields_common_layout_and_others():
-    from loffdata.stream.headercheck import octal_fields
+    from loffdata.stream.layout import octal_fields
 
     def parse(*fields):
         value, ok = octal_fields(
