@@ -61,7 +61,8 @@ def main(
     with serve("http", path, (latency_ms / 1e3, conn_mbps * 1e6 or None)) as (url, _):
         urls = [f"{url.rstrip('/')}/{nm}" for nm in names]
         print(
-            f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, simulator "
+            f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, "
+            "simulator "
             f"{latency_ms:.0f} ms / {conn_mbps:.0f} MB/s per connection, {os.cpu_count()} CPUs"
         )
         print(f"{'client':<16}{'in flight':>10}{'MB/s':>10}{'CPU s/GB':>10}")

@@ -204,7 +204,8 @@ def _with_class_names(cfg: ExtractConfig, source: ImageSource) -> ImageSource:
     if source.classes is not None:
         if cfg.classes is not None:
             raise LoffError(
-                f"--classes: the {source.kind} input names its classes itself ({source.classes[:5]} ...)"
+                f"--classes: the {source.kind} input names its classes itself "
+                f"({source.classes[:5]} ...)"
             )
         return source
     labels = [r.label for records in source.splits.values() for r in records if r.label is not None]

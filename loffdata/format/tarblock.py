@@ -127,7 +127,8 @@ def _octal(field: bytes, what: str, shard: str, offset: int) -> int:
     """
     if field[:1] in (b"\x80", b"\xff"):
         raise ShardReadError(
-            f"tar header at byte {offset} of shard {shard!r}: {what} is a GNU base-256 number (unsupported)"
+            f"tar header at byte {offset} of shard {shard!r}: {what} is a GNU base-256 number "
+            "(unsupported)"
         )
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:

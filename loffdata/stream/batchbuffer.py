@@ -27,7 +27,8 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray:
 
 
 class BatchBuffer:
-    """One batch preallocated as torch tensors (in shared memory inside workers), filled in place."""
+    """One batch preallocated as torch tensors (in shared memory inside workers), filled in
+    place."""
 
     def __init__(
         self,

@@ -138,7 +138,8 @@ def __octal_fields_general(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_headers(h: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(sizes, ok)`` of header blocks ``h`` ([n, 512] uint8) that share ``template``'s fixed fields."""
+    """``(sizes, ok)`` of header blocks ``h`` ([n, 512] uint8) that share ``template``'s
+    fixed fields."""
     fixed = (h[:, 100:124] == template[100:124]).all(axis=1) & (h[:, 156:] == template[156:]).all(
         axis=1
     )

@@ -218,7 +218,8 @@ class IndexedShards:
             return ShardReadError(f"cannot read shard {url!r} at byte {start}: {err}")
         if key != self.keys[s][loc]:
             return ShardReadError(
-                f"shard {url!r}: the sample at byte {start} is {key!r}, its index says {self.keys[s][loc]!r}"
+                f"shard {url!r}: the sample at byte {start} is {key!r}, "
+                f"its index says {self.keys[s][loc]!r}"
             )
         self._learn(s, members, stop - start, first)
         return key, members
