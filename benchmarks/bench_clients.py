@@ -61,26 +61,42 @@ def main(
     with serve("http", path, (latency_ms / 1e3, conn_mbps * 1e6 or None)) as (url, _):
         urls = [f"{url.rstrip('/')}/{nm}" for nm in names]
         print(
-            f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, simulator "
+            f"\n{sum(sizes) / 1e6:,.0f} MB in {len(urls)} objects, {block >> 20} MiB ranges, "
+            "simulator "
             f"{latency_ms:.0f} ms / {conn_mbps:.0f} MB/s per connection, {os.cpu_count()} CPUs"
         )
         print(f"{'client':<16}{'in flight':>10}{'MB/s':>10}{'CPU s/GB':>10}")
         for name in clients.split(","):
-            for depth in parse_shape(depths):
-                try:
-                    runs = [
-                        isolated(_measure, name, urls, sizes, block, depth, extra_path)
-                        for _ in range(repeats)
-                    ]
-                except RuntimeError as err:
-                    print(f"{name:<16}{depth:>10}   failed: {err}")
-                    break
-                (got, cpu), secs = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
-                out[(name, depth)] = (got / secs / 1e6, cpu / (got / 1e9))
-                print(
-                    f"{name:<16}{depth:>10}{got / secs / 1e6:>10,.0f}{cpu / (got / 1e9):>10.2f}",
-                    flush=True,
-                )
+            out.update(_client_rows(name, urls, sizes, block, depths, extra_path, repeats))
+    return out
+
+
+def _client_rows(
+    name: str,
+    urls: list[str],
+    sizes: list[int],
+    block: int,
+    depths: str,
+    extra_path: str,
+    repeats: int,
+) -> dict:
+    """One client at every depth (the median of ``repeats`` runs); prints a row per depth."""
+    out: dict = {}
+    for depth in parse_shape(depths):
+        try:
+            runs = [
+                isolated(_measure, name, urls, sizes, block, depth, extra_path)
+                for _ in range(repeats)
+            ]
+        except RuntimeError as err:
+            print(f"{name:<16}{depth:>10}   failed: {err}")
+            break
+        (got, cpu), secs = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
+        out[(name, depth)] = (got / secs / 1e6, cpu / (got / 1e9))
+        print(
+            f"{name:<16}{depth:>10}{got / secs / 1e6:>10,.0f}{cpu / (got / 1e9):>10.2f}",
+            flush=True,
+        )
     return out
 
 

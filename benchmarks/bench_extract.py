@@ -93,9 +93,15 @@ def main(
         )
         plain = plain_inference(cfg, n)
         full = full_extraction(cfg)
+    _report(cfg, n, plain, full)
+
+
+def _report(cfg: ExtractConfig, n: int, plain: float, full: float) -> None:
+    """Prints the set-up and both rates (images/s) with their ratio."""
     print(
-        f"model={model} img_size={img_size} batch={cfg.batch_size} workers={cfg.workers} dtype={dtype} "
-        f"images={n} threads={torch.get_num_threads()} cpus={os.cpu_count()}"
+        f"model={cfg.model} img_size={cfg.img_size} batch={cfg.batch_size} "
+        f"workers={cfg.workers} dtype={cfg.dtype} images={n} "
+        f"threads={torch.get_num_threads()} cpus={os.cpu_count()}"
     )
     print(f"plain inference: {plain:8.1f} images/s")
     print(f"extraction:      {full:8.1f} images/s")

@@ -315,7 +315,7 @@ def _dispatch(argv: list[str]) -> None:
             f"commands: {', '.join(COMMANDS)}"
         )
     fn = _resolve(COMMANDS[name])
-    options = cliutil.options_from_function(fn)
+    options = getattr(fn, "options", None) or cliutil.options_from_function(fn)
     values = cliutil.parse_command(rest, options, prog=f"loffdata {name}", doc=fn.__doc__)
     if values is None:
         return

@@ -19,7 +19,8 @@ incomplete shards: no duplicates, no gaps, any number of ranks.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -149,29 +150,33 @@ def _extract_split(rt: Runtime, split: str, on_shard: Callable[[str, int], None]
         disable=not show,
         dynamic_ncols=True,
     )
-    pending = None  # the previous batch: its outputs are read while the device runs this one
     try:
-        for good, images, bad in batches:
-            current = None
-            if images is not None:
-                outputs = _forward(rt, images)
-                more = (
-                    rt.teacher.extras(images.to(rt.device), good)
-                    if rt.teacher is not None
-                    else None
-                )
-                current = (good, outputs, more)
-            _put_outputs(sink, pending)
-            sink.put(_bad_items(rt, records, bad))
-            pending = current
-            bar.update(len(good) + len(bad))
-        _put_outputs(sink, pending)
+        _run_batches(rt, records, batches, sink, bar)
         sink.close()
     except BaseException:
         sink.abort()
         raise
     finally:
         bar.close()
+
+
+def _run_batches(
+    rt: Runtime, records: list[ImageRecord], batches: Iterator, sink: ShardSink, bar: Any
+) -> None:
+    """Runs the model on each batch; a batch's outputs go to the sink while the device runs
+    the next one."""
+    pending = None  # the previous batch: its outputs are read while the device runs this one
+    for good, images, bad in batches:
+        current = None
+        if images is not None:
+            outputs = _forward(rt, images)
+            more = rt.teacher.extras(images.to(rt.device), good) if rt.teacher is not None else None
+            current = (good, outputs, more)
+        _put_outputs(sink, pending)
+        sink.put(_bad_items(rt, records, bad))
+        pending = current
+        bar.update(len(good) + len(bad))
+    _put_outputs(sink, pending)
 
 
 def _bad_items(
@@ -199,7 +204,8 @@ def _with_class_names(cfg: ExtractConfig, source: ImageSource) -> ImageSource:
     if source.classes is not None:
         if cfg.classes is not None:
             raise LoffError(
-                f"--classes: the {source.kind} input names its classes itself ({source.classes[:5]} ...)"
+                f"--classes: the {source.kind} input names its classes itself "
+                f"({source.classes[:5]} ...)"
             )
         return source
     labels = [r.label for records in source.splits.values() for r in records if r.label is not None]

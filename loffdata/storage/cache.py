@@ -33,23 +33,26 @@ import os
 import posixpath
 import stat
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from loffdata.errors import ShardReadError
+from loffdata.storage.cachefiles import (
+    TMP,
+    abandoned,
+    copy_hashed,
+    file_sha256,
+    temp_path,
+    version_of,
+    write_atomic,
+)
 
 __all__ = ["CacheConfig", "CacheFiller", "ShardCache"]
 
 log = logging.getLogger(__name__)
-_TMP = ".tmp-"
 _LOCKS = ".locks"
 _META = ".meta"
-_CHUNK = 4 << 20
-_IDLE_S = 60.0  # a dead process's temporary is deleted once untouched this long
-_STALE_S = 3600.0  # a temporary without a process id is taken as abandoned after this long
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class ShardCache:
             return self._stale(path)
         if self._checked.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns):
             return True
-        if _file_sha256(path) != want:  # damaged on disk
+        if file_sha256(path) != want:  # damaged on disk
             log.warning("cached copy of %s does not match its sha256; fetching it again", url)
             return self._stale(path)
         self._checked[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -200,11 +203,11 @@ class ShardCache:
     def _download(
         self, url: str, opener: Callable[[], BinaryIO], path: str, size: int | None
     ) -> None:
-        tmp = f"{os.path.dirname(path)}/{_TMP}{os.getpid()}-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}"
+        tmp = temp_path(path)
         try:
             with opener() as src, open(tmp, "wb") as dst:
-                digest, got = _copy_hashed(src, dst)
-                version = _version_of(src)
+                digest, got = copy_hashed(src, dst)
+                version = version_of(src)
             if size is not None and got != size:
                 raise ShardReadError(f"shard {url!r} has {got} bytes, expected {size}")
             want = self._expected.get(url)
@@ -218,7 +221,7 @@ class ShardCache:
                 "size": got,
                 "version": version,
             }
-            _write_atomic(self._meta_path(path), json.dumps(meta).encode())
+            write_atomic(self._meta_path(path), json.dumps(meta).encode())
             os.replace(tmp, path)
             st = os.stat(path)
             self._checked[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -231,7 +234,7 @@ class ShardCache:
         returns how many."""
         n = 0
         for name in os.listdir(self.root):
-            if name.startswith(_TMP) and _abandoned(os.path.join(self.root, name), name):
+            if name.startswith(TMP) and abandoned(os.path.join(self.root, name), name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.root, name))
                     n += 1
@@ -265,7 +268,7 @@ class ShardCache:
         for _, nbytes, p in entries:
             if total <= limit:
                 break
-            if p == keep or os.path.basename(p).startswith(_TMP):
+            if p == keep or os.path.basename(p).startswith(TMP):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
@@ -273,59 +276,6 @@ class ShardCache:
             total -= nbytes
             freed += nbytes
         return freed
-
-
-def _copy_hashed(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    while chunk := src.read(_CHUNK):
-        h.update(chunk)
-        dst.write(chunk)
-        n += len(chunk)
-    return h.hexdigest(), n
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _version_of(src: Any) -> dict[str, Any] | None:
-    """The object version a remote reader was pinned to (``storage.ranges.Pin``), if any."""
-    pin = getattr(src, "pin", None) or getattr(
-        getattr(src, "entry", None), "pin", None
-    )  # direct or prefetched
-    version = getattr(pin, "version", None)
-    if version is None:
-        return None
-    return {"size": version.size, "etag": version.etag, "modified": version.modified}
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _abandoned(path: str, name: str) -> bool:
-    """A temporary whose process is gone (or, without a process id, older than an hour)."""
-    pid = name[len(_TMP) :].split("-", 1)[0]
-    try:
-        idle = time.time() - os.stat(path).st_mtime
-    except FileNotFoundError:
-        return False
-    if not pid.isdigit():
-        return idle > _STALE_S
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:  # gone; the idle time spares a writer in another PID namespace
-        return idle > _IDLE_S
-    except PermissionError:
-        return False
-    return False
 
 
 class CacheFiller:

@@ -2,8 +2,8 @@
 
 Reads through :mod:`loffdata.storage`, decodes with :mod:`loffdata.format`.
 
-Submodules: batching, checks, config, dataset, discover, indexed, mix, mixplan, plan, policy, reader,
-scatter, sources, workerstate.
+Submodules: batchbuffer, batching, checks, config, dataset, discover, indexed, layout,
+mix, mixplan, plan, policy, reader, scatter, sources, workerstate.
 
 The names below are imported from their modules on first use (see docs/api.md).
 """

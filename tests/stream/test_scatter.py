@@ -253,10 +253,10 @@ def test_more_shards_per_batch_than_open_files(make_dataset, monkeypatch):
 
 
 def test_octal_fields_common_layout_and_others():
-    from loffdata.stream.scatter import _octal_fields
+    from loffdata.stream.layout import octal_fields
 
     def parse(*fields):
-        value, ok = _octal_fields(
+        value, ok = octal_fields(
             np.frombuffer(b"".join(fields), dtype=np.uint8).reshape(len(fields), -1)
         )
         return [int(v) if k else None for v, k in zip(value, ok)]
