@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -35,7 +36,7 @@ __all__ = [
 
 #: this process's counts: ``python`` (subprocesses), ``spawn``, ``forkserver``, ``fork``
 COUNTS: collections.Counter[str] = collections.Counter()
-_BIN = os.path.dirname(os.path.realpath(sys.executable))
+_BINS = {os.path.dirname(p) for p in (sys.executable, os.path.realpath(sys.executable))}
 _KEY = "loff_launches"
 
 
@@ -45,9 +46,9 @@ def _is_python(args, executable) -> bool:
         words = shlex.split(args) if isinstance(args, str) else list(args)
         executable = words[0] if words else ""
     path = os.fspath(executable)
-    name = os.path.basename(path)
-    where = os.path.dirname(os.path.realpath(path)) if os.sep in path else ""
-    return name.startswith("python") or where == _BIN
+    found = path if os.sep in path else shutil.which(path)  # a name: as the shell finds it
+    where = {os.path.dirname(p) for p in (found, os.path.realpath(found))} if found else set()
+    return os.path.basename(path).startswith("python") or bool(where & _BINS)
 
 
 def install() -> None:
