@@ -71,7 +71,9 @@ def synthetic_samples(
 
 @pytest.fixture
 def make_dataset(tmp_path: Path) -> Callable[..., tuple[Path, Manifest]]:
-    """Factory: ``make_dataset(n, shard_size, shape=..., dtype=..., extras=...)`` -> (dir, manifest)."""
+    """Factory: ``make_dataset(n, shard_size, shape=..., dtype=..., extras=...)``.
+
+    Returns ``(dir, manifest)`` of a dataset written under ``tmp_path``."""
 
     def make(
         n: int = 20,
