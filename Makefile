@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # (tests/conftest.py). --durations=15 prints the slowest tests of every run.
 PYTEST_XDIST ?= -n 4 --dist loadgroup
 
-.PHONY: demo test test-fast lint bench gpu-check gpu-dry-run clean
+.PHONY: demo test test-fast coverage lint bench gpu-check gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS)
+
+# line and branch coverage of loffdata/ in every process ([tool.coverage] in pyproject.toml);
+# slower than `make test` (not part of CI); the report's last line is the total
+coverage: $(STAMP)
+	rm -rf .coverage-data && mkdir -p .coverage-data
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/.coverage \
+	  $(BIN)/python -m coverage run -m pytest -q -n 2 -p no:cacheprovider $(PYTEST_ARGS)
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/.coverage $(BIN)/python -m coverage combine -q
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/.coverage $(BIN)/python -m coverage report | tail -1
 
 # ruff, then the import contracts of pyproject.toml [tool.importlinter] (layers, no circles,
 # a core without the extras' packages), then the size limits (no module over 400 lines, no
@@ -52,4 +61,4 @@ gpu-dry-run: $(STAMP)
 	HOST_PY=$(BIN)/python bash benchmarks/device/dry_run.sh
 
 clean:
-	rm -rf $(VENV) out demo_out .pytest_cache
+	rm -rf $(VENV) out demo_out .pytest_cache .coverage-data

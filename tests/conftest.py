@@ -13,20 +13,42 @@
 - Waiting: inject short deadlines through the config objects
   (``RetryConfig(backoff=0.01, timeout=0.5, deadline=3.0)``) and wait on events or state,
   never on ``time.sleep`` or wall-clock bounds; the suite runs under pytest-xdist.
+- One torch thread per test process (and ``OMP_NUM_THREADS=1`` for the processes it starts):
+  the suite's xdist workers already fill the cores; more threads only spin against each
+  other (the demo's training: 5x the wall time, 2x the CPU with 2 threads on a loaded VM).
+- Interpreter launches are counted and printed after the durations (tests/launches.py):
+  prefer ``run_cli`` and fork-started workers to new interpreters.
+- Expensive shared data: build it once in a ``scope="module"`` fixture and mark the module
+  ``pytest.mark.xdist_group(name)`` so that ``--dist loadgroup`` keeps its tests on one worker
+  (tests/test_demo.py's feature cache).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import settings
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before torch is imported, and for children
+    os.environ.setdefault(_var, "1")
 
-from loffdata.format.manifest import Manifest
-from loffdata.format.writer import WriterConfig, write_dataset
-from tests.servers import http_origin, http_server, moto_s3, s3_server  # noqa: F401
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+from loffdata.format.manifest import Manifest  # noqa: E402
+from loffdata.format.writer import WriterConfig, write_dataset  # noqa: E402
+from tests import launches  # noqa: E402
+from tests.launches import (  # noqa: E402, F401
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+)
+from tests.servers import http_origin, http_server, moto_s3, s3_server  # noqa: E402, F401
+
+torch.set_num_threads(1)
+launches.install()
 
 # ``default`` is derandomized: the same examples on every run, so CI never depends on the
 # draw; ``ci-long`` explores (random, 10x the examples) and keeps a failure database.
@@ -49,7 +71,9 @@ def synthetic_samples(
 
 @pytest.fixture
 def make_dataset(tmp_path: Path) -> Callable[..., tuple[Path, Manifest]]:
-    """Factory: ``make_dataset(n, shard_size, shape=..., dtype=..., extras=...)`` -> (dir, manifest)."""
+    """Factory: ``make_dataset(n, shard_size, shape=..., dtype=..., extras=...)``.
+
+    Returns ``(dir, manifest)`` of a dataset written under ``tmp_path``."""
 
     def make(
         n: int = 20,

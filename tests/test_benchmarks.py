@@ -1,18 +1,27 @@
-"""Smoke runs of the benchmark scripts (``--quick``): they run and print/write their outputs.
+"""Smoke runs of the benchmark scripts at tiny sizes: they run and print/write their outputs.
 
-No timing is asserted: the figures of a shared CI machine mean nothing.
+No timing is asserted: the figures of a shared CI machine mean nothing. One run per mode of a
+script, at the smallest sizes that still go through every row (``TINY``, the scripts' own
+flags); scripts without their own processes run in-process through ``main``, and the
+``--help`` of every script is asked in one interpreter.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
+#: bench_loader.py's sizes for a smoke run: 4 shards of 8 samples, one repeat
+TINY = ("--n", "32", "--shape", "8,4,4", "--batch", "8", "--shard_samples", "8")
+TINY += ("--repeats", "1", "--epochs", "2")
 
 
 def run_script(name: str, *args: str, timeout: float = 600) -> str:
@@ -31,7 +40,7 @@ def run_script(name: str, *args: str, timeout: float = 600) -> str:
 def test_bench_loader_quick_local(tmp_path):
     out = run_script(
         "bench_loader.py",
-        "--quick",
+        *TINY,
         "--root",
         str(tmp_path / "data"),
         "--json_out",
@@ -45,31 +54,17 @@ def test_bench_loader_quick_local(tmp_path):
 def test_bench_loader_quick_cold_and_memory(tmp_path):
     root = str(tmp_path / "data")
     assert "page cache evicted" in run_script(
-        "bench_loader.py", "--quick", "--cold", "--augment", "", "--root", root
+        "bench_loader.py", *TINY, "--cold", "--augment", "", "--root", root
     )
-    out = run_script("bench_loader.py", "--quick", "--memory", "--root", root)
+    out = run_script("bench_loader.py", *TINY, "--memory", "--root", root)
     assert "main VmRSS growth after epoch 0" in out and "bound (pool of" in out
 
 
-def test_bench_loader_quick_http(tmp_path):
-    out = run_script(
-        "bench_loader.py",
-        "--quick",
-        "--source",
-        "http",
-        "--augment",
-        "",
-        "--root",
-        str(tmp_path / "d"),
-    )
-    assert "loffdata / raw read http" in out and "loffdata / webdataset" in out
-
-
-@pytest.mark.slow  # moto start-up and upload: ~12 s here, more under load
+@pytest.mark.slow  # moto start-up and upload in a process of its own
 def test_bench_loader_quick_s3(tmp_path):
     out = run_script(
         "bench_loader.py",
-        "--quick",
+        *TINY,
         "--source",
         "s3",
         "--augment",
@@ -89,29 +84,34 @@ def test_plot_loader_quick(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_loader_quick_cloud_simulator(tmp_path):
+@pytest.mark.slow  # a spawned process per row and per depth
+def test_bench_loader_quick_http_and_cloud_simulator(tmp_path):
+    """The HTTP rows and the simulator's study (prefetch sweep, cache, local rows) in one run."""
     png = tmp_path / "remote.png"
     out = run_script(
         "bench_loader.py",
-        "--quick",
+        *TINY,
         "--source",
         "http",
         "--augment",
         "",
         "--latency_ms",
-        "5",
+        "1",
         "--conn_mbps",
-        "200",
+        "1000",
         "--depths",
-        "1,4",
+        "1",
         "--root",
         str(tmp_path / "d"),
         "--plot_out",
         str(png),
-        timeout=600,
     )
     for line in (
+        "loffdata / raw read http",
+        "loffdata / webdataset",
         "loffdata / one connection",
+        "1 by shard",
+        "1 by sample",
         "cache epoch 2 / local",
         "16 range GETs, no decoding",
     ):
@@ -119,33 +119,47 @@ def test_bench_loader_quick_cloud_simulator(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_clients_quick(tmp_path):
-    out = run_script(
-        "bench_clients.py",
-        "--n",
-        "64",
-        "--shape",
-        "32,8,8",
-        "--shard_samples",
-        "16",
-        "--depths",
-        "2",
-        "--clients",
-        "fsspec-async,fsspec-threads",
-        "--block",
-        "65536",
-        "--root",
-        str(tmp_path / "d"),
+def _bench_module(name: str):
+    """A benchmark script imported as a module (its siblings importable, as when run)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # spawned row processes import them by name too
+    return load_script(BENCH / f"{name}.py", name)
+
+
+def test_bench_clients_quick(tmp_path, capsys):
+    _bench_module("bench_clients").main(
+        n=64,
+        shape="32,8,8",
+        shard_samples=16,
+        depths="2",
+        clients="fsspec-async,fsspec-threads",
+        block=65536,
+        root=str(tmp_path / "d"),
     )
+    out = capsys.readouterr().out
     assert "fsspec-async" in out and "fsspec-threads" in out and "failed" not in out
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.name for p in BENCH.glob("*.py") if "fire.Fire" in p.read_text())
-)
-def test_every_benchmark_script_answers_help(name):
+#: asks each script for ``--help`` as ``python SCRIPT --help`` would (its folder first on
+#: ``sys.path``), all in one interpreter; one JSON line per script
+_HELP_ALL = """
+import contextlib, io, json, os, runpy, sys
+for path in sys.argv[1:]:
+    sys.path[0], sys.argv, text = os.path.dirname(path), [path, "--help"], io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code
+    print(json.dumps({"script": path, "code": code, "text": text.getvalue()[-2000:]}))
+"""
+
+
+def test_every_benchmark_script_answers_help():
+    scripts = sorted(str(p) for p in BENCH.glob("*.py") if "fire.Fire" in p.read_text())
     proc = subprocess.run(
-        [sys.executable, str(BENCH / name), "--help"],
+        [sys.executable, "-c", _HELP_ALL, *scripts],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -153,10 +167,15 @@ def test_every_benchmark_script_answers_help(name):
         env={"PAGER": "cat", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "FLAGS" in proc.stdout or "FLAGS" in proc.stderr  # fire lists the script's own options
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [a["script"] for a in answers] == scripts and len(scripts) >= 6
+    for a in answers:
+        assert a["code"] in (0, None), a  # fire lists the script's own options
+        assert "FLAGS" in a["text"], a
 
 
-def test_bench_scale_quick(tmp_path):
-    out = run_script("bench_scale.py", "--quick", "--tmp", str(tmp_path), timeout=600)
+def test_bench_scale_quick(tmp_path, capsys):
+    _bench_module("bench_scale").main(quick=True, tmp=str(tmp_path))
+    out = capsys.readouterr().out
     assert "| 4,000 |" in out and "100 M (projected)" in out and "index sidecars" in out
     assert not list(tmp_path.iterdir())  # the caches it built are gone

@@ -220,7 +220,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
+def _rank_run(rank: int, world: int, port: int, root: str, out: str) -> None:
+    """One rank of a gloo world of ``world``: its ``(keys, features)`` saved to ``out``."""
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
@@ -245,13 +246,19 @@ def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+def _run_rank(rank: int, ports: tuple[int, int], root: str, out: str) -> None:
+    """Four spawned processes: a world of 4, then ranks 0 and 1 as a world of 2."""
+    _rank_run(rank, 4, ports[0], root, out)
+    if rank < 2:
+        _rank_run(rank, 2, ports[1], root, out)
+
+
 @pytest.mark.slow  # spawned ranks import torch on a shared 2-core machine
 def test_global_batches_identical_for_world_size_1_2_4(data, tmp_path):
-    runs = {}
-    for world in (1, 2, 4):
-        mp.spawn(
-            _run_rank, args=(world, _free_port(), data["a"], str(tmp_path)), nprocs=world, join=True
-        )
+    """World 1 runs here (no process group: rank 0 of 1); worlds 4 and 2 in one spawn."""
+    mp.spawn(_run_rank, args=((_free_port(), _free_port()), data["a"], str(tmp_path)), nprocs=4)
+    runs = {1: _global([_sequence(_rank_loader(data, 0, 1, 1))])}
+    for world in (2, 4):
         per_rank = []
         for r in range(world):
             saved = torch.load(tmp_path / f"w{world}r{r}.pt", weights_only=True)

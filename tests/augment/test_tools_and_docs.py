@@ -41,14 +41,6 @@ def test_plot_tool_writes_png(tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size < 300_000
 
 
-def test_docs_snippet_executes():
-    text = (ROOT / "docs/augmentations.md").read_text()
-    blocks = re.findall(r"```python exec\n(.*?)```", text, flags=re.S)
-    assert blocks
-    for block in blocks:
-        exec(compile(block, "docs/augmentations.md", "exec"), {})
-
-
 def test_auto_backend_is_torch_on_cpu():
     assert Augmenter(AugmentSpec(), backend="auto").backend_name == "torch"
 

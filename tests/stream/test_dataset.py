@@ -244,29 +244,6 @@ def test_resume_twice(uneven):
     assert head + middle + collect(loader(third, 1)) == full
 
 
-def test_resume_with_changed_world_size_delivers_exactly_the_rest(uneven):
-    def ds(rank, world):
-        return StreamingDataset(uneven, seed=4, batch_size=2, rank=rank, world_size=world)
-
-    states, seen = [], [[], []]
-    for r in range(2):  # two ranks in lockstep deliver 3 batches each
-        d = ds(r, 2)
-        it = iter(loader(d, 2))
-        seen[r] = [next(it)["index"].tolist() for _ in range(3)]
-        states.append(d.state_dict(delivered=3, num_workers=2))
-    assert states[0]["plan"] == states[1]["plan"]
-    rest = []
-    for r in range(3):  # resume on three ranks
-        d = ds(r, 3)
-        d.load_state_dict(states[0])
-        rest.append([b["index"].tolist() for b in loader(d, 2)])
-    assert len({len(x) for x in rest}) == 1
-    head = [i for t in range(3) for r in range(2) for i in seen[r][t]]
-    tail = [i for t in range(len(rest[0])) for r in range(3) for i in rest[r][t]]
-    order = ds(0, 1).global_order(0).tolist()
-    assert head + tail == order + order[:1]  # the rest of the same order; padding repeats its start
-
-
 def test_state_from_another_dataset_is_refused(uneven, tmp_path):
     other = write_shards(tmp_path / "other", 10, 5)
     state = StreamingDataset(uneven).state_dict(delivered=0)
