@@ -62,7 +62,8 @@ def main(
     t_convert = time.perf_counter() - start
     print(f"{n} samples -> {m.features.dtype}{list(m.features.shape)}, pool {pool}")
     print(
-        f"re-extraction with --pool {pool} --dtype {dtype}: {t_extract:.2f} s ({n / t_extract:.0f} samples/s)"
+        f"re-extraction with --pool {pool} --dtype {dtype}: {t_extract:.2f} s ({n / t_extract:.0f} "
+        "samples/s)"
     )
     print(
         f"convert from the fp16 cache:            {t_convert:.2f} s ({n / t_convert:.0f} samples/s)"

@@ -1,4 +1,5 @@
-"""``make gpu-check``: everything the GPU path must show, in one command (<= 8 min on one H100/H200).
+"""``make gpu-check``: everything the GPU path must show, in one command (<= 8 min on one
+H100/H200).
 
 Sections (each one runs even when another fails; the exit code is 1 if any failed):
 
@@ -21,9 +22,11 @@ Sections (each one runs even when another fails; the exit code is 1 if any faile
 
 Usage::
 
-    python benchmarks/gpu_check.py                      # CUDA machine: rows into docs/benchmarks-gpu.md
+    python benchmarks/gpu_check.py                      # CUDA machine: rows into
+    docs/benchmarks-gpu.md
     python benchmarks/gpu_check.py --smoke --device cpu --out /tmp/gc   # tiny sizes on the CPU (CI)
-    python benchmarks/gpu_check.py --device standin --out /tmp/gc       # the loader on the CUDA stand-in
+    python benchmarks/gpu_check.py --device standin --out /tmp/gc       # the loader on the CUDA
+    stand-in
 
 Asked for CUDA (the default) and finding none, or finding a DALI wheel that ``loffdata doctor``
 reports as a mismatch, it prints one line and exits 2: a check that checked nothing must not
@@ -84,7 +87,8 @@ def refusal(device: str, allow_no_cuda: bool, env: dict) -> tuple[int, str] | No
         return None  # the CPU and the stand-in: no CUDA to find, and no DALI wheel used on a GPU
     if not env["cuda_available"]:
         line = (
-            f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA {env['torch_cuda'] or 'none'}) "
+            f"gpu-check: asked for CUDA, but torch {env['torch']} (CUDA "
+            f"{env['torch_cuda'] or 'none'}) "
             "finds no CUDA device (torch.cuda.is_available() is False; a driver older than torch's "
             "CUDA does this): nothing checked"
         )

@@ -1,4 +1,5 @@
-"""Markdown rows of a ``gpu_check`` report (the block between the markers of docs/benchmarks-gpu.md)."""
+"""Markdown rows of a ``gpu_check`` report (the block between the markers of
+docs/benchmarks-gpu.md)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ def _head(report: dict) -> list[str]:
     env = report["env"]
     dali = env.get("dali") or "not installed"
     return [
-        f"Measured on **{env.get('device') or report['device']}** (driver {env.get('driver') or 'n/a'}), "
+        f"Measured on **{env.get('device') or report['device']}** (driver "
+        f"{env.get('driver') or 'n/a'}), "
         f"torch {env['torch']} (CUDA {env.get('torch_cuda')}), DALI {dali} "
-        f"({', '.join(env.get('dali_wheels', {})) or 'no wheel'}){' — SMOKE RUN, tiny sizes' if report['smoke'] else ''}.",
+        f"({', '.join(env.get('dali_wheels', {})) or 'no wheel'})"
+        f"{' — SMOKE RUN, tiny sizes' if report['smoke'] else ''}.",
         "",
         "| check | result | target |",
         "|---|---|---|",
@@ -41,7 +44,8 @@ def _checks(sec: dict) -> list[str]:
     loader = sec.get("loader", {})
     for backend, v in (loader.get("syncs") or {}).items():
         out.append(
-            f"| host syncs per batch, {backend} backend | {v['syncs'] / max(v['batches'], 1):.2f} | 0 |"
+            f"| host syncs per batch, {backend} backend | "
+            f"{v['syncs'] / max(v['batches'], 1):.2f} | 0 |"
         )
     for mode, v in (loader.get("transfer") or {}).items():
         out.append(
@@ -62,15 +66,18 @@ def _throughput(sec: dict) -> list[str]:
     for r in (sec.get("throughput") or {}).get("rows", []):
         shape = "x".join(map(str, r["shape"]))
         out.append(
-            f"| LoffLoader {shape} fp16, {r['backend']} {r['augment']}: samples/s (GB/s), /H2D, /raw read; first epoch | "
-            f"{_f(r['samples_per_s'])} ({r['gb_s']:.2f}), {_f(r['ratio_h2d'], '.2f')}, {r['ratio_raw']:.2f}; "
+            f"| LoffLoader {shape} fp16, {r['backend']} {r['augment']}: samples/s (GB/s), /H2D, "
+            "/raw read; first epoch | "
+            f"{_f(r['samples_per_s'])} ({r['gb_s']:.2f}), {_f(r['ratio_h2d'], '.2f')}, "
+            f"{r['ratio_raw']:.2f}; "
             f"{_f(r['first_epoch_samples_per_s'])} | >= 0.8x min(raw, H2D) |"
         )
     rz = sec.get("resize") or {}
     if rz.get("ms_per_batch"):
         cells = ", ".join(f"{k} {v:.1f}" for k, v in rz["ms_per_batch"].items())
         out.append(
-            f"| augment one batch {'x'.join(map(str, rz['shape']))} (ms) | {cells} | DALI <= torch |"
+            f"| augment one batch {'x'.join(map(str, rz['shape']))} (ms) | {cells} | DALI <= torch "
+            "|"
         )
     return out
 
@@ -80,17 +87,20 @@ def _training(sec: dict) -> list[str]:
     t = sec.get("training") or {}
     if "data_wait_fraction" in t:
         out.append(
-            f"| {t['model']} LOFF-TA loop: data wait / step time | {t['data_wait_fraction']:.1%} | < 5% |"
+            f"| {t['model']} LOFF-TA loop: data wait / step time | {t['data_wait_fraction']:.1%} | "
+            "< 5% |"
         )
     e = sec.get("extraction") or {}
     if "ratio" in e:
         out.append(
-            f"| extraction ({e['model']}) vs plain batched inference | {_f(e['extract_images_per_s'])} vs "
+            f"| extraction ({e['model']}) vs plain batched inference | "
+            f"{_f(e['extract_images_per_s'])} vs "
             f"{_f(e['plain_images_per_s'])} img/s ({e['ratio']:.2f}x) | close to 1 |"
         )
     for model, r in ((sec.get("finetune") or {}).get("runs") or {}).items():
         res = (
-            f"{_f(r.get('speedup'), '.1f')}x faster, {_f(r.get('memory_ratio'), '.1f')}x less memory"
+            f"{_f(r.get('speedup'), '.1f')}x faster, {_f(r.get('memory_ratio'), '.1f')}x less "
+            "memory"
             if "error" not in r
             else "FAILED"
         )

@@ -8,7 +8,8 @@ the ceiling (its median).
 
 Usage::
 
-    python benchmarks/plot_loader.py                    # 8192 x 768x16x16 -> docs/img/loader_throughput.png
+    python benchmarks/plot_loader.py                    # 8192 x 768x16x16 ->
+    docs/img/loader_throughput.png
     python benchmarks/plot_loader.py --quick --out /tmp/t.png
 """
 
@@ -101,10 +102,12 @@ def main(
     r = sweep(str(path), points, repeats, urls, per_sample)
     for k, v in r.items():
         print(
-            f"{'raw read' if k == 'raw' else f'batch {k[0]:>4}, workers {k[1]}':<24}{v:>10,.0f} samples/s"
+            f"{'raw read' if k == 'raw' else f'batch {k[0]:>4}, workers {k[1]}':<24}{v:>10,.0f} "
+            "samples/s"
         )
     title = (
-        f"LoffLoader (warm, later epochs), {n} x {'x'.join(map(str, dims))} float16 from page cache, "
+        f"LoffLoader (warm, later epochs), {n} x {'x'.join(map(str, dims))} float16 from page "
+        "cache, "
         f"no augmentation (medians of {repeats})\n{machine()}"
     )
     plot(r, list(batches), list(workers), (batch, fixed_workers), title, Path(out))

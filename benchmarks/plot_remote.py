@@ -1,4 +1,5 @@
-"""The cloud simulator's plot: samples/s against the requests in flight (``bench_loader.py --plot_out``)."""
+"""The cloud simulator's plot: samples/s against the requests in flight (``bench_loader.py
+--plot_out``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``python -m loffdata``: the same as the ``loffdata`` console command (see :mod:`loffdata.cli`)."""
+"""``python -m loffdata``: the same as the ``loffdata`` console command (see
+:mod:`loffdata.cli`)."""
 
 from loffdata.cli.main import main
 

@@ -50,12 +50,14 @@ def check_device(device: Any) -> None:
     count = torch.cuda.device_count()
     if dev.index is not None and dev.index >= count:
         raise DeviceError(
-            f"device={str(device)!r}, but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+            f"device={str(device)!r}, but this machine has {count} CUDA device(s): "
+            f"cuda:0..cuda:{count - 1}"
         )
 
 
 def datasets_below(path: str, *, max_depth: int = _MAX_DEPTH) -> list[str]:
-    """Local directories below ``path`` (up to ``max_depth`` levels) that hold a manifest, nearest first."""
+    """Local directories below ``path`` (up to ``max_depth`` levels) that hold a manifest, nearest
+    first."""
     found: list[tuple[int, str]] = []
     root = os.path.abspath(path)
     for folder, dirs, files in os.walk(root):
@@ -73,23 +75,30 @@ def _split_rank(path: str) -> int:
     return order.get(os.path.basename(path), 3)
 
 
+def _local_dir_path(text: str) -> str | None:
+    """The local directory ``text`` names, or ``None`` for a URL, a file or a shard list."""
+    if "://" in text and not text.startswith("file://"):
+        return None
+    path = text.removeprefix("file://")
+    if path.endswith(".json") or path.endswith(".tar") or "{" in path:
+        return None
+    return path
+
+
 def check_dataset_dir(source: Any) -> None:
     """For a local dataset path without a manifest, raises one line naming what to use instead.
 
     Remote URLs, shard lists and paths with a manifest pass through unchanged.
 
     Raises:
-        ManifestError: ``no dataset at 'out/demo' (no manifest.json); did you mean 'out/demo/train'?``
+        ManifestError: ``no dataset at 'out/demo' (no manifest.json); did you mean
+        'out/demo/train'?``
     """
     if not isinstance(source, (str, os.PathLike)):
         return
     text = os.fspath(source)
-    if "://" in text and not text.startswith("file://"):
-        return
-    path = text.removeprefix("file://")
-    if path.endswith(".json") or path.endswith(".tar") or "{" in path:
-        return
-    if os.path.isfile(os.path.join(path, _MANIFEST)):
+    path = _local_dir_path(text)
+    if path is None or os.path.isfile(os.path.join(path, _MANIFEST)):
         return
     if not os.path.exists(path):
         parent = _existing_parent(path)

@@ -93,7 +93,8 @@ def _train_one(settings: DemoSettings, augment: str) -> dict[str, Any]:
         },
     )
     print(
-        f"\n== training {config.model} (depth {config.depth or 'default'}) with augment={augment!r}, "
+        f"\n== training {config.model} (depth {config.depth or 'default'}) with "
+        f"augment={augment!r}, "
         f"{config.epochs} epochs ==",
         flush=True,
     )
@@ -118,7 +119,8 @@ def _train_one(settings: DemoSettings, augment: str) -> dict[str, Any]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Render the demo's result rows as a fixed-width table."""
     lines = [
-        f"{'augment':<8} {'val acc':>8} {'best':>7} {'samples/s':>10} {'data wait':>10} {'wall s':>7}"
+        f"{'augment':<8} {'val acc':>8} {'best':>7} {'samples/s':>10} {'data wait':>10} "
+        f"{'wall s':>7}"
     ]
     for r in rows:
         lines.append(
@@ -157,12 +159,14 @@ def main(quick: bool = False, out: str | None = None, **overrides: Any) -> None:
     )
     report = run_demo(settings)
     print(
-        "\nLOFF-TA on cached random-weight vit_tiny features of the shapes dataset (10 classes, chance 10%):"
+        "\nLOFF-TA on cached random-weight vit_tiny features of the shapes dataset (10 classes, "
+        "chance 10%):"
     )
     print(format_table(report["rows"]))
     print(f"\nfeature cache: {report['extract_s']:.1f}s; total: {report['total_s']:.1f}s")
     print(
-        f"outputs: cache in {settings.out}/{{train,val}}, runs (config.json, log.jsonl, checkpoint.pt) "
+        f"outputs: cache in {settings.out}/{{train,val}}, runs (config.json, log.jsonl, "
+        "checkpoint.pt) "
         f"in {settings.out}/runs/{{{','.join(AUGMENTS)}}}"
     )
 

@@ -60,7 +60,10 @@ def test_interrupt_is_one_line(capsys):
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
-    code = "from loffdata.cli.parse import run\nrun(lambda: [print('x' * 1000) for _ in range(100000)])\n"
+    code = (
+        "from loffdata.cli.parse import run\n"
+        "run(lambda: [print('x' * 1000) for _ in range(100000)])\n"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -1,4 +1,5 @@
-"""``make gpu-check`` without a GPU: its one-line answer, and the same script at smoke sizes on the CPU.
+"""``make gpu-check`` without a GPU: its one-line answer, and the same script at smoke sizes on the
+CPU.
 
 No figure is asserted (a CPU smoke run measures nothing); the checks inside the sections
 (DALI vs torch equivalence, int8, views, mixing, resume, transfer paths) must pass.

@@ -1,4 +1,5 @@
-"""``loffdata-shard`` from a checkout: the code is :mod:`loffdata.extract.command` (see its docs)."""
+"""``loffdata-shard`` from a checkout: the code is :mod:`loffdata.extract.command` (see its
+docs)."""
 
 import os
 import sys

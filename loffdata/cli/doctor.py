@@ -6,9 +6,11 @@
     torch        2.14.1+cu130 (CUDA 13.0)
     CUDA device  none (torch.cuda.is_available() is False)
     DALI         2.4.0 (wheels: nvidia-dali-cuda120 2.4.0)
-    augment      backend='auto' picks torch: no CUDA device (on the CPU the torch backend is the faster one)
+    augment      backend='auto' picks torch: no CUDA device (on the CPU the torch backend is the
+    faster one)
     transfer     'auto' picks none
-    PROBLEM      nvidia-dali-cuda120 is built for CUDA 12, torch for CUDA 13: install nvidia-dali-cuda130 instead
+    PROBLEM      nvidia-dali-cuda120 is built for CUDA 12, torch for CUDA 13: install
+    nvidia-dali-cuda130 instead
 
 :func:`environment` returns the same facts as a dict (``benchmarks/gpu_check.py`` writes it
 next to its figures).

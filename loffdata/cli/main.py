@@ -4,7 +4,8 @@
 
     loffdata inspect DIR            summary: shards, samples, feature spec, classes
     loffdata verify DIR [--quiet]   decode everything, check sizes and checksums; exit 1 on problems
-    loffdata show DIR [--preset loffta] [--pick per-class] [--out show.png]   samples and views (PNG)
+    loffdata show DIR [--preset loffta] [--pick per-class] [--out show.png]   samples and views
+    (PNG)
     loffdata index DIR|GLOB [--force] [--classes F]   add the index; foreign shards get a manifest
     loffdata convert SRC DST [--pool 2] [--dtype int8] ...   derive a dataset from a dataset
     loffdata doctor                 torch/CUDA/DALI versions, the backend 'auto' picks and why
@@ -52,7 +53,8 @@ def summarize(manifest: Any) -> str:
     )
     lines = [
         f"format      {manifest.format} v{manifest.version}",
-        f"samples     {manifest.num_samples} in {len(manifest.shards)} shards ({_human(manifest.num_bytes)}, {_human(per_sample)}/sample)",
+        f"samples     {manifest.num_samples} in {len(manifest.shards)} shards "
+        f"({_human(manifest.num_bytes)}, {_human(per_sample)}/sample)",
         f"features    {f.dtype}{list(f.shape)} layout {f.layout}",
         f"classes     {classes}",
     ]
@@ -77,7 +79,8 @@ def summarize(manifest: Any) -> str:
 
 
 def _clip(line: str, width: int = 300) -> str:
-    """A summary line of at most ``width`` characters (a manifest may hold megabytes in one value)."""
+    """A summary line of at most ``width`` characters (a manifest may hold megabytes in one
+    value)."""
     return line if len(line) <= width else f"{line[: width - 40]} ... ({len(line)} characters)"
 
 
@@ -119,7 +122,8 @@ def verify(
     for problem in report.problems:
         print(f"PROBLEM {problem}")
     print(
-        f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems"
+        f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples, "
+        f"{len(report.problems)} problems"
     )
     if not report.ok:
         sys.exit(1)
@@ -294,7 +298,8 @@ def _lazy_doc(command: str) -> str | None:
 
 def _usage() -> str:
     lines = [
-        "usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its options)",
+        "usage: loffdata COMMAND [ARGS] [--option VALUE ...]   (loffdata COMMAND --help for its "
+        "options)",
         "",
         "commands:",
     ]

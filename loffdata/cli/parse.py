@@ -159,7 +159,8 @@ def options_from_function(fn: Callable) -> list[Option]:
 
 
 def _flatten(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """Mappings under a nested config's name (``stream: {a: 1}``) become dotted keys (``stream.a``)."""
+    """Mappings under a nested config's name (``stream: {a: 1}``) become dotted keys
+    (``stream.a``)."""
     groups = {n.split(".", 1)[0] for n in names if "." in n}
     flat: dict[str, Any] = {}
     for key, value in values.items():
@@ -236,7 +237,9 @@ def _resolve(argv: Sequence[str], options: Sequence[Option], config_file: bool) 
     missing = [o.name for o in options if values[o.name] is REQUIRED]
     if missing:
         raise CliError(
-            f"missing {', '.join(n.upper() if by_name[n].positional else '--' + n for n in missing)}; see --help"
+            "missing "
+            f"{', '.join(n.upper() if by_name[n].positional else '--' + n for n in missing)}; see "
+            "--help"
         )
     return values
 

@@ -1,6 +1,7 @@
 """``loffdata show``: look at what an augmentation does to *your* features.
 
-A few samples of a dataset (the first ones, random ones, or one of each class in turn) are drawn as images, next to ``views`` augmented
+A few samples of a dataset (the first ones, random ones, or one of each class in turn) are drawn as
+images, next to ``views`` augmented
 views under a preset. Channels are reduced to RGB by a PCA fitted on the original samples
 (as LOFF-TA's figure 4 does), one projection for every panel, so colours are comparable
 across views. Needs matplotlib (the ``show`` extra: ``pip install 'loffdata[show]'``).
@@ -20,7 +21,8 @@ __all__ = ["PICKS", "pca_basis", "pick_indices", "render_views", "to_rgb"]
 
 
 def pca_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, 3 principal directions and the 1st/99th percentile of the projection, over (N, C, H, W)."""
+    """Mean, 3 principal directions and the 1st/99th percentile of the projection, over (N, C, H,
+    W)."""
     c = x.shape[1]
     flat = x.float().transpose(0, 1).reshape(c, -1).T
     mean = flat.mean(0)

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     for split, m in manifests.items():
         print(
-            f"{split}: {m.num_samples} samples, {len(m.shards)} shards, features {list(m.features.shape)} "
+            f"{split}: {m.num_samples} samples, {len(m.shards)} shards, features "
+            f"{list(m.features.shape)} "
             f"{m.features.dtype}, skipped {len(m.skipped)} -> {config.out.rstrip('/')}/{split}"
         )
 

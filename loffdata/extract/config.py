@@ -159,7 +159,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _hub_cache_may_hold(model: str) -> bool:
-    """Whether the local hub cache has a timm repo for ``model`` (a loose check; model.py checks exactly)."""
+    """Whether the local hub cache has a timm repo for ``model`` (a loose check; model.py checks
+    exactly)."""
     home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
     cache = os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
     base = model.split(".", 1)[0]
@@ -169,7 +170,8 @@ def _hub_cache_may_hold(model: str) -> bool:
 
 
 def check_paths(config: ExtractConfig) -> None:
-    """Refuses what would fail later: a missing local ``input``/``checkpoint``, unreachable hub weights.
+    """Refuses what would fail later: a missing local ``input``/``checkpoint``, unreachable hub
+    weights.
 
     Light (no torch, no timm), so the CLI answers in about a second.
 
@@ -191,9 +193,12 @@ def check_paths(config: ExtractConfig) -> None:
         and not hub_reachable()
     ):
         raise LoffError(
-            f"--pretrained: the weights of {config.model!r} are not in the local Hugging Face cache and "
-            f"{HUB_HOST[0]} cannot be reached. Either pass a local state dict with --checkpoint PATH "
-            "(instead of --pretrained), or download the weights once on a machine with a network and point "
+            f"--pretrained: the weights of {config.model!r} are not in the local Hugging Face "
+            "cache and "
+            f"{HUB_HOST[0]} cannot be reached. Either pass a local state dict with --checkpoint "
+            "PATH "
+            "(instead of --pretrained), or download the weights once on a machine with a network "
+            "and point "
             "HF_HOME at that cache (see docs/troubleshooting.md)"
         )
     for flag, value in checks.items():

@@ -24,7 +24,8 @@ def finalize_split(rt: Runtime, split: str) -> Manifest:
     ]
     if missing:
         raise LoffError(
-            f"split {split!r} at {cfg.out!r}: shards {missing[:10]} are incomplete; run again to resume"
+            f"split {split!r} at {cfg.out!r}: shards {missing[:10]} are incomplete; run again to "
+            "resume"
         )
     sidecars = [
         read_json(rt.fs, f"{folder}/{sidecar_name(cfg.prefix, j)}") for j in range(num_shards)
@@ -44,12 +45,15 @@ def finalize_split(rt: Runtime, split: str) -> Manifest:
 
 
 def _check_weights(rt: Runtime, split: str, sidecars: list[dict[str, Any]]) -> None:
-    """Refuses to merge shards written by a model with other weights (another rank, a resumed run)."""
+    """Refuses to merge shards written by a model with other weights (another rank, a resumed
+    run)."""
     other = [s["index"] for s in sidecars if s.get("weights_sha256", rt.weights) != rt.weights]
     if other:
         raise LoffError(
-            f"split {split!r} at {rt.config.out!r}: shards {other[:10]} were written by a model with "
-            f"other weights than this run's (sha256 {rt.weights[:12]}...); every rank and every resumed "
+            f"split {split!r} at {rt.config.out!r}: shards {other[:10]} were written by a model "
+            "with "
+            f"other weights than this run's (sha256 {rt.weights[:12]}...); every rank and every "
+            "resumed "
             "run must load the same weights (same --seed for random weights, same --checkpoint). "
             "Delete those shards and their .json sidecars, or start again with --overwrite"
         )

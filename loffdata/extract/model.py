@@ -59,7 +59,8 @@ def build_model(config: ExtractConfig) -> torch.nn.Module:
 def _create(
     timm: Any, config: ExtractConfig, create: dict[str, Any], kwargs: dict[str, Any]
 ) -> torch.nn.Module:
-    """``timm.create_model``; random weights are drawn from ``config.seed`` (same seed, same weights)."""
+    """``timm.create_model``; random weights are drawn from ``config.seed`` (same seed, same
+    weights)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         try:

@@ -15,7 +15,8 @@ def plan_shards(
 ) -> dict[int, range]:
     """Shard index -> image index range, for the shards owned by ``rank``.
 
-    Shard ``j`` holds images ``[j*shard_size, (j+1)*shard_size)``; rank ``r`` owns ``j % world_size == r``.
+    Shard ``j`` holds images ``[j*shard_size, (j+1)*shard_size)``; rank ``r`` owns ``j % world_size
+    == r``.
     """
     num_shards = math.ceil(num_items / shard_size)
     return {
@@ -25,7 +26,8 @@ def plan_shards(
 
 
 def pending_shards(rt: Runtime, split: str, num_items: int) -> dict[int, range]:
-    """This rank's planned shards of ``split`` that have no sidecar yet (stale temp files removed)."""
+    """This rank's planned shards of ``split`` that have no sidecar yet (stale temp files
+    removed)."""
     plan = plan_shards(
         num_items, rt.config.shard_size, rank=rt.ctx.rank, world_size=rt.ctx.world_size
     )

@@ -63,7 +63,8 @@ def check_previous(rt: Runtime, fingerprint: dict[str, Any]) -> None:
             else ""
         )
         raise LoffError(
-            f"{rt.config.out!r} holds an extraction with a different configuration ({changed}){why}; "
+            f"{rt.config.out!r} holds an extraction with a different configuration "
+            f"({changed}){why}; "
             "use another --out or --overwrite"
         )
     if rt.ctx.rank == 0:
@@ -75,8 +76,10 @@ def check_same_weights(rt: Runtime, fingerprint: dict[str, Any]) -> None:
     recorded = read_json(rt.fs, f"{rt.root}/{CONFIG_NAME}")["fingerprint"]
     if recorded.get("weights_sha256") != fingerprint["weights_sha256"]:
         raise LoffError(
-            f"rank {rt.ctx.rank}: its model weights (sha256 {fingerprint['weights_sha256'][:12]}...) differ "
-            f"from rank 0's ({str(recorded.get('weights_sha256'))[:12]}...); every rank must load the same "
+            f"rank {rt.ctx.rank}: its model weights (sha256 "
+            f"{fingerprint['weights_sha256'][:12]}...) differ "
+            f"from rank 0's ({str(recorded.get('weights_sha256'))[:12]}...); every rank must load "
+            "the same "
             "weights (same --seed for random weights, the same --checkpoint file on every node)"
         )
 

@@ -76,7 +76,8 @@ class ShardSink:
         self.check()
         if self.buffers:
             raise LoffError(
-                f"split {self.job.split!r}: shards {sorted(self.buffers)} never received all their images"
+                f"split {self.job.split!r}: shards {sorted(self.buffers)} never received all their "
+                "images"
             )
 
     def abort(self) -> None:

@@ -25,7 +25,8 @@ _MAX_FILE = 64 << 20
 
 
 def read_class_names(given: Any) -> list[str] | None:
-    """The names ``given`` (list, comma-separated string or file path), without the labels' check."""
+    """The names ``given`` (list, comma-separated string or file path), without the labels'
+    check."""
     if given is None:
         return None
     if isinstance(given, (list, tuple)):

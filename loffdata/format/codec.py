@@ -113,7 +113,8 @@ def quantize_int8(x: np.ndarray, *, axis: int = 0) -> Quantized:
 
 def _nonfinite(x: np.ndarray) -> str:
     bad = ~np.isfinite(x)
-    return f"{int(bad.sum())} non-finite values (first at {np.unravel_index(int(np.argmax(bad)), x.shape)})"
+    first = np.unravel_index(int(np.argmax(bad)), x.shape)
+    return f"{int(bad.sum())} non-finite values (first at {first})"
 
 
 def as_numpy(x: Any) -> np.ndarray:

@@ -149,7 +149,8 @@ def _decode_label(data: bytes, shard: str | None, key: str) -> int:
 
 
 def features_match(features: Any, shape: tuple[int, ...], dtype: str) -> str | None:
-    """Returns ``None`` if ``features`` has ``shape``/``dtype``, else a description of the mismatch."""
+    """Returns ``None`` if ``features`` has ``shape``/``dtype``, else a description of the
+    mismatch."""
     got_dtype = "int8" if isinstance(features, codec.Quantized) else _dtype_name(features)
     got_shape = tuple(features.shape)
     if got_shape != tuple(shape) or got_dtype != dtype:

@@ -232,9 +232,11 @@ class ShardWriter:
         if not bad.any():
             return arr
         if self.config.nonfinite == "refuse":
-            where = f"{self.root}/{self._open.name if self._open is not None else shard_name(self.config.prefix, self._next_index)}"
+            name = self._open.name if self._open is not None else None
+            where = f"{self.root}/{name or shard_name(self.config.prefix, self._next_index)}"
             raise SampleError(
-                f"features hold {int(bad.sum())} non-finite values as {self.config.dtype or arr.dtype} "
+                f"features hold {int(bad.sum())} non-finite values as "
+                f"{self.config.dtype or arr.dtype} "
                 "(NaN, infinity or beyond the storage dtype's range); "
                 "WriterConfig(nonfinite='zero') stores them as 0",
                 shard=where,

@@ -188,7 +188,8 @@ class StandInCuda(Gpu):
     """A strict CPU stand-in for a CUDA device (see the module docstring for its rules).
 
     Args:
-        fail_register: how many of the next ``host_register`` calls fail (cudaErrorMemoryAllocation).
+        fail_register: how many of the next ``host_register`` calls fail
+        (cudaErrorMemoryAllocation).
     """
 
     def __init__(self, *, fail_register: int = 0):

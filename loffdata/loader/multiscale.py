@@ -118,7 +118,8 @@ class MultiScaleLoader:
 
     ``set_epoch``, ``len()``, ``state_dict`` / ``load_state_dict`` as the loader's. State
     schema: ``{"version": 1, "epoch": int, "batch": batches of the epoch delivered,
-    "position": the same (the loader's key), "loader": the wrapped loader's state at that batch boundary}``.
+    "position": the same (the loader's key), "loader": the wrapped loader's state at that batch
+    boundary}``.
     """
 
     def __init__(self, loader: Any, config: MultiScaleConfig):

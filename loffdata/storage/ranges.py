@@ -66,7 +66,8 @@ class Pin:
         return self.version.etag
 
     def check(self, got: Version) -> None:
-        """Pins ``got`` if nothing is pinned yet, else raises :class:`ObjectChanged` if it differs."""
+        """Pins ``got`` if nothing is pinned yet, else raises :class:`ObjectChanged` if it
+        differs."""
         with self._lock:
             have = self.version
             for what in ("size", "etag", "modified"):

@@ -1,7 +1,8 @@
 """The one sample check of every read path: sequential, batched, by-sample and ``ds[i]``.
 
 A decoded sample is delivered only after :func:`check_sample` has compared it with the
-dataset's :class:`SampleRules`: the key rule (``[A-Za-z0-9_-]{1,80}``, as writers use), the feature spec, the label range (``classes``), the
+dataset's :class:`SampleRules`: the key rule (``[A-Za-z0-9_-]{1,80}``, as writers use), the feature
+spec, the label range (``classes``), the
 declared extras (shape and dtype; present in every sample when batched), teacher logits
 (their classes and top-k class indices) and, in a mix
 whose classes are unified, the label's place in the union. Every reader calls it, so a
@@ -107,7 +108,8 @@ def _check_extra(sample: Sample, name: str, spec: TensorSpec, batched: bool, sha
     if tuple(value.shape) != tuple(spec.shape) or not same_dtype:
         got = "int8" if quantized else (codec.dtype_name(value) or str(value.dtype))
         raise SampleError(
-            f"extra {name!r} is {got}{list(value.shape)}, manifest says {spec.dtype}{list(spec.shape)}",
+            f"extra {name!r} is {got}{list(value.shape)}, manifest says "
+            f"{spec.dtype}{list(spec.shape)}",
             shard=shard,
             key=sample.key,
         )
@@ -128,7 +130,8 @@ def _check_logits(sample: Sample, num_classes: int | None, shard: str) -> None:
         return
     if tuple(index.shape) != tuple(values.shape) or not np.issubdtype(index.dtype, np.integer):
         raise SampleError(
-            f"{INDEX_EXTRA} is {index.dtype}{list(index.shape)}, {LOGITS_EXTRA} is {list(values.shape)}",
+            f"{INDEX_EXTRA} is {index.dtype}{list(index.shape)}, {LOGITS_EXTRA} is "
+            f"{list(values.shape)}",
             shard=shard,
             key=sample.key,
         )

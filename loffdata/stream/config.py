@@ -104,13 +104,15 @@ class StreamConfig(PlanConfig):
             object.__setattr__(self, "retry", RetryConfig(**self.retry))
         elif not isinstance(self.retry, RetryConfig):
             raise TypeError(
-                f"retry must be a RetryConfig or a dict of its fields, not {type(self.retry).__name__}"
+                "retry must be a RetryConfig or a dict of its fields, not "
+                f"{type(self.retry).__name__}"
             )
         if isinstance(self.prefetch, Mapping):
             object.__setattr__(self, "prefetch", PrefetchConfig(**self.prefetch))
         elif not isinstance(self.prefetch, PrefetchConfig):
             raise TypeError(
-                f"prefetch must be a PrefetchConfig or a dict of its fields, not {type(self.prefetch).__name__}"
+                "prefetch must be a PrefetchConfig or a dict of its fields, not "
+                f"{type(self.prefetch).__name__}"
             )
 
     @property

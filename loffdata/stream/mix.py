@@ -92,7 +92,8 @@ class Mix:
     def from_directory(
         cls, url: str, *, storage_options: dict[str, Any] | None = None, **kw: Any
     ) -> Mix:
-        """A mix of the datasets found below ``url`` (weighted by size unless you set weights later)."""
+        """A mix of the datasets found below ``url`` (weighted by size unless you set weights
+        later)."""
         found = find_datasets(str(url), storage_options)
         if not found:
             raise LoffError(f"no datasets (directories with a manifest.json) below {url!r}")
@@ -222,7 +223,8 @@ def _refuse_empty(names: list[str], sizes: list[int], weights: list[float] | Non
     for name, size, w in zip(names, sizes, weights or [None] * len(sizes)):
         if size == 0 and w is not None and w > 0:
             raise LoffError(
-                f"source {name!r} of the mix has no samples but weight {w}; give it weight 0 or leave it out"
+                f"source {name!r} of the mix has no samples but weight {w}; give it weight 0 or "
+                "leave it out"
             )
 
 
@@ -234,7 +236,8 @@ def _label_tables(
         return None, [None] * len(manifests)
     if missing:
         raise LoffError(
-            f"classes='union' needs class names in every source; {missing} have none (use classes='separate')"
+            f"classes='union' needs class names in every source; {missing} have none (use "
+            "classes='separate')"
         )
     union: dict[str, int] = {}
     for m in manifests:
@@ -317,7 +320,8 @@ class MixedDataset(StreamingDataset):
         return length // b if self.config.drop_last else -(-length // b)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The mixed epoch's global order (the mixed sequence, window-shuffled), before any split."""
+        """The mixed epoch's global order (the mixed sequence, window-shuffled), before any
+        split."""
         return global_order(self.epoch_sequence(epoch), self.config, epoch)
 
     def _fingerprint(self) -> dict[str, Any]:

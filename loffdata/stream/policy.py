@@ -94,5 +94,6 @@ class StandIns(Generic[Slot]):
         """Raises if slots still wait for a good sample at the end of the iteration."""
         if self.waiting:
             raise LoffError(
-                f"on_error='skip' found no readable sample to stand in for {len(self.waiting)} unreadable ones"
+                f"on_error='skip' found no readable sample to stand in for {len(self.waiting)} "
+                "unreadable ones"
             )

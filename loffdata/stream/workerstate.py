@@ -70,8 +70,10 @@ def load_worker_state(state: dict[str, Any]) -> tuple[PlanState, WorkerResume]:
             else f"in worker {info.id} of {info.num_workers}"
         )
         raise LoffError(
-            f"this is the state of DataLoader worker {w['id']} of {w['num_workers']} (from torchdata's "
-            f"StatefulDataLoader), loaded {where}: restore it through StatefulDataLoader.load_state_dict "
+            f"this is the state of DataLoader worker {w['id']} of {w['num_workers']} (from "
+            "torchdata's "
+            f"StatefulDataLoader), loaded {where}: restore it through "
+            "StatefulDataLoader.load_state_dict "
             "with the same num_workers, or checkpoint with LoffLoader.state_dict()"
         )
     return PlanState.from_dict(state["plan"]), WorkerResume(
@@ -98,8 +100,11 @@ def check_main_process_state(iterated: bool) -> None:
     """
     if not iterated:
         raise LoffError(
-            "StreamingDataset.state_dict(): this object was not iterated in this process, so it does not "
-            "know how many items were delivered (a DataLoader with workers iterates copies of it). Pass "
-            "delivered= (items your loop received; 0 at the start) and num_workers=, checkpoint with "
+            "StreamingDataset.state_dict(): this object was not iterated in this process, so it "
+            "does not "
+            "know how many items were delivered (a DataLoader with workers iterates copies of it). "
+            "Pass "
+            "delivered= (items your loop received; 0 at the start) and num_workers=, checkpoint "
+            "with "
             "LoffLoader.state_dict(), or wrap the dataset in torchdata's StatefulDataLoader"
         )

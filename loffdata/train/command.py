@@ -4,7 +4,8 @@ Usage::
 
     loffdata-train --config recipes/configs/demo.yaml [--field value ...]
     loffdata-train --config recipes/configs/demo.yaml --resume     # continue <out>/checkpoint.pt
-    torchrun --nproc_per_node 8 recipes/train.py --config recipes/configs/dinov2_vitb14_256_deits.yaml
+    torchrun --nproc_per_node 8 recipes/train.py --config
+    recipes/configs/dinov2_vitb14_256_deits.yaml
 
 ``loffdata-train`` and ``python recipes/train.py`` are the same command. Every flag is a field
 of ``TrainConfig`` (same name, default and doc); a ``--config`` file (YAML or JSON) sets any
@@ -42,11 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     if not results["completed"]:
         print(
             f"stopped early at step {results['step']} (--max_steps {config.max_steps}); "
-            f"checkpoint in {results['out']}: continue with --resume and a larger --max_steps (or none)"
+            f"checkpoint in {results['out']}: continue with --resume and a larger --max_steps (or "
+            "none)"
         )
     elif final is not None and "val_acc" in final:
         print(
-            f"done: val_acc {final['val_acc']:.2%} after {final['epoch'] + 1} epochs; outputs in {results['out']}"
+            f"done: val_acc {final['val_acc']:.2%} after {final['epoch'] + 1} epochs; outputs in "
+            f"{results['out']}"
         )
 
 

@@ -182,7 +182,8 @@ class TrainConfig:
             self.stream = StreamConfig.from_dict(self.stream)
         if not isinstance(self.stream, StreamConfig):
             raise TypeError(
-                f"stream must be a StreamConfig or a dict of its fields, not {type(self.stream).__name__}"
+                "stream must be a StreamConfig or a dict of its fields, not "
+                f"{type(self.stream).__name__}"
             )
         self.stream = dataclasses.replace(
             self.stream, **{k: getattr(self, k) for k in STREAM_FROM_RUN}

@@ -138,8 +138,9 @@ def _update_bar(bar: Any, run: Run) -> None:
         return
     stats, p = run.train_loader.stats, run.progress
     bar.set_postfix_str(
-        f"loss {p.loss_sum / max(p.loss_n, 1):.3f}, {stats.samples_per_s * run.ctx.world_size:,.0f} "
-        f"samples/s, data wait {stats.wait_fraction:.0%}",
+        f"loss {p.loss_sum / max(p.loss_n, 1):.3f}, "
+        f"{stats.samples_per_s * run.ctx.world_size:,.0f} samples/s, "
+        f"data wait {stats.wait_fraction:.0%}",
         refresh=False,
     )
 
@@ -248,7 +249,8 @@ def _run_epochs(run: Run) -> bool:
         if not completed:
             save_checkpoint(run, loader_state=run.train_loader.state_dict())
             run.log(
-                f"stopped at step {run.progress.step} (max_steps), mid-epoch {run.progress.epoch + 1}"
+                f"stopped at step {run.progress.step} (max_steps), mid-epoch "
+                f"{run.progress.epoch + 1}"
             )
             return False
         _finish_epoch(run, train_s, started)

@@ -1,4 +1,5 @@
-"""Where a run's figures go: the tqdm bar of an epoch, ``<out>/log.jsonl``, TensorBoard, the epoch line."""
+"""Where a run's figures go: the tqdm bar of an epoch, ``<out>/log.jsonl``, TensorBoard, the epoch
+line."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def check_log_backend(kind: str) -> None:
 
 
 class EpochLog:
-    """Appends each epoch record to ``<out>/log.jsonl`` and, with ``kind="tensorboard"``, to TensorBoard.
+    """Appends each epoch record to ``<out>/log.jsonl`` and, with ``kind="tensorboard"``, to
+    TensorBoard.
 
     Args:
         out: the run's output directory.

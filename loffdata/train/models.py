@@ -15,7 +15,8 @@ The *probe path* (``probe=True``, the default, :data:`loffdata.defaults.PROBE`) 
 :class:`LinearProbe` on the raw features as a second head: in training each head gets its
 own cross-entropy (the forward returns both, stacked), so each trains as it would alone,
 and the classifier keeps a running mean of each head's training loss
-(:meth:`LoffClassifier.track_heads`, called by the recipe's loop). It predicts with the head whose running training loss is lower (both
+(:meth:`LoffClassifier.track_heads`, called by the recipe's loop). It predicts with the head whose
+running training loss is lower (both
 summed until a loss is known). The probe, with its own, larger learning rate
 (``probe_lr_scale``, see :func:`loffdata.train.utils.param_groups`), carries a short run on
 a small cache, where a transformer from scratch is still near chance; the transformer takes
@@ -149,7 +150,8 @@ class _FeatureClassifier(nn.Module):
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(
-                f"expected features of shape (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
+                f"expected features of shape (N, {self.config.in_chans}, H, W), got "
+                f"{tuple(x.shape)}"
             )
         dtype = next(self.parameters()).dtype
         return x if x.dtype == dtype else x.to(dtype)

@@ -75,7 +75,8 @@ def _distill(
 
 
 def check_objective(*, views: int, distill_weight: float, temperature: float) -> None:
-    """Validate the recipe's loss settings (``TrainConfig.views``, ``distill_weight``, ``temperature``).
+    """Validate the recipe's loss settings (``TrainConfig.views``, ``distill_weight``,
+    ``temperature``).
 
     Raises:
         ValueError: ``views`` not an int >= 1, ``distill_weight`` outside [0, 1] or

@@ -28,12 +28,14 @@ def _check_classifier(config: TrainConfig) -> None:
 
     if config.model not in KINDS:
         raise CliError(
-            f"--model {config.model!r}: not a classifier kind{_closest(config.model, list(KINDS))}; "
+            f"--model {config.model!r}: not a classifier kind"
+            f"{_closest(config.model, list(KINDS))}; "
             f"kinds: {', '.join(KINDS)} (the feature model is --feature_model)"
         )
     if config.norm not in NORMS:
         raise CliError(
-            f"--norm {config.norm!r}: unknown{_closest(config.norm, list(NORMS))}; norms: {', '.join(NORMS)}"
+            f"--norm {config.norm!r}: unknown{_closest(config.norm, list(NORMS))}; norms: "
+            f"{', '.join(NORMS)}"
         )
 
 
@@ -60,14 +62,18 @@ def _check_cache(config: TrainConfig) -> None:
         ]
         if missing:
             raise CliError(
-                f"--train {config.train}: no manifest there, so {', '.join(missing)} must be given; "
+                f"--train {config.train}: no manifest there, so {', '.join(missing)} must be "
+                "given; "
                 f"or build one first: loffdata index {config.train}"
             ) from None
         return
     try:
         _check_features(config, manifest)
     except ValueError as err:
-        fix = "drop those settings (they are read from the manifest) or point --train at the matching cache"
+        fix = (
+            "drop those settings (they are read from the manifest) "
+            "or point --train at the matching cache"
+        )
         raise CliError(f"--train {err}; {fix}") from None
 
 

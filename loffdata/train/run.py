@@ -54,7 +54,8 @@ def _check_features(config: TrainConfig, manifest: Manifest | None) -> dict[str,
     if bad or h != w:
         detail = ", ".join(f"{k}: config {a!r} vs manifest {b!r}" for k, (a, b) in bad.items())
         raise ValueError(
-            f"{config.train}: config does not match the feature cache ({detail or f'grid {h}x{w} is not square'})"
+            f"{config.train}: config does not match the feature cache "
+            f"({detail or f'grid {h}x{w} is not square'})"
         )
     resolved = {
         k: getattr(config, k) if getattr(config, k) is not None else found[k]
@@ -78,9 +79,12 @@ def _warn_few_steps(config: TrainConfig, steps_per_epoch: int) -> None:
     total = config.epochs * steps_per_epoch
     if config.model != "linear" and not config.probe and total < MIN_STEPS:
         warnings.warn(
-            f"only {total} optimiser steps ({config.epochs} epochs x {steps_per_epoch}): a {config.model} "
-            f"classifier without the probe path (--probe False) usually needs {MIN_STEPS}+ on a small cache. "
-            "Keep the probe path (--probe True, the default), raise --epochs (or lower --batch_size), "
+            f"only {total} optimiser steps ({config.epochs} epochs x {steps_per_epoch}): a "
+            f"{config.model} "
+            f"classifier without the probe path (--probe False) usually needs {MIN_STEPS}+ on a "
+            "small cache. "
+            "Keep the probe path (--probe True, the default), raise --epochs (or lower "
+            "--batch_size), "
             "and compare with a linear probe first (--model linear --augment none --lr 0.01); "
             "see docs/recipes.md#a-new-dataset-start-here",
             FewStepsWarning,

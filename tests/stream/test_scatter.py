@@ -45,7 +45,8 @@ def general_read(path) -> list[tuple[str, np.ndarray, int | None]]:
 def scatter(
     path, layout: SampleLayout, begin: int, locs, keys=None
 ) -> tuple[list, list[np.ndarray]]:
-    """Reads samples ``locs`` at ``begin + loc * span``, expecting ``keys`` (default: the writer's)."""
+    """Reads samples ``locs`` at ``begin + loc * span``, expecting ``keys`` (default: the
+    writer's)."""
     rows = [np.zeros(NBYTES, dtype=np.uint8) for _ in locs]
     keys = keys or [f"s{i:07d}" for i in range(max(locs) + 1)]
     with open(path, "rb") as f:

@@ -22,7 +22,8 @@ def learnable_samples(n: int, *, seed: int, classes: int = 3, shape=(16, 4, 4)):
 
 
 def write_splits(root: Path, *, train: int, val: int, shard: int) -> dict[str, str]:
-    """``train`` and ``val`` samples (seeds 1 and 2) in shards of ``shard``; their paths by split."""
+    """``train`` and ``val`` samples (seeds 1 and 2) in shards of ``shard``; their paths by
+    split."""
     for split, n, seed in (("train", train, 1), ("val", val, 2)):
         write_dataset(
             str(root / split),

@@ -1,4 +1,5 @@
-"""loffdata.train.trainer and recipes/train.py: a tiny run end to end, checkpoints, resume, torchrun."""
+"""loffdata.train.trainer and recipes/train.py: a tiny run end to end, checkpoints, resume,
+torchrun."""
 
 from __future__ import annotations
 
