@@ -347,7 +347,7 @@ def test_mixing_unlabelled_samples_is_a_value_error_before_the_device(tmp_path):
         augment={"mixup": 1.0, "num_classes": 2},
         shuffle=False,
     )
-    with pytest.raises(ValueError, match=r"(?s)1 samples.*u005"):
+    with pytest.raises(ValueError, match=r"(?s)1 unlabelled.*u005"):
         list(loader)
 
 

@@ -28,7 +28,6 @@ __all__ = [
     "LoadedBatch",
     "HostRegistry",
     "CONTROL_KEYS",
-    "check_mixing_labels",
     "delivered_batch",
     "own_view",
 ]
@@ -256,24 +255,6 @@ def delivered_batch(
 
 def _repeat(t: torch.Tensor, views: int) -> torch.Tensor:
     return t.repeat_interleave(views, dim=0) if views > 1 else t
-
-
-def check_mixing_labels(y: torch.Tensor, keys: list[str], num_classes: int) -> None:
-    """Mixup/cutmix need a label for every sample: checked on the host copy of the batch,
-    before the labels reach the device (where ``one_hot`` would fail with a device assert).
-
-    Raises:
-        ValueError: naming the keys of the unlabelled or out-of-range samples.
-    """
-    bad = (y < 0) | (y >= num_classes)
-    if bool(bad.any()):
-        keys = [k for k, b in zip(keys, bad.tolist()) if b][:5]
-        raise ValueError(
-            f"mixup/cutmix need a label in [0, {num_classes}) for every sample; "
-            f"{int(bad.sum())} samples of this batch have none or another "
-            f"(label -1 = unlabelled), e.g. keys {keys}; "
-            "use a preset without mixing for unlabelled data"
-        )
 
 
 def own_view(t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from loffdata.augment.ops.mixing import check_labels
 from loffdata.compat import can_count_storage_uses, shutdown_workers
 from loffdata.devices import resolve_auto
 from loffdata.errors import WorkerDiedError
@@ -48,7 +49,6 @@ from loffdata.loader.batch import (
     BatchWithExtras,
     HostRegistry,
     LoadedBatch,
-    check_mixing_labels,
     delivered_batch,
 )
 from loffdata.loader.config import LoaderConfig, resolve_augment
@@ -364,7 +364,7 @@ class LoffLoader:
     def _finish(self, loaded: LoadedBatch, b: dict[str, torch.Tensor]) -> Batch | BatchWithExtras:
         """The delivered batch, from the device payload ``b`` (labels checked on the host)."""
         if self.spec is not None and self.spec.mixing:
-            check_mixing_labels(loaded.payload["label"], loaded.keys, self.spec.num_classes)
+            check_labels(loaded.payload["label"], self.spec.num_classes, loaded.keys)
         x = b["features"]
         if x.dtype == torch.int8:
             x = x.to(torch.float32) * b["scale"].to(torch.float32)[:, :, None, None]

@@ -43,25 +43,29 @@ def mix(
     return x, onehot * lam[:, None] + onehot[partner] * (1 - lam[:, None])
 
 
-def check_labels(y: torch.Tensor, num_classes: int) -> None:
+def check_labels(y: torch.Tensor, num_classes: int, keys: list[str] | None = None) -> None:
     """Labels on the host must lie in ``[0, num_classes)`` before they become soft labels.
 
-    Unlabelled samples (label -1) cannot be mixed. Labels already on a GPU are not read
-    back (that would make the host wait); :class:`~loffdata.loader.LoffLoader` checks the
-    host copy of every batch before it reaches the device step.
+    The one label check of mixing. Unlabelled samples (label -1) cannot be mixed. Labels
+    already on a GPU are not read back (that would make the host wait);
+    :class:`~loffdata.loader.LoffLoader` calls this on the host copy of every batch, with
+    its ``keys``, before the batch reaches the device step.
 
     Raises:
-        ValueError: a label is negative (unlabelled) or not below ``num_classes``.
+        ValueError: a label is negative (unlabelled) or not below ``num_classes``; names
+        up to five of the samples' keys when ``keys`` are given.
     """
     if y.device.type != "cpu" or getattr(y, "loffdata_on_device", False) or y.numel() == 0:
         return  # (``loffdata_on_device``: a tensor on the loader's CUDA stand-in)
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         unlabelled = int((y < 0).sum())
+        named = [k for k, b in zip(keys, bad.tolist()) if b][:5] if keys else []
         raise ValueError(
             f"mixup/cutmix need a label in [0, {num_classes}) for every sample; this batch has "
             f"{unlabelled} unlabelled (label -1) and {int(bad.sum()) - unlabelled} "
-            "out-of-range labels"
+            f"out-of-range labels{f', e.g. keys {named}' if named else ''}; "
+            "use a preset without mixing for unlabelled data"
         )
 
 
