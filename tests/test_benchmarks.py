@@ -87,13 +87,15 @@ _RATIO = re.compile(r"  (\S.*?)\s+(\S+)(?:\s+\(.*\))?")
 def table(out: str) -> tuple[dict[str, list[float]], dict[str, float]]:
     """The rows (name: its numbers) and the ratios (name: value) bench_loader printed; fails
     on any line of a table or ratio block that is not one."""
-    rows, ratios, block = {}, {}, None
+    rows, ratios, block, header = {}, {}, None, ""
     for line in out.splitlines():
         if line.startswith(("row ", "requests/worker")) or line == "ratios:" or not line:
             block = {"row": 24, "req": 26, "rat": ratios}.get(line[:3])  # 24, 26: name widths
+            header = line
         elif isinstance(block, int) and not line.startswith("fresh loader: built in "):
             name, numbers = line[:block].strip(), line[block:].split()
             assert name and numbers and line[block] == " ", line
+            assert block == 26 or len(line) == len(header), (header, line)  # columns aligned
             rows[name] = [float(x.replace(",", "")) for x in numbers]
         elif block is ratios and line.startswith("  "):  # an unindented line ends them
             assert (match := _RATIO.fullmatch(line)), line
