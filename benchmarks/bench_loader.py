@@ -61,6 +61,7 @@ from loader_common import (  # noqa: E402
     augment_alone,
     build_data,
     first_epoch,
+    in_process,
     isolated,
     lazy,
     loffdata_epoch,
@@ -217,23 +218,32 @@ def main(
     depths: str = "1,2,4,8,16,32",
     plot_out: str | None = None,
     origin: str = "python",
+    in_process: bool = False,
 ) -> dict:
     """Runs every row (or the memory run), prints the table, returns the figures. ``latency_ms``,
-    ``conn_mbps`` (per connection): the cloud simulator; ``origin``: ``python`` or ``nginx``."""
+    ``conn_mbps`` (per connection): the cloud simulator; ``origin``: ``python`` or ``nginx``;
+    ``in_process``: each remote row here, not in a spawned process (smoke runs)."""
     if source not in ("local", "http", "s3") or origin not in ("python", "nginx"):
         raise ValueError(f"source: local, http or s3 ({source!r}); origin: python or nginx")
     if quick:
         n, shape, batch, shard_samples, repeats, epochs = 128, "32,8,8", 16, 32, 1, min(epochs, 2)
     cfg = _config(n, shape, batch, workers, shard_samples, augment, root, source, origin)
     cfg |= {"sim": (latency_ms / 1e3, conn_mbps * 1e6 or None), "cold": cold, "repeats": repeats}
-    raw_read(cfg["urls"])  # warm the page cache
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    _prepare(cfg, in_process)
     if memory:
         with serve(source, cfg["path"], cfg["sim"], origin) as (url, _):
             return _memory(cfg, url, epochs, shuffle_buffer, prefetch, json_out)
-    result, study = _run(cfg, list(parse_shape(depths)) if depths else [])
+    result, study = _run(cfg, list(parse_shape(depths)) if depths else [], in_process)
     _report(result, study, cfg, plot_out, json_out)
     return result
+
+
+def _prepare(cfg: dict, here: bool) -> None:
+    """Warms the page cache; a real run gives torch every core (a smoke run in a test
+    process leaves the thread count as it is)."""
+    raw_read(cfg["urls"])
+    if not here:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
 def _report(
@@ -250,9 +260,11 @@ def _report(
         _write_json(json_out, cfg, result, study)
 
 
-def _run(cfg: dict, depths: list[int]) -> tuple[dict[str, float], dict | None]:
-    """The rows, and the remote study where the origin is a simulator (or nginx)."""
-    with serve(cfg["source"], cfg["path"], cfg["sim"], cfg["origin"]) as (url, options):
+def _run(cfg: dict, depths: list[int], here: bool) -> tuple[dict[str, float], dict | None]:
+    """The rows, and the remote study where the origin is a simulator (or nginx); ``here``:
+    the rows meant for processes of their own run in this one."""
+    serving = serve(cfg["source"], cfg["path"], cfg["sim"], cfg["origin"])
+    with serving as (url, options), in_process(here):
         cold = cfg["urls"] if cfg["cold"] else None
         result = measure(row_functions(cfg, url, options), cfg["repeats"], cold)
         study = None

@@ -29,6 +29,7 @@ __all__ = [
     "consume",
     "evict",
     "first_epoch",
+    "in_process",
     "isolated",
     "lazy",
     "loffdata_epoch",
@@ -86,15 +87,33 @@ def _timed_call(fn: Callable, args: tuple, queue) -> None:
     queue.put((units, time.perf_counter() - t0))
 
 
+#: ``isolated`` runs its function here instead of in a spawned process (see ``in_process``)
+_HERE = {"on": False}
+
+
+@contextlib.contextmanager
+def in_process(on: bool = True):
+    """Within it, :func:`isolated` calls its function in this process (smoke runs: every row
+    still runs, without an interpreter start per row; the rows are no longer independent)."""
+    saved, _HERE["on"] = _HERE["on"], on
+    try:
+        yield
+    finally:
+        _HERE["on"] = saved
+
+
 def isolated(fn: Callable, *args) -> tuple[float, float]:
     """Runs ``fn(*args)`` in a fresh spawned process; returns its result and the seconds it
-    took there.
+    took there (inside :func:`in_process`: in this process).
 
     Remote rows run this way so that rows stay independent (no connection pools, caches or
     fsspec IO threads carried from one row to the next). (It was first done to dodge forked
     workers stalling the parent's fsspec requests; loffdata.storage.remote now prevents that, see
     docs/benchmarks.md.)
     """
+    if _HERE["on"]:
+        t0 = time.perf_counter()
+        return fn(*args), time.perf_counter() - t0
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_timed_call, args=(fn, args, queue))
