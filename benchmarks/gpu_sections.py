@@ -152,7 +152,7 @@ def extraction(ctx: Context) -> dict:
     from loffdata.extract.pipeline import ExtractConfig, extract
 
     n = ctx.sizes.extract_images
-    model = "vit_small_patch14_dinov2" if ctx.cuda else "vit_tiny_patch16_224"
+    model = "vit_small_patch14_dinov2" if ctx.cuda else "test_vit"  # smoke: timm's tiny ViT
     cfg = ExtractConfig(
         out=str(ctx.root / "extract"),
         source="shapes",
@@ -216,6 +216,8 @@ def _finetune_run(ctx: Context, model: str) -> dict:
     out = ctx.root / f"finetune-{model}.json"
     if model == "quick":
         args = ["--quick", "--device", "cpu", "--steps", "1", "--warmup", "0"]
+        if not ctx.cuda:  # the CPU smoke: the recipe's path on timm's tiny test ViT
+            args += ["--model", "test_vit", "--img_size", "64", "--classifier", "linear"]
     else:
         args = ["--model", model, "--img_size", "224", "--device", str(ctx.device)]
         args += ["--batch_size", "32", "--steps", "6", "--warmup", "2"]

@@ -1,4 +1,4 @@
-"""Two real ranks (gloo, spawned processes) x two DataLoader workers over uneven shards."""
+"""Two real ranks (gloo, forked processes) x two DataLoader workers over uneven shards."""
 
 import json
 import socket
@@ -40,12 +40,20 @@ def _run_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # ~20 s here: each spawned rank imports torch on a 2-core machine
+@pytest.mark.slow  # two real ranks, each with two worker processes
 def test_two_ranks_two_workers_uneven_shards(tmp_path):
     root = write_uneven(tmp_path / "ds", SIZES)
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_run_rank, args=(2, _free_port(), str(root), str(out)), nprocs=2, join=True)
+    # forked, not spawned: the ranks are real processes with their own gloo group, but
+    # they start from this interpreter (torch imported) instead of importing it again
+    mp.start_processes(
+        _run_rank,
+        args=(2, _free_port(), str(root), str(out)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["rank"] for r in results] == [[0, 2], [1, 2]]  # taken from torch.distributed
     assert [len(r["batches"]) for r in results] == [r["len"] for r in results] == [3, 3]

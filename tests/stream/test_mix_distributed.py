@@ -1,4 +1,4 @@
-"""A mix over two real ranks (gloo, spawned processes) x two DataLoader workers: equal batches."""
+"""A mix over two real ranks (gloo, forked processes) x two DataLoader workers: equal batches."""
 
 import json
 import socket
@@ -46,7 +46,7 @@ def _run_rank(rank: int, world: int, port: int, roots: list[str], out: str) -> N
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # each spawned rank imports torch: ~20 s on a 2-core machine
+@pytest.mark.slow  # two real ranks, each with two worker processes
 def test_two_ranks_two_workers_mixed_sources(tmp_path):
     roots = [
         str(write_uneven(tmp_path / "a", [9, 3, 5])),
@@ -54,7 +54,11 @@ def test_two_ranks_two_workers_mixed_sources(tmp_path):
     ]
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_run_rank, args=(2, _free_port(), roots, str(out)), nprocs=2, join=True)
+    # forked, not spawned: the ranks are real processes with their own gloo group, but
+    # they start from this interpreter (torch imported) instead of importing it again
+    mp.start_processes(
+        _run_rank, args=(2, _free_port(), roots, str(out)), nprocs=2, join=True, start_method="fork"
+    )
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert (
         [len(r["batches"]) for r in results] == [r["len"] for r in results] == [4, 4]

@@ -75,11 +75,17 @@ def test_preset_defaults_yield_to_explicit_options(cf):
     assert cf._resolve(False, {"model": None})["model"] == cf.PRESETS["default"]["model"]
 
 
+#: the CLI's whole path (three interpreters, both settings, the ratios) on timm's tiny test
+#: ViT: an explicit option wins over the ``--quick`` preset, so only the sizes shrink
+TINY = ("--model", "test_vit", "--img_size", "64", "--classifier", "linear")
+TINY += ("--steps", "1", "--warmup", "0")
+
+
 @pytest.mark.slow
 def test_quick_cli_prints_ratios_and_features_side_wins(tmp_path):
     out = tmp_path / "cmp.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--quick", *TINY, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
