@@ -222,12 +222,17 @@ def local_rows(work: Path, sizes: tuple[int, ...], per_shard: int, dims: tuple, 
         root = work / f"n{n}"
         build(root, base, manifest, max(1, n // per_shard))
         r = _measure(root, how["batch"], how["workers"], how["steady"])
-        r["manifest_mb"] = (root / "manifest.json").stat().st_size / 1e6
-        r["index_mb"] = _dir_bytes(root, ".idx") / 1e6
-        rows.append((n, r))
-        shutil.rmtree(root)
-        print(f"measured {n:,} samples: {json.dumps(r)}", file=sys.stderr, flush=True)
+        rows.append(finish_row(root, n, r))
     return rows
+
+
+def finish_row(root: Path, n: int, r: dict, where: str = "") -> tuple[int, dict]:
+    """Adds the cache's manifest and index sizes to ``r``, removes the cache, logs the row."""
+    r["manifest_mb"] = (root / "manifest.json").stat().st_size / 1e6
+    r["index_mb"] = _dir_bytes(root, ".idx") / 1e6
+    shutil.rmtree(root)
+    print(f"measured {n:,} samples{where}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    return n, r
 
 
 def main(

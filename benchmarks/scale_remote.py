@@ -11,7 +11,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -44,11 +43,7 @@ def remote_rows(
         bench_scale.build(root, base, manifest, max(1, n // per_shard))
         with NginxOrigin(root, origin or OriginConfig()) as server:
             r = bench_scale._measure(server.url, how["batch"], how["workers"], how["steady"])
-        r["manifest_mb"] = (root / "manifest.json").stat().st_size / 1e6
-        r["index_mb"] = bench_scale._dir_bytes(root, ".idx") / 1e6
-        rows.append((n, r))
-        shutil.rmtree(root)
-        print(f"measured {n:,} samples over nginx: {json.dumps(r)}", file=sys.stderr, flush=True)
+        rows.append(bench_scale.finish_row(root, n, r, " over nginx"))
     return rows
 
 
