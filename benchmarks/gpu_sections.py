@@ -143,6 +143,8 @@ def _train_epoch(ctx: Context, ld: LoffLoader, model: Any, opt: Any, epoch: int)
         "seconds": seconds,
         "wait_s": ld.stats.wait_s,
         "wait_fraction": ld.stats.wait_s / seconds,
+        "batches": ld.stats.batches,
+        "expected_batches": len(ld),
         "finite_loss": bool(torch.isfinite(loss)),
     }
 

@@ -17,7 +17,9 @@
   the suite's xdist workers already fill the cores; more threads only spin against each
   other (the demo's training: 5x the wall time, 2x the CPU with 2 threads on a loaded VM).
 - Interpreter launches are counted and printed after the durations (tests/launches.py):
-  prefer ``run_cli`` and fork-started workers to new interpreters.
+  prefer ``run_cli`` and fork-started workers to new interpreters. A test that starts a
+  fresh one (a Python subprocess, ``spawn``, ``forkserver``) must be ``pytest.mark.slow``,
+  or it fails: ``make test-fast`` runs no interpreter but the xdist workers.
 - Expensive shared data: build it once in a ``scope="module"`` fixture and mark the module
   ``pytest.mark.xdist_group(name)`` so that ``--dist loadgroup`` keeps its tests on one worker
   (tests/test_demo.py's feature cache).
@@ -41,6 +43,7 @@ from loffdata.format.manifest import Manifest  # noqa: E402
 from loffdata.format.writer import WriterConfig, write_dataset  # noqa: E402
 from tests import launches  # noqa: E402
 from tests.launches import (  # noqa: E402, F401
+    pytest_runtest_call,
     pytest_sessionfinish,
     pytest_terminal_summary,
     pytest_testnodedown,

@@ -29,6 +29,7 @@ import pytest
 __all__ = [
     "COUNTS",
     "install",
+    "pytest_runtest_call",
     "pytest_sessionfinish",
     "pytest_terminal_summary",
     "pytest_testnodedown",
@@ -69,6 +70,36 @@ def install() -> None:
     subprocess.Popen._execute_child = counted_execute
     subprocess.Popen._loff_counted = True
     multiprocessing.process.BaseProcess.start = counted_start
+
+
+#: the launches that start a fresh interpreter (each pays for importing torch again)
+FRESH = ("python", "spawn", "forkserver")
+
+
+def fresh_launches() -> int:
+    """This process's launches of a fresh interpreter so far."""
+    return sum(COUNTS[kind] for kind in FRESH)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that starts a fresh interpreter must be marked ``slow``.
+
+    ``make test-fast`` (``-m "not slow"``) is the inner loop: every interpreter costs seconds
+    of imports, so one launch per test would be the whole budget. Counted in the test's call
+    (a module fixture's launch is seen by its module's first test's durations instead).
+    """
+    before = fresh_launches()
+    result = yield
+    launched = fresh_launches() - before
+    if launched and item.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"{item.nodeid} started {launched} fresh interpreter(s) (python subprocess, "
+            "spawn or forkserver) but is not marked slow: mark it "
+            "@pytest.mark.slow, or run it in-process (tests.inproc.run_cli, fork)",
+            pytrace=False,
+        )
+    return result
 
 
 def pytest_sessionfinish(session) -> None:

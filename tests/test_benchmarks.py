@@ -14,7 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import load_script
+
+# every benchmark smoke runs a script (most in an interpreter of their own): not the inner loop
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"

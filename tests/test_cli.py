@@ -51,6 +51,7 @@ def run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         ("loffdata", ["inspct", "some/dir"], "unknown command 'inspct' (did you mean inspect?)"),
     ],
 )
+@pytest.mark.slow
 def test_each_command_line_runs_as_a_subprocess(cli, args, wanted, tmp_path):
     """The one real interpreter launch per command line: its entry point, exit status, stderr."""
     proc = subprocess.run(

@@ -59,6 +59,7 @@ def test_interrupt_is_one_line(capsys):
     assert code == guard.EXIT_INTERRUPTED and err == "error: interrupted\n"
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(tmp_path):
     code = (
         "from loffdata.cli.parse import run\n"
@@ -82,6 +83,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         ("recipes/demo.py", ["--config", "{missing}/none.yaml"]),
     ],
 )
+@pytest.mark.slow
 def test_every_cli_answers_in_one_line(tmp_path, script, argv):
     args = [a.format(missing=tmp_path / "missing") for a in argv]
     cmd = (

@@ -8,6 +8,7 @@ No figure is asserted (a CPU smoke run measures nothing); the checks inside the 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_without_cuda_one_line_and_exit_2_unless_allowed():
     proc = _run()
@@ -85,6 +87,7 @@ def _smoke(tmp_path: Path, sections: str) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_smoke_run_on_cpu_checks_and_measurements(tmp_path):
     pytest.importorskip("nvidia.dali")
     report = _smoke(tmp_path, "equivalence,loader,h2d,throughput,resize")
@@ -96,10 +99,20 @@ def test_smoke_run_on_cpu_checks_and_measurements(tmp_path):
 @pytest.mark.slow  # imports timm, builds models, runs compare_finetune --quick: ~1-2 min here
 def test_smoke_run_on_cpu_training_extraction_finetune(tmp_path):
     report = _smoke(tmp_path, "training,extraction,finetune")
-    assert 0 <= report["sections"]["training"]["data_wait_fraction"] <= 1
+    training = report["sections"]["training"]
+    epochs, later = training["epochs"], training["epochs"][1:] or training["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(len(epochs))) and len(epochs) >= 2
+    # every batch of every epoch trained on, a wait that is part of the epoch's time, and the
+    # reported fraction the mean of the later (warm) epochs' own figures
+    assert all(e["batches"] == e["expected_batches"] > 0 and e["finite_loss"] for e in epochs)
+    assert all(0 < e["wait_s"] < e["seconds"] for e in epochs)
+    assert training["data_wait_fraction"] == pytest.approx(
+        statistics.mean(e["wait_s"] / e["seconds"] for e in later)
+    )
     assert "speedup" in report["sections"]["finetune"]["runs"]["quick"]
 
 
+@pytest.mark.slow
 def test_standin_run_passes_and_writes_its_own_files(tmp_path):
     """``--device standin``: the loader on the strict CUDA stand-in (the runbook's dry run)."""
     proc = _run("--device", "standin", "--out", str(tmp_path))

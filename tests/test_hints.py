@@ -40,6 +40,7 @@ def test_parent_dir_names_the_closest_dataset(demo_like, monkeypatch):
     check_dataset_dir("out/demo/train")  # a dataset: no error
 
 
+@pytest.mark.slow
 def test_inspect_cli_answers_in_one_line(demo_like):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(

@@ -84,6 +84,7 @@ def test_resume_equals_uninterrupted_bitwise(data, workers):
     assert_resumes_exactly(make, stops=[0, 1, 3, 6], key=_digest)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_written_in_another_process(data, tmp_path):
     script = tmp_path / "first.py"
     script.write_text(

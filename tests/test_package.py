@@ -19,11 +19,13 @@ def _python(code: str) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.slow
 def test_import_is_light_and_lazy():
     heavy = "[m for m in ('torch', 'nvidia.dali', 'timm', 'webdataset') if m in sys.modules]"
     assert _python(f"import sys, loffdata; print({heavy})") == "[]"
 
 
+@pytest.mark.slow
 def test_public_names_resolve_without_importing_dali():
     resolve = "[getattr(loffdata, n) for n in loffdata.__all__]"
     assert (
@@ -51,6 +53,7 @@ def test_unknown_name_is_an_attribute_error():
 PACKAGES = ["format", "storage", "stream", "extract", "train", "augment"]
 
 
+@pytest.mark.slow
 def test_subpackages_import_light_and_export_their_names():
     code = (
         "import importlib, sys\n"
@@ -160,6 +163,7 @@ def test_dali_extras_are_one_cuda_major_each_and_dev_has_one():
     assert len({d for d in declared["all"] if d.startswith("nvidia-dali")}) == 1
 
 
+@pytest.mark.slow
 def test_core_code_paths_import_no_extra():
     core = [
         "loffdata.loader",

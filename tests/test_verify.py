@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from loffdata.format import codec
 from loffdata.format.writer import WriterConfig, write_dataset
@@ -69,6 +70,7 @@ def test_missing_shard_reported(make_dataset):
     assert problems and "cannot read shard" in problems[0].message
 
 
+@pytest.mark.slow
 def test_cli_inspect_and_verify_exit_codes(make_dataset):
     root, m = make_dataset(n=8, shard_size=4, extras=True)
     run = [sys.executable, "-m", "loffdata.cli"]

@@ -86,6 +86,7 @@ def test_pipeline_cached_and_outputs_stay_valid(features):
     assert torch.equal(first, kept) and not torch.equal(first, second)
 
 
+@pytest.mark.slow
 def test_import_does_not_load_dali():
     import subprocess
     import sys

@@ -14,6 +14,7 @@ from loffdata.augment import Augmenter, AugmentSpec
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/bench_augment.py"), "--quick"],

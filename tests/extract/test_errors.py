@@ -21,6 +21,7 @@ def test_skip_reason_is_text_not_a_buffer_repr():
     assert "not an image PIL can read" in err.value.reason and "imgs/cat/1.png" in str(err.value)
 
 
+@pytest.mark.slow
 def test_pretrained_offline_fails_fast_with_what_to_do(tmp_path):
     env = {
         **os.environ,

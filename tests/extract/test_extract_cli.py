@@ -20,6 +20,7 @@ def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help(tmp_path):
     proc = run_script(str(ROOT / "tools" / "shard.py"), "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -78,6 +79,7 @@ def test_cli_config_file_and_error(tmp_path):
     assert proc.returncode != 0 and "missing" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_quick(tmp_path):
     proc = run_script(
         str(ROOT / "benchmarks" / "bench_extract.py"),

@@ -40,6 +40,7 @@ def _shard_hashes(out: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_two_identical_shard_runs_write_identical_shards(tmp_path):
     for run in ("a", "b"):
         proc = subprocess.run(

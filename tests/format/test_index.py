@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import fsspec
 import pytest
@@ -16,6 +14,7 @@ from loffdata.format.shardindex import read_index
 from loffdata.format.tar import iter_sample_spans
 from loffdata.format.writer import write_sidecar
 from tests.craft import archive, member, sample, write_crafted
+from tests.inproc import run_cli
 
 
 def spans(path):
@@ -67,9 +66,7 @@ def test_loffdata_index_computes_the_index_of_foreign_shards(tmp_path):
     odd = sample("a", 0) + member("a.txt", b"a caption of some length") + sample("b", 1, label=None)
     data = archive(odd, sample("c", 2), member("c.more.msgpack", b"x" * 700))
     root = write_crafted(tmp_path / "ds", {"x.tar": data}, {"x.tar": 3})
-    run = subprocess.run(
-        [sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True
-    )
+    run = run_cli("loffdata", "index", str(root))
     assert run.returncode == 0 and "indexed: 1 shards, 3 samples" in run.stdout
     info = Manifest.load(str(root)).shards[0]
     index = sidecar(root, info)
@@ -86,9 +83,7 @@ def test_loffdata_index_refuses_duplicate_keys_and_wrong_counts(tmp_path):
     )
     with pytest.raises(ShardReadError, match="duplicate sample key 'a'"):
         index_dataset(str(root))
-    run = subprocess.run(
-        [sys.executable, "-m", "loffdata.cli", "index", str(root)], capture_output=True, text=True
-    )
+    run = run_cli("loffdata", "index", str(root))
     assert (
         run.returncode == 1
         and "duplicate sample key" in run.stderr

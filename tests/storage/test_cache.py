@@ -142,14 +142,12 @@ def test_a_same_size_republish_is_fetched_again(http_server, tmp_path):  # noqa:
 
 def test_stale_temporaries_are_reclaimed_and_live_ones_counted(tmp_path):
     import subprocess
-    import sys
 
     root = tmp_path / "c"
     cache = ShardCache(CacheConfig(str(root), limit_bytes=25))
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    stale = root / f".tmp-{int(dead.stdout)}-abcdef012345-x.tar"
+    dead = subprocess.Popen(["true"])  # a process that is gone (not an interpreter: no imports)
+    dead.wait()
+    stale = root / f".tmp-{dead.pid}-abcdef012345-x.tar"
     live = root / f".tmp-{os.getpid()}-abcdef012345-y.tar"
     for p in (stale, live):
         p.write_bytes(b"t" * 10)

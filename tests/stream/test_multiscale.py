@@ -178,6 +178,7 @@ def _gloo_rank(rank: int, world: int, data: str, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gloo_ranks_step_together(data, tmp_path):
     import socket
 

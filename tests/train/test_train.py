@@ -173,6 +173,7 @@ def _cli_args(data: dict[str, str], out: Path, epochs: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_cli_with_config_file_and_resume(data, tmp_path):
     out = tmp_path / "cli"
     config = ROOT / "recipes" / "configs" / "demo.yaml"
