@@ -3,7 +3,8 @@
 Two things are secrets: the userinfo of a URL (``http://user:password@host/`` ->
 ``http://***@host/``) and the value of a secret-like key, at any depth: a key one of whose
 words (``_``/``-``/camelCase separated, case-insensitive) is ``key``, ``secret``, ``token``,
-``password``/``passwd``, ``authorization``, ``credential(s)`` or ``apikey``
+``password``/``passwd``, ``authorization``, ``credential(s)``, ``apikey``, ``signature`` or
+``sig`` (a signed URL's: S3, GCS, Azure SAS)
 (``aws_secret_access_key``, ``Authorization``, ``sessionToken``, s3fs's ``key``). Their
 values become ``***``; a file keeps the key, so it shows that a secret was given (and where
 it came from: the environment or a profile keeps its own name), never its value. Sample
@@ -44,6 +45,7 @@ _WORDS = {
     "apikey",
     "auth",
     "signature",
+    "sig",  # Azure SAS (``?sig=``); S3 and GCS signed URLs say ``Signature``
 }
 _USERINFO = re.compile(r"://(?P<info>[^/@\s]+)@")  # a literal start: fast on a large text
 _QUERY = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z0-9_.-]+)=)(?P<value>[^&#\s'\"<>]*)")
@@ -57,7 +59,7 @@ _ASSIGN = re.compile(
 )
 _BEARER = re.compile(r"(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 _NOT_KEYS = ("Error", "Exception", "Warning")  # "KeyError: 'k0'" names an exception, not a key
-_QUICK = re.compile(r"key|secret|token|pass|pwd|auth|credential|signature", re.IGNORECASE)
+_QUICK = re.compile(r"key|secret|token|pass|pwd|auth|credential|sig", re.IGNORECASE)
 
 
 def is_secret_key(name: Any) -> bool:

@@ -60,6 +60,10 @@ def _with_password(url: str) -> str:
         f"headers: {{Authorization: Bearer {BEARER}}}",
         f"https://h/o?X-Amz-Security-Token={TOKEN}&a=1",
         f"aws_secret_access_key={SECRET}",
+        # signed URLs of the object stores: Azure SAS, GCS V4, S3 presigned
+        f"https://a.blob.core.windows.net/c/x.tar?sv=2022-11-02&sig={TOKEN}&se=2030",
+        f"https://storage.googleapis.com/b/x.tar?X-Goog-Signature={TOKEN}&X-Goog-Date=1",
+        f"https://b.s3.amazonaws.com/x.tar?X-Amz-Signature={TOKEN}&X-Amz-Expires=60",
     ],
 )
 def test_the_rule_on_text(text):
