@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loffdata.format.manifest import Manifest
 from loffdata.format.writer import WriterConfig, write_dataset
-from loffdata.stream import indexes
+from loffdata.stream import indexes, order
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import epoch_sequence, global_order
+from tests.servers import http_origin, http_server  # noqa: F401
 
 PER_SHARD, SHARDS = 250, 4000  # 1 M samples
 
@@ -79,3 +81,27 @@ def test_a_workers_plan_and_order_stay_o_shards(million):
     batches = -(-n // 64)  # worker 0 of 2 has the even ones, the last included
     assert len(plan.indices) == 64 * (-(-batches // 2))
     assert plan.indices[-64:].tolist() == eager[-64:].tolist()
+
+
+def test_a_remote_worker_draws_the_windows_it_reads_not_the_epochs(
+    million,
+    http_server,  # noqa: F811
+    monkeypatch,
+):
+    """By sample over HTTP, the first batch of 1 M samples computes the windows planned so
+    far (two ahead), not the whole epoch's order (977 windows: ~1 s a worker at 10 M)."""
+    www = Path(http_server.root)
+    for p in million.iterdir():
+        os.link(p, www / p.name)
+    drawn = []
+    real = order.window_permutation
+
+    def counted(length: int, **key: int) -> np.ndarray:
+        drawn.append(key["start"])
+        return real(length, **key)
+
+    monkeypatch.setattr(order, "window_permutation", counted)
+    ds = StreamingDataset(http_server.url, batch_size=64, seed=0, shuffle_buffer=1024)
+    first = next(iter(ds))
+    assert len(first["index"]) == 64 and ds.shards.num_samples // 1024 > 900
+    assert len(set(drawn)) <= 8, len(set(drawn))
