@@ -108,7 +108,7 @@ def isolated(fn: Callable, *args) -> tuple[float, float]:
 
     Remote rows run this way so that rows stay independent (no connection pools, caches or
     fsspec IO threads carried from one row to the next). (It was first done to dodge forked
-    workers stalling the parent's fsspec requests; loffdata.storage.remote now prevents that, see
+    workers stalling the parent's fsspec requests; loffdata.storage.shardfile now prevents that, see
     docs/benchmarks.md.)
     """
     if _HERE["on"]:
@@ -202,7 +202,7 @@ def loffdata_epoch(
 ) -> int:
     from loffdata.loader import LoffLoader
     from loffdata.loader.config import LoaderConfig
-    from loffdata.storage.prefetch import PrefetchConfig
+    from loffdata.storage.prefetch.by_shard import PrefetchConfig
 
     loader = LoffLoader(
         root,

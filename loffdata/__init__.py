@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "ShardWriter": "loffdata.format.writer",
     "WriterConfig": "loffdata.format.writer",
     "write_dataset": "loffdata.format.writer",
-    "RetryConfig": "loffdata.storage.remote",
+    "RetryConfig": "loffdata.storage.retry",
     "StreamConfig": "loffdata.stream.config",
     "StreamingDataset": "loffdata.stream.dataset",
     "LoaderConfig": "loffdata.loader.config",

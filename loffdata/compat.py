@@ -13,7 +13,7 @@ fallback is always correct; it may be slower). ``tests/test_compat.py`` runs bot
   Fallback: the workers stop when the iterator is garbage-collected (DataLoader's own
   ``__del__``), i.e. when the loader drops it.
 - :func:`cached_filesystems`: the fsspec filesystems alive in this process, held across a
-  fork (see :mod:`loffdata.storage.remote`). Private path: the per-class instance cache
+  fork (see :mod:`loffdata.storage.shardfile`). Private path: the per-class instance cache
   ``_cache`` of fsspec's ``_Cached`` metaclass. Public fallback: the filesystems loffdata
   created itself, recorded with :func:`register_filesystem`.
 - :func:`worker_processes`: a DataLoader iterator's worker processes, to name a dead one
@@ -44,7 +44,7 @@ __all__ = [
     "strip_protocol",
 ]
 
-#: Filesystems created by :func:`loffdata.storage.remote.filesystem` (the public fallback
+#: Filesystems created by :func:`loffdata.storage.shardfile.filesystem` (the public fallback
 #: of :func:`cached_filesystems`).
 _CREATED: weakref.WeakSet[Any] = weakref.WeakSet()
 

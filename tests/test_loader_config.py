@@ -12,7 +12,7 @@ import torch
 from loffdata.errors import ShardReadError
 from loffdata.loader import LoffLoader
 from loffdata.loader.config import LoaderConfig
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.config import StreamConfig
 from loffdata.util import UNSET
 

@@ -63,7 +63,7 @@ from loffdata.loader.workers import (
     translate_worker_death,
     warm_worker_imports,
 )
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.batching import SharedArena
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset

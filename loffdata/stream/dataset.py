@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.errors import LoffError
-from loffdata.storage.prefetch import PrefetchConfig
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream import workerstate
 from loffdata.stream.batching import (
     BufferPool,

@@ -18,13 +18,8 @@ from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
 from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
-from loffdata.storage.remote import (
-    ResumableReader,
-    RetryConfig,
-    filesystem,
-    is_local,
-    with_retries,
-)
+from loffdata.storage.retry import RetryConfig, with_retries
+from loffdata.storage.shardfile import ResumableReader, filesystem, is_local
 
 __all__ = [
     "GLOB_CHARS",

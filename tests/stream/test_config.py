@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.config import StreamConfig
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import PlanConfig

@@ -8,7 +8,7 @@ middle of a range keeps what arrived and asks for the rest from the byte offset 
 nothing is lost or duplicated. A missing file (404, NoSuchKey, FileNotFoundError) fails at
 once with :class:`~loffdata.errors.ShardReadError` naming it; a file that stays unreachable
 after ``attempts`` tries, or past ``deadline`` seconds, fails the same way. Every read is
-pinned to the object version of its first answer (:mod:`loffdata.storage.ranges`).
+pinned to the object version of its first answer (:mod:`loffdata.storage.pinned`).
 """
 
 from __future__ import annotations
@@ -23,21 +23,17 @@ from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
 from loffdata.redact import install_log_redaction
 from loffdata.safeio import open_regular
-from loffdata.storage.ranges import Pin, get_range, remote_size
-from loffdata.storage.retry import RetryConfig, is_transient, with_retries, with_retries_async
+from loffdata.storage.pinned import Pin, get_range, remote_size
+from loffdata.storage.retry import RetryConfig, with_retries
 from loffdata.util import is_local, url_protocol
 
 __all__ = [
     "RemoteFile",
-    "RetryConfig",
     "ResumableReader",
     "is_local",
-    "is_transient",
     "filesystem",
     "open_shard",
     "remote_size",
-    "with_retries",
-    "with_retries_async",
 ]
 
 install_log_redaction()  # this module and the storage libraries log URLs: never with a password
