@@ -201,7 +201,7 @@ def loffdata_epoch(
     prefetch: dict | None = None,
 ) -> int:
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
     from loffdata.storage.prefetch.by_shard import PrefetchConfig
 
     loader = LoffLoader(
@@ -220,7 +220,7 @@ def loffdata_epoch(
 
 def _fresh_loader(root: str, batch: int, workers: int, options: dict | None) -> Any:
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
 
     return LoffLoader(
         root,
@@ -269,7 +269,7 @@ class WarmLoader:
         self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype
     ):
         from loffdata.loader import LoffLoader
-        from loffdata.loader.config import LoaderConfig
+        from loffdata.loader.loaderconfig import LoaderConfig
 
         config = LoaderConfig(backend="torch", persistent_workers=True)
         self.loader = LoffLoader(

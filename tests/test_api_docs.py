@@ -14,7 +14,7 @@ PACKAGES = [
     "loffdata.storage",
     "loffdata.stream",
     "loffdata.augment",
-    "loffdata.loader.config",
+    "loffdata.loader.loaderconfig",
     "loffdata.loader",
     "loffdata.ops",
     "loffdata.ops.verify",

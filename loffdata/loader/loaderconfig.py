@@ -1,6 +1,6 @@
 """``LoaderConfig``: everything :class:`~loffdata.loader.LoffLoader` is told, validated once.
 
-It embeds the :class:`~loffdata.stream.config.StreamConfig` of the dataset the loader reads,
+It embeds the :class:`~loffdata.stream.streamconfig.StreamConfig` of the dataset the loader reads,
 and adds what happens after reading: workers, device, dtype, augmentation. Its defaults are
 the loader's defaults (``LoffLoader``'s keyword settings only override them)::
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata import defaults
-from loffdata.stream.config import BATCH_DTYPES, StreamConfig, dtype_string
+from loffdata.stream.streamconfig import BATCH_DTYPES, StreamConfig, dtype_string
 from loffdata.util import check_int
 
 __all__ = ["LoaderConfig", "resolve_augment", "BACKENDS"]

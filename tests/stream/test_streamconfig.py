@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from loffdata.storage.retry import RetryConfig
-from loffdata.stream.config import StreamConfig
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import PlanConfig
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.util import UNSET
 
 

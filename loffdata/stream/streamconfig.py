@@ -2,10 +2,10 @@
 
 One frozen dataclass, declared once and embedded where it is used: by
 :class:`~loffdata.stream.dataset.StreamingDataset`, inside
-:class:`~loffdata.loader.config.LoaderConfig` (so inside :class:`~loffdata.loader.LoffLoader`) and
-inside :class:`~loffdata.train.trainer.TrainConfig`. The order fields come from
-:class:`~loffdata.stream.plan.PlanConfig` (a ``StreamConfig`` is one), the retry policy is a
-:class:`~loffdata.storage.shardfile.RetryConfig`.
+:class:`~loffdata.loader.loaderconfig.LoaderConfig` (so inside
+:class:`~loffdata.loader.LoffLoader`) and inside :class:`~loffdata.train.trainer.TrainConfig`.
+The order fields come from :class:`~loffdata.stream.plan.PlanConfig` (a ``StreamConfig`` is
+one), the retry policy is a :class:`~loffdata.storage.retry.RetryConfig`.
 """
 
 from __future__ import annotations
