@@ -148,3 +148,9 @@ def test_a_stalled_server_fails_with_the_configured_retry(stalling_server):
     assert url in str(info.value)
     assert retry.attempts <= len(stalling_server.stalled) <= 2 * retry.attempts
 
+
+def test_the_documented_old_path_exports_the_same_objects():
+    from loffdata.loader import config, loaderconfig
+
+    assert config.__all__ == loaderconfig.__all__
+    assert all(getattr(config, n) is getattr(loaderconfig, n) for n in config.__all__)
