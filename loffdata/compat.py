@@ -33,6 +33,8 @@ import contextlib
 import weakref
 from typing import Any
 
+from loffdata.protocols import of_url
+
 __all__ = [
     "can_count_storage_uses",
     "storage_use_count",
@@ -131,5 +133,5 @@ def strip_protocol(fs: Any, url: str) -> str:
     strip = getattr(type(fs), "_strip_protocol", None)
     if strip is not None:
         return strip(url)
-    protocol, path = url.split("://", 1) if "://" in url else ("file", url)
-    return url if protocol in ("http", "https") else path  # an HTTP path is its whole URL
+    path = url.split("://", 1)[1] if "://" in url else url
+    return url if of_url(url).path_is_url else path  # an HTTP path is its whole URL

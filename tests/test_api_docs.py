@@ -26,6 +26,7 @@ PACKAGES = [
     "loffdata.compat",
     "loffdata.defaults",
     "loffdata.redact",
+    "loffdata.protocols",
     "loffdata.safeio",
 ]
 

@@ -8,9 +8,10 @@ refuse with 412 once the object changed), and every answer is compared with the 
 anyway (a server may ignore ``If-Match``). A change raises :class:`ObjectChanged`, a
 :class:`~loffdata.errors.ShardReadError` naming the URL; it is not retried.
 
-HTTP requests go through the aiohttp session of fsspec's ``HTTPFileSystem`` (its headers,
-auth and timeouts), S3 through s3fs's aiobotocore client; any other fsspec filesystem is
-read with its ``cat_file`` and pinned by size only.
+Each protocol's ranged GET is its entry in :mod:`loffdata.protocols` (HTTP: the aiohttp
+session of fsspec's ``HTTPFileSystem``, with its headers, auth and timeouts; S3: s3fs's
+aiobotocore client); any other fsspec filesystem is read with its ``cat_file`` and pinned by
+size only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loffdata.errors import ShardReadError
+from loffdata.protocols import Protocol, of_filesystem
 
 __all__ = [
     "ObjectChanged",
@@ -91,35 +93,16 @@ class Pin:
         )
 
 
-def _precondition_failed(err: BaseException) -> bool:
+def _precondition_failed(err: BaseException, protocol: Protocol) -> bool:
+    """Whether ``err`` is the answer to a failed ``If-Match`` (HTTP 412, or the store's code)."""
     for e in (err, err.__cause__):
         if e is None:
             continue
         if getattr(e, "status", None) == 412:
             return True
-        response = getattr(e, "response", None)
-        if (
-            isinstance(response, dict)
-            and response.get("Error", {}).get("Code") == "PreconditionFailed"
-        ):
+        if protocol.error_code is not None and protocol.error_code(e) in protocol.changed_codes:
             return True
     return False
-
-
-def _s3_code(err: BaseException) -> str | None:
-    for e in (err, err.__cause__):
-        response = getattr(e, "response", None)
-        if isinstance(response, dict):
-            return response.get("Error", {}).get("Code")
-    return None
-
-
-def _total(content_range: str | None) -> int | None:
-    """The object size from ``Content-Range: bytes a-b/size``."""
-    if content_range and "/" in content_range:
-        tail = content_range.rsplit("/", 1)[1].strip()
-        return int(tail) if tail.isdigit() else None
-    return None
 
 
 def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
@@ -130,100 +113,33 @@ def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
     )
 
 
-async def _http_range(
-    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
-) -> tuple[bytes, Version]:
-    session = await fs.set_session()
-    kwargs = dict(fs.kwargs)
-    headers = {
-        **kwargs.get("headers", {}),
-        "Range": f"bytes={start}-{end - 1}",
-        "Accept-Encoding": "identity",
-    }
-    if pin.etag:
-        headers["If-Match"] = pin.etag
-    kwargs["headers"] = headers
-    async with session.get(fs.encode_url(path), **kwargs) as r:
-        if r.status == 404:
-            raise FileNotFoundError(path)
-        if r.status == 416:  # starts at or past the end: the object is shorter than expected
-            return b"", Version(_total(r.headers.get("Content-Range")))
-        r.raise_for_status()
-        parts: list[bytes] = []
-        try:
-            async for chunk in r.content.iter_any():
-                parts.append(chunk)
-        except Exception:  # dropped mid-body: what arrived is kept, the caller asks for the rest
-            if not parts:
-                raise
-        data = b"".join(parts)
-        size = _total(r.headers.get("Content-Range"))
-        if r.status == 200:  # the server ignored the Range header: the whole object
-            if strict and len(data) > end - start:
-                raise _range_ignored(pin.url, start, end, len(data))
-            size, data = len(data), data[start:end]
-        return data, Version(size, r.headers.get("ETag"), r.headers.get("Last-Modified"))
-
-
-async def _s3_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple[bytes, Version]:
-    bucket, key, version_id = fs.split_path(path)
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
-    if version_id:
-        kwargs["VersionId"] = version_id
-    if pin.etag:
-        kwargs["IfMatch"] = pin.etag
-    try:
-        resp = await fs._call_s3("get_object", **kwargs)
-    except OSError as err:
-        if _s3_code(err) == "InvalidRange":  # starts past the end: a shorter object
-            return b"", Version(None)
-        raise
-    body = resp["Body"]
-    try:
-        data = await body.read()
-    finally:
-        body.close()
-    modified = resp.get("LastModified")
-    return data, Version(
-        _total(resp.get("ContentRange")), resp.get("ETag"), str(modified) if modified else None
-    )
-
-
-def _kind(fs: Any) -> str:
-    from fsspec.implementations.http import HTTPFileSystem
-
-    if isinstance(fs, HTTPFileSystem):
-        return "http"
-    if type(fs).__module__.startswith("s3fs"):
-        return "s3"
-    return "other"
-
-
 async def fetch_range(
     fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
 ) -> bytes:
     """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``.
 
-    Runs on ``fs.loop`` (fsspec's IO loop) for HTTP and S3; other filesystems are called in
-    a thread. A server that ignores ``Range`` (``python -m http.server`` answers 200 with the
-    whole object) is coped with by slicing, or, with ``strict`` (random access, where it would
-    mean a whole download per sample), named.
+    Runs on ``fs.loop`` (fsspec's IO loop) with the protocol's own ranged GET
+    (:mod:`loffdata.protocols`: HTTP, S3); other filesystems are called in a thread. A server
+    that ignores ``Range`` (``python -m http.server`` answers 200 with the whole object) is
+    coped with by slicing, or, with ``strict`` (random access, where it would mean a whole
+    download per sample), named.
 
     Raises:
         ObjectChanged: the object is another version than the pinned one.
         RangeIgnored: ``strict`` and the server sent the whole object.
     """
-    kind = _kind(fs)
+    protocol = of_filesystem(fs)
     try:
-        if kind == "http":
-            data, version = await _http_range(fs, path, start, end, pin, strict)
-        elif kind == "s3":
-            data, version = await _s3_range(fs, path, start, end, pin)
+        if protocol.ranged_get is not None:
+            answer = await protocol.ranged_get(fs, path, start, end, pin.etag)
+            if strict and answer.whole > end - start:
+                raise _range_ignored(pin.url, start, end, answer.whole)
+            data, version = answer.data, Version(answer.size, answer.etag, answer.modified)
         else:
             data = await asyncio.to_thread(fs.cat_file, path, start=start, end=end)
             version = Version(None)
     except Exception as err:
-        if pin.etag and _precondition_failed(err):
+        if pin.etag and _precondition_failed(err, protocol):
             raise pin.changed(err) from err
         raise
     pin.check(version)
@@ -232,7 +148,7 @@ async def fetch_range(
 
 def get_range(fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False) -> bytes:
     """:func:`fetch_range` from synchronous code."""
-    if _kind(fs) == "other":
+    if of_filesystem(fs).ranged_get is None:
         data = fs.cat_file(path, start=start, end=end)
         if len(data) > end - start:  # a filesystem that ignored the range
             if strict:
@@ -245,28 +161,11 @@ def get_range(fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool =
 
 
 def remote_size(fs: Any, path: str) -> int:
-    """The size of a remote file; 404 raises FileNotFoundError, other failures keep their type.
-
-    fsspec's HTTP ``info`` turns every failure (503 included) into FileNotFoundError, which
-    would make transient errors look permanent, so HTTP sizes come from our own HEAD request.
-    """
-    from fsspec.implementations.http import HTTPFileSystem
-
-    if isinstance(fs, HTTPFileSystem):
+    """The size of a remote file; 404 raises FileNotFoundError, other failures keep their type
+    (a protocol whose fsspec size hides them declares its own request, as HTTP does)."""
+    size = of_filesystem(fs).size
+    if size is not None:
         from fsspec.asyn import sync
 
-        return sync(fs.loop, _http_size, fs, path)
+        return sync(fs.loop, size, fs, path)
     return int(fs.size(path))
-
-
-async def _http_size(fs: Any, url: str) -> int:
-    session = await fs.set_session()
-    kwargs = dict(fs.kwargs)
-    kwargs["headers"] = {**kwargs.get("headers", {}), "Accept-Encoding": "identity"}
-    async with session.head(fs.encode_url(url), allow_redirects=True, **kwargs) as r:
-        if r.status == 404:
-            raise FileNotFoundError(url)
-        r.raise_for_status()
-        if "Content-Length" not in r.headers:
-            raise OSError(f"server gives no Content-Length for {url!r}")
-        return int(r.headers["Content-Length"])
