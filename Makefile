@@ -40,12 +40,14 @@ coverage: $(STAMP)
 
 # ruff, then the import contracts of pyproject.toml [tool.importlinter] (layers, no circles,
 # a core without the extras' packages), then the size limits (no module over 400 lines, no
-# function over 40); see docs/architecture.md.
+# function over 40), then whether AugmentSpec's field block matches the op registry; see
+# docs/architecture.md.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python tools/check_sizes.py loffdata benchmarks recipes tools
+	$(BIN)/python tools/spec_fields.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py

@@ -5,7 +5,7 @@ flight, from ``tests/servers.py``'s server in a process of its own (``latency_ms
 byte, ``conn_mbps`` MB/s per connection). Printed: MB/s, and the client process's CPU
 seconds per GB (what is left for decoding on a busy node).
 
-- ``fsspec-async``: loffdata's path (:func:`loffdata.storage.ranges.fetch_range`:
+- ``fsspec-async``: loffdata's path (:func:`loffdata.storage.pinned.fetch_range`:
   fsspec's HTTPFileSystem aiohttp session, ``If-Match`` pinning), coroutines on fsspec's loop;
 - ``fsspec-threads``: fsspec's synchronous ``cat_file`` from a thread pool;
 - ``obstore``: obstore's ``HTTPStore`` and ``get_range_async`` (Rust ``object_store``), if

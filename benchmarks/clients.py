@@ -15,8 +15,9 @@ def _ranges(urls: list[str], sizes: list[int], block: int) -> list[tuple[str, in
 def fsspec_async(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
     from fsspec.asyn import sync
 
-    from loffdata.storage.ranges import Pin, fetch_range
-    from loffdata.storage.remote import RetryConfig, filesystem
+    from loffdata.storage.pinned import Pin, fetch_range
+    from loffdata.storage.retry import RetryConfig
+    from loffdata.storage.shardfile import filesystem
 
     fs, _ = filesystem(urls[0], None, RetryConfig())
     pins = {u: Pin(u) for u in urls}
@@ -34,7 +35,8 @@ def fsspec_async(urls: list[str], sizes: list[int], block: int, depth: int) -> i
 
 
 def fsspec_threads(urls: list[str], sizes: list[int], block: int, depth: int) -> int:
-    from loffdata.storage.remote import RetryConfig, filesystem
+    from loffdata.storage.retry import RetryConfig
+    from loffdata.storage.shardfile import filesystem
 
     fs, _ = filesystem(urls[0], None, RetryConfig())
     with ThreadPoolExecutor(depth) as pool:

@@ -17,7 +17,7 @@ from gpu_common import Context, digest, make_cache
 
 from loffdata.augment import Augmenter, AugmentSpec
 from loffdata.loader import LoffLoader
-from loffdata.loader.config import LoaderConfig
+from loffdata.loader.loaderconfig import LoaderConfig
 
 # -- loader checks on the device ----------------------------------------------------------------
 

@@ -108,7 +108,7 @@ def isolated(fn: Callable, *args) -> tuple[float, float]:
 
     Remote rows run this way so that rows stay independent (no connection pools, caches or
     fsspec IO threads carried from one row to the next). (It was first done to dodge forked
-    workers stalling the parent's fsspec requests; loffdata.storage.remote now prevents that, see
+    workers stalling the parent's fsspec requests; loffdata.storage.shardfile now prevents that, see
     docs/benchmarks.md.)
     """
     if _HERE["on"]:
@@ -201,8 +201,8 @@ def loffdata_epoch(
     prefetch: dict | None = None,
 ) -> int:
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
-    from loffdata.storage.prefetch import PrefetchConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
+    from loffdata.storage.prefetch.by_shard import PrefetchConfig
 
     loader = LoffLoader(
         root,
@@ -220,7 +220,7 @@ def loffdata_epoch(
 
 def _fresh_loader(root: str, batch: int, workers: int, options: dict | None) -> Any:
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
 
     return LoffLoader(
         root,
@@ -269,7 +269,7 @@ class WarmLoader:
         self, root: str, batch: int, workers: int, augment: str | None, dtype: torch.dtype
     ):
         from loffdata.loader import LoffLoader
-        from loffdata.loader.config import LoaderConfig
+        from loffdata.loader.loaderconfig import LoaderConfig
 
         config = LoaderConfig(backend="torch", persistent_workers=True)
         self.loader = LoffLoader(

@@ -70,7 +70,7 @@ def memory_epochs(
 ) -> list[dict[str, int]]:
     """Peak RSS figures of each of ``epochs`` epochs of one loader (no augmentation, float16)."""
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
 
     loader = LoffLoader(
         url,

@@ -47,8 +47,8 @@ def remote_epochs(
 ) -> dict:
     """Epochs of one persistent loader over ``url``: samples/s of each, peak RSS of a worker."""
     from loffdata.loader import LoffLoader
-    from loffdata.loader.config import LoaderConfig
-    from loffdata.storage.prefetch import PrefetchConfig
+    from loffdata.loader.loaderconfig import LoaderConfig
+    from loffdata.storage.prefetch.by_shard import PrefetchConfig
 
     config = LoaderConfig(backend="torch", persistent_workers=True)
     kw = {"augment": None, "dtype": torch.float16, "storage_options": options}

@@ -13,7 +13,7 @@ fallback is always correct; it may be slower). ``tests/test_compat.py`` runs bot
   Fallback: the workers stop when the iterator is garbage-collected (DataLoader's own
   ``__del__``), i.e. when the loader drops it.
 - :func:`cached_filesystems`: the fsspec filesystems alive in this process, held across a
-  fork (see :mod:`loffdata.storage.remote`). Private path: the per-class instance cache
+  fork (see :mod:`loffdata.storage.shardfile`). Private path: the per-class instance cache
   ``_cache`` of fsspec's ``_Cached`` metaclass. Public fallback: the filesystems loffdata
   created itself, recorded with :func:`register_filesystem`.
 - :func:`worker_processes`: a DataLoader iterator's worker processes, to name a dead one
@@ -33,6 +33,8 @@ import contextlib
 import weakref
 from typing import Any
 
+from loffdata.protocols import of_url
+
 __all__ = [
     "can_count_storage_uses",
     "storage_use_count",
@@ -44,7 +46,7 @@ __all__ = [
     "strip_protocol",
 ]
 
-#: Filesystems created by :func:`loffdata.storage.remote.filesystem` (the public fallback
+#: Filesystems created by :func:`loffdata.storage.shardfile.filesystem` (the public fallback
 #: of :func:`cached_filesystems`).
 _CREATED: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -131,5 +133,5 @@ def strip_protocol(fs: Any, url: str) -> str:
     strip = getattr(type(fs), "_strip_protocol", None)
     if strip is not None:
         return strip(url)
-    protocol, path = url.split("://", 1) if "://" in url else ("file", url)
-    return url if protocol in ("http", "https") else path  # an HTTP path is its whole URL
+    path = url.split("://", 1)[1] if "://" in url else url
+    return url if of_url(url).path_is_url else path  # an HTTP path is its whole URL

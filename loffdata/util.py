@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from loffdata.protocols import fs_protocol, url_protocol
+
 __all__ = [
     "check_int",
     "is_local",
@@ -54,17 +56,6 @@ def check_int(config: Any, name: str, low: int) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def url_protocol(url: str | os.PathLike) -> str:
-    """The protocol of ``url``: ``"s3"`` for ``s3://b/k``, ``"file"`` for a plain path."""
-    text = os.fspath(url)
-    return text.split("://", 1)[0] if "://" in text else "file"
-
-
-def fs_protocol(fs: Any) -> str:
-    """The main protocol of an fsspec filesystem (fsspec gives a string or a tuple)."""
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def fs_is_local(fs: Any) -> bool:

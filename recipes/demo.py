@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loffdata.cli import parse as cliutil  # noqa: E402
 from loffdata.extract.pipeline import ExtractConfig, extract  # noqa: E402
 from loffdata.format.manifest import Manifest  # noqa: E402
-from loffdata.train.config import STREAM_FROM_RUN  # noqa: E402
 from loffdata.train.run import FewStepsWarning  # noqa: E402
+from loffdata.train.trainconfig import STREAM_FROM_RUN  # noqa: E402
 from loffdata.train.trainer import TrainConfig, load_config, train  # noqa: E402
 
 __all__ = ["DemoSettings", "build_cache", "format_table", "run_demo", "main"]

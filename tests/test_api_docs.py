@@ -14,7 +14,7 @@ PACKAGES = [
     "loffdata.storage",
     "loffdata.stream",
     "loffdata.augment",
-    "loffdata.loader.config",
+    "loffdata.loader.loaderconfig",
     "loffdata.loader",
     "loffdata.ops",
     "loffdata.ops.verify",
@@ -26,6 +26,7 @@ PACKAGES = [
     "loffdata.compat",
     "loffdata.defaults",
     "loffdata.redact",
+    "loffdata.protocols",
     "loffdata.safeio",
 ]
 

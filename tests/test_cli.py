@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from loffdata.cli import parse as cliutil
-from loffdata.extract.config import ExtractConfig
-from loffdata.train.config import STREAM_FROM_RUN
+from loffdata.extract.extractconfig import ExtractConfig
+from loffdata.train.trainconfig import STREAM_FROM_RUN
 from loffdata.train.trainer import TrainConfig
 from tests.inproc import run_cli
 

@@ -8,12 +8,12 @@ import inspect
 import pytest
 
 from loffdata import defaults
-from loffdata.extract.config import ExtractConfig
+from loffdata.extract.extractconfig import ExtractConfig
 from loffdata.loader import LoffLoader
-from loffdata.loader.config import LoaderConfig
-from loffdata.train.config import TrainConfig
+from loffdata.loader.loaderconfig import LoaderConfig
 from loffdata.train.models import ClassifierConfig
 from loffdata.train.reinforce import reinforce
+from loffdata.train.trainconfig import TrainConfig
 
 
 def _train() -> TrainConfig:

@@ -14,10 +14,10 @@ from loffdata.errors import WorkerDiedError
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import Batch, BatchWithExtras, LoffLoader
 from loffdata.loader.batch import LoadedBatch
-from loffdata.loader.config import LoaderConfig
 from loffdata.loader.device import StandInCuda
+from loffdata.loader.loaderconfig import LoaderConfig
 from loffdata.loader.transfer import select_transfer
-from loffdata.stream.config import StreamConfig
+from loffdata.stream.streamconfig import StreamConfig
 from tests.resume_helpers import assert_resumes_exactly
 
 

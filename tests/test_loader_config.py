@@ -11,9 +11,9 @@ import torch
 
 from loffdata.errors import ShardReadError
 from loffdata.loader import LoffLoader
-from loffdata.loader.config import LoaderConfig
-from loffdata.storage.remote import RetryConfig
-from loffdata.stream.config import StreamConfig
+from loffdata.loader.loaderconfig import LoaderConfig
+from loffdata.storage.retry import RetryConfig
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.util import UNSET
 
 _STREAM = {f.name for f in dataclasses.fields(StreamConfig)}
@@ -147,3 +147,10 @@ def test_a_stalled_server_fails_with_the_configured_retry(stalling_server):
         next(iter(loader))
     assert url in str(info.value)
     assert retry.attempts <= len(stalling_server.stalled) <= 2 * retry.attempts
+
+
+def test_the_documented_old_path_exports_the_same_objects():
+    from loffdata.loader import config, loaderconfig
+
+    assert config.__all__ == loaderconfig.__all__
+    assert all(getattr(config, n) is getattr(loaderconfig, n) for n in config.__all__)

@@ -19,8 +19,8 @@ import torch
 from loffdata.errors import WorkerDiedError
 from loffdata.loader import LoffLoader
 from loffdata.loader.batch import HostRegistry, LoadedBatch
-from loffdata.loader.config import LoaderConfig
 from loffdata.loader.device import OnDevice, StandInCuda
+from loffdata.loader.loaderconfig import LoaderConfig
 from loffdata.loader.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.stream.mix import Mix
 from tests.resume_helpers import assert_resumes_exactly

@@ -12,7 +12,7 @@ import pytest
 from loffdata.cli.main import main as cli_main
 from loffdata.cli.parse import run
 from loffdata.errors import LocationError
-from loffdata.extract.config import ExtractConfig
+from loffdata.extract.extractconfig import ExtractConfig
 from loffdata.format.writer import WriterConfig
 from loffdata.ops.convert import ConvertConfig, convert
 from tests.conftest import load_script

@@ -18,9 +18,9 @@ import pytest
 from loffdata.cli.main import main as cli_main
 from loffdata.errors import LoffError, SampleError
 from loffdata.redact import is_secret_key, redact, redact_text
-from loffdata.storage.remote import RetryConfig
-from loffdata.stream.config import StreamConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
+from loffdata.stream.streamconfig import StreamConfig
 from tests.servers import http_server, s3_server  # noqa: F401
 
 PASSWORD, KEY, SECRET, TOKEN, BEARER = (

@@ -10,7 +10,8 @@ slots are unique, and offers them in one order:
 * :data:`TRIVIAL_OPS` -- ``"identity"`` plus the ops with a TrivialAugment rank, by rank;
 * :data:`EXAMPLES` -- every op's named example specs (tests and benchmarks read them).
 
-A new op is one new module under ``loffdata/augment/ops/``.
+A new op is one new module under ``loffdata/augment/ops/``; ``python tools/spec_fields.py
+--write`` then writes its fields into ``AugmentSpec``'s class body (for type checkers).
 """
 
 from __future__ import annotations

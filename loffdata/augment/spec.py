@@ -35,8 +35,82 @@ _FIELDS = FIELDS + _MODES
 _PAIR_FIELDS = tuple(f.name for f in _FIELDS if f.kind == "pair") + ("trivial_ops",)
 
 
-class _SpecMethods:
-    """The methods of :class:`AugmentSpec`; its fields come from the op registry."""
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    # fields: written by tools/spec_fields.py from the op registry; do not edit by hand
+    """What to do to each feature map; every probability is per sample (per view).
+
+    Fields are declared by the ops (:mod:`loffdata.augment.registry`).
+
+    Attributes:
+        noise: probability of additive Gaussian noise.
+        noise_std: range of the noise std, relative to each channel's manifest std.
+        jitter: probability of FroFA brightness/contrast.
+        brightness: max brightness shift, in channel stds.
+        contrast: max relative contrast change around the mean.
+        jitter_per_channel: draw jitter per channel (FroFA c^2).
+        normalize: normalise by the manifest mean/std at the end.
+        channel_dropout: probability of channel dropout.
+        channel_dropout_rate: fraction of channels zeroed.
+        cutout: probability of erasing one rectangle.
+        cutout_size: range of the rectangle's side, as a fraction of each side of the grid.
+        mixup: probability of mixup with the partner.
+        mixup_alpha: Beta(alpha, alpha) of the mixup weight.
+        num_classes: classes; mixup/cutmix need it.
+        mix_group: samples per partner group (consecutive in the global order); a divisor of every
+            per-rank batch size keeps partners the same for any world size.
+        cutmix: probability of a box pasted from the partner.
+        cutmix_alpha: Beta(alpha, alpha) of the cutmix area.
+        rot90: probability of a random multiple of 90 degrees (k in {1, 2, 3}; only k=2 on
+            non-square grids).
+        views: independently augmented views returned per input sample.
+        pool_factor: integer average-pooling factor applied first.
+        pool_size: adaptive average pooling to this grid, applied first (``None`` = off).
+        out_dtype: output dtype name; ``None``: input dtype.
+        out_size: output grid (H, W).
+        crop: probability of a random resized crop.
+        crop_scale: crop area range.
+        crop_ratio: crop W/H range.
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        trivial: TrivialAugment mode: one op of ``trivial_ops`` per row.
+        trivial_ops: the ops TrivialAugment picks from.
+        target_similarity: mean cosine similarity the loader calibrates noise/jitter to
+            (:mod:`loffdata.augment.similarity`); ``None``: magnitudes as given.
+    """
+
+    noise: float = 0.0
+    noise_std: tuple[float, float] = (0.0, 0.25)
+    jitter: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    jitter_per_channel: bool = True
+    normalize: bool = False
+    channel_dropout: float = 0.0
+    channel_dropout_rate: float = 0.1
+    cutout: float = 0.0
+    cutout_size: tuple[float, float] = (0.1, 0.4)
+    mixup: float = 0.0
+    mixup_alpha: float = 0.8
+    num_classes: int | None = None
+    mix_group: int = 8
+    cutmix: float = 0.0
+    cutmix_alpha: float = 1.0
+    rot90: float = 0.0
+    views: int = 1
+    pool_factor: int = 1
+    pool_size: tuple[int, int] | None = None
+    out_dtype: str | None = None
+    out_size: tuple[int, int] | None = None
+    crop: float = 0.0
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    hflip: float = 0.0
+    vflip: float = 0.0
+    trivial: bool = False
+    trivial_ops: tuple[str, ...] = TRIVIAL_OPS
+    target_similarity: float | None = None
+    # end of the written fields
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -84,24 +158,6 @@ def _idle(op: Op, spec: Any) -> bool:
     if op.idle is not None:
         return op.idle(spec)
     return not op.switch or getattr(spec, op.name) == 0
-
-
-def _docstring() -> str:
-    lines = [f"        {f.name}: {f.doc}" for f in _FIELDS]
-    return (
-        "What to do to each feature map; every probability is per sample (per view).\n\n"
-        "    Fields are declared by the ops (:mod:`loffdata.augment.registry`).\n\n"
-        "    Attributes:\n" + "\n".join(lines) + "\n    "
-    )
-
-
-AugmentSpec = dataclasses.make_dataclass(
-    "AugmentSpec",
-    [(f.name, f.type, dataclasses.field(default=f.default)) for f in _FIELDS],
-    bases=(_SpecMethods,),
-    frozen=True,
-    namespace={"__doc__": _docstring(), "__module__": __name__},
-)
 
 
 def _check_known(data: Mapping[str, Any]) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "ExtractConfig": "loffdata.extract.config",
-    "RandomWeightsWarning": "loffdata.extract.config",
+    "ExtractConfig": "loffdata.extract.extractconfig",
+    "RandomWeightsWarning": "loffdata.extract.extractconfig",
     "build_model": "loffdata.extract.model",
     "extract": "loffdata.extract.pipeline",
     "ImageRecord": "loffdata.extract.images",

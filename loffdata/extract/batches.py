@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from loffdata.extract.config import ExtractConfig
+from loffdata.extract.extractconfig import ExtractConfig
 from loffdata.extract.images import (
     BadImageError,
     ImageRecord,

@@ -9,7 +9,7 @@ Examples::
     torchrun --nproc_per_node 8 tools/shard.py --input data.csv --out /data/feats
 
 ``loffdata-shard`` and ``python tools/shard.py`` are the same command. Every flag is a field
-of ``loffdata.extract.config.ExtractConfig`` (same name, default and doc); all of them are
+of ``loffdata.extract.extractconfig.ExtractConfig`` (same name, default and doc); all of them are
 checked before any work starts (the model name against the installed timm too).
 Re-running the same command resumes; see docs/extract.md.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from loffdata.cli import parse as cliutil
-from loffdata.extract.config import ExtractConfig, check_paths
+from loffdata.extract.extractconfig import ExtractConfig, check_paths
 
 __all__ = ["check_model", "console", "main"]
 

@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from loffdata.errors import LoffError
-from loffdata.extract.config import HUB_HOST, ExtractConfig, RandomWeightsWarning, hub_reachable
+from loffdata.extract.extractconfig import (
+    HUB_HOST,
+    ExtractConfig,
+    RandomWeightsWarning,
+    hub_reachable,
+)
 
 __all__ = [
     "build_model",

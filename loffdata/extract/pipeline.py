@@ -2,15 +2,15 @@
 
 The data flow of one split, one module per step::
 
-    config.py    ExtractConfig (also the flags of tools/shard.py)
-    images.py    records of a folder / CSV / WebDataset / the shapes set (shapes.py)
-    model.py     timm model (seeded random weights or pretrained), eval transform, features
-    plan.py      shard j holds images [j*S, (j+1)*S); rank r of W writes j % W == r
-    batches.py   DataLoader workers: decode + eval transform -> image batches
-    pipeline.py  model.forward_intermediates (NCHW, optional avg-pool) -> feature batches
-    sink.py      writer thread: one tar shard + JSON sidecar per planned shard
-    finalize.py  rank 0: one manifest per split from all sidecars, statistics merged
-    record.py    <out>/extract_config.json and the resume check (weights fingerprint included)
+    extractconfig.py  ExtractConfig (also the flags of tools/shard.py)
+    images.py         records of a folder / CSV / WebDataset / the shapes set (shapes.py)
+    model.py          timm model (seeded random weights or pretrained), eval transform, features
+    plan.py           shard j holds images [j*S, (j+1)*S); rank r of W writes j % W == r
+    batches.py        DataLoader workers: decode + eval transform -> image batches
+    pipeline.py       model.forward_intermediates (NCHW, optional avg-pool) -> feature batches
+    sink.py           writer thread: one tar shard + JSON sidecar per planned shard
+    finalize.py       rank 0: one manifest per split from all sidecars, statistics merged
+    record.py         <out>/extract_config.json and the resume check (weights fingerprint included)
 
 A shard is complete once its sidecar exists, so a re-run after a crash redoes only
 incomplete shards: no duplicates, no gaps, any number of ranks.
@@ -28,7 +28,12 @@ import torch
 
 from loffdata.errors import LoffError, ManifestError
 from loffdata.extract.batches import MapImages, StreamImages, image_loader
-from loffdata.extract.config import CONFIG_NAME, ExtractConfig, RandomWeightsWarning, check_paths
+from loffdata.extract.extractconfig import (
+    CONFIG_NAME,
+    ExtractConfig,
+    RandomWeightsWarning,
+    check_paths,
+)
 from loffdata.extract.finalize import finalize_split
 from loffdata.extract.images import BadImageError, ImageRecord, ImageSource, open_source
 from loffdata.extract.model import build_model, build_transform, compute_features, weights_sha256

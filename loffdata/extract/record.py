@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from loffdata.errors import LoffError
-from loffdata.extract.config import CONFIG_NAME, ExtractConfig
+from loffdata.extract.extractconfig import CONFIG_NAME, ExtractConfig
 from loffdata.extract.images import ImageSource
 from loffdata.extract.jsonio import jsonable, read_json, write_json
 from loffdata.extract.runtime import Runtime

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from loffdata.devices import resolve_auto, resolve_cuda
-from loffdata.extract.config import ExtractConfig
+from loffdata.extract.extractconfig import ExtractConfig
 from loffdata.extract.images import ImageSource
 from loffdata.util import DistContext
 from loffdata.util import init_distributed as util_init_distributed

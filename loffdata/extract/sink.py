@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loffdata.errors import LoffError
-from loffdata.extract.config import ExtractConfig
+from loffdata.extract.extractconfig import ExtractConfig
 from loffdata.extract.images import ImageRecord
 from loffdata.extract.jsonio import write_json
 from loffdata.format.writer import ShardWriter, WriterConfig, shard_name

@@ -21,6 +21,7 @@ from loffdata.format.manifest import Manifest, ShardInfo, manifest_url
 from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.tar import iter_sample_spans
 from loffdata.format.writer import write_sidecar
+from loffdata.protocols import of_url
 from loffdata.safeio import open_binary
 from loffdata.util import is_local
 
@@ -140,11 +141,11 @@ def _computed(shard_url: str, info: ShardInfo, storage_options: dict[str, Any]) 
 
 def check_writable(url: str) -> None:
     """Refuses, before any shard is read, a dataset that the index could not be saved to."""
-    if str(url).startswith(("http://", "https://")):
+    if not (protocol := of_url(str(url))).writable:
         raise LoffError(
-            f"{url!r}: index needs a writable local dataset (or an object store); HTTP "
-            "cannot be written: copy the dataset to local disk, index it there, and publish "
-            "its manifest.json"
+            f"{url!r}: index needs a writable local dataset (or an object store); "
+            f"{protocol.names[0].upper()} cannot be written: copy the dataset to local disk, "
+            "index it there, and publish its manifest.json"
         )
     if is_local(url):
         folder = os.path.dirname(manifest_url(str(url)).removeprefix("file://")) or "."

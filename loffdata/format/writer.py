@@ -29,7 +29,7 @@ from loffdata.format.names import check_prefix
 from loffdata.format.sample import encode_sample
 from loffdata.format.shardindex import ShardIndex, index_name
 from loffdata.format.stats import ChannelStats
-from loffdata.util import fs_protocol
+from loffdata.protocols import of_filesystem
 
 __all__ = [
     "WriterConfig",
@@ -43,8 +43,6 @@ __all__ = [
 #: what the writer does with NaN or infinite features (``WriterConfig.nonfinite``)
 NONFINITE_RULES = ("refuse", "zero")
 
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
-
 
 def shard_name(prefix: str, index: int) -> str:
     """The file name of shard ``index``: ``{prefix}-{index:06d}.tar``."""
@@ -54,7 +52,7 @@ def shard_name(prefix: str, index: int) -> str:
 def write_sidecar(fs: Any, path: str, data: bytes) -> None:
     """Writes a shard's index sidecar at ``path``: under a temporary name then renamed, or in
     place on object stores (where an object appears only once complete)."""
-    if fs_protocol(fs) in _OBJECT_STORES:
+    if of_filesystem(fs).atomic_writes:
         fs.pipe_file(path, data)
         return
     root, name = posixpath.split(path)
@@ -124,7 +122,7 @@ class _OpenShard:
     def __init__(self, fs: Any, root: str, name: str):
         self.fs, self.name, self.samples = fs, name, 0
         self.path = f"{root}/{name}"
-        atomic_in_place = fs_protocol(fs) in _OBJECT_STORES
+        atomic_in_place = of_filesystem(fs).atomic_writes
         self.tmp = self.path if atomic_in_place else f"{root}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
         self.file = fs.open(self.tmp, "wb")
         self.hasher = _HashingWriter(self.file)

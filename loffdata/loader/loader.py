@@ -51,9 +51,9 @@ from loffdata.loader.batch import (
     LoadedBatch,
     delivered_batch,
 )
-from loffdata.loader.config import LoaderConfig, resolve_augment
 from loffdata.loader.device import Gpu, as_gpu
 from loffdata.loader.leases import BufferLeases, release_flags
+from loffdata.loader.loaderconfig import LoaderConfig, resolve_augment
 from loffdata.loader.stats import LoaderStats
 from loffdata.loader.transfer import device_batches, select_transfer
 from loffdata.loader.workers import (
@@ -63,7 +63,7 @@ from loffdata.loader.workers import (
     translate_worker_death,
     warm_worker_imports,
 )
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.batching import SharedArena
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.mix import Mix, MixedDataset
@@ -81,8 +81,9 @@ class LoffLoader:
     Args:
         source: dataset directory or manifest (local path, ``http(s)://``, ``s3://``), a
             brace or glob pattern, a list of shard URLs, or a :class:`~loffdata.stream.mix.Mix`.
-        config: every setting (:class:`~loffdata.loader.config.LoaderConfig`, embedding the
-            dataset's :class:`~loffdata.stream.config.StreamConfig`); its defaults when ``None``.
+        config: every setting (:class:`~loffdata.loader.loaderconfig.LoaderConfig`, embedding
+            the dataset's :class:`~loffdata.stream.streamconfig.StreamConfig`); its defaults
+            when ``None``.
         rank: rank of this process (default: from ``torch.distributed``).
         world_size: number of ranks (default: from ``torch.distributed``).
         batch_size, augment, device, num_workers, seed, shuffle, shuffle_buffer, dtype, views,

@@ -30,7 +30,8 @@ from loffdata.format.sample import Sample, decode_sample, encode_sample
 from loffdata.format.tar import iter_sample_members
 from loffdata.format.writer import NONFINITE_RULES, ShardWriter, WriterConfig, shard_name
 from loffdata.redact import redact_json_text, redact_text
-from loffdata.storage.remote import RetryConfig, filesystem, open_shard
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import filesystem, open_shard
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
 from loffdata.util import write_json

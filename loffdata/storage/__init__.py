@@ -2,8 +2,16 @@
 
 Depends on :mod:`loffdata.format` only for error types and nothing above it.
 
-Submodules: remote (retries, fsspec), ranges (one pinned ranged GET), prefetch (by shard),
-rangefetch (by sample), remotereads (what a reader uses of them), cache.
+Modules, by what they do for a reader:
+
+- ``shardfile``: open a shard, local or remote (fsspec), as a file object that resumes
+  (``open_shard``, ``filesystem``, ``ResumableReader``);
+- ``pinned``: one ranged GET pinned to the object's version (ETag, ``If-Match``);
+- ``retry``: the retry rules (``RetryConfig``, which errors are transient, backoff);
+- ``prefetch/``: reading ahead of the reader: ``reads`` (the reader's one entry point: the
+  plan in, file objects out), ``by_shard`` (whole shards in blocks), ``by_sample`` (the
+  samples' byte ranges, from the shard index);
+- ``cache`` and ``cachefiles``: the node-local shard cache and its files.
 
 The names below are imported from their modules on first use (see docs/api.md).
 """
@@ -13,14 +21,14 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "RetryConfig": "loffdata.storage.remote",
-    "ResumableReader": "loffdata.storage.remote",
-    "open_shard": "loffdata.storage.remote",
-    "filesystem": "loffdata.storage.remote",
-    "is_transient": "loffdata.storage.remote",
-    "with_retries": "loffdata.storage.remote",
+    "RetryConfig": "loffdata.storage.retry",
+    "ResumableReader": "loffdata.storage.shardfile",
+    "open_shard": "loffdata.storage.shardfile",
+    "filesystem": "loffdata.storage.shardfile",
+    "is_transient": "loffdata.storage.retry",
+    "with_retries": "loffdata.storage.retry",
     "CacheConfig": "loffdata.storage.cache",
-    "PrefetchConfig": "loffdata.storage.prefetch",
+    "PrefetchConfig": "loffdata.storage.prefetch.by_shard",
     "ShardCache": "loffdata.storage.cache",
 }
 

@@ -19,7 +19,7 @@ changes): flipped bytes make it be fetched again. Temporaries carry their proces
 those of dead processes are deleted, and live ones count in the byte budget.
 
 :class:`CacheFiller` fills the cache ahead of the reader with the plan-driven prefetcher
-(:mod:`loffdata.storage.prefetch`), in read order, at most ``ahead_bytes`` ahead.
+(:mod:`loffdata.storage.prefetch.by_shard`), in read order, at most ``ahead_bytes`` ahead.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ class CacheFiller:
 
     Args:
         cache: the cache.
-        prefetcher: a :class:`~loffdata.storage.prefetch.Prefetcher`.
+        prefetcher: a :class:`~loffdata.storage.prefetch.by_shard.Prefetcher`.
         ahead_bytes: bytes of shards claimed or filled and not yet reached by the reader.
     """
 

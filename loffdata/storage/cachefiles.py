@@ -50,7 +50,7 @@ def file_sha256(path: str) -> str:
 
 
 def version_of(src: Any) -> dict[str, Any] | None:
-    """The object version a remote reader was pinned to (``storage.ranges.Pin``), if any."""
+    """The object version a remote reader was pinned to (``storage.pinned.Pin``), if any."""
     pin = getattr(src, "pin", None) or getattr(
         getattr(src, "entry", None), "pin", None
     )  # direct or prefetched

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from loffdata.errors import ShardReadError
+from loffdata.protocols import PROTOCOLS
 from loffdata.redact import install_log_redaction, redact_text
 
 __all__ = ["RetryConfig", "is_transient", "with_retries", "with_retries_async"]
@@ -24,16 +25,7 @@ install_log_redaction()  # retries log URLs: never with a password
 T = TypeVar("T")
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_TRANSIENT_S3_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestLimitExceeded",
-}
+_CLIENT_MODULES = {m for p in PROTOCOLS for m in p.client_modules}
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
@@ -81,11 +73,11 @@ def _status(err: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def _s3_code(err: BaseException) -> str | None:
-    response = getattr(err, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
+def _store_code_is_transient(err: BaseException) -> bool:
+    for protocol in PROTOCOLS:
+        if protocol.error_code is not None and protocol.error_code(err) in protocol.transient_codes:
+            return True
+    return False
 
 
 def is_transient(err: BaseException) -> bool:
@@ -93,7 +85,7 @@ def is_transient(err: BaseException) -> bool:
     for e in (err, err.__cause__, err.__context__):
         if e is None or isinstance(e, _PERMANENT):
             continue
-        if _s3_code(e) in _TRANSIENT_S3_CODES:
+        if _store_code_is_transient(e):
             return True
         status = _status(e)
         if status is not None:
@@ -102,7 +94,7 @@ def is_transient(err: BaseException) -> bool:
         return False
     if isinstance(err, (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError)):
         return True
-    return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "urllib3", "requests")
+    return type(err).__module__.split(".")[0] in _CLIENT_MODULES
 
 
 def _give_up(

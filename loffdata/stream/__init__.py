@@ -13,7 +13,7 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "StreamConfig": "loffdata.stream.config",
+    "StreamConfig": "loffdata.stream.streamconfig",
     "ShardSet": "loffdata.stream.sources",
     "resolve_source": "loffdata.stream.sources",
     "load_manifest": "loffdata.stream.sources",

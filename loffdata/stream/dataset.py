@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from loffdata.errors import LoffError
-from loffdata.storage.prefetch import PrefetchConfig
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream import workerstate
 from loffdata.stream.batching import (
     BufferPool,
@@ -28,7 +28,6 @@ from loffdata.stream.batching import (
     reads_randomly,
     window_batches,
 )
-from loffdata.stream.config import StreamConfig
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.order import EpochOrder
 from loffdata.stream.plan import (
@@ -45,6 +44,7 @@ from loffdata.stream.plan import (
 from loffdata.stream.policy import ErrorPolicy
 from loffdata.stream.reader import ReadContext, SampleReader, substituted
 from loffdata.stream.sources import ShardSet, load_manifest, resolve_source
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.util import UNSET, distributed_rank_world
 
 __all__ = ["StreamingDataset", "ShardSet", "resolve_source", "load_manifest", "STATE_VERSION"]
@@ -60,7 +60,7 @@ class StreamingDataset(IterableDataset):
     Args:
         source: a directory or manifest URL (``path``, ``http(s)://``, ``s3://``), a brace
             pattern of shard URLs, or a list of shard URLs (see :func:`resolve_source`).
-        config: what is read and how (:class:`~loffdata.stream.config.StreamConfig`; its
+        config: what is read and how (:class:`~loffdata.stream.streamconfig.StreamConfig`; its
             defaults when ``None``).
         rank: this process's rank (default: from ``torch.distributed`` if initialised, else 0).
         world_size: number of ranks (same default, else 1).

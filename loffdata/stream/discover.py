@@ -18,13 +18,9 @@ from loffdata.errors import ManifestError, ShardReadError
 from loffdata.format.manifest import MANIFEST_NAME, Manifest, manifest_url
 from loffdata.format.names import is_dot_file
 from loffdata.hints import check_dataset_dir
-from loffdata.storage.remote import (
-    ResumableReader,
-    RetryConfig,
-    filesystem,
-    is_local,
-    with_retries,
-)
+from loffdata.protocols import of_url
+from loffdata.storage.retry import RetryConfig, with_retries
+from loffdata.storage.shardfile import ResumableReader, filesystem, is_local
 
 __all__ = [
     "GLOB_CHARS",
@@ -36,7 +32,6 @@ __all__ = [
 ]
 
 GLOB_CHARS = "*?["
-_NO_LISTING = ("http://", "https://")
 
 
 class DatasetDirectoryError(ManifestError):
@@ -64,14 +59,16 @@ def expand_glob(
     Dot-files (``.shard-000001.tar``, a writer's temporaries) never match: they are not shards.
 
     Raises:
-        ValueError: for a pattern on HTTP(S), which has no listing.
+        ValueError: for a pattern on a protocol that cannot list (HTTP(S),
+            :mod:`loffdata.protocols`).
         ShardReadError: when nothing matches (naming the pattern).
     """
     if not is_glob(text) or (is_local(text) and os.path.exists(text)):
         return None  # a local name that merely contains "[" is taken as it is
-    if text.startswith(_NO_LISTING):
+    if not (protocol := of_url(text)).lists:
         raise ValueError(
-            f"{text!r}: HTTP servers cannot be listed, so glob patterns do not work there; "
+            f"{text!r}: {protocol.names[0].upper()} servers cannot be listed, so glob patterns "
+            "do not work there; "
             "use a brace pattern such as shard-{000000..000009}.tar, or the dataset's directory URL"
         )
     fs, path = filesystem(text, storage_options, retry or RetryConfig())
@@ -149,7 +146,7 @@ def load_or_list(url: str, storage_options: dict[str, Any], retry: RetryConfig) 
     try:
         return load_manifest(url, storage_options, retry)
     except ManifestError as err:
-        if url.endswith(".json") or url.startswith(_NO_LISTING):
+        if url.endswith(".json") or not of_url(url).lists:
             raise
         try:
             fs, path = filesystem(manifest_url(url), storage_options, retry)

@@ -28,8 +28,9 @@ from loffdata.format.sample import Sample, decode_sample
 from loffdata.format.shardindex import check_coverage
 from loffdata.format.tar import iter_sample_spans, read_sample_at
 from loffdata.safeio import open_regular
-from loffdata.storage.ranges import Pin, get_range
-from loffdata.storage.remote import RetryConfig, filesystem, is_local, open_shard, with_retries
+from loffdata.storage.pinned import Pin, get_range
+from loffdata.storage.retry import RetryConfig, with_retries
+from loffdata.storage.shardfile import filesystem, is_local, open_shard
 from loffdata.stream.checks import SampleRules, check_sample, sample_position
 from loffdata.stream.sources import ShardSet, resolve_source
 

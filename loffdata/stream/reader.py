@@ -21,16 +21,16 @@ from loffdata.compat import strip_protocol
 from loffdata.errors import SampleError, ShardReadError
 from loffdata.format.sample import Sample, decode_sample
 from loffdata.storage.cache import CacheConfig, ShardCache
-from loffdata.storage.prefetch import PrefetchConfig
-from loffdata.storage.remote import (
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
+from loffdata.storage.prefetch.reads import RemoteReads
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import (
     _LOCAL_BUFFER,
     ResumableReader,
-    RetryConfig,
     filesystem,
     is_local,
     open_shard,
 )
-from loffdata.storage.remotereads import RemoteReads
 from loffdata.stream import scatter
 from loffdata.stream.checks import SampleRules, check_sample
 from loffdata.stream.cursor import ReadArena, ShardCursor
@@ -152,7 +152,7 @@ class SampleReader:
         """Tells storage which samples this reader will read (``window`` at a time: a shuffle
         window, or a batch when reading by random access), so that remote shards (or their
         samples' byte ranges) are fetched ahead, many requests in flight
-        (:mod:`loffdata.storage.remotereads`). ``batch`` and ``first``: batches are read, and the
+        (:mod:`loffdata.storage.prefetch.reads`). ``batch`` and ``first``: batches are read, and the
         first ``first`` samples (default: one window) one batch at a time by random access."""
         self.remote.plan(indices, window, batch=batch, first=first)
 

@@ -20,7 +20,8 @@ from loffdata.format.manifest import Manifest, TensorSpec
 from loffdata.format.names import first_duplicate, is_dot_file, url_identity
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
-from loffdata.storage.remote import RetryConfig, open_shard
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import open_shard
 from loffdata.stream import discover
 from loffdata.stream.discover import load_manifest
 from loffdata.stream.indexes import ShardIndexes

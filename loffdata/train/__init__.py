@@ -12,8 +12,8 @@ from __future__ import annotations
 from loffdata.util import lazy_exports
 
 _WHERE = {
-    "TrainConfig": "loffdata.train.config",
-    "load_config": "loffdata.train.config",
+    "TrainConfig": "loffdata.train.trainconfig",
+    "load_config": "loffdata.train.trainconfig",
     "train": "loffdata.train.trainer",
     "evaluate": "loffdata.train.loop",
     "ClassifierConfig": "loffdata.train.models",

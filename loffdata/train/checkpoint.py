@@ -18,7 +18,7 @@ import torch
 from loffdata import util
 from loffdata.errors import LoffError
 from loffdata.redact import redact
-from loffdata.train.config import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
+from loffdata.train.trainconfig import CHECKPOINT_NAME, RESUMABLE_CHANGES, TrainConfig
 
 __all__ = [
     "NoCheckpointError",

@@ -18,7 +18,7 @@ and ``checkpoint.pt`` (written atomically every epoch).
 from __future__ import annotations
 
 from loffdata.cli import parse as cliutil
-from loffdata.train.config import STREAM_FROM_RUN, TrainConfig
+from loffdata.train.trainconfig import STREAM_FROM_RUN, TrainConfig
 
 __all__ = ["console", "main"]
 

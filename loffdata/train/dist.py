@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 from loffdata.devices import resolve_auto, resolve_cuda
 from loffdata.hints import check_device
-from loffdata.train.config import TrainConfig
+from loffdata.train.trainconfig import TrainConfig
 from loffdata.util import DistContext
 from loffdata.util import init_distributed as util_init_distributed
 

@@ -17,12 +17,12 @@ from torch import nn
 
 from loffdata.loader import LoffLoader
 from loffdata.train.checkpoint import resume, save_checkpoint
-from loffdata.train.config import TrainConfig
 from loffdata.train.dist import Dist, all_sum
 from loffdata.train.metrics import epoch_bar, format_record
 from loffdata.train.objective import recipe_loss
 from loffdata.train.predictions import PredictionsFile, rank_path
 from loffdata.train.run import Run, count_params, setup
+from loffdata.train.trainconfig import TrainConfig
 from loffdata.train.utils import loss_fn, lr_at
 
 __all__ = ["LOSS_EVERY", "DeviceLoss", "evaluate", "run_training"]

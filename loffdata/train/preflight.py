@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loffdata.errors import CliError, LoffError
-from loffdata.train.config import CHECKPOINT_NAME, TrainConfig
+from loffdata.train.trainconfig import CHECKPOINT_NAME, TrainConfig
 
 __all__ = ["preflight"]
 
@@ -40,7 +40,7 @@ def _check_classifier(config: TrainConfig) -> None:
 
 
 def _check_augment(config: TrainConfig) -> None:
-    from loffdata.loader.config import resolve_augment
+    from loffdata.loader.loaderconfig import resolve_augment
 
     try:
         resolve_augment(config.augment, config.views, None)

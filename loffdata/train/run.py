@@ -19,13 +19,13 @@ from torch import nn
 
 from loffdata.format.manifest import Manifest
 from loffdata.loader import LoffLoader
-from loffdata.loader.config import LoaderConfig
+from loffdata.loader.loaderconfig import LoaderConfig
 from loffdata.loader.multiscale import MultiScaleConfig, MultiScaleLoader
 from loffdata.train.checkpoint import Progress, write_json
-from loffdata.train.config import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.dist import Dist, init_distributed, resolve_device
 from loffdata.train.metrics import EpochLog, check_log_backend
 from loffdata.train.models import create_classifier
+from loffdata.train.trainconfig import CONFIG_NAME, LOG_NAME, TrainConfig
 from loffdata.train.utils import create_optimizer
 
 __all__ = ["MIN_STEPS", "FewStepsWarning", "Run", "count_params", "setup"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loffdata.train.config import (
+from loffdata.train.trainconfig import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     LOG_NAME,

@@ -41,3 +41,30 @@ def test_invalid_specs_raise(bad, match):
 def test_unknown_preset_name():
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         AugmentSpec.preset("nope")
+
+
+def test_the_class_body_declares_the_registry_fields_by_name_type_and_default():
+    import dataclasses
+    import typing
+
+    from loffdata.augment.spec import _FIELDS
+
+    declared = [(f.name, f.type, f.default) for f in dataclasses.fields(AugmentSpec)]
+    assert declared == [(f.name, f.type, f.default) for f in _FIELDS]
+    hints = typing.get_type_hints(AugmentSpec)  # what a type checker reads: resolvable types
+    assert hints["hflip"] is float and hints["pool_size"] == (tuple[int, int] | None)
+
+
+def test_the_fields_are_written_in_the_source_where_type_checkers_read_them():
+    import ast
+    import inspect
+
+    from loffdata.augment import spec
+
+    (cls,) = [
+        n
+        for n in ast.parse(inspect.getsource(spec)).body
+        if getattr(n, "name", "") == "AugmentSpec"
+    ]
+    written = [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)]
+    assert written == [f.name for f in spec._FIELDS]

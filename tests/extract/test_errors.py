@@ -55,7 +55,7 @@ def test_pretrained_offline_fails_fast_with_what_to_do(tmp_path):
 
 def test_pretrained_offline_from_python_fails_before_creating_the_model(monkeypatch):
     from loffdata.errors import LoffError
-    from loffdata.extract.config import ExtractConfig
+    from loffdata.extract.extractconfig import ExtractConfig
     from loffdata.extract.model import build_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loffdata.errors import LoffError
-from loffdata.extract.config import CONFIG_NAME, ExtractConfig, RandomWeightsWarning
+from loffdata.extract.extractconfig import CONFIG_NAME, ExtractConfig, RandomWeightsWarning
 from loffdata.extract.model import build_model, weights_sha256
 from loffdata.extract.pipeline import extract
 from tests.extract.test_images import make_folder
@@ -83,14 +83,14 @@ def test_seed_sets_the_weights():
     assert same[0] == same[1] != same[2]
 
 
-@pytest.mark.filterwarnings("ignore::loffdata.extract.config.RandomWeightsWarning")
+@pytest.mark.filterwarnings("ignore::loffdata.extract.extractconfig.RandomWeightsWarning")
 def test_resume_with_other_weights_is_refused(tmp_path):
     extract(_cfg(tmp_path, seed=0))
     with pytest.raises(LoffError, match=r"weights_sha256.*the model weights differ"):
         extract(_cfg(tmp_path, seed=1))  # a folder input: only the weights change
 
 
-@pytest.mark.filterwarnings("ignore::loffdata.extract.config.RandomWeightsWarning")
+@pytest.mark.filterwarnings("ignore::loffdata.extract.extractconfig.RandomWeightsWarning")
 def test_merging_shards_of_other_weights_is_refused(tmp_path):
     cfg = _cfg(tmp_path)
     extract(cfg)

@@ -14,8 +14,8 @@ from loffdata.extract.teacher import augment_views, build_teacher
 from loffdata.format.logits import INDEX_EXTRA, LOGITS_EXTRA, encode_logits
 from loffdata.format.writer import WriterConfig, write_dataset
 from loffdata.loader import LoffLoader
-from loffdata.loader.config import LoaderConfig
-from loffdata.stream.config import StreamConfig
+from loffdata.loader.loaderconfig import LoaderConfig
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.train.distill import teacher_probs
 from tests.extract.test_extract import VIT, run
 from tests.readback import read_split

@@ -8,7 +8,7 @@ import pytest
 
 from loffdata.errors import ShardReadError
 from loffdata.storage.cache import CacheConfig, ShardCache
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.servers import http_server, write_shards  # noqa: F401
 

@@ -25,7 +25,7 @@ from loffdata.format import codec
 from loffdata.format.index import index_dataset
 from loffdata.format.sample import decode_sample
 from loffdata.format.tar import iter_sample_members
-from loffdata.storage.prefetch import PrefetchConfig
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
 from tests.props import examples

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from loffdata.errors import LoffError
 from loffdata.format.index import shard_index
 from loffdata.format.manifest import Manifest
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
 from tests.craft import archive, features, member, write_crafted
 from tests.servers import serving

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from loffdata.errors import ShardReadError
 from loffdata.format.codec import Quantized
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.indexed import IndexedDataset
 from loffdata.stream.mix import Mix, MixedDataset

@@ -13,7 +13,7 @@ from loffdata.loader import LoffLoader
 from loffdata.loader.device import StandInCuda
 from loffdata.train import loop
 from loffdata.train.checkpoint import Progress
-from loffdata.train.config import TrainConfig
+from loffdata.train.trainconfig import TrainConfig
 
 
 def _run(root, loader, gpu) -> types.SimpleNamespace:

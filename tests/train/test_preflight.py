@@ -108,7 +108,7 @@ def test_resume_with_changed_settings_is_refused_naming_them(cache, tmp_path, ca
 
 def test_storage_options_take_a_mapping_as_the_help_says(cache, tmp_path, monkeypatch):
     from loffdata.cli import parse as cliutil
-    from loffdata.train.config import TrainConfig
+    from loffdata.train.trainconfig import TrainConfig
 
     values = cliutil.parse_command(
         [

@@ -1,9 +1,9 @@
 """What a sample reader needs of prefetch: the plan in, file objects of remote shards out.
 
 A reader reads either whole shards a shuffle window at a time (the shards' prefixes are
-prefetched in blocks, :class:`~loffdata.storage.prefetch.Prefetcher`), or, for indexed
+prefetched in blocks, :class:`~loffdata.storage.prefetch.by_shard.Prefetcher`), or, for indexed
 shards read into batches, sample by sample: only the byte ranges of this process's own
-samples are fetched (:class:`~loffdata.storage.rangefetch.RangePrefetcher`), so the first
+samples are fetched (:class:`~loffdata.storage.prefetch.by_sample.RangePrefetcher`), so the first
 batch comes after one round trip, and workers that each read every other batch of a
 window do not each fetch the whole window's shards. Local shards are never prefetched;
 with a cache, whole shards are downloaded into it ahead of the reader.
@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.storage.prefetch import (
+from loffdata.storage.prefetch.by_sample import (
+    RangePrefetcher,
+    planned_ranges,
+    sample_ranges,
+)
+from loffdata.storage.prefetch.by_shard import (
     PrefetchConfig,
     PrefetchedFile,
     Prefetcher,
@@ -25,12 +30,7 @@ from loffdata.storage.prefetch import (
     bytes_needed,
     read_order,
 )
-from loffdata.storage.rangefetch import (
-    RangePrefetcher,
-    planned_ranges,
-    sample_ranges,
-)
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 
 __all__ = ["AHEAD_WINDOWS", "RemoteReads"]
 

@@ -9,8 +9,8 @@ while the bytes fetched and not yet read (in flight included) stay within
 takes its blocks in turn (a block nobody fetched yet is fetched at once, first in line).
 
 The requests run as coroutines on fsspec's IO loop (aiohttp for HTTP, aiobotocore for S3;
-see :mod:`loffdata.storage.ranges`), each with the retries, backoff, deadline and
-resume-from-offset of :mod:`loffdata.storage.remote`; a block's error is raised when the
+see :mod:`loffdata.storage.pinned`), each with the retries, backoff, deadline and
+resume-from-offset of :mod:`loffdata.storage.shardfile`; a block's error is raised when the
 reader takes that block, so a shard never read never fails the epoch.
 """
 
@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from loffdata.storage.ranges import Pin, fetch_range
-from loffdata.storage.remote import RemoteFile, RetryConfig, with_retries_async
+from loffdata.storage.pinned import Pin, fetch_range
+from loffdata.storage.retry import RetryConfig, with_retries_async
+from loffdata.storage.shardfile import RemoteFile
 
 __all__ = [
     "PrefetchConfig",
@@ -50,7 +51,7 @@ class PrefetchConfig:
 
     With ``by_sample`` (default), indexed shards (see ``docs/format.md``) read into batches
     are fetched *by sample*: only the byte ranges of the samples this process's batches
-    need, neighbours coalesced (:mod:`loffdata.storage.rangefetch`), so the first batch
+    need, neighbours coalesced (:mod:`loffdata.storage.prefetch.by_sample`), so the first batch
     waits for its own samples, not for a whole shuffle window, and each DataLoader worker
     (which reads every W-th batch of a window, see ``stream/plan.py``) fetches its own
     samples, not every shard of the window. Such requests are a sample or a run of

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from loffdata.storage.remote import RetryConfig
-from loffdata.stream.config import StreamConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.dataset import StreamingDataset
 from loffdata.stream.plan import PlanConfig
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.util import UNSET
 
 

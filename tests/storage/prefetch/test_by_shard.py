@@ -13,15 +13,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from loffdata.errors import ShardReadError
-from loffdata.storage.prefetch import (
+from loffdata.storage.pinned import ObjectChanged, Pin, Version, get_range
+from loffdata.storage.prefetch.by_shard import (
     PrefetchConfig,
     Prefetcher,
     ShardRead,
     bytes_needed,
     read_order,
 )
-from loffdata.storage.ranges import ObjectChanged, Pin, Version, get_range
-from loffdata.storage.remote import RetryConfig, filesystem
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import filesystem
 from loffdata.stream.dataset import StreamingDataset
 from tests.resume_helpers import assert_resumes_exactly
 from tests.servers import http_server, s3_server, write_shards  # noqa: F401
@@ -253,7 +254,7 @@ def test_a_failed_block_fetch_never_leaves_an_unretrieved_task_exception():
     block whose task failed therefore leaves no "Task exception was never retrieved"."""
     import asyncio
 
-    from loffdata.storage.prefetch import Failed, Prefetcher, _Entry
+    from loffdata.storage.prefetch.by_shard import Failed, Prefetcher, _Entry
 
     p = Prefetcher(PrefetchConfig(requests=1), retry())
     changed = ObjectChanged("shard 'u' changed while being read")

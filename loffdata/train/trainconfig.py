@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata import defaults
-from loffdata.stream.config import StreamConfig
+from loffdata.stream.streamconfig import StreamConfig
 from loffdata.util import check_int
 
 __all__ = [
@@ -95,7 +95,7 @@ class TrainConfig:
             ``tensorboard`` package).
         stream: the rest of the data settings of both loaders (``storage_options``,
             ``cache_dir``, ``shuffle_buffer``, ``on_error``, ``retry`` ...): a
-            :class:`~loffdata.stream.config.StreamConfig` or a dict of its fields. Its
+            :class:`~loffdata.stream.streamconfig.StreamConfig` or a dict of its fields. Its
             ``seed`` and ``batch_size`` are those above.
         views: augmented views per sample read (``LoaderConfig.views``); the loss is the
             mean over a sample's views, then over samples (:mod:`loffdata.train.objective`).

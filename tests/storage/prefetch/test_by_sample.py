@@ -9,18 +9,19 @@ from torch.utils.data import DataLoader
 
 from loffdata.format.manifest import Manifest
 from loffdata.format.shardindex import read_index
-from loffdata.storage.prefetch import PrefetchConfig, ShardRead
-from loffdata.storage.rangefetch import (
+from loffdata.storage.prefetch.by_sample import (
     GAP_BYTES,
     TAIL_BYTES,
     RangePrefetcher,
     RangeRead,
     sample_ranges,
 )
-from loffdata.storage.remote import RetryConfig, filesystem
+from loffdata.storage.prefetch.by_shard import PrefetchConfig, ShardRead
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import filesystem
 from loffdata.stream.dataset import StreamingDataset
 from tests.servers import http_server, write_shards  # noqa: F401
-from tests.storage.test_prefetch import settled
+from tests.storage.prefetch.test_by_shard import settled
 
 SHAPE = (64, 8, 8)  # 8 KiB of float16 a sample
 

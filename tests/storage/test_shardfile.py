@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from loffdata.errors import ManifestError, SampleError, ShardReadError
-from loffdata.storage.remote import ResumableReader, RetryConfig, is_transient, with_retries
+from loffdata.storage.retry import RetryConfig, is_transient, with_retries
+from loffdata.storage.shardfile import ResumableReader
 from loffdata.stream.dataset import StreamingDataset
 from tests.servers import http_server, s3_server, write_shards  # noqa: F401
 from tests.stream.test_dataset_faults import corrupt_member, truncate
@@ -267,7 +268,8 @@ def test_http_shard_list_without_manifest_is_scanned(served):
 def test_read_ahead_fetches_the_next_block_in_the_background(tmp_path):
     import fsspec
 
-    from loffdata.storage.remote import ResumableReader, RetryConfig
+    from loffdata.storage.retry import RetryConfig
+    from loffdata.storage.shardfile import ResumableReader
 
     data = bytes(range(256)) * 64  # 16 KiB
     (tmp_path / "f.bin").write_bytes(data)

@@ -5,12 +5,12 @@ read lies. :func:`sample_ranges` turns the plan (global indices, read a group at
 into byte ranges in read order, coalescing neighbours of a group into one request of at
 most a block; :class:`RangePrefetcher` keeps ``PrefetchConfig.sample_requests`` of them in
 flight within the byte budget, pulling them from the (lazy) plan as the budget frees. A
-shard is read through a :class:`~loffdata.storage.prefetch.PrefetchedFile`; a read nobody
+shard is read through a :class:`~loffdata.storage.prefetch.by_shard.PrefetchedFile`; a read nobody
 planned (a sample that failed a check, say) is fetched at once, first in line.
 
 What the bytes are is checked by the reader, exactly as for a local file: this module only
 moves bytes, with the retries, resume-from-offset and object-version pin of
-:class:`~loffdata.storage.prefetch.Prefetcher`.
+:class:`~loffdata.storage.prefetch.by_shard.Prefetcher`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loffdata.storage.prefetch import (
+from loffdata.storage.pinned import Pin
+from loffdata.storage.prefetch.by_shard import (
     MISS_BYTES,
     PrefetchConfig,
     Prefetcher,
@@ -29,8 +30,7 @@ from loffdata.storage.prefetch import (
     _Entry,
     block_result,
 )
-from loffdata.storage.ranges import Pin
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.retry import RetryConfig
 
 __all__ = [
     "RangePrefetcher",
@@ -156,7 +156,7 @@ class RangePrefetcher(Prefetcher):
 
     def take(self, e: _Entry, start: int) -> tuple[int, bytes]:
         """``(block start, bytes)`` of a block that holds byte ``start`` (fetched now, up to
-        :data:`~loffdata.storage.prefetch.MISS_BYTES`, if none was planned)."""
+        :data:`~loffdata.storage.prefetch.by_shard.MISS_BYTES`, if none was planned)."""
         with self._lock:
             held = [s for s, (n, _) in e.blocks.items() if s <= start < s + n]
             if held:

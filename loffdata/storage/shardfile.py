@@ -8,7 +8,7 @@ middle of a range keeps what arrived and asks for the rest from the byte offset 
 nothing is lost or duplicated. A missing file (404, NoSuchKey, FileNotFoundError) fails at
 once with :class:`~loffdata.errors.ShardReadError` naming it; a file that stays unreachable
 after ``attempts`` tries, or past ``deadline`` seconds, fails the same way. Every read is
-pinned to the object version of its first answer (:mod:`loffdata.storage.ranges`).
+pinned to the object version of its first answer (:mod:`loffdata.storage.pinned`).
 """
 
 from __future__ import annotations
@@ -21,23 +21,20 @@ import fsspec
 
 from loffdata.compat import cached_filesystems, register_filesystem
 from loffdata.errors import ShardReadError
+from loffdata.protocols import of_url
 from loffdata.redact import install_log_redaction
 from loffdata.safeio import open_regular
-from loffdata.storage.ranges import Pin, get_range, remote_size
-from loffdata.storage.retry import RetryConfig, is_transient, with_retries, with_retries_async
-from loffdata.util import is_local, url_protocol
+from loffdata.storage.pinned import Pin, get_range, remote_size
+from loffdata.storage.retry import RetryConfig, with_retries
+from loffdata.util import is_local
 
 __all__ = [
     "RemoteFile",
-    "RetryConfig",
     "ResumableReader",
     "is_local",
-    "is_transient",
     "filesystem",
     "open_shard",
     "remote_size",
-    "with_retries",
-    "with_retries_async",
 ]
 
 install_log_redaction()  # this module and the storage libraries log URLs: never with a password
@@ -74,25 +71,12 @@ if hasattr(os, "register_at_fork"):
 def filesystem(
     url: str, storage_options: dict[str, Any] | None, retry: RetryConfig
 ) -> tuple[Any, str]:
-    """The fsspec filesystem and path of ``url``, with timeouts set unless given."""
+    """The fsspec filesystem and path of ``url``, with the protocol's timeouts set unless given
+    (:mod:`loffdata.protocols`)."""
     options = dict(storage_options or {})
-    protocol = url_protocol(url)
-    if protocol in ("http", "https"):
-        options.setdefault("client_kwargs", {})
-        if "timeout" not in options["client_kwargs"]:
-            import aiohttp
-
-            timeout = aiohttp.ClientTimeout(
-                total=retry.deadline, connect=retry.timeout, sock_read=retry.timeout
-            )
-            options["client_kwargs"] = {**options["client_kwargs"], "timeout": timeout}
-    elif protocol in ("s3", "s3a"):
-        config = {
-            "connect_timeout": retry.timeout,
-            "read_timeout": retry.timeout,
-            "max_pool_connections": 64,
-        }
-        options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
+    protocol = of_url(url)
+    if protocol.options is not None:
+        options = protocol.options(options, retry)
     fs, path = fsspec.core.url_to_fs(url, **options)
     return register_filesystem(fs), path
 

@@ -2,10 +2,10 @@
 
 One frozen dataclass, declared once and embedded where it is used: by
 :class:`~loffdata.stream.dataset.StreamingDataset`, inside
-:class:`~loffdata.loader.config.LoaderConfig` (so inside :class:`~loffdata.loader.LoffLoader`) and
-inside :class:`~loffdata.train.trainer.TrainConfig`. The order fields come from
-:class:`~loffdata.stream.plan.PlanConfig` (a ``StreamConfig`` is one), the retry policy is a
-:class:`~loffdata.storage.remote.RetryConfig`.
+:class:`~loffdata.loader.loaderconfig.LoaderConfig` (so inside
+:class:`~loffdata.loader.LoffLoader`) and inside :class:`~loffdata.train.trainer.TrainConfig`.
+The order fields come from :class:`~loffdata.stream.plan.PlanConfig` (a ``StreamConfig`` is
+one), the retry policy is a :class:`~loffdata.storage.retry.RetryConfig`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loffdata.storage.cache import CacheConfig
-from loffdata.storage.prefetch import PrefetchConfig
-from loffdata.storage.remote import RetryConfig
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
+from loffdata.storage.retry import RetryConfig
 from loffdata.stream.plan import PlanConfig
 from loffdata.util import UNSET, merge
 
@@ -61,8 +61,9 @@ class StreamConfig(PlanConfig):
         cache_limit_bytes: byte budget of the cache (``None``: unbounded).
         retry: timeouts and retries of remote reads (a dict of its fields is accepted).
         prefetch: how many ranged requests remote reads keep in flight per reading process,
-            within what byte budget (:class:`~loffdata.storage.prefetch.PrefetchConfig`; a dict
-            of its fields is accepted; ``requests=0`` turns prefetch off).
+            within what byte budget
+            (:class:`~loffdata.storage.prefetch.by_shard.PrefetchConfig`; a dict of its fields
+            is accepted; ``requests=0`` turns prefetch off).
     """
 
     batch_size: int | None = None
