@@ -132,7 +132,7 @@ def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
 
 async def _http_range(
     fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
-) -> tuple[bytes, Version]:
+) -> tuple[list[bytes], Version]:
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
     headers = {
@@ -147,7 +147,7 @@ async def _http_range(
         if r.status == 404:
             raise FileNotFoundError(path)
         if r.status == 416:  # starts at or past the end: the object is shorter than expected
-            return b"", Version(_total(r.headers.get("Content-Range")))
+            return [], Version(_total(r.headers.get("Content-Range")))
         r.raise_for_status()
         parts: list[bytes] = []
         try:
@@ -156,16 +156,18 @@ async def _http_range(
         except Exception:  # dropped mid-body: what arrived is kept, the caller asks for the rest
             if not parts:
                 raise
-        data = b"".join(parts)
         size = _total(r.headers.get("Content-Range"))
         if r.status == 200:  # the server ignored the Range header: the whole object
+            data = b"".join(parts)
             if strict and len(data) > end - start:
                 raise _range_ignored(pin.url, start, end, len(data))
-            size, data = len(data), data[start:end]
-        return data, Version(size, r.headers.get("ETag"), r.headers.get("Last-Modified"))
+            size, parts = len(data), [data[start:end]]
+        return parts, Version(size, r.headers.get("ETag"), r.headers.get("Last-Modified"))
 
 
-async def _s3_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple[bytes, Version]:
+async def _s3_range(
+    fs: Any, path: str, start: int, end: int, pin: Pin
+) -> tuple[list[bytes], Version]:
     bucket, key, version_id = fs.split_path(path)
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
     if version_id:
@@ -176,7 +178,7 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple
         resp = await fs._call_s3("get_object", **kwargs)
     except OSError as err:
         if _s3_code(err) == "InvalidRange":  # starts past the end: a shorter object
-            return b"", Version(None)
+            return [], Version(None)
         raise
     body = resp["Body"]
     try:
@@ -184,7 +186,7 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, pin: Pin) -> tuple
     finally:
         body.close()
     modified = resp.get("LastModified")
-    return data, Version(
+    return [data] if data else [], Version(
         _total(resp.get("ContentRange")), resp.get("ETag"), str(modified) if modified else None
     )
 
@@ -200,9 +202,11 @@ def _kind(fs: Any) -> str:
 
 
 async def fetch_range(
-    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
-) -> bytes:
-    """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``.
+    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False, pieces: bool = False
+) -> bytes | list[bytes]:
+    """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``;
+    with ``pieces``, as the list of pieces they arrived in (empty at the end of the object),
+    so that a reader copying them into place copies them once, not twice.
 
     Runs on ``fs.loop`` (fsspec's IO loop) for HTTP and S3; other filesystems are called in
     a thread. A server that ignores ``Range`` (``python -m http.server`` answers 200 with the
@@ -221,13 +225,15 @@ async def fetch_range(
             data, version = await _s3_range(fs, path, start, end, pin)
         else:
             data = await asyncio.to_thread(fs.cat_file, path, start=start, end=end)
-            version = Version(None)
+            data, version = [data] if data else [], Version(None)
     except Exception as err:
         if pin.etag and _precondition_failed(err):
             raise pin.changed(err) from err
         raise
     pin.check(version)
-    return data
+    if pieces:
+        return data
+    return data[0] if len(data) == 1 else b"".join(data)
 
 
 def get_range(fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False) -> bytes:
