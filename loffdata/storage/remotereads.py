@@ -40,9 +40,11 @@ AHEAD_WINDOWS = 2
 
 @dataclass
 class _SampledPlan:
-    """A by-sample plan: its indices, planned ``step`` at a time, read ``batch`` at a time."""
+    """A by-sample plan: its indices (an array, or a lazy sequence sliced a step at a time:
+    a worker's plan is never materialised whole), planned ``step`` at a time, read ``batch``
+    at a time."""
 
-    indices: np.ndarray
+    indices: Any
     step: int
     batch: int
     horizon: int = 0  # batches apart whose neighbouring samples share a request
@@ -154,9 +156,7 @@ class RemoteReads:
             return
         if self.sampled and batch:
             step = max(batch, -(-(first or window) // batch) * batch)
-            plan = self._sampled = _SampledPlan(
-                np.asarray(indices), step, batch, self._horizon(batch)
-            )
+            plan = self._sampled = _SampledPlan(indices, step, batch, self._horizon(batch))
             self.prefetcher.plan_ranges(())
             self._load_indexes(plan.indices[: plan.ahead])
             self.reached(0)
