@@ -41,7 +41,8 @@ class Answer:
     """What one ranged GET answered.
 
     Attributes:
-        data: the bytes asked for (fewer if the connection dropped; none past the end).
+        data: the bytes asked for (fewer if the connection dropped; none past the end), or the
+            list of pieces they arrived in (a reader copying them into place copies once).
         size: the object's size, if the answer says.
         etag: the object's ETag, if the answer says.
         modified: the object's Last-Modified, if the answer says.
@@ -49,7 +50,7 @@ class Answer:
             the asked part of it), else 0.
     """
 
-    data: bytes
+    data: bytes | list[bytes]
     size: int | None
     etag: str | None = None
     modified: str | None = None
@@ -152,11 +153,11 @@ async def _http_range(fs: Any, path: str, start: int, end: int, etag: str | None
         except Exception:  # dropped mid-body: what arrived is kept, the caller asks for the rest
             if not parts:
                 raise
-        data = b"".join(parts)
         etag, modified = r.headers.get("ETag"), r.headers.get("Last-Modified")
         if r.status == 200:  # the server ignored the Range header: the whole object
+            data = b"".join(parts)
             return Answer(data[start:end], len(data), etag, modified, whole=len(data))
-        return Answer(data, _total(r.headers.get("Content-Range")), etag, modified)
+        return Answer(parts, _total(r.headers.get("Content-Range")), etag, modified)
 
 
 async def _http_size(fs: Any, url: str) -> int:

@@ -118,6 +118,9 @@ def _read_data(f: BinaryIO, padded: int, alloc: Alloc | None) -> tuple[memoryvie
     return buf, _read_into(f, buf)
 
 
+_OCTAL_DIGITS = b"01234567"
+
+
 def _octal(field: bytes, what: str, shard: str, offset: int) -> int:
     """An octal header field (digits, ended by NUL or space), as tar writers emit it.
 
@@ -133,7 +136,7 @@ def _octal(field: bytes, what: str, shard: str, offset: int) -> int:
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    if not all(48 <= c <= 55 for c in text):
+    if text.translate(None, _OCTAL_DIGITS):  # anything left is not an octal digit
         raise ShardReadError(
             f"corrupt tar header at byte {offset} of shard {shard!r}: {what} {field!r} is not octal"
         )

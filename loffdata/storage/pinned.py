@@ -114,9 +114,11 @@ def _range_ignored(url: str, start: int, end: int, size: int) -> RangeIgnored:
 
 
 async def fetch_range(
-    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False
-) -> bytes:
-    """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``.
+    fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False, pieces: bool = False
+) -> bytes | list[bytes]:
+    """Bytes ``[start, end)`` of ``path`` (fewer if the connection drops), checked against ``pin``;
+    with ``pieces``, as the list of pieces they arrived in (empty at the end of the object),
+    so that a reader copying them into place copies them once, not twice.
 
     Runs on ``fs.loop`` (fsspec's IO loop) with the protocol's own ranged GET
     (:mod:`loffdata.protocols`: HTTP, S3); other filesystems are called in a thread. A server
@@ -143,7 +145,10 @@ async def fetch_range(
             raise pin.changed(err) from err
         raise
     pin.check(version)
-    return data
+    parts = data if isinstance(data, list) else ([data] if data else [])
+    if pieces:
+        return parts
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def get_range(fs: Any, path: str, start: int, end: int, pin: Pin, strict: bool = False) -> bytes:

@@ -15,6 +15,7 @@ moves bytes, with the retries, resume-from-offset and object-version pin of
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,15 @@ GAP_BYTES = 64 << 10
 class RangeRead:
     """Bytes ``[start, end)`` of a shard, to fetch ahead (``block``: a block of a shard read
     in sequence, kept to ``PrefetchConfig.requests`` in flight; else samples' bytes, kept to
-    ``sample_requests``)."""
+    ``sample_requests``). ``until``: bytes read by several groups of the plan are kept until
+    the reader has read this many samples (:meth:`RangePrefetcher.release`); else they are
+    released when taken."""
 
     shard: ShardRead
     start: int
     end: int
     block: bool = False
+    until: int | None = None
 
 
 def sample_ranges(
@@ -67,35 +71,64 @@ def sample_ranges(
     group: int,
     *,
     block_size: int,
-) -> Iterator[tuple[int, int, int]]:
-    """``(shard, start, end)`` byte ranges covering the samples of ``indices``, in the order
-    a reader that reads ``group`` of them at a time (each group in index order) needs them.
+    horizon: int = 0,
+) -> list[tuple[int, int, int, int | None]]:
+    """``(shard, start, end, until)`` byte ranges covering the samples of ``indices`` (a
+    reader's next samples, read ``group`` at a time, each group in index order), in the
+    order the reader first needs them.
 
-    Each sample's range runs :data:`TAIL_BYTES` past its end (clipped to the shard); samples
-    of a group in one shard closer than ``GAP_BYTES`` share a range of at most
-    ``block_size`` bytes. Lazy: a plan of any length costs nothing until it is read.
+    Each sample's range runs :data:`TAIL_BYTES` past its end (clipped to the shard by the
+    caller). Samples of one group in one shard closer than ``GAP_BYTES`` share a range of at
+    most ``block_size`` bytes; so do neighbours (no gap: no other process's bytes) read in
+    groups at most ``horizon`` apart. A reader of every W-th batch of a shuffled window holds
+    about 1/W of the window's samples, so about half of its samples' neighbours are its own
+    with two readers, and one request for two of them costs the client about half the CPU
+    of two. ``until``: for a range read in several groups, the position in ``indices``
+    after whose group it is no longer needed (the reader keeps it until then, so the bytes
+    kept are at most those of ``horizon`` groups); ``None`` for a range read in one group.
     """
+    idx = np.asarray(indices, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    for lo in range(0, len(indices), max(1, group)):
-        chunk = np.sort(np.asarray(indices[lo : lo + group], dtype=np.int64))
-        sid = np.searchsorted(starts, chunk, side="right") - 1
-        run: list[int] | None = None  # [shard, start, end]
-        for s, loc in zip(sid.tolist(), (chunk - starts[sid]).tolist()):
-            o = offsets[s]
-            a, b = int(o[loc]), int(o[loc + 1]) + TAIL_BYTES  # clipped to the shard by the caller
-            if (
-                run is not None
-                and run[0] == s
-                and a - run[2] <= GAP_BYTES
-                and max(b, run[2]) - run[1] <= block_size
-            ):
-                run[2] = max(run[2], b)
-                continue
-            if run is not None:
-                yield tuple(run)
-            run = [s, a, b]
-        if run is not None:
-            yield tuple(run)
+    order = np.lexsort((np.arange(len(idx)), idx))  # by sample, then by position
+    sid = np.searchsorted(starts, idx[order], side="right") - 1
+    samples = zip(sid.tolist(), (idx[order] - starts[sid]).tolist(), order // max(1, group))
+    runs = sorted(_runs(offsets, samples, block_size, horizon))  # by the group first needing
+    last = len(idx)  # them, then in index order
+    return [
+        (s, a, b, None if g0 == g1 else min(last, (g1 + 1) * group)) for g0, s, a, b, g1 in runs
+    ]
+
+
+def _runs(
+    offsets: Sequence[np.ndarray] | Mapping[int, np.ndarray],
+    samples: Iterable[tuple[int, int, int]],
+    block_size: int,
+    horizon: int,
+) -> list[list[int]]:
+    """``[first group, shard, start, end, last group]`` of each run of neighbours among
+    ``samples`` (``(shard, sample, group)`` in shard and sample order)."""
+    runs: list[list[int]] = []
+    near: list[list[int]] = []  # the runs of this shard that end close to this sample
+    for s, loc, g in samples:
+        o = offsets[s]
+        a, b, g = int(o[loc]), int(o[loc + 1]) + TAIL_BYTES, int(g)
+        near = [r for r in near if r[1] == s and a - r[3] <= GAP_BYTES]
+        run = next(
+            (
+                r
+                for r in reversed(near)
+                if max(b, r[3]) - r[2] <= block_size
+                and max(g, r[4]) - min(g, r[0]) <= horizon
+                and (a <= r[3] or r[0] == r[4] == g)  # across a gap: one group only
+            ),
+            None,
+        )
+        if run is None:
+            run = [g, s, a, b, g]
+            runs.append(run)
+            near.append(run)
+        run[0], run[3], run[4] = min(run[0], g), max(run[3], b), max(run[4], g)
+    return runs
 
 
 class RangePrefetcher(Prefetcher):
@@ -111,6 +144,8 @@ class RangePrefetcher(Prefetcher):
         self._jobs: Iterator[RangeRead] = iter(())
         self._peeked: RangeRead | None = None
         self._served: dict[str, list[tuple[int, int]]] = {}  # url -> ranges fetched on demand
+        self._kept: list[tuple[int, str, int]] = []  # heap of (until, url, start)
+        self._keep: set[tuple[str, int]] = set()  # blocks a take leaves in place
 
     def _depth(self, job: RangeRead) -> int:
         return self.config.requests if job.block else self.config.sample_requests
@@ -142,6 +177,9 @@ class RangePrefetcher(Prefetcher):
                 )
                 if not covered and job.start not in e.blocks:
                     self._launch(e, job.start, n)
+                    if job.until is not None:
+                        heapq.heappush(self._kept, (job.until, job.shard.url, job.start))
+                        self._keep.add((job.shard.url, job.start))
 
     def _peek(self) -> RangeRead | None:
         if self._peeked is None:
@@ -154,8 +192,8 @@ class RangePrefetcher(Prefetcher):
             e = self._entries[read.url] = _Entry(read, Pin(read.url))
         return e
 
-    def take(self, e: _Entry, start: int) -> tuple[int, bytes]:
-        """``(block start, bytes)`` of a block that holds byte ``start`` (fetched now, up to
+    def take(self, e: _Entry, start: int) -> tuple[int, list[bytes]]:
+        """``(block start, pieces)`` of a block that holds byte ``start`` (fetched now, up to
         :data:`~loffdata.storage.prefetch.by_shard.MISS_BYTES`, if none was planned)."""
         with self._lock:
             held = [s for s, (n, _) in e.blocks.items() if s <= start < s + n]
@@ -165,25 +203,45 @@ class RangePrefetcher(Prefetcher):
                 first, n = start, max(1, min(MISS_BYTES, e.read.size - start))
                 self._served.setdefault(e.read.url, []).append((start, start + n))
                 self._launch(e, start, n)
-            n, fut = e.blocks.pop(first)
-            self.held -= n
+            if (e.read.url, first) in self._keep:  # read again by a later group
+                fut = e.blocks[first][1]
+            else:
+                n, fut = e.blocks.pop(first)
+                self.held -= n
         self._pump()
         return first, block_result(fut)
 
+    def release(self, done: int) -> None:
+        """The reader has read ``done`` samples of the plan: blocks kept for later groups
+        that are past are dropped."""
+        with self._lock:
+            while self._kept and self._kept[0][0] <= done:
+                _, url, start = heapq.heappop(self._kept)
+                self._keep.discard((url, start))
+                e = self._entries.get(url)
+                if e is not None and start in e.blocks:
+                    self._release(e, start)
+        self._pump()
+
     def close(self) -> None:
         with self._lock:
-            self._jobs, self._peeked = iter(()), None
+            self._jobs, self._peeked, self._kept, self._keep = iter(()), None, [], set()
         super().close()
 
 
 def planned_ranges(
-    reads: Callable[[int], ShardRead | None], ranges: Iterable[tuple[int, int, int]]
+    reads: Callable[[int], ShardRead | None],
+    ranges: Iterable[tuple[int, int, int, int | None]],
+    offset: int = 0,
 ) -> Iterator[RangeRead]:
-    """:class:`RangeRead` of each ``(shard, start, end)`` whose shard ``reads`` can prefetch."""
-    for s, a, b in ranges:
+    """:class:`RangeRead` of each ``(shard, start, end, until)`` whose shard ``reads`` can
+    prefetch (``until`` counted from ``offset``)."""
+    for s, a, b, until in ranges:
         read = reads(s)
         if read is not None:
-            yield RangeRead(read, a, min(b, read.size))
+            yield RangeRead(
+                read, a, min(b, read.size), until=None if until is None else offset + until
+            )
 
 
 def block_ranges(reads: Iterable[ShardRead], block_size: int) -> Iterator[RangeRead]:

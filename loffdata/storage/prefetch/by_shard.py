@@ -11,12 +11,15 @@ takes its blocks in turn (a block nobody fetched yet is fetched at once, first i
 The requests run as coroutines on fsspec's IO loop (aiohttp for HTTP, aiobotocore for S3;
 see :mod:`loffdata.storage.pinned`), each with the retries, backoff, deadline and
 resume-from-offset of :mod:`loffdata.storage.shardfile`; a block's error is raised when the
-reader takes that block, so a shard never read never fails the epoch.
+reader takes that block, so a shard never read never fails the epoch. A completed request
+starts the next one on the loop itself (:class:`~loffdata.storage.looptasks.LoopTasks`):
+no thread hop per request.
 """
 
 from __future__ import annotations
 
-import asyncio
+import bisect
+import itertools
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from loffdata.storage.looptasks import LoopTasks
 from loffdata.storage.pinned import Pin, fetch_range
 from loffdata.storage.retry import RetryConfig, with_retries_async
 from loffdata.storage.shardfile import RemoteFile
@@ -120,8 +124,8 @@ class Failed:
     error: Exception
 
 
-def block_result(fut: Future) -> bytes:
-    """The bytes of a launched block fetch; raises the error its fetch returned."""
+def block_result(fut: Future) -> list[bytes]:
+    """The bytes of a launched block fetch, in pieces; raises the error its fetch returned."""
     data = fut.result()
     if isinstance(data, Failed):
         raise data.error
@@ -153,6 +157,7 @@ class Prefetcher:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.requests = 0
+        self._tasks: dict[int, LoopTasks] = {}  # id(loop) -> its tasks (one loop in practice)
 
     def plan(self, reads: list[ShardRead]) -> None:
         """Sets the shards to read next, in read order (replaces the previous plan)."""
@@ -197,18 +202,25 @@ class Prefetcher:
         self.requests += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         e.next = max(e.next, start + n)
-        loop = getattr(e.read.fs, "loop", None) or _io_loop()
-        fut = asyncio.run_coroutine_threadsafe(self._guarded(e, start, start + n), loop)
+        fut = self.tasks(e).start(lambda: self._guarded(e, start, start + n), self._done)
         e.blocks[start] = (n, fut)
-        fut.add_done_callback(self._done)
         return fut
 
-    def _done(self, _fut: Future) -> None:
+    def tasks(self, e: _Entry) -> LoopTasks:
+        """What starts the fetches of ``e``'s shard: tasks on its filesystem's IO loop."""
+        loop = getattr(e.read.fs, "loop", None) or _io_loop()
+        tasks = self._tasks.get(id(loop))
+        if tasks is None or tasks.loop is not loop:
+            tasks = self._tasks[id(loop)] = LoopTasks(loop)
+        return tasks
+
+    def _done(self) -> None:
+        """A fetch ended (on the IO loop): its slot goes to the next planned block."""
         with self._lock:
             self.in_flight -= 1
         self._pump()
 
-    async def _guarded(self, e: _Entry, start: int, end: int) -> bytes | Failed:
+    async def _guarded(self, e: _Entry, start: int, end: int) -> list[bytes] | Failed:
         """:meth:`_fetch` that returns its error instead of raising it: a block released
         (its future cancelled) after its task failed would otherwise leave asyncio's "Task
         exception was never retrieved" (an ``ObjectChanged`` of a block no one reads)."""
@@ -217,24 +229,27 @@ class Prefetcher:
         except Exception as err:
             return Failed(err)
 
-    async def _fetch(self, e: _Entry, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)``; a short answer (dropped connection) is completed from the
-        offset reached."""
+    async def _fetch(self, e: _Entry, start: int, end: int) -> list[bytes]:
+        """Bytes ``[start, end)`` as the pieces they arrived in (not joined: the reader
+        copies them once, into their rows); a short answer (dropped connection) is completed
+        from the offset reached."""
         r, parts, pos = e.read, [], start
         while pos < end:
             data = await with_retries_async(
-                lambda p=pos: fetch_range(r.fs, r.path, p, end, e.pin), url=r.url, retry=self.retry
+                lambda p=pos: fetch_range(r.fs, r.path, p, end, e.pin, pieces=True),
+                url=r.url,
+                retry=self.retry,
             )
             if not data:  # the object ends here (shorter than its manifest entry): the
                 break  # reader meets the end of the data and reports a truncated shard
-            parts.append(data)
-            pos += len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.extend(data)
+            pos += sum(map(len, data))
+        return parts
 
     # -- consumption ----------------------------------------------------------------------
 
-    def take(self, e: _Entry, start: int) -> tuple[int, bytes]:
-        """``(start, bytes)`` of the block of ``e``'s shard from ``start`` (fetched now if
+    def take(self, e: _Entry, start: int) -> tuple[int, list[bytes]]:
+        """``(start, pieces)`` of the block of ``e``'s shard from ``start`` (fetched now if
         not ahead)."""
         bs = self.retry.block_size
         with self._lock:
@@ -277,7 +292,7 @@ class Prefetcher:
                 self.forget(url)
 
 
-def _io_loop() -> asyncio.AbstractEventLoop:
+def _io_loop() -> Any:
     from fsspec.asyn import get_loop
 
     return get_loop()
@@ -290,17 +305,24 @@ class PrefetchedFile(RemoteFile):
         super().__init__()
         self.prefetcher, self.entry, self.url = prefetcher, entry, entry.read.url
         self.size, self.offset = entry.read.size, 0
-        self._buf, self._buf_start = b"", 0
+        self._start, self._end = 0, 0  # the block held: bytes [start, end) of the shard
+        self._pieces: list[memoryview] = []
+        self._starts: list[int] = []  # where each piece starts, from the block's start
 
     def _block(self) -> tuple[memoryview, int]:
-        """The block holding the current offset, and the offset's position in it."""
-        rel = self.offset - self._buf_start
-        if not 0 <= rel < len(self._buf):
-            self._buf = b""
-            self._buf_start, data = self.prefetcher.take(self.entry, self.offset)
-            self._buf = memoryview(data)
-            rel = self.offset - self._buf_start
-        return self._buf, rel
+        """The piece of the block holding the current offset, and the offset's position in
+        it (empty at the end of the data)."""
+        if not self._start <= self.offset < self._end:
+            self._pieces = []
+            self._start, data = self.prefetcher.take(self.entry, self.offset)
+            self._pieces = [memoryview(d) for d in data] or [memoryview(b"")]
+            self._starts = list(itertools.accumulate(map(len, self._pieces[:-1]), initial=0))
+            self._end = self._start + self._starts[-1] + len(self._pieces[-1])
+        rel = self.offset - self._start
+        if len(self._pieces) == 1:
+            return self._pieces[0], rel
+        i = bisect.bisect_right(self._starts, rel) - 1
+        return self._pieces[i], rel - self._starts[i]
 
     def readinto(self, b: Any) -> int:
         out = memoryview(b).cast("B")
@@ -329,6 +351,6 @@ class PrefetchedFile(RemoteFile):
 
     def close(self) -> None:
         if not self.closed:
-            self._buf = b""
+            self._pieces, self._end = [], 0
             self.prefetcher.forget(self.url)
         super().close()

@@ -40,14 +40,14 @@ AHEAD_WINDOWS = 2
 
 @dataclass
 class _SampledPlan:
-    """A by-sample plan: its indices, planned ``step`` at a time, read ``batch`` at a time.
-    ``indices`` stay lazy (a worker's :class:`~loffdata.stream.order.BatchIndices`): only
-    the steps planned are ever computed, never the whole epoch's (10 M samples: ~1 s a
-    worker before its first request)."""
+    """A by-sample plan: its indices (an array, or a lazy sequence sliced a step at a time:
+    a worker's plan is never materialised whole), planned ``step`` at a time, read ``batch``
+    at a time."""
 
-    indices: Sequence[int] | np.ndarray
+    indices: Any
     step: int
     batch: int
+    horizon: int = 0  # batches apart whose neighbouring samples share a request
     planned: int = 0  # samples whose ranges are planned
     done: int = 0  # samples the reader has read
 
@@ -148,14 +148,17 @@ class RemoteReads:
         time, planned a window at a time (``first``: the samples of the first plan step,
         default one window) and :data:`AHEAD_WINDOWS` ahead of the reader (see
         :meth:`reached`), so only this process's samples are fetched and the first batch
-        waits for its own samples. Else whole shards' prefixes, ``window`` at a time.
+        waits for its own samples: the indexes of the windows planned now are loaded in one
+        round trip, and the first batch's ranges go first, coalesced with no later batch's.
+        Else whole shards' prefixes, ``window`` at a time.
         """
         if self._active() is None:
             return
         if self.sampled and batch:
             step = max(batch, -(-(first or window) // batch) * batch)
-            self._sampled = _SampledPlan(indices, step, batch)
+            plan = self._sampled = _SampledPlan(indices, step, batch, self._horizon(batch))
             self.prefetcher.plan_ranges(())
+            self._load_indexes(plan.indices[: plan.ahead])
             self.reached(0)
             return
         reads = [
@@ -168,6 +171,16 @@ class RemoteReads:
         else:
             self.prefetcher.plan(reads)
 
+    def _horizon(self, batch: int) -> int:
+        """How many batches apart a reader's neighbouring samples may be to share a request:
+        the bytes kept for later batches (at most this many batches' worth) stay within
+        half of ``PrefetchConfig.budget_bytes``."""
+        known = [(n, c) for n, c in zip(self.sizes, self.counts) if n is not None and c]
+        if not known:
+            return 0
+        per_sample = sum(n for n, _ in known) / sum(c for _, c in known)
+        return int(self.config.budget_bytes // 2 // max(1.0, batch * per_sample))
+
     def reached(self, n: int) -> None:
         """The reader has read ``n`` more samples of a by-sample plan: plans the ranges of
         the next windows (their indexes loaded here, in the reader's thread, concurrently,
@@ -176,26 +189,33 @@ class RemoteReads:
         if plan is None:
             return
         plan.done += n
+        self.prefetcher.release(plan.done)
         while plan.planned < len(plan.indices) and plan.planned - plan.done < plan.ahead:
-            chunk = plan.indices[plan.planned : plan.planned + plan.step]
+            at = plan.planned  # the first batch alone, then to the end of each step
+            chunk = plan.indices[at : (at // plan.step + 1) * plan.step if at else plan.batch]
             plan.planned += len(chunk)
-            offsets = self._offsets_of(chunk)
+            offsets = {s: self.offsets[s] for s in self._load_indexes(chunk)}
             ranges = sample_ranges(
-                self.counts, offsets, chunk, plan.batch, block_size=self.retry.block_size
+                self.counts,
+                offsets,
+                chunk,
+                plan.batch,
+                block_size=self.retry.block_size,
+                horizon=plan.horizon,
             )
-            self.prefetcher.extend_ranges(planned_ranges(self.read, ranges))
+            self.prefetcher.extend_ranges(planned_ranges(self.read, ranges, at))
 
-    def _offsets_of(self, indices: np.ndarray) -> dict[int, np.ndarray]:
-        """The offsets of the shards ``indices`` lie in, loaded here (sidecars fetched
-        together, see ``preload``): indexes may be sidecars read on first use, which must
-        not happen in the prefetcher's callbacks."""
+    def _load_indexes(self, indices: np.ndarray) -> list[int]:
+        """The shards ``indices`` lie in, in the order first needed, their indexes loaded here
+        (sidecars fetched together, see ``preload``): indexes may be sidecars read on first
+        use, which must not happen in the prefetcher's callbacks."""
         starts = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
-        shards = np.unique(
-            np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1
-        ).tolist()
+        sid = np.searchsorted(starts, np.asarray(indices, dtype=np.int64), side="right") - 1
+        shards, first = np.unique(sid, return_index=True)
+        shards = shards[np.argsort(first)].tolist()
         if self.preload is not None:
             self.preload(shards)
-        return {s: self.offsets[s] for s in shards}
+        return shards
 
     def open(self, s: int) -> PrefetchedFile | None:
         """Shard ``s`` read through the prefetcher (``None``: not prefetchable)."""

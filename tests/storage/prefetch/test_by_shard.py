@@ -265,3 +265,37 @@ def test_a_failed_block_fetch_never_leaves_an_unretrieved_task_exception():
     p._fetch = failing
     got = asyncio.run(p._guarded(_Entry(read=None, pin=Pin("u")), 0, 10))
     assert isinstance(got, Failed) and got.error is changed
+
+
+class _Pieces:
+    """A stand-in prefetcher whose blocks arrive in pieces, as HTTP bodies do."""
+
+    def __init__(self, data: bytes, block: int, piece: int):
+        self.data, self.block, self.piece, self.taken = data, block, piece, []
+
+    def take(self, e, start):
+        a = start - start % self.block
+        self.taken.append(a)
+        blk = self.data[a : a + self.block]
+        return a, [blk[i : i + self.piece] for i in range(0, len(blk), self.piece)]
+
+    def forget(self, url):
+        pass
+
+
+def test_a_prefetched_file_reads_across_the_pieces_of_its_blocks():
+    """Blocks are handed over in the pieces they arrived in (never joined); reads and seeks
+    across pieces and blocks give the file's bytes, one take per block."""
+    from loffdata.storage.prefetch import PrefetchedFile, _Entry
+
+    data = bytes(range(256)) * 40  # 10,240 bytes: blocks of 1,000 in pieces of 300
+    src = _Pieces(data, 1000, 300)
+    f = PrefetchedFile(src, _Entry(ShardRead("u", None, "u", len(data), len(data)), Pin("u")))
+    assert f.read(250) == data[:250] and f.read(100) == data[250:350]  # across a piece
+    buf = bytearray(1500)
+    assert f.readinto(buf) == 1500 and bytes(buf) == data[350:1850]  # across pieces and blocks
+    assert src.taken == [0, 1000]
+    f.seek(9990)
+    assert f.read(300) == data[9990:] and f.read(1) == b""  # the last block is short
+    f.seek(1299)
+    assert f.read(2) == data[1299:1301] and src.taken == [0, 1000, 9000, 10_000, 1000]
