@@ -7,6 +7,8 @@ Modules, by what they do for a reader:
 - ``shardfile``: open a shard, local or remote (fsspec), as a file object that resumes
   (``open_shard``, ``filesystem``, ``ResumableReader``);
 - ``pinned``: one ranged GET pinned to the object's version (ETag, ``If-Match``);
+- ``looptasks``: fetches as tasks on fsspec's IO loop, started there (a completion
+  starts the next);
 - ``retry``: the retry rules (``RetryConfig``, which errors are transient, backoff);
 - ``prefetch/``: reading ahead of the reader: ``reads`` (the reader's one entry point: the
   plan in, file objects out), ``by_shard`` (whole shards in blocks), ``by_sample`` (the
