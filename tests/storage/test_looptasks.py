@@ -8,12 +8,13 @@ import numpy as np
 from fsspec.asyn import get_loop
 
 from loffdata.storage.looptasks import LoopTasks
-from loffdata.storage.prefetch import PrefetchConfig, ShardRead
-from loffdata.storage.rangefetch import RangePrefetcher, RangeRead
-from loffdata.storage.remote import RetryConfig, filesystem
+from loffdata.storage.prefetch.by_sample import RangePrefetcher, RangeRead
+from loffdata.storage.prefetch.by_shard import PrefetchConfig, ShardRead
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import filesystem
 from tests.servers import http_server, write_shards  # noqa: F401
-from tests.storage.test_prefetch import settled
-from tests.storage.test_rangefetch import SHAPE, _offsets
+from tests.storage.prefetch.test_by_sample import SHAPE, _offsets
+from tests.storage.prefetch.test_by_shard import settled
 
 HANG = 60  # seconds: bounds a broken implementation, never part of what is checked
 

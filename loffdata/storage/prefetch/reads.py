@@ -11,7 +11,7 @@ with a cache, whole shards are downloaded into it ahead of the reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 

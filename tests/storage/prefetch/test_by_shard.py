@@ -286,7 +286,7 @@ class _Pieces:
 def test_a_prefetched_file_reads_across_the_pieces_of_its_blocks():
     """Blocks are handed over in the pieces they arrived in (never joined); reads and seeks
     across pieces and blocks give the file's bytes, one take per block."""
-    from loffdata.storage.prefetch import PrefetchedFile, _Entry
+    from loffdata.storage.prefetch.by_shard import PrefetchedFile, _Entry
 
     data = bytes(range(256)) * 40  # 10,240 bytes: blocks of 1,000 in pieces of 300
     src = _Pieces(data, 1000, 300)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from loffdata.format.manifest import Manifest
-from loffdata.storage.prefetch import PrefetchConfig
-from loffdata.storage.remote import RetryConfig, filesystem
-from loffdata.storage.remotereads import RemoteReads
+from loffdata.storage.prefetch.by_shard import PrefetchConfig
+from loffdata.storage.prefetch.reads import RemoteReads
+from loffdata.storage.retry import RetryConfig
+from loffdata.storage.shardfile import filesystem
 from tests.servers import http_server, write_shards  # noqa: F401
-from tests.storage.test_prefetch import settled
-from tests.storage.test_rangefetch import SHAPE, _offsets
+from tests.storage.prefetch.test_by_sample import SHAPE, _offsets
+from tests.storage.prefetch.test_by_shard import settled
 
 
 class _Sliced:
