@@ -96,12 +96,18 @@ def test_manifest_bytes(data):
     _manifest_or_error(data)
 
 
+_COLLECTED: list[bool] = []
+
+
 @FUZZ
 @given(st.integers(1, 5000), st.sampled_from(["[", '{"a":']))
 def test_manifest_nesting(depth, opener):
     # finalizers left by earlier tests (a DataLoader iterator's __del__) must not run inside
-    # json's deep recursion, where even formatting their traceback exceeds the limit
-    gc.collect()
+    # json's deep recursion, where even formatting their traceback exceeds the limit: once
+    # per session (a collection per example would cost seconds)
+    if not _COLLECTED:
+        gc.collect()
+        _COLLECTED.append(True)
     closer = "]" if opener == "[" else "}"
     text = (
         json.dumps(VALID)[:-1]
